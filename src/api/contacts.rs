@@ -1,0 +1,308 @@
+//! `/api/v1/chatbots/{chatbotId}/contacts[/{contactId}]`: create/upsert in batches,
+//! list in creation order, get, patch and delete one contact.
+
+use serde_json::{json, Value};
+
+use super::{success, App, Ctx};
+use crate::domain::issues::{join, json_type};
+use crate::domain::{Contact, ContactInput, Field, Issue, Issues};
+use crate::http::error::{json_response, CONTACT_CONFLICT};
+use crate::http::{ApiError, Response};
+use crate::store::{OnDuplicate, PatchRequest, StoreError};
+
+/// Most contacts in one `POST /contacts`.
+pub const MAX_BATCH: usize = 1000;
+const DEFAULT_PER_PAGE: u64 = 100;
+const MIN_PER_PAGE: u64 = 10;
+const MAX_PER_PAGE: u64 = 1000;
+
+/// `page` and `per_page` after validation and clamping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    pub page: u64,
+    pub per_page: u64,
+}
+
+/// An integer query value: `Some(Ok(n))`, `Some(Err(()))` for a negative one, `None` if
+/// it is not an integer at all. Huge values saturate.
+fn parse_integer(text: &str) -> Option<Result<u64, ()>> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value = digits.parse::<u64>().unwrap_or(u64::MAX);
+    Some(if negative && value > 0 {
+        Err(())
+    } else {
+        Ok(value)
+    })
+}
+
+fn first<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Reads `page` (≥ 1, default 1) and `per_page` (default 100, clamped to 10–1000).
+pub fn parse_paging(query: &[(String, String)]) -> Result<Paging, Issues> {
+    let mut issues = Issues::new();
+    let page = match first(query, "page").map(|v| (v, parse_integer(v.trim()))) {
+        None => 1,
+        Some((_, Some(Ok(n)))) if n >= 1 => n,
+        Some((_, Some(_))) => {
+            issues.push("page", "must be at least 1");
+            1
+        }
+        Some((v, None)) => {
+            issues.push("page", format!("must be an integer, got \"{v}\""));
+            1
+        }
+    };
+    let per_page = match first(query, "per_page").map(|v| (v, parse_integer(v.trim()))) {
+        None => DEFAULT_PER_PAGE,
+        Some((_, Some(Ok(n)))) => n.clamp(MIN_PER_PAGE, MAX_PER_PAGE),
+        Some((_, Some(Err(())))) => MIN_PER_PAGE,
+        Some((v, None)) => {
+            issues.push("per_page", format!("must be an integer, got \"{v}\""));
+            DEFAULT_PER_PAGE
+        }
+    };
+    if issues.is_empty() {
+        Ok(Paging { page, per_page })
+    } else {
+        Err(issues)
+    }
+}
+
+fn parse_on_duplicate(query: &[(String, String)]) -> Result<OnDuplicate, ApiError> {
+    match first(query, "on_duplicate") {
+        None | Some("update") => Ok(OnDuplicate::Update),
+        Some("skip") => Ok(OnDuplicate::Skip),
+        Some("error") => Ok(OnDuplicate::Error),
+        Some(other) => {
+            let mut issues = Issues::new();
+            issues.push(
+                "on_duplicate",
+                format!("must be update, skip or error, got \"{other}\""),
+            );
+            Err(ApiError::invalid_params(issues))
+        }
+    }
+}
+
+fn contacts_json(contacts: &[Contact]) -> Value {
+    Value::Array(contacts.iter().map(Contact::to_json).collect())
+}
+
+pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiError> {
+    app.agent_in_scope(&ctx.key, &agent).await?;
+    let paging = parse_paging(&ctx.query).map_err(ApiError::invalid_params)?;
+    let offset = (paging.page - 1).saturating_mul(paging.per_page);
+    let limit = usize::try_from(paging.per_page).unwrap_or(1000);
+    let page = app
+        .read(move |s| s.list_contacts(&agent, offset, limit))
+        .await?;
+    let total_pages = page.total.div_ceil(paging.per_page);
+    Ok(json_response(
+        hyper::StatusCode::OK,
+        &json!({
+            "message": "Success",
+            "data": contacts_json(&page.contacts),
+            "total": page.total,
+            "pages": {"page": paging.page, "per_page": paging.per_page, "total_pages": total_pages},
+        }),
+    ))
+}
+
+pub async fn get(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Response, ApiError> {
+    app.agent_in_scope(&ctx.key, &agent).await?;
+    let contact = app
+        .read(move |s| s.contact(&agent, &id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(success(contact.to_json()))
+}
+
+/// Finds the contact array (`users`, or its alias `contacts`) and its name.
+fn batch_entries(body: &Value) -> Result<(&'static str, &Vec<Value>), ApiError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::invalid_field(
+            "body",
+            &format!("must be an object, got {}", json_type(body)),
+        ));
+    };
+    let (name, value) = match (obj.get("users"), obj.get("contacts")) {
+        (Some(v), _) => ("users", v),
+        (None, Some(v)) => ("contacts", v),
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                "users",
+                "is required: an array of 1 to 1000 contacts",
+            ))
+        }
+    };
+    match value.as_array() {
+        Some(items) if !items.is_empty() => Ok((name, items)),
+        Some(_) => Err(ApiError::invalid_field(name, "must not be empty")),
+        None => Err(ApiError::invalid_field(
+            name,
+            &format!("must be an array, got {}", json_type(value)),
+        )),
+    }
+}
+
+/// Store conflicts speak of `users[i]`; say `contacts[i]` when that is what was sent.
+fn rename_paths(issues: Vec<Issue>, name: &str) -> Vec<Issue> {
+    if name == "users" {
+        return issues;
+    }
+    issues
+        .into_iter()
+        .map(|mut issue| {
+            if let Some(rest) = issue.field.strip_prefix("users") {
+                issue.field = format!("{name}{rest}");
+            }
+            issue
+        })
+        .collect()
+}
+
+pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, ApiError> {
+    app.agent_in_scope(&ctx.key, &agent).await?;
+    let on_duplicate = parse_on_duplicate(&ctx.query)?;
+    let body = app.body_json(&mut ctx).await?;
+    let (name, items) = batch_entries(&body)?;
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest("Maximum 1000 contacts per request"));
+    }
+    let mut issues = Issues::new();
+    let entries: Vec<ContactInput> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| ContactInput::parse(item, &format!("{name}[{i}]"), &mut issues))
+        .collect();
+    if !issues.is_empty() {
+        return Err(ApiError::invalid_data(issues));
+    }
+    let outcome = match app
+        .store
+        .upsert_contacts(agent, entries, on_duplicate)
+        .await
+    {
+        Err(StoreError::Conflict(issues)) => {
+            return Err(ApiError::Conflict(
+                CONTACT_CONFLICT,
+                rename_paths(issues, name),
+            ))
+        }
+        other => other?,
+    };
+    Ok(json_response(
+        hyper::StatusCode::OK,
+        &json!({
+            "message": "Success",
+            "data": contacts_json(&outcome.contacts),
+            "meta": {"created": outcome.created, "updated": outcome.updated, "skipped": outcome.skipped},
+        }),
+    ))
+}
+
+pub async fn patch(
+    app: &App,
+    mut ctx: Ctx,
+    agent: String,
+    id: String,
+) -> Result<Response, ApiError> {
+    app.agent_in_scope(&ctx.key, &agent).await?;
+    let body = app.body_json(&mut ctx).await?;
+    let (value, prefix) = match body.as_object() {
+        Some(obj) if obj.contains_key("data") => (&obj["data"], "data"),
+        Some(_) => (&body, ""),
+        None => {
+            return Err(ApiError::invalid_field(
+                "body",
+                &format!("must be an object, got {}", json_type(&body)),
+            ))
+        }
+    };
+    let mut issues = Issues::new();
+    let input = ContactInput::parse(value, prefix, &mut issues);
+    if let Some(input) = &input {
+        if input.external_id == Field::Clear {
+            issues.push(join(prefix, "external_id"), "must not be null or empty");
+        }
+    }
+    let Some(input) = input.filter(|_| issues.is_empty()) else {
+        return Err(ApiError::invalid_data(issues));
+    };
+    let patch = PatchRequest {
+        agent,
+        target: id,
+        input,
+        field_prefix: prefix.to_owned(),
+    };
+    let contact = app.store.patch_contact(patch).await?;
+    Ok(success(contact.to_json()))
+}
+
+pub async fn delete(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Response, ApiError> {
+    app.agent_in_scope(&ctx.key, &agent).await?;
+    let contact = app.store.delete_contact(agent, id).await?;
+    Ok(success(contact.to_json()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn paging_defaults_and_clamps() {
+        assert_eq!(
+            parse_paging(&q(&[])).unwrap(),
+            Paging {
+                page: 1,
+                per_page: 100
+            }
+        );
+        assert_eq!(parse_paging(&q(&[("per_page", "5")])).unwrap().per_page, 10);
+        assert_eq!(
+            parse_paging(&q(&[("per_page", "-5")])).unwrap().per_page,
+            10
+        );
+        assert_eq!(
+            parse_paging(&q(&[("per_page", "99999999999999999999999")]))
+                .unwrap()
+                .per_page,
+            1000
+        );
+    }
+
+    #[test]
+    fn paging_rejects_bad_values_naming_them() {
+        let fields = |query| {
+            parse_paging(&q(query))
+                .unwrap_err()
+                .into_vec()
+                .into_iter()
+                .map(|i| i.field)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fields(&[("page", "0")]), ["page"]);
+        assert_eq!(
+            fields(&[("page", "1.5"), ("per_page", "x")]),
+            ["page", "per_page"]
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! `/api/v1/keys` (extension): create, list and revoke API keys. Admin only.
+
+use serde_json::Value;
+
+use super::{require_admin, success, App, Ctx};
+use crate::auth;
+use crate::domain::issues::json_type;
+use crate::domain::{ids, ApiKey, Issues, Scope};
+use crate::http::{ApiError, Response};
+use crate::store::{unix_now, StoreError};
+
+pub async fn list(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
+    require_admin(&ctx.key)?;
+    let keys = app.read(|s| s.keys()).await?;
+    Ok(success(Value::Array(
+        keys.iter().map(ApiKey::to_json).collect(),
+    )))
+}
+
+/// A validated `POST /keys` body.
+struct KeyInput {
+    name: String,
+    chatbot_id: Option<String>,
+}
+
+fn parse_input(body: &Value) -> Result<KeyInput, Issues> {
+    let mut issues = Issues::new();
+    let Some(obj) = body.as_object() else {
+        issues.push(
+            "body",
+            format!("must be an object, got {}", json_type(body)),
+        );
+        return Err(issues);
+    };
+    let name = match obj.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 255 => s.clone(),
+        Some(Value::String(_)) => {
+            issues.push("name", "must be 1 to 255 characters");
+            String::new()
+        }
+        None | Some(Value::Null) => {
+            issues.push("name", "is required");
+            String::new()
+        }
+        Some(other) => {
+            issues.push(
+                "name",
+                format!("must be a string, got {}", json_type(other)),
+            );
+            String::new()
+        }
+    };
+    let chatbot_id = match obj.get("chatbot_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            if let Err(msg) = ids::check_agent_id(s) {
+                issues.push("chatbot_id", msg);
+            }
+            Some(s.clone())
+        }
+        Some(other) => {
+            issues.push(
+                "chatbot_id",
+                format!("must be a string, got {}", json_type(other)),
+            );
+            None
+        }
+    };
+    if issues.is_empty() {
+        Ok(KeyInput { name, chatbot_id })
+    } else {
+        Err(issues)
+    }
+}
+
+pub async fn create(app: &App, mut ctx: Ctx) -> Result<Response, ApiError> {
+    require_admin(&ctx.key)?;
+    let body = app.body_json(&mut ctx).await?;
+    let input = parse_input(&body).map_err(ApiError::invalid_data)?;
+    let scope = input.chatbot_id.map_or(Scope::Admin, Scope::Agent);
+    let plaintext = auth::generate_key();
+    let record = auth::new_key_record(&plaintext, &input.name, scope, unix_now());
+    let key = match app.store.create_key(record).await {
+        Err(StoreError::AgentNotFound) => {
+            return Err(ApiError::invalid_field(
+                "chatbot_id",
+                "no chatbot has this id",
+            ))
+        }
+        other => other?,
+    };
+    let mut data = key.to_json();
+    data["key"] = Value::String(plaintext);
+    Ok(success(data))
+}
+
+pub async fn revoke(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {
+    require_admin(&ctx.key)?;
+    let key = app.store.revoke_key(id).await?;
+    Ok(success(key.to_json()))
+}

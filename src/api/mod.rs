@@ -1,0 +1,168 @@
+//! The API: one file per resource. Handlers take typed input, call the store, and
+//! return JSON or an [`ApiError`]; `App::handle` routes, authenticates and turns errors
+//! into responses in one place.
+
+mod agents;
+mod contacts;
+mod health;
+mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use crate::auth;
+use crate::domain::{Agent, ApiKey};
+use crate::http::body::{query_pairs, read_json};
+use crate::http::error::json_response;
+use crate::http::{router, ApiError, Response, Route};
+use crate::store::{Store, StoreError};
+
+/// Shared state of every request.
+pub struct App {
+    store: Arc<dyn Store>,
+    max_body_bytes: u64,
+}
+
+/// What a handler needs to know about its request.
+pub struct Ctx {
+    pub key: ApiKey,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Option<Incoming>,
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, max_body_bytes: u64) -> Self {
+        Self {
+            store,
+            max_body_bytes,
+        }
+    }
+
+    /// Handles one request within `timeout`; a panic or a timeout becomes a JSON error.
+    pub async fn serve(self: Arc<Self>, req: Request<Incoming>, timeout: Duration) -> Response {
+        let task = tokio::spawn(async move { self.handle(req).await });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => ApiError::Internal(format!("handler failed: {err}")).into_response(),
+            Err(_) => {
+                abort.abort();
+                ApiError::Timeout.into_response()
+            }
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response {
+        self.dispatch(req)
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    }
+
+    async fn dispatch(&self, req: Request<Incoming>) -> Result<Response, ApiError> {
+        let (parts, body) = req.into_parts();
+        let route = router::route(parts.uri.path()).ok_or(ApiError::NotFound)?;
+        let allowed = route.allowed();
+        if !allowed.contains(&parts.method) {
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ApiError::MethodNotAllowed(allow));
+        }
+        if route == Route::Health {
+            return Ok(health::get());
+        }
+        let key = self.authenticate(&parts.headers).await?;
+        let method = parts.method;
+        let ctx = Ctx {
+            key,
+            query: query_pairs(parts.uri.query()),
+            headers: parts.headers,
+            body: Some(body),
+        };
+        match (route, method) {
+            (Route::Agents, Method::GET) => agents::list(self, &ctx).await,
+            (Route::Agents, Method::POST) => agents::create(self, ctx).await,
+            (Route::Agent(id), Method::GET) => agents::get(self, &ctx, id).await,
+            (Route::Agent(id), Method::DELETE) => agents::delete(self, &ctx, id).await,
+            (Route::Keys, Method::GET) => keys::list(self, &ctx).await,
+            (Route::Keys, Method::POST) => keys::create(self, ctx).await,
+            (Route::Key(id), Method::DELETE) => keys::revoke(self, &ctx, id).await,
+            (Route::Contacts(agent), Method::GET) => contacts::list(self, &ctx, agent).await,
+            (Route::Contacts(agent), Method::POST) => contacts::upsert(self, ctx, agent).await,
+            (Route::Contact(agent, id), Method::GET) => contacts::get(self, &ctx, agent, id).await,
+            (Route::Contact(agent, id), Method::PATCH) => {
+                contacts::patch(self, ctx, agent, id).await
+            }
+            (Route::Contact(agent, id), Method::DELETE) => {
+                contacts::delete(self, &ctx, agent, id).await
+            }
+            // `allowed()` lists exactly the pairs above.
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    /// Runs a blocking store read on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|err| ApiError::Internal(format!("read task failed: {err}")))?
+            .map_err(ApiError::from)
+    }
+
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+        let token = auth::bearer_token(headers.get(AUTHORIZATION).map(|v| v.as_bytes()))?;
+        let digest = auth::digest(token);
+        let stored = self.read(move |s| s.key_by_digest(&digest)).await?;
+        Ok(auth::verify(token, stored)?)
+    }
+
+    /// The agent `id` if it exists and `key` may reach it; 404 otherwise (never saying
+    /// which).
+    async fn agent_in_scope(&self, key: &ApiKey, id: &str) -> Result<Agent, ApiError> {
+        if !key.scope.includes(id) {
+            return Err(ApiError::NotFound);
+        }
+        let id = id.to_owned();
+        self.read(move |s| s.agent(&id))
+            .await?
+            .ok_or(ApiError::NotFound)
+    }
+
+    async fn body_json(&self, ctx: &mut Ctx) -> Result<Value, ApiError> {
+        let body = ctx
+            .body
+            .take()
+            .ok_or_else(|| ApiError::Internal("request body read twice".into()))?;
+        read_json(&ctx.headers, body, self.max_body_bytes).await
+    }
+}
+
+/// Only admin keys may go on.
+fn require_admin(key: &ApiKey) -> Result<(), ApiError> {
+    if key.scope.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
+/// `200 {"message":"Success","data":…}`.
+fn success(data: Value) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "message": "Success", "data": data }),
+    )
+}

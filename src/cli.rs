@@ -1,0 +1,402 @@
+//! The command line: clap definitions, configuration loading, and the subcommands that
+//! are not `serve`. Admin commands open the data dir directly, so they work only while
+//! the server is stopped; otherwise redb's file lock refuses and we say which HTTP
+//! endpoint to use instead.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::auth;
+use crate::config::{self, Config, Sources};
+use crate::domain::{ids, Agent, Scope};
+use crate::store::{unix_now, RedbStore, Store, StoreError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "contactd",
+    version,
+    about = "Self-hosted contacts server (Chatbase/Bookbag-compatible API over an embedded redb file)"
+)]
+pub struct Cli {
+    /// Config file; the default ./config.toml may be missing, an explicit one may not.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: SettingFlags,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One flag per setting of `config::SETTINGS` (checked by a test). Values are parsed by
+/// `config::resolve`, so a bad one is reported like a bad file or env value.
+#[derive(Args, Debug, Default)]
+pub struct SettingFlags {
+    /// Address to listen on [config: listen]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data directory [config: data_dir]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Largest JSON body in bytes [config: max_body_bytes]
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub max_body_bytes: Option<String>,
+    /// Most open connections [config: max_connections]
+    #[arg(long, global = true, value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Seconds to send request headers [config: header_read_timeout_secs]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub header_read_timeout_secs: Option<String>,
+    /// Seconds one request may take [config: request_timeout_secs]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub request_timeout_secs: Option<String>,
+    /// Seconds in-flight requests get on shutdown [config: shutdown_grace_secs]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub shutdown_grace_secs: Option<String>,
+    /// error, warn, info, debug or trace [config: log_level]
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl SettingFlags {
+    fn pairs(&self) -> Vec<(String, String)> {
+        let flags = [
+            ("listen", &self.listen),
+            ("data_dir", &self.data_dir),
+            ("max_body_bytes", &self.max_body_bytes),
+            ("max_connections", &self.max_connections),
+            ("header_read_timeout_secs", &self.header_read_timeout_secs),
+            ("request_timeout_secs", &self.request_timeout_secs),
+            ("shutdown_grace_secs", &self.shutdown_grace_secs),
+            ("log_level", &self.log_level),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
+            .collect()
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default when no command is given)
+    Serve,
+    /// Print the resolved configuration as TOML
+    PrintConfig,
+    /// Manage agents in the data dir (server stopped)
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Manage API keys in the data dir (server stopped)
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentsCommand {
+    /// Create an agent
+    Create {
+        /// Agent id (letters, digits, '_' and '-'; generated when omitted)
+        #[arg(long)]
+        id: Option<String>,
+        /// Display name
+        #[arg(long)]
+        name: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// List agents
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; prints it once
+    Create {
+        /// A name to tell the key apart
+        #[arg(long)]
+        name: String,
+        /// Scope the key to this agent (an admin key when omitted)
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their plaintext)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (key_…)
+    Revoke {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit code for configuration and usage errors.
+const EXIT_CONFIG: u8 = 2;
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("contactd: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("contactd: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(serve(config)),
+        Command::PrintConfig => {
+            print!("{}", config::to_toml(&config));
+            Ok(())
+        }
+        Command::Agents(cmd) => runtime.block_on(agents(&config, cmd)),
+        Command::Keys(cmd) => runtime.block_on(keys(&config, cmd)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("contactd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let file = match &cli.config {
+        Some(path) => Some(read_file(path)?),
+        None => {
+            let default = Path::new("config.toml");
+            default.exists().then(|| read_file(default)).transpose()?
+        }
+    };
+    let sources = Sources {
+        file,
+        env: std::env::vars()
+            .filter(|(k, _)| k.starts_with("CONTACTD_"))
+            .collect(),
+        flags: cli.settings.pairs(),
+    };
+    config::resolve(&sources).map_err(|err| err.to_string())
+}
+
+fn read_file(path: &Path) -> Result<(String, String), String> {
+    std::fs::read_to_string(path)
+        .map(|text| (path.display().to_string(), text))
+        .map_err(|err| format!("cannot read config file {}: {err}", path.display()))
+}
+
+fn init_logging(level: &str) {
+    let level = level.parse().unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
+    let data_dir = config.data_dir.clone();
+    crate::serve(listener, config, shutdown_signal())
+        .await
+        .map_err(|err| describe(&err, &data_dir, "the running server"))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+/// A store error as a message; `endpoint` is the HTTP call to use while the server runs.
+fn describe(err: &StoreError, data_dir: &Path, endpoint: &str) -> String {
+    match err {
+        StoreError::AlreadyOpen(path) => format!(
+            "the server is running and holds the database {} (data dir {}); stop it first, or use {endpoint} instead",
+            path.display(),
+            data_dir.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn open(config: &Config, endpoint: &str) -> Result<RedbStore, String> {
+    RedbStore::open(&config.data_dir).map_err(|err| describe(&err, &config.data_dir, endpoint))
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn agents(config: &Config, cmd: AgentsCommand) -> Result<(), String> {
+    match cmd {
+        AgentsCommand::Create { id, name, json } => {
+            let id = id.unwrap_or_else(ids::new_agent_id);
+            ids::check_agent_id(&id).map_err(|msg| format!("--id {msg}"))?;
+            if name.trim().is_empty() || name.chars().count() > 255 {
+                return Err("--name must be 1 to 255 characters".into());
+            }
+            let store = open(config, "the HTTP API: POST /api/v1/chatbots")?;
+            let agent = Agent {
+                id,
+                name,
+                created_at: unix_now(),
+                contact_count: 0,
+            };
+            let agent = store.create_agent(agent).await.map_err(|err| match err {
+                StoreError::AgentExists => "an agent with this id already exists".to_owned(),
+                other => other.to_string(),
+            })?;
+            if json {
+                print_json(&agent.to_json());
+            } else {
+                println!("created agent {} ({})", agent.id, agent.name);
+            }
+        }
+        AgentsCommand::List { json } => {
+            let store = open(config, "the HTTP API: GET /api/v1/chatbots")?;
+            let agents = store.agents().map_err(|e| e.to_string())?;
+            if json {
+                print_json(&Value::Array(agents.iter().map(Agent::to_json).collect()));
+            } else {
+                println!("{:<24} {:>10}  NAME", "ID", "CONTACTS");
+                for a in agents {
+                    println!("{:<24} {:>10}  {}", a.id, a.contact_count, a.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(config: &Config, cmd: KeysCommand) -> Result<(), String> {
+    match cmd {
+        KeysCommand::Create { name, agent, json } => {
+            if name.trim().is_empty() || name.chars().count() > 255 {
+                return Err("--name must be 1 to 255 characters".into());
+            }
+            let store = open(config, "the HTTP API: POST /api/v1/keys")?;
+            let scope = agent.map_or(Scope::Admin, Scope::Agent);
+            let plaintext = auth::generate_key();
+            let record = auth::new_key_record(&plaintext, &name, scope, unix_now());
+            let key = store.create_key(record).await.map_err(|err| match err {
+                StoreError::AgentNotFound => "--agent names no existing agent".to_owned(),
+                other => other.to_string(),
+            })?;
+            if json {
+                let mut value = key.to_json();
+                value["key"] = Value::String(plaintext);
+                print_json(&value);
+            } else {
+                println!("created key {} ({})", key.id, key.name);
+                println!("{plaintext}");
+                println!("It is shown only this once; store it now.");
+            }
+        }
+        KeysCommand::List { json } => {
+            let store = open(config, "the HTTP API: GET /api/v1/keys")?;
+            let keys = store.keys().map_err(|e| e.to_string())?;
+            if json {
+                print_json(&Value::Array(keys.iter().map(|k| k.to_json()).collect()));
+            } else {
+                println!(
+                    "{:<22} {:<14} {:<8} {:<16} NAME",
+                    "ID", "PREFIX", "STATE", "SCOPE"
+                );
+                for k in keys {
+                    let scope = match &k.scope {
+                        Scope::Admin => "admin".to_owned(),
+                        Scope::Agent(id) => format!("agent:{id}"),
+                    };
+                    let state = if k.revoked { "revoked" } else { "active" };
+                    println!(
+                        "{:<22} {:<14} {:<8} {:<16} {}",
+                        k.id, k.prefix, state, scope, k.name
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id, json } => {
+            let store = open(config, "the HTTP API: DELETE /api/v1/keys/{id}")?;
+            let key = store.revoke_key(id).await.map_err(|err| match err {
+                StoreError::KeyNotFound => "no key has this id".to_owned(),
+                other => other.to_string(),
+            })?;
+            if json {
+                print_json(&key.to_json());
+            } else {
+                println!("revoked key {} ({})", key.id, key.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_setting_has_its_flag() {
+        let cmd = Cli::command();
+        let longs: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        for setting in config::SETTINGS {
+            assert!(
+                longs.contains(&config::flag_name(setting.key)),
+                "{}",
+                setting.key
+            );
+        }
+        let flags = SettingFlags::default().pairs();
+        assert!(flags.is_empty());
+    }
+}

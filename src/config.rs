@@ -1,0 +1,379 @@
+//! Configuration: defaults < `config.toml` < `CONTACTD_*` environment < flags.
+//!
+//! Every setting has one name in three spellings: config key `section.key`, environment
+//! variable `CONTACTD_SECTION_KEY`, flag `--section-key`. [`resolve`] is a pure function
+//! of the three sources, so precedence is tested without touching the process.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One setting: its key, its default (as text), and what it means.
+pub struct Setting {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every setting, in the order `print-config` and the README show them.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "listen",
+        default: "127.0.0.1:8080",
+        help: "address and port to listen on (port 0 picks a free one)",
+    },
+    Setting {
+        key: "data_dir",
+        default: "./data",
+        help: "directory holding the database file contactd.redb",
+    },
+    Setting {
+        key: "max_body_bytes",
+        default: "8388608",
+        help: "largest accepted JSON request body, in bytes (413 beyond)",
+    },
+    Setting {
+        key: "max_connections",
+        default: "1024",
+        help: "most open client connections; further ones wait to be accepted",
+    },
+    Setting {
+        key: "header_read_timeout_secs",
+        default: "10",
+        help: "time a client has to send the request headers",
+    },
+    Setting {
+        key: "request_timeout_secs",
+        default: "30",
+        help: "time one request may take, body upload included (503 beyond)",
+    },
+    Setting {
+        key: "shutdown_grace_secs",
+        default: "10",
+        help: "on SIGINT/SIGTERM, how long in-flight requests may take to finish",
+    },
+    Setting {
+        key: "log_level",
+        default: "info",
+        help: "error, warn, info, debug or trace",
+    },
+];
+
+/// The environment variable that carries the first-run admin key (never in a file).
+pub const ADMIN_KEY_ENV: &str = "CONTACTD_ADMIN_KEY";
+
+/// Resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub log_level: String,
+    /// Admin key to create on first run instead of a generated one.
+    pub admin_key: Option<String>,
+}
+
+/// The environment variable for a config key.
+pub fn env_name(key: &str) -> String {
+    format!("CONTACTD_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// The command-line flag for a config key.
+pub fn flag_name(key: &str) -> String {
+    format!("--{}", key.replace(['.', '_'], "-"))
+}
+
+/// A setting that could not be used, with where its value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(
+                f,
+                "invalid configuration ({}): {}",
+                self.origin, self.message
+            )
+        } else {
+            write!(
+                f,
+                "invalid configuration `{}` (from {}): {}",
+                self.key, self.origin, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The three sources, already read.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// `(file name, contents)` of the config file, if there is one.
+    pub file: Option<(String, String)>,
+    /// The process environment (only `CONTACTD_*` names are looked at).
+    pub env: Vec<(String, String)>,
+    /// `(config key, value)` for each flag given on the command line.
+    pub flags: Vec<(String, String)>,
+}
+
+/// Layers the sources over the defaults and parses every setting.
+pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
+    let mut raw: BTreeMap<&'static str, (String, String)> = SETTINGS
+        .iter()
+        .map(|s| (s.key, (s.default.to_owned(), "default".to_owned())))
+        .collect();
+    if let Some((name, text)) = &sources.file {
+        for (key, value) in flatten_toml(name, text)? {
+            let slot = lookup(&mut raw, &key).ok_or_else(|| ConfigError {
+                key: key.clone(),
+                origin: name.clone(),
+                message: "unknown setting".into(),
+            })?;
+            *slot = (value, name.clone());
+        }
+    }
+    let mut admin_key = None;
+    for (name, value) in &sources.env {
+        if name == ADMIN_KEY_ENV {
+            admin_key = Some(value.clone());
+        } else if let Some(setting) = SETTINGS.iter().find(|s| env_name(s.key) == *name) {
+            raw.insert(setting.key, (value.clone(), name.clone()));
+        }
+    }
+    for (key, value) in &sources.flags {
+        let slot = lookup(&mut raw, key).ok_or_else(|| ConfigError {
+            key: key.clone(),
+            origin: "command line".into(),
+            message: "unknown setting".into(),
+        })?;
+        *slot = (value.clone(), flag_name(key));
+    }
+    let get = |key: &str| -> (&str, &str) {
+        raw.get(key)
+            .map_or(("", ""), |(v, o)| (v.as_str(), o.as_str()))
+    };
+    let fail = |key: &str, message: String| ConfigError {
+        key: key.to_owned(),
+        origin: get(key).1.to_owned(),
+        message,
+    };
+    let number = |key: &str, min: u64| -> Result<u64, ConfigError> {
+        let text = get(key).0.trim();
+        match text.parse::<u64>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(fail(
+                key,
+                format!("expected a whole number of at least {min}, got \"{text}\""),
+            )),
+        }
+    };
+    let listen = get("listen").0.trim().parse::<SocketAddr>().map_err(|_| {
+        fail(
+            "listen",
+            format!(
+                "expected an address such as 127.0.0.1:8080, got \"{}\"",
+                get("listen").0
+            ),
+        )
+    })?;
+    let data_dir = get("data_dir").0;
+    if data_dir.trim().is_empty() {
+        return Err(fail("data_dir", "must not be empty".into()));
+    }
+    if let Some(key) = &admin_key {
+        crate::auth::check_chosen_key(key).map_err(|message| ConfigError {
+            key: "admin key".into(),
+            origin: ADMIN_KEY_ENV.into(),
+            message,
+        })?;
+    }
+    let log_level = get("log_level").0.trim().to_ascii_lowercase();
+    if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+        return Err(fail(
+            "log_level",
+            format!("expected error, warn, info, debug or trace, got \"{log_level}\""),
+        ));
+    }
+    Ok(Config {
+        listen,
+        data_dir: PathBuf::from(data_dir),
+        max_body_bytes: number("max_body_bytes", 1)?,
+        max_connections: usize::try_from(number("max_connections", 1)?)
+            .map_err(|_| fail("max_connections", "too large".into()))?,
+        header_read_timeout: Duration::from_secs(number("header_read_timeout_secs", 1)?),
+        request_timeout: Duration::from_secs(number("request_timeout_secs", 1)?),
+        shutdown_grace: Duration::from_secs(number("shutdown_grace_secs", 0)?),
+        log_level,
+        admin_key,
+    })
+}
+
+fn lookup<'a>(
+    raw: &'a mut BTreeMap<&'static str, (String, String)>,
+    key: &str,
+) -> Option<&'a mut (String, String)> {
+    raw.iter_mut().find(|(k, _)| **k == key).map(|(_, v)| v)
+}
+
+/// Reads a TOML file into dotted keys and scalar values as text.
+fn flatten_toml(name: &str, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|err: toml::de::Error| ConfigError {
+        key: String::new(),
+        origin: name.to_owned(),
+        message: err.message().to_owned(),
+    })?;
+    let mut out = Vec::new();
+    flatten_into(&table, "", name, &mut out)?;
+    Ok(out)
+}
+
+fn flatten_into(
+    table: &toml::Table,
+    prefix: &str,
+    name: &str,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), ConfigError> {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let text = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Table(t) => {
+                flatten_into(t, &key, name, out)?;
+                continue;
+            }
+            _ => {
+                return Err(ConfigError {
+                    key,
+                    origin: name.to_owned(),
+                    message: "expected a string, number or boolean".into(),
+                })
+            }
+        };
+        out.push((key, text));
+    }
+    Ok(())
+}
+
+/// The resolved configuration as TOML, for `contactd print-config`.
+pub fn to_toml(config: &Config) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut out = String::new();
+    let lines = [
+        ("listen", quote(&config.listen.to_string())),
+        ("data_dir", quote(&config.data_dir.display().to_string())),
+        ("max_body_bytes", config.max_body_bytes.to_string()),
+        ("max_connections", config.max_connections.to_string()),
+        (
+            "header_read_timeout_secs",
+            config.header_read_timeout.as_secs().to_string(),
+        ),
+        (
+            "request_timeout_secs",
+            config.request_timeout.as_secs().to_string(),
+        ),
+        (
+            "shutdown_grace_secs",
+            config.shutdown_grace.as_secs().to_string(),
+        ),
+        ("log_level", quote(&config.log_level)),
+    ];
+    for (key, value) in lines {
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(file: &str, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Sources {
+        Sources {
+            file: Some(("config.toml".into(), file.into())),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            flags: flags
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_sources() {
+        let config = resolve(&Sources::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.max_body_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn later_sources_win() {
+        let s = sources(
+            "listen = \"127.0.0.1:1\"\nmax_connections = 5\nlog_level = \"warn\"",
+            &[
+                ("CONTACTD_LISTEN", "127.0.0.1:2"),
+                ("CONTACTD_LOG_LEVEL", "debug"),
+            ],
+            &[("listen", "127.0.0.1:3")],
+        );
+        let config = resolve(&s).unwrap();
+        assert_eq!(config.listen.port(), 3);
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.max_connections, 5);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_origin() {
+        let err = resolve(&sources("", &[("CONTACTD_MAX_BODY_BYTES", "lots")], &[])).unwrap_err();
+        assert_eq!(err.key, "max_body_bytes");
+        assert_eq!(err.origin, "CONTACTD_MAX_BODY_BYTES");
+        let err = resolve(&sources("nope = 1", &[], &[])).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.message.as_str()),
+            ("nope", "unknown setting")
+        );
+        let err = resolve(&sources("listen = [1]", &[], &[])).unwrap_err();
+        assert_eq!(err.key, "listen");
+    }
+
+    #[test]
+    fn names_follow_one_rule() {
+        assert_eq!(
+            env_name("custom_attributes.unknown"),
+            "CONTACTD_CUSTOM_ATTRIBUTES_UNKNOWN"
+        );
+        assert_eq!(
+            flag_name("custom_attributes.unknown"),
+            "--custom-attributes-unknown"
+        );
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let config = resolve(&sources("max_body_bytes = 1000", &[], &[])).unwrap();
+        let again = resolve(&sources(&to_toml(&config), &[], &[])).unwrap();
+        assert_eq!(again, config);
+    }
+}

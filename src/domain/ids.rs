@@ -1,0 +1,104 @@
+//! Identifiers: agent ids, external ids, `contact_<n>` ids, and random id generation.
+
+use rand::Rng;
+
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A random string of `len` base62 characters from the thread's CSPRNG.
+pub fn random_base62(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))
+        .collect()
+}
+
+/// Checks an agent ("chatbot") id against `^[A-Za-z0-9_-]{1,64}$`.
+pub fn check_agent_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err("may contain only letters, digits, '_' and '-'");
+    }
+    Ok(())
+}
+
+/// A fresh agent id for a `POST /chatbots` without one.
+pub fn new_agent_id() -> String {
+    random_base62(16)
+}
+
+/// Checks an external id: 1 to 255 bytes, no control characters.
+pub fn check_external_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("must not be empty");
+    }
+    if id.len() > 255 {
+        return Err("must be at most 255 bytes");
+    }
+    if id.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
+}
+
+/// A fresh external id for a contact created without one.
+pub fn new_external_id() -> String {
+    format!("ext_{}", random_base62(20))
+}
+
+/// Formats an internal contact number as its public id, `contact_<n>`.
+pub fn contact_id(n: u64) -> String {
+    format!("contact_{n}")
+}
+
+/// Parses `contact_<n>` (decimal digits only) back into `n`.
+pub fn parse_contact_id(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix("contact_")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_follow_the_pattern() {
+        assert!(check_agent_id("default").is_ok());
+        assert!(check_agent_id("a-B_9").is_ok());
+        assert!(check_agent_id("").is_err());
+        assert!(check_agent_id(&"a".repeat(65)).is_err());
+        assert!(check_agent_id("a b").is_err());
+        assert!(check_agent_id("é").is_err());
+    }
+
+    #[test]
+    fn external_ids_reject_control_characters_and_length() {
+        assert!(check_external_id("user/8821 ü").is_ok());
+        assert!(check_external_id("a\nb").is_err());
+        assert!(check_external_id(&"x".repeat(256)).is_err());
+        assert!(check_external_id(&"x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn contact_ids_round_trip_and_reject_junk() {
+        assert_eq!(parse_contact_id(&contact_id(17)), Some(17));
+        assert_eq!(parse_contact_id("contact_"), None);
+        assert_eq!(parse_contact_id("contact_+1"), None);
+        assert_eq!(parse_contact_id("contact_99999999999999999999999"), None);
+        assert_eq!(parse_contact_id("user_1"), None);
+    }
+
+    #[test]
+    fn generated_ids_are_valid() {
+        assert!(check_agent_id(&new_agent_id()).is_ok());
+        assert!(check_external_id(&new_external_id()).is_ok());
+        assert_ne!(new_external_id(), new_external_id());
+    }
+}

@@ -1,0 +1,18 @@
+//! Pure domain types and validation: no I/O, no storage, no HTTP.
+//!
+//! Client input arrives as `serde_json::Value` and is parsed here, field by field, so
+//! that every problem is reported with its full path (`users[3].email`) instead of the
+//! first serde error only.
+
+pub mod agent;
+pub mod attr;
+pub mod contact;
+pub mod ids;
+pub mod issues;
+pub mod key;
+
+pub use agent::{Agent, AgentInput};
+pub use attr::AttrValue;
+pub use contact::{Contact, ContactInput, Field, StripeAccount};
+pub use issues::{Issue, Issues};
+pub use key::{ApiKey, Scope};

@@ -1,0 +1,151 @@
+//! `ApiError`: every failure a client can see, and the single table that turns each
+//! into a status and a JSON body. Internal details are logged, never sent.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use super::Response;
+use crate::auth::AuthError;
+use crate::domain::{Issue, Issues};
+use crate::store::StoreError;
+
+pub const CONTACT_CONFLICT: &str =
+    "Error saving chatbot contact. External ID or email already exists.";
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 "Invalid request data", with the issues found (possibly none).
+    InvalidData(Vec<Issue>),
+    /// 400 "Invalid request parameters" (query string).
+    InvalidParams(Vec<Issue>),
+    /// 400 with a specific message.
+    BadRequest(&'static str),
+    NoApiKey,
+    InvalidApiKey,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed(String),
+    Conflict(&'static str, Vec<Issue>),
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Timeout,
+    /// 500; the text goes to the log only.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid_data(issues: Issues) -> Self {
+        Self::InvalidData(issues.into_vec())
+    }
+
+    pub fn invalid_params(issues: Issues) -> Self {
+        Self::InvalidParams(issues.into_vec())
+    }
+
+    /// One issue on one field of the body.
+    pub fn invalid_field(field: &str, message: &str) -> Self {
+        let mut issues = Issues::new();
+        issues.push(field, message);
+        Self::invalid_data(issues)
+    }
+
+    pub fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            Self::InvalidData(issues) => (
+                StatusCode::BAD_REQUEST,
+                with_issues("Invalid request data", issues),
+            ),
+            Self::InvalidParams(issues) => (
+                StatusCode::BAD_REQUEST,
+                with_issues("Invalid request parameters", issues),
+            ),
+            Self::BadRequest(msg) => (StatusCode::BAD_REQUEST, message(msg)),
+            Self::NoApiKey => (StatusCode::UNAUTHORIZED, message("No API key provided.")),
+            Self::InvalidApiKey => (StatusCode::UNAUTHORIZED, message("Invalid API key.")),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                message("This API key is not allowed to do that."),
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, message("Resource not found")),
+            Self::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                message("Method not allowed"),
+            ),
+            Self::Conflict(msg, issues) => (StatusCode::CONFLICT, with_issues(msg, issues)),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                message("Request body too large"),
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message("Content-Type must be application/json"),
+            ),
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                message("Request timed out"),
+            ),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    message("Internal server error"),
+                )
+            }
+        };
+        let mut response = json_response(status, &body);
+        if let Self::MethodNotAllowed(allow) = &self {
+            if let Ok(value) = HeaderValue::from_str(allow) {
+                response.headers_mut().insert(ALLOW, value);
+            }
+        }
+        response
+    }
+}
+
+fn message(text: &str) -> Value {
+    json!({ "message": text })
+}
+
+fn with_issues(text: &str, issues: &[Issue]) -> Value {
+    if issues.is_empty() {
+        message(text)
+    } else {
+        json!({ "message": text, "issues": issues })
+    }
+}
+
+/// A JSON response with the given status.
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = hyper::Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::AgentNotFound | StoreError::ContactNotFound | StoreError::KeyNotFound => {
+                Self::NotFound
+            }
+            StoreError::AgentExists => Self::Conflict("Chatbot already exists", Vec::new()),
+            StoreError::Conflict(issues) => Self::Conflict(CONTACT_CONFLICT, issues),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Missing => Self::NoApiKey,
+            AuthError::Invalid => Self::InvalidApiKey,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Maps a path to a route. Path segments are split first and percent-decoded one by one,
+//! so an encoded `/` inside a contact id stays part of that id.
+
+use hyper::Method;
+use percent_encoding::percent_decode_str;
+
+/// A known resource, with its path parameters decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Agents,
+    Agent(String),
+    Contacts(String),
+    Contact(String, String),
+    Keys,
+    Key(String),
+}
+
+impl Route {
+    /// The methods this route answers, as listed in the `Allow` header of a 405.
+    pub fn allowed(&self) -> &'static [Method] {
+        match self {
+            Self::Health => &[Method::GET],
+            Self::Agents | Self::Contacts(_) | Self::Keys => &[Method::GET, Method::POST],
+            Self::Agent(_) => &[Method::GET, Method::DELETE],
+            Self::Contact(..) => &[Method::GET, Method::PATCH, Method::DELETE],
+            Self::Key(_) => &[Method::DELETE],
+        }
+    }
+}
+
+/// Segments under `/contacts` that are reserved for the bulk endpoints.
+const RESERVED_CONTACT_SEGMENTS: [&str; 2] = ["import", "export"];
+
+/// Finds the route for `path`, or `None` for an unknown one.
+pub fn route(path: &str) -> Option<Route> {
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    let raw: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let mut segs = Vec::with_capacity(raw.len());
+    for seg in &raw {
+        segs.push(percent_decode_str(seg).decode_utf8().ok()?.into_owned());
+    }
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let param = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    Some(match s.as_slice() {
+        ["healthz"] => Route::Health,
+        ["api", "v1", "chatbots"] => Route::Agents,
+        ["api", "v1", "chatbots", id] => Route::Agent(param(id)?),
+        ["api", "v1", "chatbots", id, "contacts"] => Route::Contacts(param(id)?),
+        ["api", "v1", "chatbots", _, "contacts", c] if RESERVED_CONTACT_SEGMENTS.contains(c) => {
+            return None
+        }
+        ["api", "v1", "chatbots", id, "contacts", c] => Route::Contact(param(id)?, param(c)?),
+        ["api", "v1", "keys"] => Route::Keys,
+        ["api", "v1", "keys", id] => Route::Key(param(id)?),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contact_ids_are_percent_decoded_per_segment() {
+        assert_eq!(
+            route("/api/v1/chatbots/bot/contacts/a%2Fb%20c%C3%BC"),
+            Some(Route::Contact("bot".into(), "a/b cü".into()))
+        );
+    }
+
+    #[test]
+    fn reserved_and_unknown_paths_have_no_route() {
+        assert_eq!(route("/api/v1/chatbots/bot/contacts/import"), None);
+        assert_eq!(route("/api/v1/chatbots/bot/contacts/%FF"), None);
+        assert_eq!(route("/api/v2/chatbots"), None);
+        assert_eq!(route("/api/v1/chatbots//contacts"), None);
+        assert_eq!(route(""), None);
+    }
+
+    #[test]
+    fn one_trailing_slash_is_tolerated() {
+        assert_eq!(route("/api/v1/chatbots/"), Some(Route::Agents));
+        assert_eq!(route("/healthz"), Some(Route::Health));
+    }
+}

@@ -1,0 +1,61 @@
+//! contactd: a self-hosted contacts server with a Chatbase/Bookbag-compatible API,
+//! stored in one embedded redb file.
+//!
+//! [`serve`] is the one entry point: `main`, the integration tests and the benchmarks
+//! all start the same server through it.
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod server;
+pub mod store;
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::bootstrap::FirstRun;
+use crate::config::Config;
+use crate::store::{RedbStore, StoreError};
+
+/// Opens the store in `config.data_dir`, initializes it on first run, prints
+/// `listening on <addr>`, serves until `shutdown` resolves, then drains connections and
+/// closes the database.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StoreError> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
+        .await
+        .map_err(|err| StoreError::Backend(format!("open task failed: {err}")))??;
+    let store = Arc::new(store);
+    match bootstrap::first_run(store.as_ref(), config.admin_key.as_deref()).await? {
+        FirstRun::GeneratedKey(key) => println!("{}", bootstrap::banner(&key)),
+        FirstRun::ChosenKey => {
+            tracing::info!(
+                "first run: created agent 'default' and the admin key from CONTACTD_ADMIN_KEY"
+            );
+        }
+        FirstRun::AlreadyDone => {}
+    }
+    let addr = listener.local_addr()?;
+    println!("listening on {addr}");
+    // Tests and scripts wait for this line; make sure it is not stuck in a buffer.
+    std::io::stdout().flush()?;
+    let app = Arc::new(api::App::new(
+        Arc::clone(&store) as _,
+        config.max_body_bytes,
+    ));
+    server::run(listener, app, server::Limits::from(&config), shutdown).await;
+    tracing::info!("closing the database");
+    store.shutdown();
+    Ok(())
+}

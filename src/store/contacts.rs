@@ -1,0 +1,322 @@
+//! Contact writes inside the writer's transaction, and lookups shared by reads and
+//! writes. Every write first plans against the current state (including what earlier
+//! entries of the same request did) and only writes once the plan has no conflict.
+
+use std::collections::HashMap;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::codec::{decode_agent, decode_contact, encode_agent, encode_contact};
+use super::tables::{
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, META, META_NEXT_CONTACT_ID,
+};
+use super::{OnDuplicate, PatchRequest, StoreError, UpsertOutcome};
+use crate::domain::{ids, Agent, Contact, ContactInput, Field, Issues};
+
+/// Finds a contact by external id, falling back to `contact_<n>`.
+pub fn find_contact(
+    contacts: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    by_id: &impl ReadableTable<(&'static str, u64), &'static str>,
+    agent: &str,
+    target: &str,
+) -> Result<Option<Contact>, StoreError> {
+    if let Some(bytes) = contacts.get((agent, target))? {
+        return decode_contact(bytes.value()).map(Some);
+    }
+    let Some(n) = ids::parse_contact_id(target) else {
+        return Ok(None);
+    };
+    let Some(ext) = by_id.get((agent, n))? else {
+        return Ok(None);
+    };
+    let ext = ext.value().to_owned();
+    match contacts.get((agent, ext.as_str()))? {
+        Some(bytes) => decode_contact(bytes.value()).map(Some),
+        None => Err(StoreError::Corrupt(format!(
+            "id index names '{ext}' but no such contact exists"
+        ))),
+    }
+}
+
+/// The tables a contact write touches, opened once per job.
+struct Tables<'txn> {
+    contacts: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    emails: Table<'txn, (&'static str, &'static str), &'static str>,
+    by_id: Table<'txn, (&'static str, u64), &'static str>,
+    agents: Table<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            contacts: txn.open_table(CONTACTS)?,
+            emails: txn.open_table(CONTACTS_BY_EMAIL)?,
+            by_id: txn.open_table(CONTACTS_BY_ID)?,
+            agents: txn.open_table(AGENTS)?,
+        })
+    }
+
+    fn agent(&self, id: &str) -> Result<Agent, StoreError> {
+        let bytes = self.agents.get(id)?.ok_or(StoreError::AgentNotFound)?;
+        decode_agent(id, bytes.value())
+    }
+
+    fn load(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
+        self.contacts
+            .get((agent, ext))?
+            .map(|b| decode_contact(b.value()))
+            .transpose()
+    }
+
+    fn email_owner(&self, agent: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.emails.get((agent, key))?.map(|v| v.value().to_owned()))
+    }
+
+    /// Writes the difference between `before` and `after` for each touched contact.
+    /// Email index removals go first, so an address freed by one contact can be taken
+    /// by another in the same request.
+    fn apply(
+        &mut self,
+        agent: &str,
+        changes: &[(Option<Contact>, Option<Contact>)],
+    ) -> Result<(), StoreError> {
+        for (before, after) in changes {
+            let Some(old) = before else { continue };
+            let new_key = after.as_ref().and_then(Contact::email_key);
+            let renamed = after
+                .as_ref()
+                .is_none_or(|a| a.external_id != old.external_id);
+            if let Some(key) = old.email_key() {
+                if renamed || new_key.as_deref() != Some(key.as_str()) {
+                    self.emails.remove((agent, key.as_str()))?;
+                }
+            }
+            if renamed {
+                self.contacts.remove((agent, old.external_id.as_str()))?;
+            }
+            if after.is_none() {
+                self.by_id.remove((agent, old.id))?;
+            }
+        }
+        for (before, after) in changes {
+            let Some(new) = after else { continue };
+            if before.as_ref() == Some(new) {
+                continue;
+            }
+            let ext = new.external_id.as_str();
+            self.contacts
+                .insert((agent, ext), encode_contact(new).as_slice())?;
+            let same_ext = before
+                .as_ref()
+                .is_some_and(|b| b.external_id == new.external_id);
+            if let Some(key) = new.email_key() {
+                let old_key = before.as_ref().and_then(Contact::email_key);
+                if !same_ext || old_key.as_deref() != Some(key.as_str()) {
+                    self.emails.insert((agent, key.as_str()), ext)?;
+                }
+            }
+            if !same_ext {
+                self.by_id.insert((agent, new.id), ext)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn save_agent(&mut self, agent: &Agent) -> Result<(), StoreError> {
+        self.agents
+            .insert(agent.id.as_str(), encode_agent(agent).as_slice())?;
+        Ok(())
+    }
+}
+
+fn next_contact_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META)?;
+    let next = meta.get(META_NEXT_CONTACT_ID)?.map_or(1, |v| v.value());
+    Ok(next)
+}
+
+fn save_next_contact_id(txn: &WriteTransaction, next: u64) -> Result<(), StoreError> {
+    txn.open_table(META)?.insert(META_NEXT_CONTACT_ID, next)?;
+    Ok(())
+}
+
+fn held_by(ext: &str) -> String {
+    format!("already used by contact with external_id '{ext}'")
+}
+
+/// `POST /contacts`: every entry upserted in order, all or nothing.
+pub fn upsert(
+    txn: &WriteTransaction,
+    agent_id: &str,
+    entries: Vec<ContactInput>,
+    on_duplicate: OnDuplicate,
+    now: i64,
+) -> Result<UpsertOutcome, StoreError> {
+    let first_id = next_contact_id(txn)?;
+    let mut tables = Tables::open(txn)?;
+    let mut agent = tables.agent(agent_id)?;
+    let mut next_id = first_id;
+    // Per touched external id: the stored state and the state after this request.
+    let mut order: Vec<String> = Vec::new();
+    let mut state: HashMap<String, (Option<Contact>, Option<Contact>)> = HashMap::new();
+    // Email owners as this request has changed them so far.
+    let mut email_owner: HashMap<String, Option<String>> = HashMap::new();
+    let mut conflicts = Issues::new();
+    let mut outcome = UpsertOutcome {
+        contacts: Vec::with_capacity(entries.len()),
+        created: 0,
+        updated: 0,
+        skipped: 0,
+    };
+
+    for (i, entry) in entries.iter().enumerate() {
+        let ext = match &entry.external_id {
+            Field::Set(ext) => ext.clone(),
+            Field::Absent | Field::Clear => ids::new_external_id(),
+        };
+        if !state.contains_key(&ext) {
+            let stored = tables.load(agent_id, &ext)?;
+            state.insert(ext.clone(), (stored.clone(), stored));
+            order.push(ext.clone());
+        }
+        let (stored, current) = state.get(&ext).cloned().unwrap_or_default();
+        if let Some(existing) = &stored {
+            match on_duplicate {
+                OnDuplicate::Update => {}
+                OnDuplicate::Skip => {
+                    outcome.contacts.push(existing.clone());
+                    outcome.skipped += 1;
+                    continue;
+                }
+                OnDuplicate::Error => {
+                    conflicts.push(format!("users[{i}].external_id"), held_by(&ext));
+                    continue;
+                }
+            }
+        }
+        let next = entry.apply(current.as_ref(), &ext, next_id, now);
+        let old_key = current.as_ref().and_then(Contact::email_key);
+        let new_key = next.email_key();
+        if new_key != old_key {
+            if let Some(key) = &new_key {
+                let owner = match email_owner.get(key) {
+                    Some(owner) => owner.clone(),
+                    None => tables.email_owner(agent_id, key)?,
+                };
+                if let Some(owner) = owner.filter(|o| *o != ext) {
+                    conflicts.push(format!("users[{i}].email"), held_by(&owner));
+                    continue;
+                }
+            }
+            if let Some(key) = old_key {
+                email_owner.insert(key, None);
+            }
+            if let Some(key) = new_key {
+                email_owner.insert(key, Some(ext.clone()));
+            }
+        }
+        if current.is_none() {
+            next_id += 1;
+            outcome.created += 1;
+        } else {
+            outcome.updated += 1;
+        }
+        outcome.contacts.push(next.clone());
+        if let Some(slot) = state.get_mut(&ext) {
+            slot.1 = Some(next);
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(StoreError::Conflict(conflicts.into_vec()));
+    }
+
+    let changes: Vec<_> = order.iter().filter_map(|ext| state.remove(ext)).collect();
+    tables.apply(agent_id, &changes)?;
+    let created = changes
+        .iter()
+        .filter(|(b, a)| b.is_none() && a.is_some())
+        .count() as u64;
+    if created > 0 {
+        agent.contact_count += created;
+        tables.save_agent(&agent)?;
+    }
+    drop(tables);
+    if next_id != first_id {
+        save_next_contact_id(txn, next_id)?;
+    }
+    Ok(outcome)
+}
+
+/// `PATCH /contacts/{id}`: only sent fields change; `external_id` renames.
+pub fn patch(txn: &WriteTransaction, req: &PatchRequest, now: i64) -> Result<Contact, StoreError> {
+    let mut tables = Tables::open(txn)?;
+    tables.agent(&req.agent)?;
+    let current = find_contact(&tables.contacts, &tables.by_id, &req.agent, &req.target)?
+        .ok_or(StoreError::ContactNotFound)?;
+    let ext = match &req.input.external_id {
+        Field::Set(new) => new.clone(),
+        Field::Absent | Field::Clear => current.external_id.clone(),
+    };
+    let mut conflicts = Issues::new();
+    let field = |name: &str| crate::domain::issues::join(&req.field_prefix, name);
+    if ext != current.external_id && tables.load(&req.agent, &ext)?.is_some() {
+        conflicts.push(field("external_id"), held_by(&ext));
+    }
+    let next = req.input.apply(Some(&current), &ext, current.id, now);
+    if let Some(key) = next.email_key() {
+        if current.email_key().as_deref() != Some(key.as_str()) {
+            if let Some(owner) = tables.email_owner(&req.agent, &key)? {
+                conflicts.push(field("email"), held_by(&owner));
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(StoreError::Conflict(conflicts.into_vec()));
+    }
+    tables.apply(&req.agent, &[(Some(current), Some(next.clone()))])?;
+    Ok(next)
+}
+
+/// `DELETE /contacts/{id}`: removes the contact and its index entries.
+pub fn delete(txn: &WriteTransaction, agent_id: &str, target: &str) -> Result<Contact, StoreError> {
+    let mut tables = Tables::open(txn)?;
+    let mut agent = tables.agent(agent_id)?;
+    let current = find_contact(&tables.contacts, &tables.by_id, agent_id, target)?
+        .ok_or(StoreError::ContactNotFound)?;
+    tables.apply(agent_id, &[(Some(current.clone()), None)])?;
+    agent.contact_count = agent.contact_count.saturating_sub(1);
+    tables.save_agent(&agent)?;
+    Ok(current)
+}
+
+/// Removes every contact and index entry of an agent.
+pub fn delete_all(txn: &WriteTransaction, agent_id: &str) -> Result<(), StoreError> {
+    let mut contacts = txn.open_table(CONTACTS)?;
+    for ext in agent_rows(&contacts, agent_id)? {
+        contacts.remove((agent_id, ext.as_str()))?;
+    }
+    let mut emails = txn.open_table(CONTACTS_BY_EMAIL)?;
+    for key in agent_rows(&emails, agent_id)? {
+        emails.remove((agent_id, key.as_str()))?;
+    }
+    let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
+    by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
+    Ok(())
+}
+
+/// The second key component of every row of `agent_id` in a `(agent, str)` table.
+fn agent_rows<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(&'static str, &'static str), V>,
+    agent_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.range((agent_id, "")..)? {
+        let (key, _) = row?;
+        let (agent, second) = key.value();
+        if agent != agent_id {
+            break;
+        }
+        out.push(second.to_owned());
+    }
+    Ok(out)
+}

@@ -1,0 +1,159 @@
+//! Storage behind one trait. Reads are blocking calls on MVCC snapshots (run them on the
+//! blocking pool); writes go to a single writer thread and resolve once their
+//! transaction is durably committed.
+
+mod codec;
+mod contacts;
+mod redb_store;
+mod tables;
+mod writer;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use crate::domain::{Agent, ApiKey, Contact, ContactInput, Issue};
+
+pub use codec::{decode_contact, encode_contact};
+pub use redb_store::RedbStore;
+
+/// A write that resolves after its transaction committed (or failed).
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// What a create/upsert does with an `external_id` that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDuplicate {
+    #[default]
+    Update,
+    Skip,
+    Error,
+}
+
+/// The result of one `POST /contacts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpsertOutcome {
+    /// One contact per entry, in request order.
+    pub contacts: Vec<Contact>,
+    pub created: u64,
+    pub updated: u64,
+    pub skipped: u64,
+}
+
+/// A page of contacts in creation order, with the agent's total.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactPage {
+    pub contacts: Vec<Contact>,
+    pub total: u64,
+}
+
+/// A patch to one contact; `field_prefix` is where issues point (`data` or bare).
+#[derive(Debug, Clone)]
+pub struct PatchRequest {
+    pub agent: String,
+    pub target: String,
+    pub input: ContactInput,
+    pub field_prefix: String,
+}
+
+/// Everything the rest of the server needs from storage.
+pub trait Store: Send + Sync + 'static {
+    fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError>;
+    fn agents(&self) -> Result<Vec<Agent>, StoreError>;
+    fn key_by_digest(&self, digest: &[u8; 32]) -> Result<Option<ApiKey>, StoreError>;
+    fn keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// A contact by external id, or by `contact_<n>` when no external id matches.
+    fn contact(&self, agent: &str, target: &str) -> Result<Option<Contact>, StoreError>;
+    /// Contacts in creation order, skipping `offset`.
+    fn list_contacts(
+        &self,
+        agent: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<ContactPage, StoreError>;
+
+    /// On an empty database only: creates `agent` and `admin_key`. Returns whether it did.
+    fn initialize(&self, agent: Agent, admin_key: ApiKey) -> StoreFuture<bool>;
+    fn create_agent(&self, agent: Agent) -> StoreFuture<Agent>;
+    /// Removes the agent with all its contacts and agent-scoped keys.
+    fn delete_agent(&self, id: String) -> StoreFuture<Agent>;
+    fn create_key(&self, key: ApiKey) -> StoreFuture<ApiKey>;
+    fn revoke_key(&self, id: String) -> StoreFuture<ApiKey>;
+    fn upsert_contacts(
+        &self,
+        agent: String,
+        entries: Vec<ContactInput>,
+        on_duplicate: OnDuplicate,
+    ) -> StoreFuture<UpsertOutcome>;
+    fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact>;
+    fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact>;
+}
+
+/// Storage failures and the request-level conditions only storage can detect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreError {
+    AgentNotFound,
+    AgentExists,
+    ContactNotFound,
+    KeyNotFound,
+    /// An external id or email is taken; each issue names the contact holding it.
+    Conflict(Vec<Issue>),
+    /// Another process (usually a running server) holds the database file.
+    AlreadyOpen(PathBuf),
+    /// The data was written by an incompatible version.
+    Incompatible(String),
+    /// A stored record could not be decoded.
+    Corrupt(String),
+    /// The database itself failed (I/O, redb).
+    Backend(String),
+    /// The writer has shut down.
+    Closed,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AgentNotFound => write!(f, "agent not found"),
+            Self::AgentExists => write!(f, "agent already exists"),
+            Self::ContactNotFound => write!(f, "contact not found"),
+            Self::KeyNotFound => write!(f, "key not found"),
+            Self::Conflict(issues) => write!(f, "conflict: {} issue(s)", issues.len()),
+            Self::AlreadyOpen(path) => write!(
+                f,
+                "the database {} is in use by another process (is the server running?)",
+                path.display()
+            ),
+            Self::Incompatible(msg) => write!(f, "incompatible data: {msg}"),
+            Self::Corrupt(msg) => write!(f, "corrupt record: {msg}"),
+            Self::Backend(msg) => write!(f, "storage error: {msg}"),
+            Self::Closed => write!(f, "the store is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+macro_rules! backend_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(err: $t) -> Self {
+                Self::Backend(err.to_string())
+            }
+        }
+    )*};
+}
+backend_from!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError,
+    std::io::Error
+);
+
+/// Current Unix time in seconds.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

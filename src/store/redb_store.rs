@@ -1,0 +1,278 @@
+//! The redb implementation of [`Store`]: one file `contactd.redb` in the data dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::codec::{decode_agent, decode_contact, decode_key, encode_agent, encode_key};
+use super::contacts::{self, find_contact};
+use super::tables::{
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, META, META_INITIALIZED,
+    META_SCHEMA_VERSION, SCHEMA_VERSION,
+};
+use super::writer::Writer;
+use super::{
+    unix_now, ContactPage, OnDuplicate, PatchRequest, Store, StoreError, StoreFuture, UpsertOutcome,
+};
+use crate::domain::{Agent, ApiKey, Contact, ContactInput, Scope};
+
+/// File name of the database inside the data dir.
+pub const DB_FILE: &str = "contactd.redb";
+
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: Writer,
+    path: PathBuf,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database in `data_dir`, checks its schema version and
+    /// creates any missing table.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::AlreadyOpen(path))
+            }
+            Err(err) => return Err(err.into()),
+        };
+        prepare(&db)?;
+        let db = Arc::new(db);
+        let writer = Writer::start(Arc::clone(&db))?;
+        Ok(Self { db, writer, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes queued writes and stops the writer. The file closes when the store is
+    /// dropped.
+    pub fn shutdown(&self) {
+        self.writer.shutdown();
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.writer.shutdown();
+    }
+}
+
+/// Creates every table and checks or records the schema version.
+fn prepare(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let stored = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
+        match stored {
+            None => {
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) => {
+                return Err(StoreError::Incompatible(format!(
+                    "the data dir has schema version {v}; this build reads version {SCHEMA_VERSION}"
+                )))
+            }
+        }
+        txn.open_table(CONTACTS)?;
+        txn.open_table(CONTACTS_BY_EMAIL)?;
+        txn.open_table(CONTACTS_BY_ID)?;
+        txn.open_table(AGENTS)?;
+        txn.open_table(API_KEYS)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl Store for RedbStore {
+    fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AGENTS)?;
+        let found = table.get(id)?;
+        found.map(|b| decode_agent(id, b.value())).transpose()
+    }
+
+    fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AGENTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push(decode_agent(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn key_by_digest(&self, digest: &[u8; 32]) -> Result<Option<ApiKey>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(API_KEYS)?;
+        let found = table.get(digest.as_slice())?;
+        found.map(|b| decode_key(digest, b.value())).transpose()
+    }
+
+    fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(API_KEYS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push(decode_key(k.value(), v.value())?);
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    fn contact(&self, agent: &str, target: &str) -> Result<Option<Contact>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let contacts = txn.open_table(CONTACTS)?;
+        let by_id = txn.open_table(CONTACTS_BY_ID)?;
+        find_contact(&contacts, &by_id, agent, target)
+    }
+
+    fn list_contacts(
+        &self,
+        agent: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<ContactPage, StoreError> {
+        let txn = self.db.begin_read()?;
+        let agents = txn.open_table(AGENTS)?;
+        let total = match agents.get(agent)? {
+            Some(b) => decode_agent(agent, b.value())?.contact_count,
+            None => return Err(StoreError::AgentNotFound),
+        };
+        let contacts = txn.open_table(CONTACTS)?;
+        let by_id = txn.open_table(CONTACTS_BY_ID)?;
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        let mut page = Vec::with_capacity(limit.min(1000));
+        for row in by_id
+            .range((agent, 0)..=(agent, u64::MAX))?
+            .skip(skip)
+            .take(limit)
+        {
+            let (_, ext) = row?;
+            let ext = ext.value();
+            let bytes = contacts.get((agent, ext))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("id index names '{ext}' but no such contact exists"))
+            })?;
+            page.push(decode_contact(bytes.value())?);
+        }
+        Ok(ContactPage {
+            contacts: page,
+            total,
+        })
+    }
+
+    fn initialize(&self, agent: Agent, admin_key: ApiKey) -> StoreFuture<bool> {
+        self.writer.submit(move |txn| {
+            let mut meta = txn.open_table(META)?;
+            if meta.get(META_INITIALIZED)?.is_some() {
+                return Ok(false);
+            }
+            meta.insert(META_INITIALIZED, 1)?;
+            drop(meta);
+            put_agent(txn, &agent)?;
+            put_key(txn, &admin_key)?;
+            Ok(true)
+        })
+    }
+
+    fn create_agent(&self, agent: Agent) -> StoreFuture<Agent> {
+        self.writer.submit(move |txn| {
+            if txn.open_table(AGENTS)?.get(agent.id.as_str())?.is_some() {
+                return Err(StoreError::AgentExists);
+            }
+            put_agent(txn, &agent)?;
+            Ok(agent)
+        })
+    }
+
+    fn delete_agent(&self, id: String) -> StoreFuture<Agent> {
+        self.writer.submit(move |txn| {
+            let mut agents = txn.open_table(AGENTS)?;
+            let agent = match agents.get(id.as_str())? {
+                Some(b) => decode_agent(&id, b.value())?,
+                None => return Err(StoreError::AgentNotFound),
+            };
+            agents.remove(id.as_str())?;
+            drop(agents);
+            contacts::delete_all(txn, &id)?;
+            let mut keys = txn.open_table(API_KEYS)?;
+            keys.retain(|digest, bytes| {
+                decode_key(digest, bytes).map_or(true, |k| k.scope != Scope::Agent(id.clone()))
+            })?;
+            Ok(agent)
+        })
+    }
+
+    fn create_key(&self, key: ApiKey) -> StoreFuture<ApiKey> {
+        self.writer.submit(move |txn| {
+            if let Scope::Agent(agent) = &key.scope {
+                if txn.open_table(AGENTS)?.get(agent.as_str())?.is_none() {
+                    return Err(StoreError::AgentNotFound);
+                }
+            }
+            put_key(txn, &key)?;
+            Ok(key)
+        })
+    }
+
+    fn revoke_key(&self, id: String) -> StoreFuture<ApiKey> {
+        self.writer.submit(move |txn| {
+            let mut table = txn.open_table(API_KEYS)?;
+            let mut found = None;
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let key = decode_key(k.value(), v.value())?;
+                if key.id == id {
+                    found = Some(key);
+                    break;
+                }
+            }
+            let mut key = found.ok_or(StoreError::KeyNotFound)?;
+            if !key.revoked {
+                key.revoked = true;
+                table.insert(key.digest.as_slice(), encode_key(&key).as_slice())?;
+            }
+            Ok(key)
+        })
+    }
+
+    fn upsert_contacts(
+        &self,
+        agent: String,
+        entries: Vec<ContactInput>,
+        on_duplicate: OnDuplicate,
+    ) -> StoreFuture<UpsertOutcome> {
+        self.writer
+            .submit(move |txn| contacts::upsert(txn, &agent, entries, on_duplicate, unix_now()))
+    }
+
+    fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact> {
+        self.writer
+            .submit(move |txn| contacts::patch(txn, &patch, unix_now()))
+    }
+
+    fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact> {
+        self.writer
+            .submit(move |txn| contacts::delete(txn, &agent, &target))
+    }
+}
+
+fn put_agent(txn: &WriteTransaction, agent: &Agent) -> Result<(), StoreError> {
+    txn.open_table(AGENTS)?
+        .insert(agent.id.as_str(), encode_agent(agent).as_slice())?;
+    Ok(())
+}
+
+fn put_key(txn: &WriteTransaction, key: &ApiKey) -> Result<(), StoreError> {
+    txn.open_table(API_KEYS)?
+        .insert(key.digest.as_slice(), encode_key(key).as_slice())?;
+    Ok(())
+}

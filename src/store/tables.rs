@@ -1,0 +1,26 @@
+//! Table definitions and the key layout. Tuple keys keep agents apart without any
+//! separator escaping: every agent's rows form one contiguous key range.
+
+use redb::TableDefinition;
+
+/// `(agent_id, external_id)` → versioned contact record.
+pub const CONTACTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("contacts");
+/// `(agent_id, lower-cased email)` → external_id.
+pub const CONTACTS_BY_EMAIL: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("contacts_by_email");
+/// `(agent_id, contact number)` → external_id: creation order and `contact_<n>` lookup.
+pub const CONTACTS_BY_ID: TableDefinition<(&str, u64), &str> =
+    TableDefinition::new("contacts_by_id");
+/// agent_id → versioned agent record.
+pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// SHA-256 digest of the key → versioned key record.
+pub const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys");
+/// Named counters and flags.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+pub const META_NEXT_CONTACT_ID: &str = "next_contact_id";
+pub const META_INITIALIZED: &str = "initialized";
+
+/// The layout this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;

@@ -1,0 +1,132 @@
+//! The single writer thread. It owns every write transaction: it takes one queued job,
+//! drains whatever else is already queued (up to a limit) into the same transaction,
+//! commits once with `Durability::Immediate`, and only then answers each job.
+//!
+//! Group commit keeps each request all-or-nothing because a job never writes before it
+//! has checked everything it needs (plan, then apply): a job that fails a check leaves
+//! the transaction as it found it, and the next job sees the state the earlier ones
+//! left. A storage error while applying poisons the transaction; then it is aborted
+//! and every job of the group is answered with that error.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{StoreError, StoreFuture};
+
+/// Most jobs that share one commit.
+const MAX_GROUP: usize = 64;
+/// Queue depth; when full, callers wait (back-pressure) instead of being dropped.
+const QUEUE_DEPTH: usize = 256;
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A job runs against the group's transaction, or is handed the error that kept the
+/// group from getting one.
+type Job = Box<dyn FnOnce(Result<&WriteTransaction, &StoreError>) -> (bool, Completion) + Send>;
+
+pub struct Writer {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let thread = std::thread::Builder::new()
+            .name("contactd-writer".into())
+            .spawn(move || run(&db, rx))?;
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues `work` to run inside a write transaction; resolves after the commit.
+    /// `work` must not write anything before it returns a request-level error.
+    pub fn submit<T, F>(&self, work: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let sender = self.tx.lock().clone();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = txn.map_err(Clone::clone).and_then(work);
+            let poisoned = matches!(result, Err(StoreError::Backend(_) | StoreError::Corrupt(_)));
+            let complete: Completion = Box::new(move |commit| {
+                // The caller may have gone away (timeout, closed connection); the write
+                // stands either way.
+                let _ = reply_tx.send(commit.and(result));
+            });
+            (poisoned, complete)
+        });
+        Box::pin(async move {
+            let sender = sender.ok_or(StoreError::Closed)?;
+            sender.send(job).await.map_err(|_| StoreError::Closed)?;
+            reply_rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Stops taking jobs, lets the queued ones finish, and waits for the thread.
+    pub fn shutdown(&self) {
+        self.tx.lock().take();
+        if let Some(thread) = self.thread.lock().take() {
+            if thread.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+    }
+}
+
+fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(err) => {
+                let err = StoreError::from(err);
+                tracing::error!(error = %err, "cannot begin a write transaction");
+                for job in group {
+                    let (_, complete) = job(Err(&err));
+                    complete(Err(err.clone()));
+                }
+                continue;
+            }
+        };
+        if let Err(err) = txn.set_durability(Durability::Immediate) {
+            tracing::error!(error = %err, "cannot set durability");
+        }
+        let mut poisoned = false;
+        let mut completions = Vec::with_capacity(group.len());
+        for job in group {
+            let (bad, complete) = job(Ok(&txn));
+            poisoned |= bad;
+            completions.push(complete);
+        }
+        let outcome = if poisoned {
+            if let Err(err) = txn.abort() {
+                tracing::error!(error = %err, "abort failed");
+            }
+            Err(StoreError::Backend(
+                "a storage error aborted the transaction".into(),
+            ))
+        } else {
+            txn.commit().map_err(StoreError::from)
+        };
+        if let Err(err) = &outcome {
+            tracing::error!(error = %err, "write transaction failed");
+        }
+        for complete in completions {
+            complete(outcome.clone());
+        }
+    }
+}
