@@ -378,6 +378,7 @@ async fn keys(config: &Config, cmd: KeysCommand) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::CommandFactory;

@@ -303,6 +303,7 @@ pub fn to_toml(config: &Config) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -257,6 +257,7 @@ pub async fn delete(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<R
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -84,6 +84,7 @@ pub fn verify(presented: &str, stored: Option<ApiKey>) -> Result<ApiKey, AuthErr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

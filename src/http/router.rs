@@ -61,6 +61,7 @@ pub fn route(path: &str) -> Option<Route> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

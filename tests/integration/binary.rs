@@ -1,0 +1,547 @@
+//! Tests of the compiled binary: configuration precedence and errors, the first-run
+//! banner, restarts, SIGTERM draining, kill -9 durability, and the admin CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::ADMIN_KEY;
+
+const BIN: &str = env!("CARGO_BIN_EXE_contactd");
+
+/// A `contactd serve` process and the lines it printed before `listening on`.
+struct Proc {
+    child: Child,
+    addr: String,
+    banner: Vec<String>,
+}
+
+impl Proc {
+    // The child is waited for in `Drop` (and by `terminate`), which the lint cannot see.
+    #[allow(clippy::zombie_processes)]
+    fn start(data_dir: &Path, admin_key: Option<&str>) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("CONTACTD_ADMIN_KEY")
+            .env("CONTACTD_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(key) = admin_key {
+            cmd.env("CONTACTD_ADMIN_KEY", key);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("server printed no `listening on` line");
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                return Self {
+                    child,
+                    addr: addr.to_owned(),
+                    banner,
+                };
+            }
+            banner.push(line);
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http(
+    addr: &str,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn run(args: &[&str], dir: &Path, envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("CONTACTD_ADMIN_KEY");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn config_precedence_is_defaults_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "listen = \"127.0.0.1:1111\"\nmax_body_bytes = 1000\nlog_level = \"warn\"\nmax_connections = 7\n",
+    )
+    .unwrap();
+    let out = run(
+        &["--listen", "127.0.0.1:3333", "print-config"],
+        dir.path(),
+        &[
+            ("CONTACTD_LISTEN", "127.0.0.1:2222"),
+            ("CONTACTD_MAX_BODY_BYTES", "2000"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("listen = \"127.0.0.1:3333\""),
+        "flag beats env: {printed}"
+    );
+    assert!(
+        printed.contains("max_body_bytes = 2000"),
+        "env beats file: {printed}"
+    );
+    assert!(
+        printed.contains("max_connections = 7"),
+        "file beats default: {printed}"
+    );
+    assert!(
+        printed.contains("request_timeout_secs = 30"),
+        "default: {printed}"
+    );
+    let explicit = dir.path().join("other.toml");
+    std::fs::write(&explicit, "max_connections = 9\n").unwrap();
+    let out = run(
+        &["--config", explicit.to_str().unwrap(), "print-config"],
+        dir.path(),
+        &[],
+    );
+    assert!(text(&out.stdout).contains("max_connections = 9"));
+}
+
+#[test]
+fn invalid_configuration_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &["print-config"],
+        dir.path(),
+        &[("CONTACTD_MAX_CONNECTIONS", "lots")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("max_connections") && err.contains("CONTACTD_MAX_CONNECTIONS"),
+        "{err}"
+    );
+    let out = run(&["--listen", "nowhere", "print-config"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`listen`"));
+    std::fs::write(dir.path().join("config.toml"), "lisen = \"x\"\n").unwrap();
+    let out = run(&["print-config"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("lisen"));
+    let out = run(
+        &["--config", "missing.toml", "print-config"],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(
+        &["print-config"],
+        dir.path(),
+        &[("CONTACTD_ADMIN_KEY", "short")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn first_start_prints_the_key_once_and_data_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Proc::start(dir.path(), None);
+    assert!(
+        !first.addr.ends_with(":0"),
+        "the real port is printed: {}",
+        first.addr
+    );
+    let key = first
+        .banner
+        .iter()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("oc_live_"))
+                .map(str::to_owned)
+        })
+        .expect("banner with the generated admin key");
+    let (status, _) = http(
+        &first.addr,
+        Method::POST,
+        "/api/v1/chatbots/default/contacts",
+        &key,
+        Some(json!({"users": [{"external_id": "kept", "email": "k@x.co"}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(first.terminate().success());
+
+    let second = Proc::start(dir.path(), None);
+    assert!(
+        second.banner.iter().all(|l| !l.contains("oc_live_")),
+        "later starts never print keys"
+    );
+    let (status, body) = http(
+        &second.addr,
+        Method::GET,
+        "/api/v1/chatbots/default/contacts/kept",
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["email"], "k@x.co");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_in_flight_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = Proc::start(dir.path(), Some(ADMIN_KEY));
+    let body = json!({"users": [{"external_id": "late"}]}).to_string();
+    let (head, tail) = body.split_at(10);
+    let mut stream = tokio::net::TcpStream::connect(&proc.addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/chatbots/default/contacts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Give the server a moment to read the headers, so the request is in flight when
+    // the signal arrives (there is no outside event that says it has).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proc.signal("-TERM");
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = vec![0; 4096];
+    let n = stream.read(&mut response).await.unwrap();
+    let response = text(&response[..n]);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(proc.child.wait().unwrap().success());
+    let again = Proc::start(dir.path(), None);
+    let (status, _) = http(
+        &again.addr,
+        Method::GET,
+        "/api/v1/chatbots/default/contacts/late",
+        ADMIN_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn kill_9_never_loses_an_acknowledged_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = Proc::start(dir.path(), Some(ADMIN_KEY));
+    let addr = proc.addr.clone();
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let addr = addr.clone();
+        let acked_tx = acked_tx.clone();
+        writers.push(tokio::spawn(async move {
+            for b in 0..10_000 {
+                let ids: Vec<String> = (0..100).map(|i| format!("w{w}-b{b}-{i}")).collect();
+                let users: Vec<Value> = ids
+                    .iter()
+                    .map(|id| json!({"external_id": id, "email": format!("{id}@x.co")}))
+                    .collect();
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http::<Full<Bytes>>();
+                let req = Request::builder()
+                    .method(Method::POST)
+                    .uri(format!("http://{addr}/api/v1/chatbots/default/contacts"))
+                    .header("authorization", format!("Bearer {ADMIN_KEY}"))
+                    .body(Full::new(Bytes::from(json!({"users": users}).to_string())))
+                    .unwrap();
+                match client.request(req).await {
+                    Ok(resp) if resp.status() == StatusCode::OK => {
+                        if acked_tx.send(ids).is_err() {
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    drop(acked_tx);
+    let mut acked: Vec<String> = Vec::new();
+    let mut batches = 0;
+    while let Some(ids) = acked_rx.recv().await {
+        acked.extend(ids);
+        batches += 1;
+        if batches == 40 {
+            break;
+        }
+    }
+    let mut proc = proc;
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+    while let Ok(ids) = acked_rx.try_recv() {
+        acked.extend(ids);
+    }
+    for w in writers {
+        let _ = w.await;
+    }
+    while let Ok(ids) = acked_rx.try_recv() {
+        acked.extend(ids);
+    }
+    let again = Proc::start(dir.path(), None);
+    let mut stored = std::collections::HashSet::new();
+    for page in 1.. {
+        let (status, body) = http(
+            &again.addr,
+            Method::GET,
+            &format!("/api/v1/chatbots/default/contacts?per_page=1000&page={page}"),
+            ADMIN_KEY,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let data = body["data"].as_array().unwrap();
+        if data.is_empty() {
+            break;
+        }
+        stored.extend(
+            data.iter()
+                .map(|c| c["external_id"].as_str().unwrap().to_owned()),
+        );
+    }
+    assert!(acked.len() >= 4000);
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
+
+#[test]
+fn admin_cli_manages_agents_and_keys_while_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let out = run(
+        &[
+            "--data-dir",
+            d,
+            "agents",
+            "create",
+            "--id",
+            "bot",
+            "--name",
+            "Bot",
+            "--json",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let agent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agent["id"], "bot");
+    let out = run(
+        &[
+            "--data-dir",
+            d,
+            "agents",
+            "create",
+            "--id",
+            "bot",
+            "--name",
+            "Again",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(!out.status.success());
+    let out = run(
+        &["--data-dir", d, "agents", "list", "--json"],
+        dir.path(),
+        &[],
+    );
+    let agents: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agents[0]["id"], "bot");
+
+    let out = run(
+        &[
+            "--data-dir",
+            d,
+            "keys",
+            "create",
+            "--name",
+            "bot key",
+            "--agent",
+            "bot",
+            "--json",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["scope"], "agent");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let out = run(
+        &[
+            "--data-dir",
+            d,
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--agent",
+            "nope",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(!out.status.success());
+    let out = run(
+        &["--data-dir", d, "keys", "list", "--json"],
+        dir.path(),
+        &[],
+    );
+    let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert!(keys[0].get("key").is_none());
+    let out = run(
+        &[
+            "--data-dir",
+            d,
+            "keys",
+            "create",
+            "--name",
+            "doomed",
+            "--json",
+        ],
+        dir.path(),
+        &[],
+    );
+    let doomed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(
+        &[
+            "--data-dir",
+            d,
+            "keys",
+            "revoke",
+            doomed["id"].as_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["revoked"],
+        true
+    );
+    let out = run(&["--data-dir", d, "keys", "list"], dir.path(), &[]);
+    assert!(text(&out.stdout).contains("revoked"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proc = Proc::start(&data, Some(ADMIN_KEY));
+    let (status, _) = rt.block_on(http(
+        &proc.addr,
+        Method::GET,
+        "/api/v1/chatbots/bot/contacts",
+        &key,
+        None,
+    ));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a key made by the CLI works over HTTP"
+    );
+    let (status, _) = rt.block_on(http(
+        &proc.addr,
+        Method::GET,
+        "/api/v1/keys",
+        doomed["key"].as_str().unwrap(),
+        None,
+    ));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn admin_cli_refuses_while_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = Proc::start(dir.path(), Some(ADMIN_KEY));
+    let d = dir.path().to_str().unwrap();
+    for (args, endpoint) in [
+        (vec!["agents", "list"], "GET /api/v1/chatbots"),
+        (vec!["keys", "create", "--name", "x"], "POST /api/v1/keys"),
+        (vec!["keys", "revoke", "key_x"], "DELETE /api/v1/keys"),
+    ] {
+        let mut all = vec!["--data-dir", d];
+        all.extend(args);
+        let out = run(&all, dir.path(), &[]);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("server is running") && err.contains(endpoint),
+            "{err}"
+        );
+    }
+    drop(proc);
+}

@@ -1,0 +1,216 @@
+//! API.md "Conventions": content types, unknown routes, methods, body limits, malformed
+//! input. None of these may produce a 500.
+
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn healthz_needs_no_key() {
+    let s = TestServer::start().await;
+    let r = s.raw(Method::GET, "/healthz", None, None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn unknown_route_is_404_resource_not_found() {
+    let s = TestServer::start().await;
+    for path in [
+        "/",
+        "/api/v2/chatbots",
+        "/api/v1/chatbots/default/contacts/a/b",
+        "/nope",
+    ] {
+        let r = s.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(r.body, json!({"message": "Resource not found"}));
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_with_allow_header() {
+    let s = TestServer::start().await;
+    let cases = [
+        (Method::PUT, CONTACTS.to_owned(), "GET, POST"),
+        (Method::TRACE, CONTACTS.to_owned(), "GET, POST"),
+        (
+            Method::from_bytes(b"QUERY").unwrap(),
+            contact_path("x"),
+            "GET, PATCH, DELETE",
+        ),
+        (
+            Method::POST,
+            "/api/v1/chatbots/default".to_owned(),
+            "GET, DELETE",
+        ),
+        (Method::GET, "/api/v1/keys/key_1".to_owned(), "DELETE"),
+    ];
+    for (method, path, allow) in cases {
+        let r = s.call(method.clone(), &path, None).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(r.body, json!({"message": "Method not allowed"}));
+        assert_eq!(r.headers["allow"], allow);
+    }
+}
+
+#[tokio::test]
+async fn non_json_content_type_is_415() {
+    let s = TestServer::start().await;
+    let body = br#"{"users":[{"external_id":"a"}]}"#.to_vec();
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonx",
+    ] {
+        let r = s
+            .raw(
+                Method::POST,
+                CONTACTS,
+                Some(ADMIN_KEY),
+                Some(ct),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+        assert_eq!(
+            r.body,
+            json!({"message": "Content-Type must be application/json"})
+        );
+    }
+    let r = s
+        .raw(
+            Method::POST,
+            CONTACTS,
+            Some(ADMIN_KEY),
+            Some("application/json; charset=utf-8"),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s
+        .raw(Method::POST, CONTACTS, Some(ADMIN_KEY), None, Some(body))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "no Content-Type at all is accepted"
+    );
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413() {
+    let s = TestServer::start_with(|c| c.max_body_bytes = 1024).await;
+    let big = json!({"users": [{"external_id": "a", "name": "x".repeat(2000)}]});
+    let r = s.post(CONTACTS, big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.body, json!({"message": "Request body too large"}));
+    assert_eq!(s.get(CONTACTS).await.body["total"], 0);
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(|c| c.max_body_bytes = 1024).await;
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST {CONTACTS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = "a".repeat(800);
+    for _ in 0..3 {
+        stream
+            .write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_invalid_request_data() {
+    let s = TestServer::start().await;
+    let deep = "[".repeat(10_000);
+    let bodies: Vec<Vec<u8>> = vec![
+        b"{".to_vec(),
+        b"not json".to_vec(),
+        b"".to_vec(),
+        b"{\"users\":[{\"name\":\"\xff\"}]}".to_vec(),
+        b"{\"users\":[{\"custom_attributes\":{\"a\":1e999}}]}".to_vec(),
+        deep.into_bytes(),
+    ];
+    for body in bodies {
+        let r = s
+            .raw(
+                Method::POST,
+                CONTACTS,
+                Some(ADMIN_KEY),
+                Some("application/json"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(r.message(), "Invalid request data");
+        assert_eq!(r.issue_fields(), ["body"]);
+    }
+}
+
+#[tokio::test]
+async fn wrong_json_types_are_400_with_issues() {
+    let s = TestServer::start().await;
+    let r = s.post(CONTACTS, json!([1, 2])).await;
+    assert_eq!(
+        (r.status, r.message()),
+        (StatusCode::BAD_REQUEST, "Invalid request data")
+    );
+    assert_eq!(r.issue_fields(), ["body"]);
+    let r = s
+        .post(CONTACTS, json!({"users": {"external_id": "a"}}))
+        .await;
+    assert_eq!(r.issue_fields(), ["users"]);
+    let r = s
+        .post(
+            CONTACTS,
+            json!({"users": [{"external_id": 5, "name": ["x"], "email": true, "phonenumber": 1}]}),
+        )
+        .await;
+    assert_eq!(
+        r.issue_fields(),
+        [
+            "users[0].external_id",
+            "users[0].name",
+            "users[0].email",
+            "users[0].phonenumber"
+        ]
+    );
+    let r = s.post(CONTACTS, json!({"users": ["x"]})).await;
+    assert_eq!(r.issue_fields(), ["users[0]"]);
+}
+
+#[tokio::test]
+async fn huge_integers_are_kept_or_rejected_never_500() {
+    let s = TestServer::start().await;
+    let body = br#"{"users":[{"external_id":"n","custom_attributes":{"big":123456789012345678901234567890,"max":9223372036854775807}}]}"#;
+    let r = s
+        .raw(
+            Method::POST,
+            CONTACTS,
+            Some(ADMIN_KEY),
+            Some("application/json"),
+            Some(body.to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let attrs = &r.body["data"][0]["custom_attributes"];
+    assert_eq!(attrs["max"], json!(9_223_372_036_854_775_807_i64));
+    assert!(attrs["big"].as_f64().unwrap() > 1e29);
+}

@@ -1,0 +1,116 @@
+//! API.md "GET /contacts": creation order, page/per_page, total and pages.
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+async fn seed(s: &TestServer, n: usize) {
+    let users: Vec<Value> = (0..n)
+        .map(|i| json!({"external_id": format!("c{i:03}")}))
+        .collect();
+    for chunk in users.chunks(1000) {
+        s.upsert(json!(chunk)).await;
+    }
+}
+
+fn ext_ids(r: &Reply) -> Vec<String> {
+    r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["external_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_in_creation_order_with_totals() {
+    let s = TestServer::start().await;
+    seed(&s, 25).await;
+    s.upsert(json!([{"external_id": "c000", "name": "updated later"}]))
+        .await;
+    let r = s.get(&format!("{CONTACTS}?per_page=10&page=2")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.message(), "Success");
+    assert_eq!(
+        ext_ids(&r),
+        (10..20).map(|i| format!("c{i:03}")).collect::<Vec<_>>()
+    );
+    assert_eq!(r.body["total"], 25);
+    assert_eq!(
+        r.body["pages"],
+        json!({"page": 2, "per_page": 10, "total_pages": 3})
+    );
+    let first = s.get(&format!("{CONTACTS}?per_page=10")).await;
+    assert_eq!(
+        ext_ids(&first)[0],
+        "c000",
+        "an update does not move a contact"
+    );
+}
+
+#[tokio::test]
+async fn defaults_are_page_1_and_100_per_page() {
+    let s = TestServer::start().await;
+    seed(&s, 120).await;
+    let r = s.get(CONTACTS).await;
+    assert_eq!(ext_ids(&r).len(), 100);
+    assert_eq!(
+        r.body["pages"],
+        json!({"page": 1, "per_page": 100, "total_pages": 2})
+    );
+}
+
+#[tokio::test]
+async fn per_page_is_clamped_to_10_through_1000() {
+    let s = TestServer::start().await;
+    seed(&s, 1005).await;
+    let r = s.get(&format!("{CONTACTS}?per_page=1")).await;
+    assert_eq!(
+        (ext_ids(&r).len(), r.body["pages"]["per_page"].clone()),
+        (10, json!(10))
+    );
+    let r = s.get(&format!("{CONTACTS}?per_page=5000")).await;
+    assert_eq!(
+        (ext_ids(&r).len(), r.body["pages"]["per_page"].clone()),
+        (1000, json!(1000))
+    );
+    assert_eq!(r.body["pages"]["total_pages"], 2);
+}
+
+#[tokio::test]
+async fn page_past_the_end_is_empty() {
+    let s = TestServer::start().await;
+    seed(&s, 3).await;
+    let r = s.get(&format!("{CONTACTS}?page=7")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["data"], json!([]));
+    assert_eq!(r.body["total"], 3);
+}
+
+#[tokio::test]
+async fn bad_page_parameters_are_400_naming_them() {
+    let s = TestServer::start().await;
+    for (query, fields) in [
+        ("page=0", vec!["page"]),
+        ("page=-1", vec!["page"]),
+        ("page=abc", vec!["page"]),
+        ("page=1.5&per_page=x", vec!["page", "per_page"]),
+    ] {
+        let r = s.get(&format!("{CONTACTS}?{query}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(r.message(), "Invalid request parameters");
+        assert_eq!(r.issue_fields(), fields, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn deleted_contacts_leave_the_listing_and_total() {
+    let s = TestServer::start().await;
+    seed(&s, 12).await;
+    s.delete(&contact_path("c003")).await;
+    let r = s.get(&format!("{CONTACTS}?per_page=10&page=1")).await;
+    assert!(!ext_ids(&r).contains(&"c003".to_owned()));
+    assert_eq!(r.body["total"], 11);
+    assert_eq!(r.body["pages"]["total_pages"], 2);
+}

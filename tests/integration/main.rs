@@ -1,0 +1,17 @@
+//! Integration tests: each starts the real server on 127.0.0.1:0 with a temporary data
+//! dir and talks HTTP to it; `binary` runs the compiled `contactd` for what only the
+//! process shows (config precedence, restarts, signals, kill -9, the admin CLI).
+//! All areas compile into this one test binary to keep link time down.
+
+#![allow(clippy::unwrap_used)]
+
+mod agents;
+mod auth;
+mod binary;
+mod common;
+mod contacts;
+mod conventions;
+mod keys;
+mod listing;
+mod properties;
+mod upsert;
