@@ -9,6 +9,7 @@ mod agents;
 mod auth;
 mod binary;
 mod common;
+mod compat;
 mod contacts;
 mod conventions;
 mod keys;
