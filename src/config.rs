@@ -372,6 +372,26 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_toml_is_exactly_the_defaults() {
+        let shipped = Sources {
+            file: Some(("config.toml".into(), include_str!("../config.toml").into())),
+            ..Sources::default()
+        };
+        assert_eq!(
+            resolve(&shipped).unwrap(),
+            resolve(&Sources::default()).unwrap()
+        );
+        for setting in SETTINGS {
+            let line = format!("\n{} = ", setting.key);
+            assert!(
+                include_str!("../config.toml").contains(&line),
+                "{} missing",
+                setting.key
+            );
+        }
+    }
+
+    #[test]
     fn print_config_round_trips() {
         let config = resolve(&sources("max_body_bytes = 1000", &[], &[])).unwrap();
         let again = resolve(&sources(&to_toml(&config), &[], &[])).unwrap();

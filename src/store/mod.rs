@@ -15,7 +15,7 @@ use std::pin::Pin;
 use crate::domain::{Agent, ApiKey, Contact, ContactInput, Issue};
 
 pub use codec::{decode_contact, encode_contact};
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, DB_FILE};
 
 /// A write that resolves after its transaction committed (or failed).
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;

@@ -276,3 +276,40 @@ fn put_key(txn: &WriteTransaction, key: &ApiKey) -> Result<(), StoreError> {
         .insert(key.digest.as_slice(), encode_key(key).as_slice())?;
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_version_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedbStore::open(dir.path()).unwrap());
+        let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_SCHEMA_VERSION, SCHEMA_VERSION + 1)
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        match RedbStore::open(dir.path()) {
+            Err(StoreError::Incompatible(msg)) => {
+                assert!(msg.contains("schema version 2"), "{msg}")
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("opened an incompatible data dir"),
+        }
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_says_already_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = RedbStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            RedbStore::open(dir.path()),
+            Err(StoreError::AlreadyOpen(_))
+        ));
+    }
+}
