@@ -18,7 +18,11 @@ pub async fn list(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 pub async fn get(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {
-    let agent = app.agent_in_scope(&ctx.key, &id).await?;
+    app.agent_in_scope(&ctx.key, &id).await?;
+    let agent = app
+        .read(move |s| s.agent(&id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(success(agent.to_json()))
 }
 
@@ -38,6 +42,8 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Response, ApiError> {
 
 pub async fn delete(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {
     require_admin(&ctx.key)?;
-    let agent = app.store.delete_agent(id).await?;
+    let agent = app.store.delete_agent(id).await;
+    app.forget_keys_and_agents();
+    let agent = agent?;
     Ok(success(agent.to_json()))
 }

@@ -96,6 +96,8 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Response, ApiError> {
 
 pub async fn revoke(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {
     require_admin(&ctx.key)?;
-    let key = app.store.revoke_key(id).await?;
+    let key = app.store.revoke_key(id).await;
+    app.forget_keys_and_agents();
+    let key = key?;
     Ok(success(key.to_json()))
 }

@@ -3,6 +3,7 @@
 //! into responses in one place.
 
 mod agents;
+mod cache;
 mod contacts;
 mod health;
 mod keys;
@@ -15,8 +16,9 @@ use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
+use self::cache::Cache;
 use crate::auth;
-use crate::domain::{Agent, ApiKey};
+use crate::domain::ApiKey;
 use crate::http::body::{query_pairs, read_json};
 use crate::http::error::json_response;
 use crate::http::{router, ApiError, Response, Route};
@@ -26,6 +28,12 @@ use crate::store::{Store, StoreError};
 pub struct App {
     store: Arc<dyn Store>,
     max_body_bytes: u64,
+    /// Keys and agent ids already looked up, so most requests need one store read, not
+    /// three. Only this process writes keys and agents while it runs (the file is
+    /// locked), so clearing the caches after a revoke or an agent delete keeps them
+    /// exact; see `forget_keys_and_agents`.
+    keys: Cache<[u8; 32], ApiKey>,
+    agents: Cache<String, ()>,
 }
 
 /// What a handler needs to know about its request.
@@ -41,6 +49,8 @@ impl App {
         Self {
             store,
             max_body_bytes,
+            keys: Cache::new(),
+            agents: Cache::new(),
         }
     }
 
@@ -125,20 +135,42 @@ impl App {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
         let token = auth::bearer_token(headers.get(AUTHORIZATION).map(|v| v.as_bytes()))?;
         let digest = auth::digest(token);
-        let stored = self.read(move |s| s.key_by_digest(&digest)).await?;
+        let stored = match self.keys.get(&digest) {
+            (Some(key), _) => Some(key),
+            (None, epoch) => {
+                let stored = self.read(move |s| s.key_by_digest(&digest)).await?;
+                if let Some(key) = &stored {
+                    self.keys.insert(epoch, digest, key.clone());
+                }
+                stored
+            }
+        };
         Ok(auth::verify(token, stored)?)
     }
 
-    /// The agent `id` if it exists and `key` may reach it; 404 otherwise (never saying
+    /// Drops every cached key and agent; called after a key is revoked or an agent is
+    /// deleted (which deletes its keys).
+    fn forget_keys_and_agents(&self) {
+        self.keys.clear();
+        self.agents.clear();
+    }
+
+    /// Succeeds if agent `id` exists and `key` may reach it; 404 otherwise (never saying
     /// which).
-    async fn agent_in_scope(&self, key: &ApiKey, id: &str) -> Result<Agent, ApiError> {
+    async fn agent_in_scope(&self, key: &ApiKey, id: &str) -> Result<(), ApiError> {
         if !key.scope.includes(id) {
             return Err(ApiError::NotFound);
         }
-        let id = id.to_owned();
-        self.read(move |s| s.agent(&id))
-            .await?
-            .ok_or(ApiError::NotFound)
+        let (cached, epoch) = self.agents.get(id);
+        if cached.is_some() {
+            return Ok(());
+        }
+        let owned = id.to_owned();
+        if self.read(move |s| s.agent(&owned)).await?.is_none() {
+            return Err(ApiError::NotFound);
+        }
+        self.agents.insert(epoch, id.to_owned(), ());
+        Ok(())
     }
 
     async fn body_json(&self, ctx: &mut Ctx) -> Result<Value, ApiError> {
