@@ -31,6 +31,7 @@ use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use tokio::runtime::Runtime;
 
 use common::{Footprint, Workload, AGENT, BATCH, STREAM_CLIENT};
+use contactd::domain::UnknownPolicy;
 use contactd::store::{OnDuplicate, RedbStore, Store};
 
 /// How many distinct random contacts the read benchmark cycles through.
@@ -137,7 +138,12 @@ fn upsert_new(
 /// One durable upsert request, waited for.
 fn upsert(rt: &Runtime, store: &RedbStore, inputs: Vec<contactd::domain::ContactInput>) {
     let outcome = rt
-        .block_on(store.upsert_contacts(AGENT.to_owned(), inputs, OnDuplicate::Update))
+        .block_on(store.upsert_contacts(
+            AGENT.to_owned(),
+            inputs,
+            OnDuplicate::Update,
+            UnknownPolicy::Define,
+        ))
         .expect("upsert failed");
     black_box(outcome);
 }

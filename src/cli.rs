@@ -58,6 +58,10 @@ pub struct SettingFlags {
     /// error, warn, info, debug or trace [config: log_level]
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Custom attribute keys without a definition: define, strip or reject
+    /// [config: custom_attributes.unknown]
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub custom_attributes_unknown: Option<String>,
 }
 
 impl SettingFlags {
@@ -71,6 +75,7 @@ impl SettingFlags {
             ("request_timeout_secs", &self.request_timeout_secs),
             ("shutdown_grace_secs", &self.shutdown_grace_secs),
             ("log_level", &self.log_level),
+            ("custom_attributes.unknown", &self.custom_attributes_unknown),
         ];
         flags
             .into_iter()

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::UnknownPolicy;
+
 /// One setting: its key, its default (as text), and what it means.
 pub struct Setting {
     pub key: &'static str,
@@ -59,6 +61,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "info",
         help: "error, warn, info, debug or trace",
     },
+    Setting {
+        key: "custom_attributes.unknown",
+        default: "define",
+        help: "custom attribute keys without a definition: define, strip or reject",
+    },
 ];
 
 /// The environment variable that carries the first-run admin key (never in a file).
@@ -75,6 +82,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub log_level: String,
+    /// What writes do with custom attribute keys that have no definition.
+    pub unknown_attributes: UnknownPolicy,
     /// Admin key to create on first run instead of a generated one.
     pub admin_key: Option<String>,
 }
@@ -206,8 +215,16 @@ pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
             format!("expected error, warn, info, debug or trace, got \"{log_level}\""),
         ));
     }
+    let unknown = get("custom_attributes.unknown").0.trim();
+    let unknown_attributes = UnknownPolicy::parse(unknown).ok_or_else(|| {
+        fail(
+            "custom_attributes.unknown",
+            format!("expected define, strip or reject, got \"{unknown}\""),
+        )
+    })?;
     Ok(Config {
         listen,
+        unknown_attributes,
         data_dir: PathBuf::from(data_dir),
         max_body_bytes: number("max_body_bytes", 1)?,
         max_connections: usize::try_from(number("max_connections", 1)?)
@@ -299,6 +316,11 @@ pub fn to_toml(config: &Config) -> String {
     for (key, value) in lines {
         out.push_str(&format!("{key} = {value}\n"));
     }
+    out.push_str("\n[custom_attributes]\n");
+    out.push_str(&format!(
+        "unknown = {}\n",
+        quote(config.unknown_attributes.as_str())
+    ));
     out
 }
 
@@ -346,6 +368,38 @@ mod tests {
     }
 
     #[test]
+    fn section_keys_layer_like_top_level_ones() {
+        let s = sources("[custom_attributes]\nunknown = \"strip\"", &[], &[]);
+        assert_eq!(
+            resolve(&s).unwrap().unknown_attributes,
+            UnknownPolicy::Strip
+        );
+        let s = sources(
+            "[custom_attributes]\nunknown = \"strip\"",
+            &[("CONTACTD_CUSTOM_ATTRIBUTES_UNKNOWN", "reject")],
+            &[],
+        );
+        assert_eq!(
+            resolve(&s).unwrap().unknown_attributes,
+            UnknownPolicy::Reject
+        );
+        let s = sources("", &[], &[("custom_attributes.unknown", "define")]);
+        assert_eq!(
+            resolve(&s).unwrap().unknown_attributes,
+            UnknownPolicy::Define
+        );
+        let err = resolve(&sources(
+            "[custom_attributes]\nunknown = \"keep\"",
+            &[],
+            &[],
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "custom_attributes.unknown");
+        let err = resolve(&sources("[custom_attributes]\nother = 1", &[], &[])).unwrap_err();
+        assert_eq!(err.key, "custom_attributes.other");
+    }
+
+    #[test]
     fn errors_name_the_key_and_origin() {
         let err = resolve(&sources("", &[("CONTACTD_MAX_BODY_BYTES", "lots")], &[])).unwrap_err();
         assert_eq!(err.key, "max_body_bytes");
@@ -382,7 +436,9 @@ mod tests {
             resolve(&Sources::default()).unwrap()
         );
         for setting in SETTINGS {
-            let line = format!("\n{} = ", setting.key);
+            // A `section.key` setting appears as `key = ` under its `[section]`.
+            let bare = setting.key.rsplit('.').next().unwrap_or(setting.key);
+            let line = format!("\n{bare} = ");
             assert!(
                 include_str!("../config.toml").contains(&line),
                 "{} missing",

@@ -50,10 +50,7 @@ pub async fn serve(
     println!("listening on {addr}");
     // Tests and scripts wait for this line; make sure it is not stuck in a buffer.
     std::io::stdout().flush()?;
-    let app = Arc::new(api::App::new(
-        Arc::clone(&store) as _,
-        config.max_body_bytes,
-    ));
+    let app = Arc::new(api::App::new(Arc::clone(&store) as _, &config));
     server::run(listener, app, server::Limits::from(&config), shutdown).await;
     tracing::info!("closing the database");
     store.shutdown();

@@ -46,7 +46,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use contactd::domain::{Agent, ContactInput, Issues};
+use contactd::domain::{Agent, ContactInput, Issues, UnknownPolicy};
 use contactd::store::{OnDuplicate, RedbStore, Store, StoreError};
 
 /// The seed every benchmark derives its data from.
@@ -351,6 +351,7 @@ pub fn preload_store(rt: &Runtime, store: &Arc<RedbStore>, workload: &Arc<Worklo
                                 AGENT.to_owned(),
                                 to_inputs(&contacts),
                                 OnDuplicate::Update,
+                                UnknownPolicy::Define,
                             )
                             .await?;
                     }

@@ -156,7 +156,7 @@ fn batch_entries(body: &Value) -> Result<(&'static str, &Vec<Value>), ApiError> 
     }
 }
 
-/// Store conflicts speak of `users[i]`; say `contacts[i]` when that is what was sent.
+/// Store issues speak of `users[i]`; say `contacts[i]` when that is what was sent.
 fn rename_paths(issues: Vec<Issue>, name: &str) -> Vec<Issue> {
     if name == "users" {
         return issues;
@@ -191,7 +191,7 @@ pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
     }
     let outcome = match app
         .store
-        .upsert_contacts(agent, entries, on_duplicate)
+        .upsert_contacts(agent, entries, on_duplicate, app.unknown_attributes)
         .await
     {
         Err(StoreError::Conflict(issues)) => {
@@ -199,6 +199,9 @@ pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
                 CONTACT_CONFLICT,
                 rename_paths(issues, name),
             ))
+        }
+        Err(StoreError::Invalid(issues)) => {
+            return Err(ApiError::InvalidData(rename_paths(issues, name)))
         }
         other => other?,
     };
@@ -245,6 +248,7 @@ pub async fn patch(
         target: id,
         input,
         field_prefix: prefix.to_owned(),
+        policy: app.unknown_attributes,
     };
     let contact = app.store.patch_contact(patch).await?;
     Ok(success(contact.to_json()))

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::{require_admin, success, App, Ctx};
 use crate::auth;
-use crate::domain::issues::json_type;
+use crate::domain::issues::{check_display_name, json_type, required_string};
 use crate::domain::{ids, ApiKey, Issues, Scope};
 use crate::http::{ApiError, Response};
 use crate::store::{unix_now, StoreError};
@@ -32,24 +32,7 @@ fn parse_input(body: &Value) -> Result<KeyInput, Issues> {
         );
         return Err(issues);
     };
-    let name = match obj.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 255 => s.clone(),
-        Some(Value::String(_)) => {
-            issues.push("name", "must be 1 to 255 characters");
-            String::new()
-        }
-        None | Some(Value::Null) => {
-            issues.push("name", "is required");
-            String::new()
-        }
-        Some(other) => {
-            issues.push(
-                "name",
-                format!("must be a string, got {}", json_type(other)),
-            );
-            String::new()
-        }
-    };
+    let name = required_string(obj, "name", &mut issues, check_display_name);
     let chatbot_id = match obj.get("chatbot_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {

@@ -5,6 +5,7 @@
 mod agents;
 mod cache;
 mod contacts;
+mod custom_attributes;
 mod health;
 mod keys;
 
@@ -18,7 +19,9 @@ use serde_json::{json, Value};
 
 use self::cache::Cache;
 use crate::auth;
+use crate::config::Config;
 use crate::domain::ApiKey;
+use crate::domain::UnknownPolicy;
 use crate::http::body::{query_pairs, read_json};
 use crate::http::error::json_response;
 use crate::http::{router, ApiError, Response, Route};
@@ -28,6 +31,7 @@ use crate::store::{Store, StoreError};
 pub struct App {
     store: Arc<dyn Store>,
     max_body_bytes: u64,
+    unknown_attributes: UnknownPolicy,
     /// Keys and agent ids already looked up, so most requests need one store read, not
     /// three. Only this process writes keys and agents while it runs (the file is
     /// locked), so clearing the caches after a revoke or an agent delete keeps them
@@ -45,10 +49,11 @@ pub struct Ctx {
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, max_body_bytes: u64) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
         Self {
             store,
-            max_body_bytes,
+            max_body_bytes: config.max_body_bytes,
+            unknown_attributes: config.unknown_attributes,
             keys: Cache::new(),
             agents: Cache::new(),
         }
@@ -113,6 +118,18 @@ impl App {
             }
             (Route::Contact(agent, id), Method::DELETE) => {
                 contacts::delete(self, &ctx, agent, id).await
+            }
+            (Route::Attributes(agent), Method::GET) => {
+                custom_attributes::list(self, &ctx, agent).await
+            }
+            (Route::Attributes(agent), Method::POST) => {
+                custom_attributes::create(self, ctx, agent).await
+            }
+            (Route::Attribute(agent, name), Method::GET) => {
+                custom_attributes::get(self, &ctx, agent, name).await
+            }
+            (Route::Attribute(agent, name), Method::PUT) => {
+                custom_attributes::update(self, ctx, agent, name).await
             }
             // `allowed()` lists exactly the pairs above.
             _ => Err(ApiError::NotFound),

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::ids;
-use super::issues::{json_type, Issues};
+use super::issues::{check_display_name, json_type, required_string, Issues};
 
 /// A stored agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,28 +58,7 @@ impl AgentInput {
                 None
             }
         };
-        let name = match obj.get("name") {
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                issues.push("name", "must not be empty");
-                String::new()
-            }
-            Some(Value::String(s)) if s.chars().count() > 255 => {
-                issues.push("name", "must be at most 255 characters");
-                String::new()
-            }
-            Some(Value::String(s)) => s.clone(),
-            None | Some(Value::Null) => {
-                issues.push("name", "is required");
-                String::new()
-            }
-            Some(other) => {
-                issues.push(
-                    "name",
-                    format!("must be a string, got {}", json_type(other)),
-                );
-                String::new()
-            }
-        };
+        let name = required_string(obj, "name", &mut issues, check_display_name);
         if issues.is_empty() {
             Ok(Self { id, name })
         } else {

@@ -1,9 +1,10 @@
-//! Custom attribute values: typed scalars, never JSON text, so that later sorting and
-//! filtering can compare numbers as numbers.
+//! Custom attribute values: typed scalars, never JSON text, so that sorting and
+//! filtering can compare numbers as numbers and dates as dates.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
+use super::date;
 use super::issues::{json_type, Issues};
 
 /// Longest text value, in characters.
@@ -14,6 +15,7 @@ pub const MAX_ATTRIBUTES: usize = 100;
 /// One stored custom attribute value.
 ///
 /// Integers keep their exact value (`Int`); any other finite number is a `Float`.
+/// A `Date` is UTC milliseconds since the Unix epoch, shown as ISO 8601.
 /// The variant order is part of the stored format: append, never reorder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AttrValue {
@@ -21,29 +23,20 @@ pub enum AttrValue {
     Int(i64),
     Float(f64),
     Bool(bool),
+    Date(i64),
 }
 
 impl AttrValue {
-    /// Parses one untyped value. `Ok(None)` is JSON `null` (no value).
-    pub fn from_json(value: &Value, path: &str, issues: &mut Issues) -> Option<Option<Self>> {
+    /// Checks a value as sent, before typing: a string (at most 4096 characters), a
+    /// number, a boolean or null. Returns whether it may go on to typing.
+    pub fn check_raw(value: &Value, path: &str, issues: &mut Issues) -> bool {
         match value {
-            Value::Null => Some(None),
-            Value::Bool(b) => Some(Some(Self::Bool(*b))),
-            Value::String(s) => {
-                if s.chars().count() > MAX_TEXT_CHARS {
-                    issues.push(path, format!("must be at most {MAX_TEXT_CHARS} characters"));
-                    None
-                } else {
-                    Some(Some(Self::Text(s.clone())))
-                }
+            Value::Null | Value::Bool(_) | Value::Number(_) => true,
+            Value::String(s) if s.chars().count() > MAX_TEXT_CHARS => {
+                issues.push(path, format!("must be at most {MAX_TEXT_CHARS} characters"));
+                false
             }
-            Value::Number(n) => match Self::from_number(n) {
-                Some(v) => Some(Some(v)),
-                None => {
-                    issues.push(path, "must be a finite number");
-                    None
-                }
-            },
+            Value::String(_) => true,
             Value::Array(_) | Value::Object(_) => {
                 issues.push(
                     path,
@@ -52,12 +45,13 @@ impl AttrValue {
                         json_type(value)
                     ),
                 );
-                None
+                false
             }
         }
     }
 
-    fn from_number(n: &Number) -> Option<Self> {
+    /// A JSON number as `Int` when it is a 64-bit integer, else as a finite `Float`.
+    pub fn from_number(n: &Number) -> Option<Self> {
         if let Some(i) = n.as_i64() {
             return Some(Self::Int(i));
         }
@@ -71,6 +65,7 @@ impl AttrValue {
             Self::Int(i) => Value::Number((*i).into()),
             Self::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
             Self::Bool(b) => Value::Bool(*b),
+            Self::Date(ms) => Value::String(date::format_utc(*ms)),
         }
     }
 }
@@ -83,22 +78,23 @@ mod tests {
 
     #[test]
     fn numbers_keep_integer_and_float_forms() {
-        let mut issues = Issues::new();
-        let int = AttrValue::from_json(&json!(540), "x", &mut issues).unwrap();
-        let float = AttrValue::from_json(&json!(5.25), "x", &mut issues).unwrap();
-        assert_eq!(int, Some(AttrValue::Int(540)));
-        assert_eq!(float, Some(AttrValue::Float(5.25)));
-        assert_eq!(int.unwrap().to_json(), json!(540));
-        assert!(issues.is_empty());
+        let int = AttrValue::from_number(json!(540).as_number().unwrap()).unwrap();
+        let float = AttrValue::from_number(json!(5.25).as_number().unwrap()).unwrap();
+        assert_eq!(int, AttrValue::Int(540));
+        assert_eq!(float, AttrValue::Float(5.25));
+        assert_eq!(int.to_json(), json!(540));
+        assert_eq!(AttrValue::Date(0).to_json(), json!("1970-01-01T00:00:00Z"));
     }
 
     #[test]
     fn arrays_and_objects_are_rejected_with_the_path() {
         let mut issues = Issues::new();
-        assert!(
-            AttrValue::from_json(&json!([1]), "users[0].custom_attributes.a", &mut issues)
-                .is_none()
-        );
+        assert!(!AttrValue::check_raw(
+            &json!([1]),
+            "users[0].custom_attributes.a",
+            &mut issues
+        ));
+        assert!(AttrValue::check_raw(&json!(null), "x", &mut issues));
         assert_eq!(issues.as_slice()[0].field, "users[0].custom_attributes.a");
     }
 }

@@ -58,8 +58,9 @@ pub struct ContactInput {
     pub email: Field<String>,
     pub phonenumber: Field<String>,
     pub stripe_accounts: Option<Vec<StripeAccount>>,
-    /// When sent, replaces the stored map whole; `null` values are simply left out.
-    pub custom_attributes: Option<BTreeMap<String, AttrValue>>,
+    /// As sent (scalars and nulls, untyped); typed against the agent's schema by
+    /// `attribute::Schema::type_values` inside the write.
+    pub custom_attributes: Option<BTreeMap<String, Value>>,
 }
 
 impl Contact {
@@ -194,14 +195,16 @@ impl ContactInput {
     }
 
     /// Builds the contact that results from applying this input to `existing` (or to
-    /// nothing, for a new contact with number `new_id`). `updated_at` moves to `now`
-    /// only when a stored field actually changes.
+    /// nothing, for a new contact with number `new_id`). `attributes` is the typed
+    /// `custom_attributes` (when sent), which replaces the stored map. `updated_at`
+    /// moves to `now` only when a stored field actually changes.
     pub fn apply(
         &self,
         existing: Option<&Contact>,
         external_id: &str,
         new_id: u64,
         now: i64,
+        attributes: Option<BTreeMap<String, AttrValue>>,
     ) -> Contact {
         let mut next = existing.cloned().unwrap_or_else(|| Contact {
             id: new_id,
@@ -221,8 +224,8 @@ impl ContactInput {
         if let Some(accounts) = &self.stripe_accounts {
             next.stripe_accounts = accounts.clone();
         }
-        if let Some(attrs) = &self.custom_attributes {
-            next.custom_attributes = attrs.clone();
+        if let Some(attrs) = attributes {
+            next.custom_attributes = attrs;
         }
         if let Some(old) = existing {
             if old != &next {
@@ -404,7 +407,7 @@ fn parse_attributes(
     value: Option<&Value>,
     prefix: &str,
     issues: &mut Issues,
-) -> Option<BTreeMap<String, AttrValue>> {
+) -> Option<BTreeMap<String, Value>> {
     let path = join(prefix, "custom_attributes");
     let obj = match value {
         None => return None,
@@ -430,8 +433,8 @@ fn parse_attributes(
             );
             continue;
         }
-        if let Some(Some(v)) = AttrValue::from_json(raw, &key_path, issues) {
-            attrs.insert(key.clone(), v);
+        if AttrValue::check_raw(raw, &key_path, issues) {
+            attrs.insert(key.clone(), raw.clone());
         }
     }
     (issues.len() == before).then_some(attrs)
@@ -493,16 +496,17 @@ mod tests {
     #[test]
     fn apply_keeps_created_at_and_moves_updated_at_only_on_change() {
         let input = parse(json!({"name": "Sam"})).unwrap();
-        let created = input.apply(None, "u1", 7, 100);
+        let created = input.apply(None, "u1", 7, 100, None);
         assert_eq!(
             (created.id, created.created_at, created.updated_at),
             (7, 100, 100)
         );
-        let same = input.apply(Some(&created), "u1", 99, 200);
+        let same = input.apply(Some(&created), "u1", 99, 200, None);
         assert_eq!(same, created);
-        let renamed = parse(json!({"name": "Sam R"}))
-            .unwrap()
-            .apply(Some(&created), "u1", 99, 300);
+        let renamed =
+            parse(json!({"name": "Sam R"}))
+                .unwrap()
+                .apply(Some(&created), "u1", 99, 300, None);
         assert_eq!(
             (renamed.id, renamed.created_at, renamed.updated_at),
             (7, 100, 300)

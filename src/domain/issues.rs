@@ -52,6 +52,41 @@ pub fn join(prefix: &str, field: &str) -> String {
     }
 }
 
+/// Reads the required string `field` of a body object and runs `check` on it; any
+/// problem goes to `issues` under the field's name. Returns the string (empty on error).
+pub fn required_string(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+    issues: &mut Issues,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> String {
+    match obj.get(field) {
+        Some(serde_json::Value::String(s)) => {
+            if let Err(msg) = check(s) {
+                issues.push(field, msg);
+            }
+            s.clone()
+        }
+        None | Some(serde_json::Value::Null) => {
+            issues.push(field, "is required");
+            String::new()
+        }
+        Some(other) => {
+            issues.push(field, format!("must be a string, got {}", json_type(other)));
+            String::new()
+        }
+    }
+}
+
+/// The usual check for a display name: 1 to 255 characters, not only spaces.
+pub fn check_display_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.chars().count() > 255 {
+        Err("must be 1 to 255 characters, not only spaces".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Names a JSON value's type for messages such as "must be a string, got number".
 pub fn json_type(value: &serde_json::Value) -> &'static str {
     match value {

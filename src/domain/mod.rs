@@ -6,13 +6,16 @@
 
 pub mod agent;
 pub mod attr;
+pub mod attribute;
 pub mod contact;
+pub mod date;
 pub mod ids;
 pub mod issues;
 pub mod key;
 
 pub use agent::{Agent, AgentInput};
 pub use attr::AttrValue;
+pub use attribute::{AttrType, AttributeDef, Schema, UnknownPolicy};
 pub use contact::{Contact, ContactInput, Field, StripeAccount};
 pub use issues::{Issue, Issues};
 pub use key::{ApiKey, Scope};

@@ -131,10 +131,15 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::AgentNotFound | StoreError::ContactNotFound | StoreError::KeyNotFound => {
-                Self::NotFound
-            }
+            StoreError::AgentNotFound
+            | StoreError::ContactNotFound
+            | StoreError::KeyNotFound
+            | StoreError::AttributeNotFound => Self::NotFound,
             StoreError::AgentExists => Self::Conflict("Chatbot already exists", Vec::new()),
+            StoreError::AttributeExists => {
+                Self::Conflict("Custom attribute already exists", Vec::new())
+            }
+            StoreError::Invalid(issues) => Self::InvalidData(issues),
             StoreError::Conflict(issues) => Self::Conflict(CONTACT_CONFLICT, issues),
             other => Self::Internal(other.to_string()),
         }

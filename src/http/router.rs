@@ -12,6 +12,8 @@ pub enum Route {
     Agent(String),
     Contacts(String),
     Contact(String, String),
+    Attributes(String),
+    Attribute(String, String),
     Keys,
     Key(String),
 }
@@ -24,6 +26,8 @@ impl Route {
             Self::Agents | Self::Contacts(_) | Self::Keys => &[Method::GET, Method::POST],
             Self::Agent(_) => &[Method::GET, Method::DELETE],
             Self::Contact(..) => &[Method::GET, Method::PATCH, Method::DELETE],
+            Self::Attributes(_) => &[Method::GET, Method::POST],
+            Self::Attribute(..) => &[Method::GET, Method::PUT],
             Self::Key(_) => &[Method::DELETE],
         }
     }
@@ -54,6 +58,10 @@ pub fn route(path: &str) -> Option<Route> {
             return None
         }
         ["api", "v1", "chatbots", id, "contacts", c] => Route::Contact(param(id)?, param(c)?),
+        ["api", "v1", "chatbots", id, "custom-attributes"] => Route::Attributes(param(id)?),
+        ["api", "v1", "chatbots", id, "custom-attributes", name] => {
+            Route::Attribute(param(id)?, param(name)?)
+        }
         ["api", "v1", "keys"] => Route::Keys,
         ["api", "v1", "keys", id] => Route::Key(param(id)?),
         _ => return None,

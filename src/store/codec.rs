@@ -5,11 +5,15 @@ use bincode::config::{self, Configuration};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::StoreError;
-use crate::domain::{Agent, ApiKey, Contact, Scope};
+use crate::domain::{Agent, ApiKey, AttrType, AttributeDef, Contact, Scope};
 
+/// Contacts before typed attributes: no `Date` value variant. Decoded, never written.
 const CONTACT_V1: u8 = 1;
+/// Contacts with typed attributes (`AttrValue::Date`). Written now.
+const CONTACT_V2: u8 = 2;
 const AGENT_V1: u8 = 1;
 const KEY_V1: u8 = 1;
+const ATTRIBUTE_V1: u8 = 1;
 
 fn cfg() -> Configuration {
     config::standard()
@@ -25,26 +29,112 @@ fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
     out
 }
 
+fn decode_body<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(body, cfg())
+        .map(|(value, _)| value)
+        .map_err(|err| StoreError::Corrupt(format!("{what}: {err}")))
+}
+
+fn unknown_version(what: &str, version: u8) -> StoreError {
+    StoreError::Incompatible(format!(
+        "{what} record version {version} is not known to this build"
+    ))
+}
+
 fn decode<T: DeserializeOwned>(what: &str, expected: u8, bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&version, body)) if version == expected => {
-            bincode::serde::decode_from_slice(body, cfg())
-                .map(|(value, _)| value)
-                .map_err(|err| StoreError::Corrupt(format!("{what}: {err}")))
-        }
-        Some((version, _)) => Err(StoreError::Incompatible(format!(
-            "{what} record version {version} is not known to this build"
-        ))),
+        Some((&version, body)) if version == expected => decode_body(what, body),
+        Some((&version, _)) => Err(unknown_version(what, version)),
         None => Err(StoreError::Corrupt(format!("{what}: empty record"))),
     }
 }
 
 pub fn encode_contact(contact: &Contact) -> Vec<u8> {
-    encode(CONTACT_V1, contact)
+    encode(CONTACT_V2, contact)
 }
 
+/// Decodes a contact record of any version this build knows.
 pub fn decode_contact(bytes: &[u8]) -> Result<Contact, StoreError> {
-    decode("contact", CONTACT_V1, bytes)
+    match bytes.split_first() {
+        Some((&CONTACT_V2, body)) => decode_body("contact", body),
+        Some((&CONTACT_V1, body)) => decode_body::<v1::Contact>("contact v1", body).map(Into::into),
+        Some((&version, _)) => Err(unknown_version("contact", version)),
+        None => Err(StoreError::Corrupt("contact: empty record".into())),
+    }
+}
+
+/// The version-1 contact layout, frozen: it must keep decoding records written before
+/// attributes were typed (see `tests/golden/contact_v1.bin`).
+mod v1 {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    use crate::domain::{AttrValue, StripeAccount};
+
+    #[derive(Deserialize)]
+    pub enum Attr {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+
+    #[derive(Deserialize)]
+    pub struct Stripe {
+        label: String,
+        stripe_id: Option<String>,
+        stripe_email: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Contact {
+        id: u64,
+        external_id: String,
+        name: Option<String>,
+        email: Option<String>,
+        phonenumber: Option<String>,
+        stripe_accounts: Vec<Stripe>,
+        custom_attributes: BTreeMap<String, Attr>,
+        created_at: i64,
+        updated_at: i64,
+    }
+
+    impl From<Contact> for crate::domain::Contact {
+        fn from(c: Contact) -> Self {
+            Self {
+                id: c.id,
+                external_id: c.external_id,
+                name: c.name,
+                email: c.email,
+                phonenumber: c.phonenumber,
+                stripe_accounts: c
+                    .stripe_accounts
+                    .into_iter()
+                    .map(|s| StripeAccount {
+                        label: s.label,
+                        stripe_id: s.stripe_id,
+                        stripe_email: s.stripe_email,
+                    })
+                    .collect(),
+                custom_attributes: c
+                    .custom_attributes
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Attr::Text(s) => AttrValue::Text(s),
+                            Attr::Int(i) => AttrValue::Int(i),
+                            Attr::Float(f) => AttrValue::Float(f),
+                            Attr::Bool(b) => AttrValue::Bool(b),
+                        };
+                        (k, v)
+                    })
+                    .collect(),
+                created_at: c.created_at,
+                updated_at: c.updated_at,
+            }
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -116,6 +206,61 @@ pub fn decode_key(digest: &[u8], bytes: &[u8]) -> Result<ApiKey, StoreError> {
         digest,
         created_at: rec.created_at,
         revoked: rec.revoked,
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct AttributeRecord {
+    label: String,
+    /// 0 text, 1 number, 2 boolean, 3 date.
+    kind: u8,
+    description: Option<String>,
+    archived: bool,
+    created_at: i64,
+}
+
+fn kind_code(kind: AttrType) -> u8 {
+    match kind {
+        AttrType::Text => 0,
+        AttrType::Number => 1,
+        AttrType::Boolean => 2,
+        AttrType::Date => 3,
+    }
+}
+
+pub fn encode_attribute(def: &AttributeDef) -> Vec<u8> {
+    encode(
+        ATTRIBUTE_V1,
+        &AttributeRecord {
+            label: def.label.clone(),
+            kind: kind_code(def.kind),
+            description: def.description.clone(),
+            archived: def.archived,
+            created_at: def.created_at,
+        },
+    )
+}
+
+pub fn decode_attribute(name: &str, bytes: &[u8]) -> Result<AttributeDef, StoreError> {
+    let rec: AttributeRecord = decode("custom attribute", ATTRIBUTE_V1, bytes)?;
+    let kind = match rec.kind {
+        0 => AttrType::Text,
+        1 => AttrType::Number,
+        2 => AttrType::Boolean,
+        3 => AttrType::Date,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "custom attribute '{name}' has unknown type code {other}"
+            )))
+        }
+    };
+    Ok(AttributeDef {
+        name: name.to_owned(),
+        label: rec.label,
+        kind,
+        description: rec.description,
+        archived: rec.archived,
+        created_at: rec.created_at,
     })
 }
 

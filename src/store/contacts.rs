@@ -6,12 +6,18 @@ use std::collections::HashMap;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::codec::{decode_agent, decode_contact, encode_agent, encode_contact};
+use super::codec::{
+    decode_agent, decode_attribute, decode_contact, encode_agent, encode_attribute, encode_contact,
+};
 use super::tables::{
-    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, META, META_NEXT_CONTACT_ID,
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
+    META_NEXT_CONTACT_ID,
 };
 use super::{OnDuplicate, PatchRequest, StoreError, UpsertOutcome};
-use crate::domain::{ids, Agent, Contact, ContactInput, Field, Issues};
+use crate::domain::issues::join;
+use crate::domain::{
+    ids, Agent, AttributeDef, Contact, ContactInput, Field, Issues, Schema, UnknownPolicy,
+};
 
 /// Finds a contact by external id, falling back to `contact_<n>`.
 pub fn find_contact(
@@ -140,6 +146,40 @@ fn save_next_contact_id(txn: &WriteTransaction, next: u64) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Every custom attribute definition of an agent.
+pub fn agent_attributes(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    agent_id: &str,
+) -> Result<Vec<AttributeDef>, StoreError> {
+    let mut defs = Vec::new();
+    for row in table.range((agent_id, "")..)? {
+        let (key, value) = row?;
+        let (agent, name) = key.value();
+        if agent != agent_id {
+            break;
+        }
+        defs.push(decode_attribute(name, value.value())?);
+    }
+    Ok(defs)
+}
+
+fn load_schema(txn: &WriteTransaction, agent_id: &str) -> Result<Schema, StoreError> {
+    let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+    Ok(Schema::new(agent_attributes(&table, agent_id)?))
+}
+
+/// Writes the definitions a request made on the fly.
+fn save_created(txn: &WriteTransaction, agent_id: &str, schema: &Schema) -> Result<(), StoreError> {
+    let mut table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+    for def in schema.created() {
+        table.insert(
+            (agent_id, def.name.as_str()),
+            encode_attribute(def).as_slice(),
+        )?;
+    }
+    Ok(())
+}
+
 fn held_by(ext: &str) -> String {
     format!("already used by contact with external_id '{ext}'")
 }
@@ -150,9 +190,12 @@ pub fn upsert(
     agent_id: &str,
     entries: Vec<ContactInput>,
     on_duplicate: OnDuplicate,
+    policy: UnknownPolicy,
     now: i64,
 ) -> Result<UpsertOutcome, StoreError> {
     let first_id = next_contact_id(txn)?;
+    let mut schema = load_schema(txn, agent_id)?;
+    let mut invalid = Issues::new();
     let mut tables = Tables::open(txn)?;
     let mut agent = tables.agent(agent_id)?;
     let mut next_id = first_id;
@@ -194,7 +237,12 @@ pub fn upsert(
                 }
             }
         }
-        let next = entry.apply(current.as_ref(), &ext, next_id, now);
+        let attributes = entry.custom_attributes.as_ref().map(|raw| {
+            let existing = current.as_ref().map(|c| &c.custom_attributes);
+            let path = format!("users[{i}].custom_attributes");
+            schema.type_values(raw, existing, policy, &path, now, &mut invalid)
+        });
+        let next = entry.apply(current.as_ref(), &ext, next_id, now, attributes);
         let old_key = current.as_ref().and_then(Contact::email_key);
         let new_key = next.email_key();
         if new_key != old_key {
@@ -226,6 +274,9 @@ pub fn upsert(
             slot.1 = Some(next);
         }
     }
+    if !invalid.is_empty() {
+        return Err(StoreError::Invalid(invalid.into_vec()));
+    }
     if !conflicts.is_empty() {
         return Err(StoreError::Conflict(conflicts.into_vec()));
     }
@@ -244,11 +295,13 @@ pub fn upsert(
     if next_id != first_id {
         save_next_contact_id(txn, next_id)?;
     }
+    save_created(txn, agent_id, &schema)?;
     Ok(outcome)
 }
 
 /// `PATCH /contacts/{id}`: only sent fields change; `external_id` renames.
 pub fn patch(txn: &WriteTransaction, req: &PatchRequest, now: i64) -> Result<Contact, StoreError> {
+    let mut schema = load_schema(txn, &req.agent)?;
     let mut tables = Tables::open(txn)?;
     tables.agent(&req.agent)?;
     let current = find_contact(&tables.contacts, &tables.by_id, &req.agent, &req.target)?
@@ -262,7 +315,24 @@ pub fn patch(txn: &WriteTransaction, req: &PatchRequest, now: i64) -> Result<Con
     if ext != current.external_id && tables.load(&req.agent, &ext)?.is_some() {
         conflicts.push(field("external_id"), held_by(&ext));
     }
-    let next = req.input.apply(Some(&current), &ext, current.id, now);
+    let mut invalid = Issues::new();
+    let attributes = req.input.custom_attributes.as_ref().map(|raw| {
+        let path = join(&req.field_prefix, "custom_attributes");
+        schema.type_values(
+            raw,
+            Some(&current.custom_attributes),
+            req.policy,
+            &path,
+            now,
+            &mut invalid,
+        )
+    });
+    if !invalid.is_empty() {
+        return Err(StoreError::Invalid(invalid.into_vec()));
+    }
+    let next = req
+        .input
+        .apply(Some(&current), &ext, current.id, now, attributes);
     if let Some(key) = next.email_key() {
         if current.email_key().as_deref() != Some(key.as_str()) {
             if let Some(owner) = tables.email_owner(&req.agent, &key)? {
@@ -274,6 +344,8 @@ pub fn patch(txn: &WriteTransaction, req: &PatchRequest, now: i64) -> Result<Con
         return Err(StoreError::Conflict(conflicts.into_vec()));
     }
     tables.apply(&req.agent, &[(Some(current), Some(next.clone()))])?;
+    drop(tables);
+    save_created(txn, &req.agent, &schema)?;
     Ok(next)
 }
 
@@ -289,7 +361,7 @@ pub fn delete(txn: &WriteTransaction, agent_id: &str, target: &str) -> Result<Co
     Ok(current)
 }
 
-/// Removes every contact and index entry of an agent.
+/// Removes every contact, index entry and attribute definition of an agent.
 pub fn delete_all(txn: &WriteTransaction, agent_id: &str) -> Result<(), StoreError> {
     let mut contacts = txn.open_table(CONTACTS)?;
     for ext in agent_rows(&contacts, agent_id)? {
@@ -301,6 +373,10 @@ pub fn delete_all(txn: &WriteTransaction, agent_id: &str) -> Result<(), StoreErr
     }
     let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
     by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
+    let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
+    for name in agent_rows(&attributes, agent_id)? {
+        attributes.remove((agent_id, name.as_str()))?;
+    }
     Ok(())
 }
 

@@ -12,7 +12,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use crate::domain::{Agent, ApiKey, Contact, ContactInput, Issue};
+use crate::domain::attribute::AttributeChange;
+use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Issue, UnknownPolicy};
 
 pub use codec::{decode_contact, encode_contact};
 pub use redb_store::{RedbStore, DB_FILE};
@@ -53,6 +54,7 @@ pub struct PatchRequest {
     pub target: String,
     pub input: ContactInput,
     pub field_prefix: String,
+    pub policy: UnknownPolicy,
 }
 
 /// Everything the rest of the server needs from storage.
@@ -70,6 +72,9 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         limit: usize,
     ) -> Result<ContactPage, StoreError>;
+    /// Every custom attribute definition of an agent, by name.
+    fn attributes(&self, agent: &str) -> Result<Vec<AttributeDef>, StoreError>;
+    fn attribute(&self, agent: &str, name: &str) -> Result<Option<AttributeDef>, StoreError>;
 
     /// On an empty database only: creates `agent` and `admin_key`. Returns whether it did.
     fn initialize(&self, agent: Agent, admin_key: ApiKey) -> StoreFuture<bool>;
@@ -78,14 +83,24 @@ pub trait Store: Send + Sync + 'static {
     fn delete_agent(&self, id: String) -> StoreFuture<Agent>;
     fn create_key(&self, key: ApiKey) -> StoreFuture<ApiKey>;
     fn revoke_key(&self, id: String) -> StoreFuture<ApiKey>;
+    /// Upserts in order, typing custom attributes against the agent's schema and
+    /// handling keys without a definition by `policy`; all or nothing.
     fn upsert_contacts(
         &self,
         agent: String,
         entries: Vec<ContactInput>,
         on_duplicate: OnDuplicate,
+        policy: UnknownPolicy,
     ) -> StoreFuture<UpsertOutcome>;
     fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact>;
     fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact>;
+    fn create_attribute(&self, agent: String, def: AttributeDef) -> StoreFuture<AttributeDef>;
+    fn update_attribute(
+        &self,
+        agent: String,
+        name: String,
+        change: AttributeChange,
+    ) -> StoreFuture<AttributeDef>;
 }
 
 /// Storage failures and the request-level conditions only storage can detect.
@@ -95,6 +110,11 @@ pub enum StoreError {
     AgentExists,
     ContactNotFound,
     KeyNotFound,
+    AttributeNotFound,
+    AttributeExists,
+    /// Values that do not fit the stored schema (wrong type, archived, unknown key);
+    /// checked inside the write because the schema may change with it.
+    Invalid(Vec<Issue>),
     /// An external id or email is taken; each issue names the contact holding it.
     Conflict(Vec<Issue>),
     /// Another process (usually a running server) holds the database file.
@@ -116,6 +136,9 @@ impl std::fmt::Display for StoreError {
             Self::AgentExists => write!(f, "agent already exists"),
             Self::ContactNotFound => write!(f, "contact not found"),
             Self::KeyNotFound => write!(f, "key not found"),
+            Self::AttributeNotFound => write!(f, "custom attribute not found"),
+            Self::AttributeExists => write!(f, "custom attribute already exists"),
+            Self::Invalid(issues) => write!(f, "invalid: {} issue(s)", issues.len()),
             Self::Conflict(issues) => write!(f, "conflict: {} issue(s)", issues.len()),
             Self::AlreadyOpen(path) => write!(
                 f,

@@ -5,17 +5,21 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::codec::{decode_agent, decode_contact, decode_key, encode_agent, encode_key};
+use super::codec::{
+    decode_agent, decode_attribute, decode_contact, decode_key, encode_agent, encode_attribute,
+    encode_key,
+};
 use super::contacts::{self, find_contact};
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, META, META_INITIALIZED,
-    META_SCHEMA_VERSION, SCHEMA_VERSION,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
+    META_INITIALIZED, META_SCHEMA_VERSION, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION,
 };
 use super::writer::Writer;
 use super::{
     unix_now, ContactPage, OnDuplicate, PatchRequest, Store, StoreError, StoreFuture, UpsertOutcome,
 };
-use crate::domain::{Agent, ApiKey, Contact, ContactInput, Scope};
+use crate::domain::attribute::AttributeChange;
+use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Scope, UnknownPolicy};
 
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "contactd.redb";
@@ -74,9 +78,13 @@ fn prepare(db: &Database) -> Result<(), StoreError> {
                 meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) if (OLDEST_SCHEMA_VERSION..SCHEMA_VERSION).contains(&v) => {
+                tracing::info!(from = v, to = SCHEMA_VERSION, "upgrading the data dir layout");
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            }
             Some(v) => {
                 return Err(StoreError::Incompatible(format!(
-                    "the data dir has schema version {v}; this build reads version {SCHEMA_VERSION}"
+                    "the data dir has schema version {v}; this build reads versions {OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION}"
                 )))
             }
         }
@@ -85,6 +93,7 @@ fn prepare(db: &Database) -> Result<(), StoreError> {
         txn.open_table(CONTACTS_BY_ID)?;
         txn.open_table(AGENTS)?;
         txn.open_table(API_KEYS)?;
+        txn.open_table(CUSTOM_ATTRIBUTES)?;
     }
     txn.commit()?;
     Ok(())
@@ -169,6 +178,19 @@ impl Store for RedbStore {
         })
     }
 
+    fn attributes(&self, agent: &str) -> Result<Vec<AttributeDef>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+        contacts::agent_attributes(&table, agent)
+    }
+
+    fn attribute(&self, agent: &str, name: &str) -> Result<Option<AttributeDef>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+        let found = table.get((agent, name))?;
+        found.map(|b| decode_attribute(name, b.value())).transpose()
+    }
+
     fn initialize(&self, agent: Agent, admin_key: ApiKey) -> StoreFuture<bool> {
         self.writer.submit(move |txn| {
             let mut meta = txn.open_table(META)?;
@@ -249,9 +271,11 @@ impl Store for RedbStore {
         agent: String,
         entries: Vec<ContactInput>,
         on_duplicate: OnDuplicate,
+        policy: UnknownPolicy,
     ) -> StoreFuture<UpsertOutcome> {
-        self.writer
-            .submit(move |txn| contacts::upsert(txn, &agent, entries, on_duplicate, unix_now()))
+        self.writer.submit(move |txn| {
+            contacts::upsert(txn, &agent, entries, on_duplicate, policy, unix_now())
+        })
     }
 
     fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact> {
@@ -263,6 +287,58 @@ impl Store for RedbStore {
         self.writer
             .submit(move |txn| contacts::delete(txn, &agent, &target))
     }
+
+    fn create_attribute(&self, agent: String, def: AttributeDef) -> StoreFuture<AttributeDef> {
+        self.writer.submit(move |txn| {
+            if txn.open_table(AGENTS)?.get(agent.as_str())?.is_none() {
+                return Err(StoreError::AgentNotFound);
+            }
+            let exists = txn
+                .open_table(CUSTOM_ATTRIBUTES)?
+                .get((agent.as_str(), def.name.as_str()))?
+                .is_some();
+            if exists {
+                return Err(StoreError::AttributeExists);
+            }
+            put_attribute(txn, &agent, &def)?;
+            Ok(def)
+        })
+    }
+
+    fn update_attribute(
+        &self,
+        agent: String,
+        name: String,
+        change: AttributeChange,
+    ) -> StoreFuture<AttributeDef> {
+        self.writer.submit(move |txn| {
+            let current = {
+                let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+                let found = table.get((agent.as_str(), name.as_str()))?;
+                match found {
+                    Some(bytes) => decode_attribute(&name, bytes.value())?,
+                    None => return Err(StoreError::AttributeNotFound),
+                }
+            };
+            let next = change
+                .apply(&current)
+                .map_err(|issues| StoreError::Invalid(issues.into_vec()))?;
+            if next != current {
+                put_attribute(txn, &agent, &next)?;
+            }
+            Ok(next)
+        })
+    }
+}
+
+fn put_attribute(
+    txn: &WriteTransaction,
+    agent: &str,
+    def: &AttributeDef,
+) -> Result<(), StoreError> {
+    txn.open_table(CUSTOM_ATTRIBUTES)?
+        .insert((agent, def.name.as_str()), encode_attribute(def).as_slice())?;
+    Ok(())
 }
 
 fn put_agent(txn: &WriteTransaction, agent: &Agent) -> Result<(), StoreError> {
@@ -296,11 +372,66 @@ mod tests {
         drop(db);
         match RedbStore::open(dir.path()) {
             Err(StoreError::Incompatible(msg)) => {
-                assert!(msg.contains("schema version 2"), "{msg}")
+                assert!(msg.contains("schema version 3"), "{msg}")
             }
             Err(other) => panic!("unexpected error {other}"),
             Ok(_) => panic!("opened an incompatible data dir"),
         }
+    }
+
+    /// A data dir written before typed attributes (schema 1, version-1 contact
+    /// records) opens, is upgraded to the current schema, and its contacts read back.
+    #[test]
+    fn a_version_1_data_dir_is_upgraded_and_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let golden = include_bytes!("../../tests/golden/contact_v1.bin");
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(META_SCHEMA_VERSION, 1).unwrap();
+                meta.insert(META_INITIALIZED, 1).unwrap();
+                let agent = Agent {
+                    id: "default".into(),
+                    name: "d".into(),
+                    created_at: 0,
+                    contact_count: 1,
+                };
+                txn.open_table(AGENTS)
+                    .unwrap()
+                    .insert("default", encode_agent(&agent).as_slice())
+                    .unwrap();
+                txn.open_table(CONTACTS)
+                    .unwrap()
+                    .insert(("default", "user_8821"), golden.as_slice())
+                    .unwrap();
+                txn.open_table(CONTACTS_BY_ID)
+                    .unwrap()
+                    .insert(("default", 17), "user_8821")
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let contact = store.contact("default", "contact_17").unwrap().unwrap();
+        assert_eq!(contact.custom_attributes.len(), 4);
+        assert_eq!(
+            store.list_contacts("default", 0, 10).unwrap().contacts,
+            vec![contact]
+        );
+        assert!(store.attributes("default").unwrap().is_empty());
+        drop(store);
+        let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let version = txn
+            .open_table(META)
+            .unwrap()
+            .get(META_SCHEMA_VERSION)
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

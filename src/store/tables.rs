@@ -15,6 +15,9 @@ pub const CONTACTS_BY_ID: TableDefinition<(&str, u64), &str> =
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 /// SHA-256 digest of the key → versioned key record.
 pub const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_keys");
+/// `(agent_id, attribute name)` → versioned custom attribute definition.
+pub const CUSTOM_ATTRIBUTES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("custom_attributes");
 /// Named counters and flags.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -22,5 +25,9 @@ pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_NEXT_CONTACT_ID: &str = "next_contact_id";
 pub const META_INITIALIZED: &str = "initialized";
 
-/// The layout this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The layout this build writes. Version 2 added `custom_attributes` and contact
+/// records with typed values; a version-1 data dir is upgraded at open (the new table
+/// is created; old contact records keep their version byte and are decoded as such).
+pub const SCHEMA_VERSION: u64 = 2;
+/// The oldest layout this build can upgrade.
+pub const OLDEST_SCHEMA_VERSION: u64 = 1;

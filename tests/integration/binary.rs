@@ -141,6 +141,7 @@ fn config_precedence_is_defaults_file_env_flags() {
         &[
             ("CONTACTD_LISTEN", "127.0.0.1:2222"),
             ("CONTACTD_MAX_BODY_BYTES", "2000"),
+            ("CONTACTD_CUSTOM_ATTRIBUTES_UNKNOWN", "reject"),
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -160,6 +161,10 @@ fn config_precedence_is_defaults_file_env_flags() {
     assert!(
         printed.contains("request_timeout_secs = 30"),
         "default: {printed}"
+    );
+    assert!(
+        printed.contains("[custom_attributes]\nunknown = \"reject\""),
+        "section setting from env: {printed}"
     );
     let explicit = dir.path().join("other.toml");
     std::fs::write(&explicit, "max_connections = 9\n").unwrap();

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agents;
+mod attributes;
 mod auth;
 mod binary;
 mod common;

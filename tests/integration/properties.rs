@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use contactd::domain::{AttrValue, Contact, ContactInput, Issues, StripeAccount};
+use contactd::domain::{
+    AttrType, AttrValue, AttributeDef, Contact, ContactInput, Issues, Schema, StripeAccount,
+    UnknownPolicy,
+};
 use contactd::store::{decode_contact, encode_contact, OnDuplicate, RedbStore, Store};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -16,6 +19,7 @@ fn attr_value() -> impl Strategy<Value = AttrValue> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(AttrValue::Float),
         any::<bool>().prop_map(AttrValue::Bool),
+        any::<i64>().prop_map(AttrValue::Date),
     ]
 }
 
@@ -123,6 +127,63 @@ proptest! {
     }
 }
 
+fn attr_type() -> impl Strategy<Value = AttrType> {
+    prop_oneof![
+        Just(AttrType::Text),
+        Just(AttrType::Number),
+        Just(AttrType::Boolean),
+        Just(AttrType::Date)
+    ]
+}
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|i| json!(i)),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        ".{0,30}".prop_map(Value::String),
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+            .prop_map(Value::String),
+        prop_oneof![Just("true"), Just("FALSE"), Just("1"), Just("")].prop_map(|s| json!(s)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Typing never panics; every value either lands typed or is named in an issue
+    /// under the exact path, and a failure writes nothing into the result.
+    #[test]
+    fn typed_validator_never_panics_and_names_the_field(
+        defs in proptest::collection::btree_map("[a-z]{1,3}", (attr_type(), any::<bool>()), 0..4),
+        raw in proptest::collection::btree_map("[a-z]{1,3}", scalar(), 0..6),
+        policy in prop_oneof![Just(UnknownPolicy::Define), Just(UnknownPolicy::Strip), Just(UnknownPolicy::Reject)],
+    ) {
+        let mut schema = Schema::new(defs.iter().map(|(name, (kind, archived))| AttributeDef {
+            name: name.clone(),
+            label: name.clone(),
+            kind: *kind,
+            description: None,
+            archived: *archived,
+            created_at: 0,
+        }));
+        let mut issues = Issues::new();
+        let typed = schema.type_values(&raw, None, policy, "users[4].custom_attributes", 0, &mut issues);
+        for issue in issues.as_slice() {
+            let name = issue.field.strip_prefix("users[4].custom_attributes.");
+            prop_assert!(name.is_some_and(|n| raw.contains_key(n)), "{}", issue.field);
+            prop_assert!(!typed.contains_key(name.unwrap_or_default()));
+        }
+        for (name, value) in &raw {
+            let named = issues.as_slice().iter().any(|i| i.field.ends_with(&format!(".{name}")));
+            let stored = typed.contains_key(name);
+            let dropped = value.is_null() || (policy == UnknownPolicy::Strip && !defs.contains_key(name));
+            prop_assert!(named || stored || dropped, "{name}={value} neither stored nor reported");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -143,7 +204,7 @@ proptest! {
                 .map(|i| ContactInput::parse(&json!({"external_id": format!("e{i}")}), "", &mut issues).unwrap())
                 .collect();
             if !entries.is_empty() {
-                store.upsert_contacts("a".into(), entries, OnDuplicate::Update).await.unwrap();
+                store.upsert_contacts("a".into(), entries, OnDuplicate::Update, UnknownPolicy::Define).await.unwrap();
             }
             for d in &deletions {
                 let _ = store.delete_contact("a".into(), format!("e{d}")).await;

@@ -1,0 +1,486 @@
+//! Custom attribute definitions per agent, and typing contact values against them.
+//!
+//! [`Schema::type_values`] is the one place values meet definitions: it coerces each
+//! sent value to its attribute's type, refuses writes to archived attributes, applies
+//! the unknown-key policy (defining new attributes on the fly when asked), and keeps
+//! archived values that were not sent. It is pure: the writer runs it inside the write
+//! transaction, so a definition made on the fly commits together with the contact.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::attr::AttrValue;
+use super::contact::Field;
+use super::date;
+use super::issues::{join, json_type, required_string, Issues};
+
+/// Names a custom attribute may not take: the core contact fields.
+pub const RESERVED_NAMES: [&str; 9] = [
+    "id",
+    "external_id",
+    "name",
+    "email",
+    "phonenumber",
+    "stripe_accounts",
+    "custom_attributes",
+    "created_at",
+    "updated_at",
+];
+const MAX_LABEL_CHARS: usize = 255;
+const MAX_DESCRIPTION_CHARS: usize = 1000;
+
+/// The type of an attribute's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrType {
+    Text,
+    Number,
+    Boolean,
+    Date,
+}
+
+impl AttrType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Number => "number",
+            Self::Boolean => "boolean",
+            Self::Date => "date",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "text" => Some(Self::Text),
+            "number" => Some(Self::Number),
+            "boolean" => Some(Self::Boolean),
+            "date" => Some(Self::Date),
+            _ => None,
+        }
+    }
+
+    /// The type `define` gives an unknown key, from the value sent.
+    pub fn infer(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(_) => Some(Self::Text),
+            Value::Number(_) => Some(Self::Number),
+            Value::Bool(_) => Some(Self::Boolean),
+            _ => None,
+        }
+    }
+
+    /// Coerces a non-null scalar to this type, or says what was expected.
+    pub fn coerce(self, value: &Value) -> Result<AttrValue, &'static str> {
+        match (self, value) {
+            (Self::Text, Value::String(s)) => Ok(AttrValue::Text(s.clone())),
+            (Self::Text, _) => Err("must be a string"),
+            (Self::Number, Value::Number(n)) => {
+                AttrValue::from_number(n).ok_or("must be a finite number")
+            }
+            (Self::Number, _) => Err("must be a number (not a string)"),
+            (Self::Boolean, Value::Bool(b)) => Ok(AttrValue::Bool(*b)),
+            (Self::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("true") => {
+                Ok(AttrValue::Bool(true))
+            }
+            (Self::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("false") => {
+                Ok(AttrValue::Bool(false))
+            }
+            (Self::Boolean, Value::Number(n)) if n.as_f64() == Some(1.0) => {
+                Ok(AttrValue::Bool(true))
+            }
+            (Self::Boolean, Value::Number(n)) if n.as_f64() == Some(0.0) => {
+                Ok(AttrValue::Bool(false))
+            }
+            (Self::Boolean, _) => Err("must be true, false, \"true\", \"false\", 1 or 0"),
+            (Self::Date, Value::String(s)) => date::parse_iso8601(s)
+                .map(AttrValue::Date)
+                .ok_or("must be an ISO 8601 date (2026-11-21) or date-time (2026-11-21T10:00:00Z)"),
+            (Self::Date, Value::Number(n)) => n
+                .as_f64()
+                .and_then(date::from_unix_seconds)
+                .map(AttrValue::Date)
+                .ok_or("must be Unix seconds between the years 0000 and 9999"),
+            (Self::Date, _) => Err("must be an ISO 8601 date or date-time, or Unix seconds"),
+        }
+    }
+}
+
+/// A stored attribute definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeDef {
+    pub name: String,
+    pub label: String,
+    pub kind: AttrType,
+    pub description: Option<String>,
+    pub archived: bool,
+    pub created_at: i64,
+}
+
+impl AttributeDef {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "label": self.label,
+            "type": self.kind.as_str(),
+            "description": self.description,
+            "archived": self.archived,
+            "created_at": self.created_at,
+        })
+    }
+}
+
+/// What a write does with a custom attribute key that has no definition
+/// (`custom_attributes.unknown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownPolicy {
+    /// Create a definition on the fly, typed from the value.
+    #[default]
+    Define,
+    /// Drop the key silently.
+    Strip,
+    /// Refuse the request, naming the key.
+    Reject,
+}
+
+impl UnknownPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Define => "define",
+            Self::Strip => "strip",
+            Self::Reject => "reject",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "define" => Some(Self::Define),
+            "strip" => Some(Self::Strip),
+            "reject" => Some(Self::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// Checks an attribute name: `^[a-zA-Z][a-zA-Z0-9_-]{0,63}$` and not a core field.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    if !first_ok
+        || name.len() > 64
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(
+            "must start with a letter and have at most 64 letters, digits, '_' or '-'".into(),
+        );
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(format!(
+            "'{name}' is a core contact field and cannot be a custom attribute"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_label(value: Option<&Value>, issues: &mut Issues) -> Field<String> {
+    match value {
+        None => Field::Absent,
+        Some(Value::Null) => Field::Clear,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_LABEL_CHARS => {
+            Field::Set(s.clone())
+        }
+        Some(Value::String(_)) => {
+            issues.push(
+                "label",
+                format!("must be 1 to {MAX_LABEL_CHARS} characters"),
+            );
+            Field::Absent
+        }
+        Some(other) => {
+            issues.push(
+                "label",
+                format!("must be a string, got {}", json_type(other)),
+            );
+            Field::Absent
+        }
+    }
+}
+
+fn parse_description(value: Option<&Value>, issues: &mut Issues) -> Field<String> {
+    match value {
+        None => Field::Absent,
+        Some(Value::Null) => Field::Clear,
+        Some(Value::String(s)) if s.is_empty() => Field::Clear,
+        Some(Value::String(s)) if s.chars().count() <= MAX_DESCRIPTION_CHARS => {
+            Field::Set(s.clone())
+        }
+        Some(Value::String(_)) => {
+            issues.push(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            );
+            Field::Absent
+        }
+        Some(other) => {
+            issues.push(
+                "description",
+                format!("must be a string or null, got {}", json_type(other)),
+            );
+            Field::Absent
+        }
+    }
+}
+
+fn parse_archived(value: Option<&Value>, issues: &mut Issues) -> Option<bool> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            issues.push(
+                "archived",
+                format!("must be true or false, got {}", json_type(other)),
+            );
+            None
+        }
+    }
+}
+
+fn parse_type(value: Option<&Value>, issues: &mut Issues) -> Option<AttrType> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let kind = AttrType::parse(s);
+            if kind.is_none() {
+                issues.push(
+                    "type",
+                    format!("must be text, number, boolean or date, got \"{s}\""),
+                );
+            }
+            kind
+        }
+        Some(other) => {
+            issues.push(
+                "type",
+                format!("must be a string, got {}", json_type(other)),
+            );
+            None
+        }
+    }
+}
+
+fn object<'a>(body: &'a Value, issues: &mut Issues) -> Option<&'a serde_json::Map<String, Value>> {
+    let obj = body.as_object();
+    if obj.is_none() {
+        issues.push(
+            "body",
+            format!("must be an object, got {}", json_type(body)),
+        );
+    }
+    obj
+}
+
+/// Parses a `POST /custom-attributes` body into a new definition created at `now`.
+pub fn parse_new(body: &Value, now: i64) -> Result<AttributeDef, Issues> {
+    let mut issues = Issues::new();
+    let Some(obj) = object(body, &mut issues) else {
+        return Err(issues);
+    };
+    let name = required_string(obj, "name", &mut issues, check_name);
+    let kind = parse_type(obj.get("type"), &mut issues).unwrap_or(AttrType::Text);
+    let label = parse_label(obj.get("label"), &mut issues);
+    let description = parse_description(obj.get("description"), &mut issues);
+    let archived = parse_archived(obj.get("archived"), &mut issues).unwrap_or(false);
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    Ok(AttributeDef {
+        label: match label {
+            Field::Set(label) => label,
+            Field::Absent | Field::Clear => name.clone(),
+        },
+        name,
+        kind,
+        description: match description {
+            Field::Set(d) => Some(d),
+            Field::Absent | Field::Clear => None,
+        },
+        archived,
+        created_at: now,
+    })
+}
+
+/// A validated `PUT /custom-attributes/{name}` body: only sent fields change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeChange {
+    name: Option<String>,
+    kind: Option<AttrType>,
+    label: Field<String>,
+    description: Field<String>,
+    archived: Option<bool>,
+}
+
+impl AttributeChange {
+    pub fn parse(body: &Value) -> Result<Self, Issues> {
+        let mut issues = Issues::new();
+        let Some(obj) = object(body, &mut issues) else {
+            return Err(issues);
+        };
+        let name = match obj.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                issues.push(
+                    "name",
+                    format!("must be a string, got {}", json_type(other)),
+                );
+                None
+            }
+        };
+        let change = Self {
+            name,
+            kind: parse_type(obj.get("type"), &mut issues),
+            label: parse_label(obj.get("label"), &mut issues),
+            description: parse_description(obj.get("description"), &mut issues),
+            archived: parse_archived(obj.get("archived"), &mut issues),
+        };
+        if issues.is_empty() {
+            Ok(change)
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// The definition after this change; `name` and `type` may only repeat what is stored.
+    pub fn apply(&self, def: &AttributeDef) -> Result<AttributeDef, Issues> {
+        let mut issues = Issues::new();
+        if self.name.as_ref().is_some_and(|n| *n != def.name) {
+            issues.push("name", "cannot be changed");
+        }
+        if let Some(kind) = self.kind.filter(|k| *k != def.kind) {
+            issues.push(
+                "type",
+                format!(
+                    "cannot be changed (is {}, got {})",
+                    def.kind.as_str(),
+                    kind.as_str()
+                ),
+            );
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let mut next = def.clone();
+        match &self.label {
+            Field::Absent => {}
+            Field::Clear => next.label = def.name.clone(),
+            Field::Set(label) => next.label = label.clone(),
+        }
+        match &self.description {
+            Field::Absent => {}
+            Field::Clear => next.description = None,
+            Field::Set(d) => next.description = Some(d.clone()),
+        }
+        if let Some(archived) = self.archived {
+            next.archived = archived;
+        }
+        Ok(next)
+    }
+}
+
+/// One agent's definitions during a write, plus those this write defines on the fly.
+#[derive(Debug, Clone, Default)]
+pub struct Schema {
+    defs: BTreeMap<String, AttributeDef>,
+    created: Vec<String>,
+}
+
+impl Schema {
+    pub fn new(defs: impl IntoIterator<Item = AttributeDef>) -> Self {
+        Self {
+            defs: defs.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            created: Vec::new(),
+        }
+    }
+
+    /// Definitions made on the fly by `type_values` calls, in order.
+    pub fn created(&self) -> impl Iterator<Item = &AttributeDef> {
+        self.created.iter().filter_map(|name| self.defs.get(name))
+    }
+
+    /// Types a contact's whole `custom_attributes` as sent (`raw`: scalars and nulls)
+    /// into the map to store. `existing` is the stored map: its archived values are
+    /// kept unless sent as `null`. Problems go to `issues` under `path`
+    /// (`users[4].custom_attributes`).
+    pub fn type_values(
+        &mut self,
+        raw: &BTreeMap<String, Value>,
+        existing: Option<&BTreeMap<String, AttrValue>>,
+        policy: UnknownPolicy,
+        path: &str,
+        now: i64,
+        issues: &mut Issues,
+    ) -> BTreeMap<String, AttrValue> {
+        let mut typed = BTreeMap::new();
+        if let Some(existing) = existing {
+            for (name, value) in existing {
+                let archived = self.defs.get(name).is_some_and(|d| d.archived);
+                if archived && !raw.contains_key(name) {
+                    typed.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        for (name, value) in raw {
+            let at = join(path, name);
+            let def = match self.defs.get(name) {
+                Some(def) => def,
+                None => match policy {
+                    UnknownPolicy::Strip => continue,
+                    UnknownPolicy::Reject => {
+                        issues.push(at, format!("no custom attribute '{name}' is defined"));
+                        continue;
+                    }
+                    UnknownPolicy::Define => {
+                        let Some(kind) = AttrType::infer(value) else {
+                            continue; // null for an unknown key: nothing to define or store
+                        };
+                        if let Err(msg) = check_name(name) {
+                            issues.push(
+                                at,
+                                format!("cannot define a custom attribute with this name: {msg}"),
+                            );
+                            continue;
+                        }
+                        self.created.push(name.clone());
+                        self.defs.entry(name.clone()).or_insert(AttributeDef {
+                            name: name.clone(),
+                            label: name.clone(),
+                            kind,
+                            description: None,
+                            archived: false,
+                            created_at: now,
+                        })
+                    }
+                },
+            };
+            if value.is_null() {
+                continue;
+            }
+            if def.archived {
+                issues.push(
+                    at,
+                    format!("custom attribute '{name}' is archived; only null is accepted"),
+                );
+                continue;
+            }
+            match def.kind.coerce(value) {
+                Ok(v) => {
+                    typed.insert(name.clone(), v);
+                }
+                Err(msg) => issues.push(
+                    at,
+                    format!("{msg} (custom attribute '{name}' is {})", def.kind.as_str()),
+                ),
+            }
+        }
+        typed
+    }
+}
