@@ -43,8 +43,8 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "header_read_timeout_secs",
-        default: "10",
-        help: "time a client has to send the request headers",
+        default: "30",
+        help: "time a client has to send the request headers; also the keep-alive idle timeout",
     },
     Setting {
         key: "request_timeout_secs",

@@ -416,6 +416,9 @@ impl Server {
         config.data_dir = dir.path().to_owned();
         config.admin_key = Some(admin_key.clone());
         config.shutdown_grace = Duration::from_secs(5);
+        // Spare connections (the HTTP bench's delete streams) sit idle through a whole
+        // measurement; the header-read timeout doubles as the keep-alive idle timeout.
+        config.header_read_timeout = Duration::from_secs(600);
         let runtime = runtime("contactd-server");
         let listener = runtime
             .block_on(TcpListener::bind(config.listen))

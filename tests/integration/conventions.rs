@@ -214,3 +214,26 @@ async fn huge_integers_are_kept_or_rejected_never_500() {
     assert_eq!(attrs["max"], json!(9_223_372_036_854_775_807_i64));
     assert!(attrs["big"].as_f64().unwrap() > 1e29);
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connection_closes_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s =
+        TestServer::start_with(|c| c.header_read_timeout = std::time::Duration::from_secs(1)).await;
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let idle_since = std::time::Instant::now();
+    // The server closes the idle connection: the next read sees end of stream.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the idle connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(idle_since.elapsed() >= std::time::Duration::from_millis(900));
+}
