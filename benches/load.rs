@@ -1,15 +1,17 @@
 //! The load benchmark of DESIGN.md ("The standard workload"): an in-process server on
-//! 127.0.0.1, one agent preloaded over HTTP, then four phases of concurrent clients,
+//! 127.0.0.1, one agent preloaded over HTTP, then nine phases of concurrent clients,
 //! each client on its own keep-alive connection, one request at a time:
 //!
 //! - (a) 8 clients posting batches of 1000 new contacts;
 //! - (b) 8 clients posting batches of 1000 changes to distinct random preloaded contacts;
 //! - (c) 64 clients each upserting one new contact per request;
-//! - (d) 64 clients reading random preloaded contacts by external id.
+//! - (d) 64 clients reading random preloaded contacts by external id;
+//! - (e)-(i) 8 clients each running list queries: the first page of 50, page 2 newest
+//!   first, an email lookup (`filter[email]`), a sort by name, a two-term prefix search.
 //!
 //! A phase stops issuing requests after `CONTACTD_BENCH_SECS` (default 10) or after its
 //! request cap (below), whichever comes first, and ends when the requests in flight are
-//! answered. Each phase prints contacts/s (a, b) or requests/s (c, d) over its wall
+//! answered. Each phase prints contacts/s (a, b) or requests/s (c-i) over its wall
 //! time, and the p50 and p99 latency of its successful requests; the end prints the
 //! peak RSS of the whole process (server and load generator together) and the database
 //! file size per stored contact. The load generator shares the cores with the server,
@@ -30,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
+use rand::Rng;
 use tokio::runtime::Runtime;
 
 use common::{Conn, Failure, Footprint, Latencies, Server, Workload, BATCH, STREAM_CLIENT};
@@ -40,6 +43,10 @@ enum Kind {
     UpdateBatches,
     SingleUpserts,
     Reads,
+    /// `GET /contacts?` with this query string.
+    List(&'static str),
+    /// `filter[email]=` a random preloaded contact's email.
+    EmailLookup,
 }
 
 struct Phase {
@@ -50,7 +57,7 @@ struct Phase {
     max_requests: u64,
 }
 
-const PHASES: [Phase; 4] = [
+const PHASES: [Phase; 9] = [
     Phase {
         label: "(a) new contacts, 1000/request",
         kind: Kind::NewBatches,
@@ -75,20 +82,50 @@ const PHASES: [Phase; 4] = [
         clients: 64,
         max_requests: 2_000_000,
     },
+    Phase {
+        label: "(e) list, first page of 50",
+        kind: Kind::List("per_page=50"),
+        clients: 8,
+        max_requests: 200_000,
+    },
+    Phase {
+        label: "(f) list newest first, page 2",
+        kind: Kind::List("per_page=50&sort=-created_at&page=2"),
+        clients: 8,
+        max_requests: 200_000,
+    },
+    Phase {
+        label: "(g) email lookup (filter[email])",
+        kind: Kind::EmailLookup,
+        clients: 8,
+        max_requests: 200_000,
+    },
+    Phase {
+        label: "(h) list sorted by name, 50",
+        kind: Kind::List("per_page=50&sort=name"),
+        clients: 8,
+        max_requests: 200_000,
+    },
+    Phase {
+        label: "(i) two-term prefix search",
+        kind: Kind::List("per_page=50&q=ada%20lov"),
+        clients: 8,
+        max_requests: 200_000,
+    },
 ];
 
 impl Kind {
     fn contacts_per_request(self) -> u64 {
         match self {
             Self::NewBatches | Self::UpdateBatches => BATCH as u64,
-            Self::SingleUpserts | Self::Reads => 1,
+            Self::SingleUpserts | Self::Reads | Self::List(_) | Self::EmailLookup => 1,
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
             Self::NewBatches | Self::UpdateBatches => "contacts/s",
-            Self::SingleUpserts | Self::Reads => "requests/s",
+            Self::SingleUpserts | Self::Reads | Self::List(_) | Self::EmailLookup => "requests/s",
         }
     }
 }
@@ -229,6 +266,7 @@ impl Limit {
 enum Call {
     Post(bytes::Bytes),
     Get(String),
+    List(String),
 }
 
 /// One client: a request at a time on its own connection until the limit.
@@ -248,11 +286,24 @@ async fn run_client(
             }
             Kind::SingleUpserts => Call::Post(common::batch_body(workload.new_contacts(1))),
             Kind::Reads => Call::Get(workload.random_existing_id(&mut rng)),
+            Kind::List(query) => Call::List(query.to_owned()),
+            Kind::EmailLookup => {
+                let index = rng.random_range(0..workload.preloaded());
+                let email = workload.contact(index, 0)["email"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                Call::List(format!(
+                    "filter%5Bemail%5D={}",
+                    email.replace('@', "%40").replace('+', "%2B")
+                ))
+            }
         };
         let sent = Instant::now();
         let outcome = match call {
             Call::Post(body) => conn.upsert(body).await,
             Call::Get(id) => conn.get(&id).await,
+            Call::List(query) => conn.list(&query).await,
         };
         match outcome {
             Ok(()) => tally.latencies.record(sent.elapsed()),

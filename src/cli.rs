@@ -96,6 +96,12 @@ pub enum Command {
     /// Manage API keys in the data dir (server stopped)
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Verify that every index agrees with the contacts table (server stopped);
+    /// exits 1 and lists the differences if any
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +183,7 @@ pub fn main() -> ExitCode {
         }
         Command::Agents(cmd) => runtime.block_on(agents(&config, cmd)),
         Command::Keys(cmd) => runtime.block_on(keys(&config, cmd)),
+        Command::Check { json } => check(&config, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -276,6 +283,36 @@ fn print_json(value: &Value) {
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
+}
+
+fn check(config: &Config, json: bool) -> Result<(), String> {
+    let store = open(
+        config,
+        "GET /healthz to see it is up; stop it to run the check",
+    )?;
+    let report = store.check().map_err(|e| e.to_string())?;
+    if json {
+        print_json(&serde_json::json!({
+            "agents": report.agents,
+            "contacts": report.contacts,
+            "index_entries": report.index_entries,
+            "problem_count": report.problem_count,
+            "problems": report.problems,
+        }));
+    } else {
+        println!(
+            "checked {} agents, {} contacts, {} index entries: {} problem(s)",
+            report.agents, report.contacts, report.index_entries, report.problem_count
+        );
+        for problem in &report.problems {
+            println!("  {problem}");
+        }
+    }
+    if report.problem_count == 0 {
+        Ok(())
+    } else {
+        Err(format!("{} index problem(s) found", report.problem_count))
+    }
 }
 
 async fn agents(config: &Config, cmd: AgentsCommand) -> Result<(), String> {

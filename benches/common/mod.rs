@@ -550,6 +550,12 @@ impl Conn {
         self.send(Method::GET, &path, Bytes::new()).await.map(drop)
     }
 
+    /// `GET /contacts?{query}`: one page of a list query.
+    pub async fn list(&mut self, query: &str) -> Result<(), Failure> {
+        let path = format!("{}?{query}", self.contacts_path);
+        self.send(Method::GET, &path, Bytes::new()).await.map(drop)
+    }
+
     /// `DELETE /contacts/{external_id}`.
     pub async fn delete(&mut self, external_id: &str) -> Result<(), Failure> {
         let path = format!("{}/{external_id}", self.contacts_path);

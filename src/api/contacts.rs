@@ -1,14 +1,18 @@
 //! `/api/v1/chatbots/{chatbotId}/contacts[/{contactId}]`: create/upsert in batches,
 //! list in creation order, get, patch and delete one contact.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::{success, App, Ctx};
 use crate::domain::issues::{join, json_type};
-use crate::domain::{Contact, ContactInput, Field, Issue, Issues};
+use crate::domain::query::Query;
+use crate::domain::search::ATTR_PREFIX;
+use crate::domain::{AttrType, Contact, ContactInput, Field, Issue, Issues};
 use crate::http::error::{json_response, CONTACT_CONFLICT};
 use crate::http::{ApiError, Response};
-use crate::store::{OnDuplicate, PatchRequest, StoreError};
+use crate::store::{OnDuplicate, PatchRequest, Start, StoreError};
 
 /// Most contacts in one `POST /contacts`.
 pub const MAX_BATCH: usize = 1000;
@@ -99,22 +103,66 @@ fn contacts_json(contacts: &[Contact]) -> Value {
     Value::Array(contacts.iter().map(Contact::to_json).collect())
 }
 
+/// Whether any parameter refers to a custom attribute, so the schema is needed.
+fn mentions_attributes(query: &[(String, String)]) -> bool {
+    query.iter().any(|(k, v)| {
+        (k == "sort" && v.contains(ATTR_PREFIX))
+            || (k.starts_with("filter[") && k.contains(ATTR_PREFIX))
+    })
+}
+
 pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let paging = parse_paging(&ctx.query).map_err(ApiError::invalid_params)?;
-    let offset = (paging.page - 1).saturating_mul(paging.per_page);
+    let cursor = first(&ctx.query, "cursor")
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    if cursor.is_some() && first(&ctx.query, "page").is_some() {
+        let mut issues = Issues::new();
+        issues.push(
+            "cursor",
+            "cannot be combined with page: use one or the other",
+        );
+        return Err(ApiError::invalid_params(issues));
+    }
+    let schema: BTreeMap<String, AttrType> = if mentions_attributes(&ctx.query) {
+        let owned = agent.clone();
+        let defs = app.read(move |s| s.attributes(&owned)).await?;
+        defs.into_iter().map(|d| (d.name, d.kind)).collect()
+    } else {
+        BTreeMap::new()
+    };
+    let query = Query::parse(&ctx.query, &schema).map_err(ApiError::invalid_params)?;
+    let start = match &cursor {
+        Some(c) => Start::After(query.resume(&agent, c).map_err(|msg| {
+            let mut issues = Issues::new();
+            issues.push("cursor", msg);
+            ApiError::invalid_params(issues)
+        })?),
+        None => Start::Offset((paging.page - 1).saturating_mul(paging.per_page)),
+    };
     let limit = usize::try_from(paging.per_page).unwrap_or(1000);
-    let page = app
-        .read(move |s| s.list_contacts(&agent, offset, limit))
+    let (page, next_cursor) = app
+        .read(move |s| {
+            let page = s.query_contacts(&agent, &query, &start, limit)?;
+            let next = page.next.as_ref().map(|p| query.cursor(&agent, p));
+            Ok((page, next))
+        })
         .await?;
     let total_pages = page.total.div_ceil(paging.per_page);
+    let page_number = if cursor.is_some() {
+        Value::Null
+    } else {
+        json!(paging.page)
+    };
     Ok(json_response(
         hyper::StatusCode::OK,
         &json!({
             "message": "Success",
             "data": contacts_json(&page.contacts),
             "total": page.total,
-            "pages": {"page": paging.page, "per_page": paging.per_page, "total_pages": total_pages},
+            "pages": {"page": page_number, "per_page": paging.per_page, "total_pages": total_pages},
+            "next_cursor": next_cursor,
         }),
     ))
 }

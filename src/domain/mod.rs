@@ -12,6 +12,8 @@ pub mod date;
 pub mod ids;
 pub mod issues;
 pub mod key;
+pub mod query;
+pub mod search;
 
 pub use agent::{Agent, AgentInput};
 pub use attr::AttrValue;

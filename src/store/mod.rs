@@ -2,8 +2,10 @@
 //! blocking pool); writes go to a single writer thread and resolve once their
 //! transaction is durably committed.
 
+mod check;
 mod codec;
 mod contacts;
+mod query;
 mod redb_store;
 mod tables;
 mod writer;
@@ -13,9 +15,12 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use crate::domain::attribute::AttributeChange;
+use crate::domain::query::Query;
 use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Issue, UnknownPolicy};
 
+pub use check::CheckReport;
 pub use codec::{decode_contact, encode_contact};
+pub use query::{QueryPage, Start};
 pub use redb_store::{RedbStore, DB_FILE};
 
 /// A write that resolves after its transaction committed (or failed).
@@ -72,6 +77,14 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         limit: usize,
     ) -> Result<ContactPage, StoreError>;
+    /// A page of `query` (search, filters, sort) from `start`.
+    fn query_contacts(
+        &self,
+        agent: &str,
+        query: &Query,
+        start: &Start,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError>;
     /// Every custom attribute definition of an agent, by name.
     fn attributes(&self, agent: &str) -> Result<Vec<AttributeDef>, StoreError>;
     fn attribute(&self, agent: &str, name: &str) -> Result<Option<AttributeDef>, StoreError>;

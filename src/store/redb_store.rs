@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::check::{self, CheckReport};
 use super::codec::{
-    decode_agent, decode_attribute, decode_contact, decode_key, encode_agent, encode_attribute,
-    encode_key,
+    decode_agent, decode_attribute, decode_key, encode_agent, encode_attribute, encode_key,
 };
 use super::contacts::{self, find_contact};
+use super::query::{self, QueryPage, Start};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_INITIALIZED, META_SCHEMA_VERSION, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION,
@@ -19,6 +20,7 @@ use super::{
     unix_now, ContactPage, OnDuplicate, PatchRequest, Store, StoreError, StoreFuture, UpsertOutcome,
 };
 use crate::domain::attribute::AttributeChange;
+use crate::domain::query::Query;
 use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Scope, UnknownPolicy};
 
 /// File name of the database inside the data dir.
@@ -52,6 +54,12 @@ impl RedbStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Verifies that every index agrees with the contacts table (`contactd check`).
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let txn = self.db.begin_read()?;
+        check::run(&txn)
     }
 
     /// Finishes queued writes and stops the writer. The file closes when the store is
@@ -150,32 +158,22 @@ impl Store for RedbStore {
         offset: u64,
         limit: usize,
     ) -> Result<ContactPage, StoreError> {
-        let txn = self.db.begin_read()?;
-        let agents = txn.open_table(AGENTS)?;
-        let total = match agents.get(agent)? {
-            Some(b) => decode_agent(agent, b.value())?.contact_count,
-            None => return Err(StoreError::AgentNotFound),
-        };
-        let contacts = txn.open_table(CONTACTS)?;
-        let by_id = txn.open_table(CONTACTS_BY_ID)?;
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        let mut page = Vec::with_capacity(limit.min(1000));
-        for row in by_id
-            .range((agent, 0)..=(agent, u64::MAX))?
-            .skip(skip)
-            .take(limit)
-        {
-            let (_, ext) = row?;
-            let ext = ext.value();
-            let bytes = contacts.get((agent, ext))?.ok_or_else(|| {
-                StoreError::Corrupt(format!("id index names '{ext}' but no such contact exists"))
-            })?;
-            page.push(decode_contact(bytes.value())?);
-        }
+        let page = self.query_contacts(agent, &Query::default(), &Start::Offset(offset), limit)?;
         Ok(ContactPage {
-            contacts: page,
-            total,
+            contacts: page.contacts,
+            total: page.total,
         })
+    }
+
+    fn query_contacts(
+        &self,
+        agent: &str,
+        query: &Query,
+        start: &Start,
+        limit: usize,
+    ) -> Result<QueryPage, StoreError> {
+        let txn = self.db.begin_read()?;
+        query::run(&txn, agent, query, start, limit)
     }
 
     fn attributes(&self, agent: &str) -> Result<Vec<AttributeDef>, StoreError> {

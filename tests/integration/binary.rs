@@ -550,3 +550,55 @@ fn admin_cli_refuses_while_the_server_runs() {
     }
     drop(proc);
 }
+
+#[tokio::test]
+async fn check_passes_on_a_healthy_dir_and_reports_a_damaged_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_owned();
+    {
+        let proc = Proc::start(dir.path(), Some(ADMIN_KEY));
+        let users = json!({"users": [{"external_id": "a", "email": "a@x.co"}, {"external_id": "b", "email": "b@x.co"}]});
+        let (status, _) = http(
+            &proc.addr,
+            Method::POST,
+            "/api/v1/chatbots/default/contacts",
+            ADMIN_KEY,
+            Some(users),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let out = run(&["--data-dir", &d, "check"], dir.path(), &[]);
+        assert!(!out.status.success(), "refuses while the server runs");
+        assert!(proc.terminate().success());
+    }
+    let out = run(&["--data-dir", &d, "check", "--json"], dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report["contacts"].as_u64(),
+            report["problem_count"].as_u64()
+        ),
+        (Some(2), Some(0))
+    );
+
+    // Damage the email index behind the server's back.
+    {
+        let db = redb::Database::create(dir.path().join(contactd::store::DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        let emails: redb::TableDefinition<(&str, &str), &str> =
+            redb::TableDefinition::new("contacts_by_email");
+        txn.open_table(emails)
+            .unwrap()
+            .remove(("default", "b@x.co"))
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let out = run(&["--data-dir", &d, "check"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("default/b") && printed.contains("contacts_by_email"),
+        "{printed}"
+    );
+}

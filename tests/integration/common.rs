@@ -242,3 +242,27 @@ pub const CONTACTS: &str = "/api/v1/chatbots/default/contacts";
 pub fn contact_path(id: &str) -> String {
     format!("{CONTACTS}/{id}")
 }
+
+/// Waits until the Unix second changes, so a changed `updated_at` is observable.
+pub async fn wait_for_next_second() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let start = now();
+    while now() == start {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The external ids of a list response's `data`, in order.
+pub fn ext_ids(r: &Reply) -> Vec<String> {
+    r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["external_id"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -14,15 +14,6 @@ async fn seed(s: &TestServer, n: usize) {
     }
 }
 
-fn ext_ids(r: &Reply) -> Vec<String> {
-    r.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["external_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn lists_in_creation_order_with_totals() {
     let s = TestServer::start().await;

@@ -16,4 +16,5 @@ mod conventions;
 mod keys;
 mod listing;
 mod properties;
+mod search;
 mod upsert;

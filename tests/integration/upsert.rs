@@ -203,20 +203,6 @@ async fn upsert_without_change_keeps_updated_at() {
     assert_eq!(r.body["data"][0], first);
 }
 
-/// Waits until the Unix second changes, so a changed `updated_at` is observable.
-async fn wait_for_next_second() {
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    };
-    let start = now();
-    while now() == start {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn null_and_empty_string_clear_fields() {
     let s = TestServer::start().await;

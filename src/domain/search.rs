@@ -1,0 +1,227 @@
+//! Search words and sort keys of a contact, computed in one place so that query
+//! evaluation and any index built from them agree.
+
+use std::collections::BTreeSet;
+
+use super::attr::AttrValue;
+use super::contact::Contact;
+
+/// The core columns a list can be sorted and filtered by.
+pub const CORE_FIELDS: [&str; 6] = [
+    "created_at",
+    "updated_at",
+    "name",
+    "email",
+    "phonenumber",
+    "external_id",
+];
+
+/// Prefix of custom attribute fields in `sort` and `filter[...]`.
+pub const ATTR_PREFIX: &str = "custom_attributes.";
+
+/// Lower-cased words of a text: split on anything that is not a letter or a digit.
+fn words(text: &str, out: &mut BTreeSet<String>) {
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        if !word.is_empty() {
+            out.insert(word.to_lowercase());
+        }
+    }
+}
+
+/// The digit runs of a phone number, their concatenation, and the concatenation's last
+/// 10 and 7 digits (national and local numbers), so `555 123` finds `+1 (555) 123-4567`
+/// and `5551234567` finds `+15551234567`.
+fn phone_terms(phone: &str, out: &mut BTreeSet<String>) {
+    let mut all = String::new();
+    for run in phone.split(|c: char| !c.is_ascii_digit()) {
+        if !run.is_empty() {
+            out.insert(run.to_owned());
+            all.push_str(run);
+        }
+    }
+    for tail in [10, 7] {
+        if all.len() > tail {
+            out.insert(all[all.len() - tail..].to_owned());
+        }
+    }
+    if !all.is_empty() {
+        out.insert(all);
+    }
+}
+
+/// Every word a search term may be a prefix of: external id (whole and its words), name
+/// words, email (whole address, local part, domain, and their words), phone digits.
+pub fn terms(contact: &Contact) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    out.insert(contact.external_id.to_lowercase());
+    words(&contact.external_id, &mut out);
+    if let Some(name) = &contact.name {
+        words(name, &mut out);
+    }
+    if let Some(email) = &contact.email {
+        let email = email.to_lowercase();
+        if let Some((local, domain)) = email.rsplit_once('@') {
+            out.insert(local.to_owned());
+            out.insert(domain.to_owned());
+        }
+        words(&email, &mut out);
+        out.insert(email);
+    }
+    if let Some(phone) = &contact.phonenumber {
+        phone_terms(phone, &mut out);
+    }
+    out
+}
+
+/// Normalises one query term the way `terms` normalises words: lower-cased; a term
+/// made only of phone characters keeps only its digits.
+pub fn normalise_term(term: &str) -> String {
+    let lower = term.to_lowercase();
+    let phoneish = lower.chars().any(|c| c.is_ascii_digit())
+        && lower
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-().".contains(c));
+    if phoneish {
+        lower.chars().filter(char::is_ascii_digit).collect()
+    } else {
+        lower
+    }
+}
+
+/// Whether every term is a prefix of some word of the contact.
+pub fn matches_terms(contact: &Contact, terms_wanted: &[String]) -> bool {
+    if terms_wanted.is_empty() {
+        return true;
+    }
+    let have = terms(contact);
+    terms_wanted.iter().all(|t| {
+        have.range(t.clone()..)
+            .next()
+            .is_some_and(|w| w.starts_with(t.as_str()))
+    })
+}
+
+/// An order-preserving byte encoding of an `i64`.
+pub fn int_key(n: i64) -> Vec<u8> {
+    (n as u64 ^ (1 << 63)).to_be_bytes().to_vec()
+}
+
+/// An order-preserving byte encoding of a finite `f64` (-0.0 sorts as 0.0).
+pub fn float_key(f: f64) -> Vec<u8> {
+    let f = if f == 0.0 { 0.0 } else { f };
+    let bits = f.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    ordered.to_be_bytes().to_vec()
+}
+
+/// Attribute values sort by kind first (booleans, numbers, text, dates), then by value:
+/// numbers numerically, text case-insensitively, dates in time order.
+pub fn attr_key(value: &AttrValue) -> Vec<u8> {
+    let (tag, mut body) = match value {
+        AttrValue::Bool(b) => (1, vec![u8::from(*b)]),
+        #[allow(clippy::cast_precision_loss)]
+        AttrValue::Int(i) => (2, float_key(*i as f64)),
+        AttrValue::Float(f) => (2, float_key(*f)),
+        AttrValue::Text(s) => (3, s.to_lowercase().into_bytes()),
+        AttrValue::Date(ms) => (4, int_key(*ms)),
+    };
+    body.insert(0, tag);
+    body
+}
+
+/// The sort key of `field` (a core column or `custom_attributes.<name>`) for a contact,
+/// or `None` when the contact has no value there.
+pub fn sort_key(contact: &Contact, field: &str) -> Option<Vec<u8>> {
+    let text = |s: &Option<String>| s.as_ref().map(|s| s.to_lowercase().into_bytes());
+    match field {
+        "created_at" => Some(int_key(contact.created_at)),
+        "updated_at" => Some(int_key(contact.updated_at)),
+        "name" => text(&contact.name),
+        "email" => text(&contact.email),
+        "phonenumber" => text(&contact.phonenumber),
+        "external_id" => Some(contact.external_id.as_bytes().to_vec()),
+        _ => field
+            .strip_prefix(ATTR_PREFIX)
+            .and_then(|name| contact.custom_attributes.get(name))
+            .map(attr_key),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn contact(name: &str, email: &str, phone: &str) -> Contact {
+        Contact {
+            id: 1,
+            external_id: "User_8821".into(),
+            name: Some(name.into()),
+            email: Some(email.into()),
+            phonenumber: Some(phone.into()),
+            stripe_accounts: vec![],
+            custom_attributes: BTreeMap::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn terms_cover_words_email_parts_and_phone_digits() {
+        let c = contact("Sam Rivera-Jones", "Sam.R@Acme.com", "+1 (555) 123-4567");
+        let t = terms(&c);
+        for want in [
+            "user_8821",
+            "user",
+            "8821",
+            "sam",
+            "rivera",
+            "jones",
+            "sam.r@acme.com",
+            "sam.r",
+            "acme.com",
+            "acme",
+            "com",
+            "555",
+            "123",
+            "4567",
+            "15551234567",
+            "5551234567",
+            "1234567",
+        ] {
+            assert!(t.contains(want), "{want} missing from {t:?}");
+        }
+    }
+
+    #[test]
+    fn search_matches_prefixes_of_words() {
+        let c = contact("Sam Rivera", "sam@acme.com", "+1 (555) 123-4567");
+        let q = |s: &str| s.split_whitespace().map(normalise_term).collect::<Vec<_>>();
+        assert!(matches_terms(&c, &q("sa riv")));
+        assert!(matches_terms(&c, &q("555 123")));
+        assert!(matches_terms(&c, &q("(555) 123-45")));
+        assert!(matches_terms(&c, &q("SAM@ACME")));
+        assert!(!matches_terms(&c, &q("sam jones")));
+        assert!(!matches_terms(&c, &q("ivera")));
+        let plain = contact("x", "y@z.co", "+15551234567");
+        assert!(matches_terms(&plain, &q("555123")));
+    }
+
+    proptest! {
+        #[test]
+        fn float_keys_order_like_floats(a in -1e300f64..1e300, b in -1e300f64..1e300) {
+            prop_assert_eq!(a.partial_cmp(&b).unwrap(), float_key(a).cmp(&float_key(b)));
+        }
+
+        #[test]
+        fn int_keys_order_like_ints(a: i64, b: i64) {
+            prop_assert_eq!(a.cmp(&b), int_key(a).cmp(&int_key(b)));
+        }
+    }
+}
