@@ -29,13 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use criterion::{BatchSize, SamplingMode, Throughput};
 use tokio::runtime::Runtime;
 
 use common::{Conn, Footprint, Server, Workload, BATCH, STREAM_CLIENT};
 
-/// How many distinct random contacts the read benchmark cycles through.
-const READ_POOL: usize = 65_536;
 /// Connections that delete created contacts between requests, in parallel so that
 /// many deletes share a commit.
 const CLEANUP_CONNECTIONS: usize = 16;
@@ -70,17 +68,11 @@ fn main() {
 
     // Defaults for a run of a few minutes; command-line options such as
     // `--measurement-time` override them.
-    let mut criterion = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(10))
-        .configure_from_args();
+    let mut criterion = common::criterion();
     let mut group = criterion.benchmark_group("http");
 
     let mut rng = common::rng_for(&[STREAM_CLIENT, 1]);
-    let pool: Vec<String> = (0..READ_POOL.min(contacts as usize))
-        .map(|_| workload.random_existing_id(&mut rng))
-        .collect();
+    let pool = common::read_pool(&workload, &mut rng);
     let mut next = 0;
     group.throughput(Throughput::Elements(1));
     group.bench_function("get_by_external_id", |b| {

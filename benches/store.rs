@@ -27,15 +27,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use criterion::{BatchSize, SamplingMode, Throughput};
 use tokio::runtime::Runtime;
 
 use common::{Footprint, Workload, AGENT, BATCH, STREAM_CLIENT};
 use contactd::domain::UnknownPolicy;
 use contactd::store::{OnDuplicate, RedbStore, Store};
-
-/// How many distinct random contacts the read benchmark cycles through.
-const READ_POOL: usize = 65_536;
 
 fn main() {
     let contacts = common::preload_count();
@@ -58,17 +55,11 @@ fn main() {
 
     // Defaults for a run of a few minutes; command-line options such as
     // `--measurement-time` override them.
-    let mut criterion = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(10))
-        .configure_from_args();
+    let mut criterion = common::criterion();
     let mut group = criterion.benchmark_group("store");
 
     let mut rng = common::rng_for(&[STREAM_CLIENT, 0]);
-    let pool: Vec<String> = (0..READ_POOL.min(contacts as usize))
-        .map(|_| workload.random_existing_id(&mut rng))
-        .collect();
+    let pool = common::read_pool(&workload, &mut rng);
     let mut next = 0;
     group.throughput(Throughput::Elements(1));
     group.bench_function("get_by_external_id", |b| {

@@ -735,3 +735,24 @@ impl Latencies {
         self.0[index].as_secs_f64() * 1000.0
     }
 }
+
+/// How many distinct random contacts a read benchmark cycles through.
+const READ_POOL: usize = 65_536;
+
+/// Random preloaded external ids for a read benchmark, drawn from `rng`.
+pub fn read_pool(workload: &Workload, rng: &mut StdRng) -> Vec<String> {
+    let size = READ_POOL.min(usize::try_from(workload.preloaded()).unwrap_or(READ_POOL));
+    (0..size)
+        .map(|_| workload.random_existing_id(rng))
+        .collect()
+}
+
+/// The criterion settings of the store and HTTP benches: a few minutes in all at 100k
+/// contacts; command-line options such as `--measurement-time` override them.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10))
+        .configure_from_args()
+}
