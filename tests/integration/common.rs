@@ -120,14 +120,15 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    async fn try_send(
+    /// Any request, with full control of key, content type and raw body.
+    pub async fn raw(
         &self,
         method: Method,
         path: &str,
         key: Option<&str>,
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
-    ) -> Result<Reply, hyper_util::client::legacy::Error> {
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(self.url(path));
         if let Some(key) = key {
             // A key that already names its scheme is sent as the whole header value.
@@ -144,30 +145,28 @@ impl TestServer {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .unwrap();
-        let resp = self.client.request(req).await?;
+        let resp = self.client.request(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply {
+        Reply {
             status,
             headers,
             body,
-        })
+        }
     }
 
-    /// Any request, with full control of key, content type and raw body.
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        content_type: Option<&str>,
-        body: Option<Vec<u8>>,
-    ) -> Reply {
-        self.try_send(method, path, key, content_type, body)
-            .await
-            .unwrap()
+    /// POSTs raw bytes as `application/json` to agent `default`'s contacts.
+    pub async fn post_contacts_bytes(&self, body: Vec<u8>) -> Reply {
+        self.raw(
+            Method::POST,
+            CONTACTS,
+            Some(ADMIN_KEY),
+            Some("application/json"),
+            Some(body),
+        )
+        .await
     }
 
     /// A request with the admin key and, when given, a JSON body.

@@ -144,15 +144,7 @@ async fn malformed_json_is_400_invalid_request_data() {
         deep.into_bytes(),
     ];
     for body in bodies {
-        let r = s
-            .raw(
-                Method::POST,
-                CONTACTS,
-                Some(ADMIN_KEY),
-                Some("application/json"),
-                Some(body.clone()),
-            )
-            .await;
+        let r = s.post_contacts_bytes(body.clone()).await;
         assert_eq!(
             r.status,
             StatusCode::BAD_REQUEST,
@@ -200,15 +192,7 @@ async fn wrong_json_types_are_400_with_issues() {
 async fn huge_integers_are_kept_or_rejected_never_500() {
     let s = TestServer::start().await;
     let body = br#"{"users":[{"external_id":"n","custom_attributes":{"big":123456789012345678901234567890,"max":9223372036854775807}}]}"#;
-    let r = s
-        .raw(
-            Method::POST,
-            CONTACTS,
-            Some(ADMIN_KEY),
-            Some("application/json"),
-            Some(body.to_vec()),
-        )
-        .await;
+    let r = s.post_contacts_bytes(body.to_vec()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let attrs = &r.body["data"][0]["custom_attributes"];
     assert_eq!(attrs["max"], json!(9_223_372_036_854_775_807_i64));
