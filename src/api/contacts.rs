@@ -149,7 +149,7 @@ pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiEr
             Ok((page, next))
         })
         .await?;
-    let total_pages = page.total.div_ceil(paging.per_page);
+    let total_pages = page.total.map(|t| t.div_ceil(paging.per_page));
     let page_number = if cursor.is_some() {
         Value::Null
     } else {

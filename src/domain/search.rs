@@ -151,6 +151,22 @@ pub fn sort_key(contact: &Contact, field: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// Every `(field, sort key)` a contact has: each core column with a value and each
+/// custom attribute value.
+pub fn sort_entries(contact: &Contact) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = CORE_FIELDS
+        .iter()
+        .filter_map(|f| sort_key(contact, f).map(|k| ((*f).to_owned(), k)))
+        .collect();
+    out.extend(
+        contact
+            .custom_attributes
+            .iter()
+            .map(|(name, v)| (format!("{ATTR_PREFIX}{name}"), attr_key(v))),
+    );
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -1,16 +1,21 @@
 //! `contactd check`: verifies that every index agrees with the contacts table.
 //!
-//! For each contact it recomputes the entries it should have (id index, email index)
-//! and looks each one up; then it counts each agent's entries in every index. Every
-//! expected entry present and the counts equal means the index holds exactly the
-//! expected entries, without loading a contact per index entry.
+//! For each contact it recomputes the entries it should have (id index, email index,
+//! sort index, word index, field counts) and looks each one up; then it counts each
+//! agent's entries in every index. Every expected entry present and the counts equal
+//! means the index holds exactly the expected entries, without loading a contact per
+//! index entry.
 
 use std::collections::HashMap;
 
 use redb::{ReadTransaction, ReadableTable};
 
 use super::codec::{decode_agent, decode_contact};
-use super::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID};
+use super::index::{counted_fields, sort_keys, word_keys};
+use super::keys;
+use super::tables::{
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS, SORT_INDEX, WORD_INDEX,
+};
 use super::StoreError;
 
 /// Most problems listed; the count covers all.
@@ -41,12 +46,42 @@ impl CheckReport {
 struct Expected {
     contacts: u64,
     emails: u64,
+    sort: u64,
+    words: u64,
+    fields: HashMap<String, u64>,
+}
+
+/// A readable name for a byte-keyed index entry: its segments after the agent's.
+fn describe(key: &[u8]) -> String {
+    let mut parts = Vec::new();
+    let mut rest = key;
+    while let Some((seg, tail)) = keys::split_seg(rest) {
+        parts.push(String::from_utf8_lossy(&seg).into_owned());
+        rest = tail;
+    }
+    let id = keys::id_of(key).unwrap_or_default();
+    format!("{:?} of contact {id}", parts.get(1..).unwrap_or_default())
+}
+
+/// Entries of the agent's range of a byte-keyed index.
+fn count_range(
+    table: &redb::ReadOnlyTable<&'static [u8], ()>,
+    agent: &str,
+) -> Result<u64, StoreError> {
+    let start = keys::prefix(&[agent.as_bytes()]);
+    let end = keys::prefix_end(&start);
+    Ok(table
+        .range::<&[u8]>(start.as_slice()..end.as_slice())?
+        .count() as u64)
 }
 
 pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
     let by_id = txn.open_table(CONTACTS_BY_ID)?;
     let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
+    let sort = txn.open_table(SORT_INDEX)?;
+    let words = txn.open_table(WORD_INDEX)?;
+    let counts = txn.open_table(FIELD_COUNTS)?;
     let mut report = CheckReport::default();
     let mut expected: HashMap<String, Expected> = HashMap::new();
 
@@ -87,6 +122,30 @@ pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
                 )),
             }
         }
+        for (name, table, expected_entries, found) in [
+            (
+                "sort_index",
+                &sort,
+                sort_keys(agent, &contact),
+                &mut exp.sort,
+            ),
+            (
+                "word_index",
+                &words,
+                word_keys(agent, &contact),
+                &mut exp.words,
+            ),
+        ] {
+            *found += expected_entries.len() as u64;
+            for key in expected_entries {
+                if table.get(key.as_slice())?.is_none() {
+                    report.problem(format!("{agent}/{ext}: {name} lacks {}", describe(&key)));
+                }
+            }
+        }
+        for field in counted_fields(&contact) {
+            *exp.fields.entry(field).or_default() += 1;
+        }
     }
 
     for row in txn.open_table(AGENTS)?.iter()? {
@@ -119,6 +178,38 @@ pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
             report.problem(format!(
                 "agent {agent}: contacts_by_email holds {emails} entries, expected {}",
                 exp.emails
+            ));
+        }
+        for (name, table, want) in [
+            ("sort_index", &sort, exp.sort),
+            ("word_index", &words, exp.words),
+        ] {
+            let have = count_range(table, agent)?;
+            if have != want {
+                report.problem(format!(
+                    "agent {agent}: {name} holds {have} entries, expected {want}"
+                ));
+            }
+            report.index_entries += have;
+        }
+        let mut fields = exp.fields;
+        for row in counts.range((agent, "")..)? {
+            let (key, value) = row?;
+            let (a, field) = key.value();
+            if a != agent {
+                break;
+            }
+            let want = fields.remove(field).unwrap_or_default();
+            if value.value() != want {
+                report.problem(format!(
+                    "agent {agent}: field_counts['{field}'] is {}, expected {want}",
+                    value.value()
+                ));
+            }
+        }
+        for (field, want) in fields {
+            report.problem(format!(
+                "agent {agent}: field_counts['{field}'] is missing, expected {want}"
             ));
         }
         report.index_entries += ids + emails;

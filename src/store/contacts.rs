@@ -9,6 +9,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::codec::{
     decode_agent, decode_attribute, decode_contact, encode_agent, encode_attribute, encode_contact,
 };
+use super::index::{self, Indexes};
 use super::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_NEXT_CONTACT_ID,
@@ -50,6 +51,7 @@ struct Tables<'txn> {
     emails: Table<'txn, (&'static str, &'static str), &'static str>,
     by_id: Table<'txn, (&'static str, u64), &'static str>,
     agents: Table<'txn, &'static str, &'static [u8]>,
+    indexes: Indexes<'txn>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -59,6 +61,7 @@ impl<'txn> Tables<'txn> {
             emails: txn.open_table(CONTACTS_BY_EMAIL)?,
             by_id: txn.open_table(CONTACTS_BY_ID)?,
             agents: txn.open_table(AGENTS)?,
+            indexes: Indexes::open(txn)?,
         })
     }
 
@@ -125,6 +128,13 @@ impl<'txn> Tables<'txn> {
                 self.by_id.insert((agent, new.id), ext)?;
             }
         }
+        for (before, after) in changes {
+            if before != after {
+                self.indexes
+                    .update(agent, before.as_ref(), after.as_ref())?;
+            }
+        }
+        self.indexes.finish(agent)?;
         Ok(())
     }
 
@@ -373,6 +383,7 @@ pub fn delete_all(txn: &WriteTransaction, agent_id: &str) -> Result<(), StoreErr
     }
     let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
     by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
+    index::delete_agent(txn, agent_id)?;
     let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
     for name in agent_rows(&attributes, agent_id)? {
         attributes.remove((agent_id, name.as_str()))?;

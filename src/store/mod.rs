@@ -5,6 +5,8 @@
 mod check;
 mod codec;
 mod contacts;
+mod index;
+mod keys;
 mod query;
 mod redb_store;
 mod tables;
@@ -20,7 +22,7 @@ use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Issue, U
 
 pub use check::CheckReport;
 pub use codec::{decode_contact, encode_contact};
-pub use query::{QueryPage, Start};
+pub use query::{QueryLimits, QueryPage, Start};
 pub use redb_store::{RedbStore, DB_FILE};
 
 /// A write that resolves after its transaction committed (or failed).

@@ -10,7 +10,8 @@ use super::codec::{
     decode_agent, decode_attribute, decode_key, encode_agent, encode_attribute, encode_key,
 };
 use super::contacts::{self, find_contact};
-use super::query::{self, QueryPage, Start};
+use super::index;
+use super::query::{self, QueryLimits, QueryPage, Start};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_INITIALIZED, META_SCHEMA_VERSION, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION,
@@ -30,6 +31,7 @@ pub struct RedbStore {
     db: Arc<Database>,
     writer: Writer,
     path: PathBuf,
+    limits: QueryLimits,
 }
 
 impl RedbStore {
@@ -48,7 +50,20 @@ impl RedbStore {
         prepare(&db)?;
         let db = Arc::new(db);
         let writer = Writer::start(Arc::clone(&db))?;
-        Ok(Self { db, writer, path })
+        Ok(Self {
+            db,
+            writer,
+            path,
+            limits: QueryLimits::default(),
+        })
+    }
+
+    /// Changes how much work one list query may spend per strategy (see
+    /// [`QueryLimits`]); results are the same, only speed differs. For tests.
+    #[must_use]
+    pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The database file.
@@ -102,6 +117,11 @@ fn prepare(db: &Database) -> Result<(), StoreError> {
         txn.open_table(AGENTS)?;
         txn.open_table(API_KEYS)?;
         txn.open_table(CUSTOM_ATTRIBUTES)?;
+    }
+    if let Some(built) = index::ensure(&txn)? {
+        if built > 0 {
+            tracing::info!(contacts = built, "built the sort and word indexes");
+        }
     }
     txn.commit()?;
     Ok(())
@@ -161,7 +181,8 @@ impl Store for RedbStore {
         let page = self.query_contacts(agent, &Query::default(), &Start::Offset(offset), limit)?;
         Ok(ContactPage {
             contacts: page.contacts,
-            total: page.total,
+            // The plain listing always counts.
+            total: page.total.unwrap_or_default(),
         })
     }
 
@@ -173,7 +194,7 @@ impl Store for RedbStore {
         limit: usize,
     ) -> Result<QueryPage, StoreError> {
         let txn = self.db.begin_read()?;
-        query::run(&txn, agent, query, start, limit)
+        query::run(&txn, agent, query, start, limit, self.limits)
     }
 
     fn attributes(&self, agent: &str) -> Result<Vec<AttributeDef>, StoreError> {
@@ -370,7 +391,10 @@ mod tests {
         drop(db);
         match RedbStore::open(dir.path()) {
             Err(StoreError::Incompatible(msg)) => {
-                assert!(msg.contains("schema version 3"), "{msg}")
+                assert!(
+                    msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+                    "{msg}"
+                )
             }
             Err(other) => panic!("unexpected error {other}"),
             Ok(_) => panic!("opened an incompatible data dir"),

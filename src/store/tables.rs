@@ -18,16 +18,33 @@ pub const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_ke
 /// `(agent_id, attribute name)` → versioned custom attribute definition.
 pub const CUSTOM_ATTRIBUTES: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("custom_attributes");
+/// Sort index: segments `(agent_id, field, sort key)` then the contact number (see
+/// `keys`). Holds `created_at`, `updated_at`, `name`, `phonenumber` and every custom
+/// attribute value; `email` and `external_id` order comes from `contacts_by_email` and
+/// `contacts`, and creation order from `contacts_by_id`.
+pub const SORT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("sort_index");
+/// Word index: segments `(agent_id, search word)` then the contact number.
+pub const WORD_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("word_index");
+/// `(agent_id, field)` → how many contacts have a value there. Below the agent's
+/// count, a sort by that field ends with a tail of contacts without a value.
+pub const FIELD_COUNTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("field_counts");
 /// Named counters and flags.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_NEXT_CONTACT_ID: &str = "next_contact_id";
 pub const META_INITIALIZED: &str = "initialized";
+pub const META_INDEX_VERSION: &str = "index_version";
+
+/// The layout of the sort and word indexes (and which words and keys they hold); a data
+/// dir with another one, or none, has them rebuilt from the contacts table at open.
+pub const INDEX_VERSION: u64 = 1;
 
 /// The layout this build writes. Version 2 added `custom_attributes` and contact
 /// records with typed values; a version-1 data dir is upgraded at open (the new table
 /// is created; old contact records keep their version byte and are decoded as such).
-pub const SCHEMA_VERSION: u64 = 2;
+/// Version 3 added the sort and word indexes, built at open; the bump keeps older
+/// builds, which would not maintain them, from writing to the data dir.
+pub const SCHEMA_VERSION: u64 = 3;
 /// The oldest layout this build can upgrade.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;

@@ -1,0 +1,169 @@
+//! The sort and word indexes: which entries a contact has, keeping them in step with
+//! every contact write (same transaction), removing an agent's, and rebuilding them.
+//!
+//! A write touches only the entries that differ between the stored contact and the new
+//! one: an update that changes nothing indexed writes no index entry at all.
+
+use std::collections::{BTreeSet, HashMap};
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::codec::decode_contact;
+use super::keys;
+use super::tables::{
+    CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION, SORT_INDEX, WORD_INDEX,
+};
+use super::StoreError;
+use crate::domain::search::{sort_entries, terms};
+use crate::domain::Contact;
+
+/// Fields ordered by another table, so the sort index leaves them out.
+const ORDERED_ELSEWHERE: [&str; 2] = ["email", "external_id"];
+
+/// The sort index keys of a contact.
+pub fn sort_keys(agent: &str, contact: &Contact) -> BTreeSet<Vec<u8>> {
+    sort_entries(contact)
+        .into_iter()
+        .filter(|(field, _)| !ORDERED_ELSEWHERE.contains(&field.as_str()))
+        .map(|(field, key)| keys::entry(&[agent.as_bytes(), field.as_bytes(), &key], contact.id))
+        .collect()
+}
+
+/// The word index keys of a contact.
+pub fn word_keys(agent: &str, contact: &Contact) -> BTreeSet<Vec<u8>> {
+    terms(contact)
+        .into_iter()
+        .map(|word| keys::entry(&[agent.as_bytes(), word.as_bytes()], contact.id))
+        .collect()
+}
+
+/// The fields a contact has a value for (what `field_counts` counts).
+pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
+    sort_entries(contact).into_iter().map(|(f, _)| f).collect()
+}
+
+/// The index tables of one write transaction.
+pub struct Indexes<'txn> {
+    sort: Table<'txn, &'static [u8], ()>,
+    words: Table<'txn, &'static [u8], ()>,
+    counts: Table<'txn, (&'static str, &'static str), u64>,
+    /// Per-field changes of the value count, written by `finish`.
+    count_delta: HashMap<String, i64>,
+}
+
+impl<'txn> Indexes<'txn> {
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            sort: txn.open_table(SORT_INDEX)?,
+            words: txn.open_table(WORD_INDEX)?,
+            counts: txn.open_table(FIELD_COUNTS)?,
+            count_delta: HashMap::new(),
+        })
+    }
+
+    /// Replaces the entries of `before` with those of `after` (either may be absent),
+    /// writing only the entries that differ.
+    pub fn update(
+        &mut self,
+        agent: &str,
+        before: Option<&Contact>,
+        after: Option<&Contact>,
+    ) -> Result<(), StoreError> {
+        let sort = |c: Option<&Contact>| c.map(|c| sort_keys(agent, c)).unwrap_or_default();
+        replace(&mut self.sort, &sort(before), &sort(after))?;
+        let words = |c: Option<&Contact>| c.map(|c| word_keys(agent, c)).unwrap_or_default();
+        replace(&mut self.words, &words(before), &words(after))?;
+        let fields = |c: Option<&Contact>| c.map(counted_fields).unwrap_or_default();
+        let (old, new) = (fields(before), fields(after));
+        for field in old.difference(&new) {
+            *self.count_delta.entry(field.clone()).or_default() -= 1;
+        }
+        for field in new.difference(&old) {
+            *self.count_delta.entry(field.clone()).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the value counts changed by `update`.
+    pub fn finish(&mut self, agent: &str) -> Result<(), StoreError> {
+        for (field, delta) in std::mem::take(&mut self.count_delta) {
+            if delta == 0 {
+                continue;
+            }
+            let current = self
+                .counts
+                .get((agent, field.as_str()))?
+                .map_or(0, |v| v.value());
+            match current.saturating_add_signed(delta) {
+                0 => self.counts.remove((agent, field.as_str()))?,
+                next => self.counts.insert((agent, field.as_str()), next)?,
+            };
+        }
+        Ok(())
+    }
+}
+
+fn replace(
+    table: &mut Table<'_, &'static [u8], ()>,
+    old: &BTreeSet<Vec<u8>>,
+    new: &BTreeSet<Vec<u8>>,
+) -> Result<(), StoreError> {
+    for key in old.difference(new) {
+        table.remove(key.as_slice())?;
+    }
+    for key in new.difference(old) {
+        table.insert(key.as_slice(), ())?;
+    }
+    Ok(())
+}
+
+/// Removes every index entry of an agent.
+pub fn delete_agent(txn: &WriteTransaction, agent: &str) -> Result<(), StoreError> {
+    let start = keys::prefix(&[agent.as_bytes()]);
+    let end = keys::prefix_end(&start);
+    for def in [SORT_INDEX, WORD_INDEX] {
+        let mut table = txn.open_table(def)?;
+        table.retain_in(start.as_slice()..end.as_slice(), |_, ()| false)?;
+    }
+    let mut counts = txn.open_table(FIELD_COUNTS)?;
+    counts.retain_in((agent, "")..=(agent, "\u{10FFFF}"), |_, _| false)?;
+    Ok(())
+}
+
+/// Builds the indexes from the contacts table when the data dir has none or another
+/// layout (older data dirs). Runs inside the given transaction; returns how many
+/// contacts were indexed, or `None` when the indexes were current.
+pub fn ensure(txn: &WriteTransaction) -> Result<Option<u64>, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get(META_INDEX_VERSION)?.map(|v| v.value()) == Some(INDEX_VERSION) {
+        return Ok(None);
+    }
+    txn.delete_table(SORT_INDEX)?;
+    txn.delete_table(WORD_INDEX)?;
+    txn.delete_table(FIELD_COUNTS)?;
+    let mut indexes = Indexes::open(txn)?;
+    let contacts = txn.open_table(CONTACTS)?;
+    let mut built = 0;
+    let mut current: Option<String> = None;
+    for row in contacts.iter()? {
+        let (key, value) = row?;
+        let agent = key.value().0;
+        if current.as_deref() != Some(agent) {
+            if let Some(done) = current.take() {
+                indexes.finish(&done)?;
+            }
+            current = Some(agent.to_owned());
+        }
+        let contact = decode_contact(value.value())?;
+        indexes.update(agent, None, Some(&contact))?;
+        built += 1;
+        if built % 100_000 == 0 {
+            tracing::info!(contacts = built, "building the sort and word indexes");
+        }
+    }
+    if let Some(done) = current {
+        indexes.finish(&done)?;
+    }
+    meta.insert(META_INDEX_VERSION, INDEX_VERSION)?;
+    Ok(Some(built))
+}
