@@ -6,8 +6,12 @@
 //! - (b) 8 clients posting batches of 1000 changes to distinct random preloaded contacts;
 //! - (c) 64 clients each upserting one new contact per request;
 //! - (d) 64 clients reading random preloaded contacts by external id;
-//! - (e)-(i) 8 clients each running list queries: the first page of 50, page 2 newest
-//!   first, an email lookup (`filter[email]`), a sort by name, a two-term prefix search.
+//! - (e)-(p) 8 clients each running list queries of 50 contacts (issue 4's cases): the
+//!   first page, page 2 newest first, an email lookup (`filter[email]`), the first page
+//!   of every other core-column sort, cursor pages sorted by name (each client follows
+//!   `next_cursor` from the first page on, so pages get deeper as the phase runs), a
+//!   two-term prefix search, a sort by a custom attribute, and a filter that matches
+//!   1% of the contacts (`ltv` is uniform below 20000).
 //!
 //! A phase stops issuing requests after `CONTACTD_BENCH_SECS` (default 10) or after its
 //! request cap (below), whichever comes first, and ends when the requests in flight are
@@ -47,6 +51,9 @@ enum Kind {
     List(&'static str),
     /// `filter[email]=` a random preloaded contact's email.
     EmailLookup,
+    /// `GET /contacts?` with this query string, following `next_cursor` page after page
+    /// (from the first page again after the last).
+    CursorWalk(&'static str),
 }
 
 struct Phase {
@@ -57,7 +64,7 @@ struct Phase {
     max_requests: u64,
 }
 
-const PHASES: [Phase; 9] = [
+const PHASES: [Phase; 18] = [
     Phase {
         label: "(a) new contacts, 1000/request",
         kind: Kind::NewBatches,
@@ -100,32 +107,68 @@ const PHASES: [Phase; 9] = [
         clients: 8,
         max_requests: 200_000,
     },
+    list_phase("(h) sorted by name", "per_page=50&sort=name"),
+    list_phase("(i) sorted by -name", "per_page=50&sort=-name"),
+    list_phase("(j) sorted by -updated_at", "per_page=50&sort=-updated_at"),
+    list_phase("(k) sorted by email", "per_page=50&sort=email"),
+    list_phase("(l) sorted by phonenumber", "per_page=50&sort=phonenumber"),
+    list_phase(
+        "(m) sorted by -external_id",
+        "per_page=50&sort=-external_id",
+    ),
     Phase {
-        label: "(h) list sorted by name, 50",
-        kind: Kind::List("per_page=50&sort=name"),
+        label: "(n) cursor pages, by name",
+        kind: Kind::CursorWalk("per_page=50&sort=name"),
         clients: 8,
-        max_requests: 200_000,
+        max_requests: 2_000_000,
     },
+    list_phase("(o) two-term prefix search", "per_page=50&q=ada%20lov"),
     Phase {
-        label: "(i) two-term prefix search",
-        kind: Kind::List("per_page=50&q=ada%20lov"),
+        label: "(p) search, cursor pages",
+        kind: Kind::CursorWalk("per_page=50&q=ada%20lov&sort=-created_at"),
         clients: 8,
-        max_requests: 200_000,
+        max_requests: 2_000_000,
     },
+    list_phase(
+        "(q) sorted by attribute (ltv)",
+        "per_page=50&sort=-custom_attributes.ltv",
+    ),
+    list_phase(
+        "(r) filter matching 1%",
+        "per_page=50&filter%5Bcustom_attributes.ltv%5D%5Bgte%5D=19800",
+    ),
 ];
+
+/// A phase of 8 clients repeating one list query.
+const fn list_phase(label: &'static str, query: &'static str) -> Phase {
+    Phase {
+        label,
+        kind: Kind::List(query),
+        clients: 8,
+        max_requests: 2_000_000,
+    }
+}
 
 impl Kind {
     fn contacts_per_request(self) -> u64 {
         match self {
             Self::NewBatches | Self::UpdateBatches => BATCH as u64,
-            Self::SingleUpserts | Self::Reads | Self::List(_) | Self::EmailLookup => 1,
+            Self::SingleUpserts
+            | Self::Reads
+            | Self::List(_)
+            | Self::EmailLookup
+            | Self::CursorWalk(_) => 1,
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
             Self::NewBatches | Self::UpdateBatches => "contacts/s",
-            Self::SingleUpserts | Self::Reads | Self::List(_) | Self::EmailLookup => "requests/s",
+            Self::SingleUpserts
+            | Self::Reads
+            | Self::List(_)
+            | Self::EmailLookup
+            | Self::CursorWalk(_) => "requests/s",
         }
     }
 }
@@ -136,12 +179,15 @@ struct Tally {
     latencies: Latencies,
     errors: u64,
     first_error: Option<String>,
+    /// For cursor walks: the deepest page any client reached.
+    deepest_page: u64,
 }
 
 impl Tally {
     fn merge(&mut self, other: Self) {
         self.latencies.merge(other.latencies);
         self.errors += other.errors;
+        self.deepest_page = self.deepest_page.max(other.deepest_page);
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -244,6 +290,9 @@ fn run_phase(
         tally.errors,
         elapsed.as_secs_f64(),
     );
+    if tally.deepest_page > 0 {
+        println!("    deepest page reached: {}", tally.deepest_page);
+    }
     if let Some(err) = tally.first_error {
         println!("    first error: {err}");
     }
@@ -267,6 +316,7 @@ enum Call {
     Post(bytes::Bytes),
     Get(String),
     List(String),
+    Walk(String),
 }
 
 /// One client: a request at a time on its own connection until the limit.
@@ -278,6 +328,9 @@ async fn run_client(
     limit: Limit,
 ) -> Tally {
     let mut tally = Tally::default();
+    // The cursor of a walk, and how deep it went.
+    let mut cursor: Option<String> = None;
+    let mut depth = 0u64;
     while limit.another() {
         let call = match kind {
             Kind::NewBatches => Call::Post(common::batch_body(workload.new_contacts(BATCH))),
@@ -287,6 +340,10 @@ async fn run_client(
             Kind::SingleUpserts => Call::Post(common::batch_body(workload.new_contacts(1))),
             Kind::Reads => Call::Get(workload.random_existing_id(&mut rng)),
             Kind::List(query) => Call::List(query.to_owned()),
+            Kind::CursorWalk(query) => Call::Walk(match &cursor {
+                Some(c) => format!("{query}&cursor={c}"),
+                None => query.to_owned(),
+            }),
             Kind::EmailLookup => {
                 let index = rng.random_range(0..workload.preloaded());
                 let email = workload.contact(index, 0)["email"]
@@ -304,6 +361,11 @@ async fn run_client(
             Call::Post(body) => conn.upsert(body).await,
             Call::Get(id) => conn.get(&id).await,
             Call::List(query) => conn.list(&query).await,
+            Call::Walk(query) => conn.list_next(&query).await.map(|next| {
+                depth = if next.is_some() { depth + 1 } else { 0 };
+                tally.deepest_page = tally.deepest_page.max(depth + 1);
+                cursor = next;
+            }),
         };
         match outcome {
             Ok(()) => tally.latencies.record(sent.elapsed()),

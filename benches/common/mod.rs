@@ -556,6 +556,15 @@ impl Conn {
         self.send(Method::GET, &path, Bytes::new()).await.map(drop)
     }
 
+    /// `GET /contacts?{query}`: one page of a list query; returns its `next_cursor`.
+    pub async fn list_next(&mut self, query: &str) -> Result<Option<String>, Failure> {
+        let path = format!("{}?{query}", self.contacts_path);
+        let body = self.send(Method::GET, &path, Bytes::new()).await?;
+        let page: Value = serde_json::from_slice(&body)
+            .map_err(|err| Failure::Transport(format!("the list response is not JSON: {err}")))?;
+        Ok(page["next_cursor"].as_str().map(str::to_owned))
+    }
+
     /// `DELETE /contacts/{external_id}`.
     pub async fn delete(&mut self, external_id: &str) -> Result<(), Failure> {
         let path = format!("{}/{external_id}", self.contacts_path);

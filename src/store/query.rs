@@ -50,8 +50,13 @@ pub struct QueryLimits {
     pub cap: usize,
     /// Most candidates loaded and ordered in memory.
     pub in_memory: usize,
-    /// Most distinct words (or values) a streamed source may span.
+    /// Entries from which a word counts as common: a large search term reads its rare
+    /// words whole and streams its common ones.
+    pub run: usize,
+    /// Most common words a streamed search term may span.
     pub max_runs: usize,
+    /// Most distinct words a streamed search term may span.
+    pub words: usize,
 }
 
 impl Default for QueryLimits {
@@ -59,7 +64,9 @@ impl Default for QueryLimits {
         Self {
             cap: 20_000,
             in_memory: 2_000,
+            run: 64,
             max_runs: 64,
+            words: 1_000,
         }
     }
 }
@@ -83,6 +90,8 @@ pub struct QueryPage {
 
 type Results<'a, T> = Box<dyn Iterator<Item = Result<T, StoreError>> + 'a>;
 type IdStream<'a> = Peekable<Results<'a, u64>>;
+/// The contact numbers of a term's rare words, and the key prefixes of its common ones.
+type RareAndCommon = (Vec<u64>, Vec<Vec<u8>>);
 
 /// The tables a query reads, from one snapshot.
 struct Snapshot {
@@ -159,12 +168,12 @@ pub fn run(
     }
 
     let mut sets: Vec<Vec<u64>> = Vec::new();
-    let mut streams: Vec<(Index, Vec<Vec<u8>>)> = Vec::new();
+    let mut streams: Vec<(Index, Vec<u64>, Vec<Vec<u8>>)> = Vec::new();
     let mut unchecked = false;
     for source in sources(&snap, agent, query, limits)? {
         match source {
             Source::Ids(ids) => sets.push(ids),
-            Source::Runs(index, runs) => streams.push((index, runs)),
+            Source::Runs(index, rare, runs) => streams.push((index, rare, runs)),
             Source::Unindexed => unchecked = true,
         }
     }
@@ -194,13 +203,9 @@ pub fn run(
         if let Some(ids) = &candidates {
             inputs.push(list_stream(ids, from, query.descending));
         }
-        for (index, runs) in &streams {
-            inputs.push(runs_stream(
-                snap.index(*index),
-                runs,
-                from,
-                query.descending,
-            )?);
+        for (index, rare, runs) in &streams {
+            let table = snap.index(*index);
+            inputs.push(runs_stream(table, rare, runs, from, query.descending)?);
         }
         if inputs.is_empty() {
             inputs.push(id_walk(&snap, agent, from, query.descending)?);
@@ -315,10 +320,10 @@ impl Snapshot {
 enum Source {
     /// Every contact it accepts, ascending.
     Ids(Vec<u64>),
-    /// Too many to read whole, but each of these key prefixes of the index is followed
-    /// by contact numbers in ascending order (one word, one value): streamable in id
-    /// order.
-    Runs(Index, Vec<Vec<u8>>),
+    /// Too many to read whole, but streamable in id order: these contact numbers
+    /// (ascending) and those after each of these key prefixes of the index (one word, one
+    /// value), which follow in ascending order.
+    Runs(Index, Vec<u64>, Vec<Vec<u8>>),
     /// No usable index range: contacts are checked one by one.
     Unindexed,
 }
@@ -335,8 +340,8 @@ fn sources(
         keys::push_escaped(&mut start, term.as_bytes());
         out.push(match collect(&snap.words, &start, None, limits.cap)? {
             Some(ids) => Source::Ids(ids),
-            None => match word_runs(&snap.words, agent, &start, limits.max_runs)? {
-                Some(runs) => Source::Runs(Index::Words, runs),
+            None => match word_runs(&snap.words, agent, &start, limits)? {
+                Some((rare, runs)) => Source::Runs(Index::Words, rare, runs),
                 None => Source::Unindexed,
             },
         });
@@ -377,7 +382,7 @@ fn sources(
                 };
                 match collect(&snap.sort, &lower, Some(&upper), limits.cap)? {
                     Some(ids) => Source::Ids(ids),
-                    None if single => Source::Runs(Index::Sort, vec![lower]),
+                    None if single => Source::Runs(Index::Sort, Vec::new(), vec![lower]),
                     None => Source::Unindexed,
                 }
             }
@@ -417,37 +422,63 @@ fn collect(
     Ok(Some(ids))
 }
 
-/// The distinct words that start with the escaped term `start` (after the agent's
-/// segment), as key prefixes; `None` past `max_runs`.
+/// The words that start with the escaped term `start` (after the agent's segment):
+/// the contact numbers of the rare ones (at most `limits.run` entries each), sorted, and
+/// the key prefixes of the common ones, to be streamed; `None` past `limits.words`
+/// distinct words or `limits.max_runs` common ones.
 fn word_runs(
     words: &ReadOnlyTable<&'static [u8], ()>,
     agent: &str,
     start: &[u8],
-    max_runs: usize,
-) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    limits: QueryLimits,
+) -> Result<Option<RareAndCommon>, StoreError> {
     let agent_len = keys::prefix(&[agent.as_bytes()]).len();
+    let malformed = || StoreError::Corrupt("a malformed word index key".into());
+    let mut rare = Vec::new();
     let mut runs = Vec::new();
+    let mut seen = 0;
     let mut from = start.to_vec();
     loop {
-        let Some(row) = words.range::<&[u8]>(from.as_slice()..)?.next() else {
-            break;
-        };
+        let mut range = words.range::<&[u8]>(from.as_slice()..)?;
+        let Some(row) = range.next() else { break };
         let (key, _) = row?;
         let key = key.value();
         if !key.starts_with(start) {
             break;
         }
-        let Some((word, _)) = keys::split_seg(&key[agent_len..]) else {
-            return Err(StoreError::Corrupt("a malformed word index key".into()));
-        };
-        if runs.len() == max_runs {
+        seen += 1;
+        if seen > limits.words {
             return Ok(None);
         }
+        let (word, _) = keys::split_seg(&key[agent_len..]).ok_or_else(malformed)?;
         let run = keys::prefix(&[agent.as_bytes(), &word]);
+        let mut ids = vec![keys::id_of(key).ok_or_else(malformed)?];
+        let mut common = false;
+        for row in range {
+            let (key, _) = row?;
+            let key = key.value();
+            if !key.starts_with(&run) {
+                break;
+            }
+            if ids.len() == limits.run {
+                common = true;
+                break;
+            }
+            ids.push(keys::id_of(key).ok_or_else(malformed)?);
+        }
         from = keys::prefix_end(&run);
-        runs.push(run);
+        if common {
+            if runs.len() == limits.max_runs {
+                return Ok(None);
+            }
+            runs.push(run);
+        } else {
+            rare.extend(ids);
+        }
     }
-    Ok(Some(runs))
+    rare.sort_unstable();
+    rare.dedup();
+    Ok(Some((rare, runs)))
 }
 
 /// Intersects ascending id lists; `None` when there are none.
@@ -473,14 +504,17 @@ fn list_stream(ids: &[u64], from: Option<u64>, descending: bool) -> IdStream<'_>
     rows.peekable()
 }
 
-/// The contact numbers under each prefix, merged into one stream in query order.
+/// `ids` and the contact numbers under each prefix, merged into one stream in query
+/// order.
 fn runs_stream<'a>(
     table: &'a ReadOnlyTable<&'static [u8], ()>,
+    ids: &'a [u64],
     runs: &[Vec<u8>],
     from: Option<u64>,
     descending: bool,
 ) -> Result<IdStream<'a>, StoreError> {
-    let mut parts = Vec::with_capacity(runs.len());
+    let mut parts = Vec::with_capacity(runs.len() + 1);
+    parts.push(list_stream(ids, from, descending));
     for run in runs {
         let (lower, upper) = match (from, descending) {
             (None, _) => (run.clone(), keys::prefix_end(run)),

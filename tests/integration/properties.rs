@@ -337,7 +337,7 @@ proptest! {
         params in query_params(),
         per_page in 1usize..12,
         deletions in proptest::collection::vec(0usize..40, 0..4),
-        limits in proptest::option::of((1usize..6, 0usize..4, 1usize..3)),
+        limits in proptest::option::of((1usize..6, 0usize..4, 1usize..3, 1usize..3, 1usize..6)),
     ) {
         use contactd::domain::query::Query;
         use contactd::store::Start;
@@ -346,8 +346,8 @@ proptest! {
         // Tiny limits drive these few contacts through every strategy of the store's
         // query planner (streams, index walks with candidate sets, checking).
         let mut store = RedbStore::open(dir.path()).unwrap();
-        if let Some((cap, in_memory, max_runs)) = limits {
-            store = store.with_query_limits(contactd::store::QueryLimits { cap, in_memory, max_runs });
+        if let Some((cap, in_memory, run, max_runs, words)) = limits {
+            store = store.with_query_limits(contactd::store::QueryLimits { cap, in_memory, run, max_runs, words });
         }
         let schema: BTreeMap<String, AttrType> =
             [("ltv", AttrType::Number), ("vip", AttrType::Boolean), ("plan", AttrType::Text)]
