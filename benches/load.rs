@@ -13,6 +13,9 @@
 //!   two-term prefix search, a sort by a custom attribute, and a filter that matches
 //!   1% of the contacts (`ltv` is uniform below 20000).
 //!
+//! - (s) one client following `next_cursor` to page 10,000, comparing the first and the
+//!   last 100 pages.
+//!
 //! A phase stops issuing requests after `CONTACTD_BENCH_SECS` (default 10) or after its
 //! request cap (below), whichever comes first, and ends when the requests in flight are
 //! answered. Each phase prints contacts/s (a, b) or requests/s (c-i) over its wall
@@ -214,6 +217,7 @@ fn main() {
     for (number, phase) in PHASES.iter().enumerate() {
         run_phase(&rt, &server, &workload, phase, number as u64, duration);
     }
+    deep_walk(&rt, &server);
 
     let stored = rt.block_on(async {
         let mut conn = server.connect().await;
@@ -296,6 +300,59 @@ fn run_phase(
     if let Some(err) = tally.first_error {
         println!("    first error: {err}");
     }
+}
+
+/// Pages a deep walk goes to, and how many pages at each end it compares.
+const DEEP_PAGES: u64 = 10_000;
+const DEEP_WINDOW: u64 = 100;
+
+/// One client follows `next_cursor` (sorted by name, 50 per page) from the first page to
+/// page 10,000 (or the last), and compares the latency of the first 100 pages with the
+/// last 100: a cursor page should cost the same however deep it is.
+fn deep_walk(rt: &Runtime, server: &Server) {
+    let (first, last, pages, elapsed) = rt.block_on(async {
+        let mut conn = server.connect().await;
+        let (mut first, mut last) = (Latencies::default(), Latencies::default());
+        let mut cursor: Option<String> = None;
+        let started = Instant::now();
+        let mut page = 0;
+        while page < DEEP_PAGES {
+            let query = match &cursor {
+                Some(c) => format!("per_page=50&sort=name&cursor={c}"),
+                None => "per_page=50&sort=name".to_owned(),
+            };
+            let sent = Instant::now();
+            let next = match conn.list_next(&query).await {
+                Ok(next) => next,
+                Err(err) => {
+                    println!("    deep walk stopped at page {page}: {err}");
+                    break;
+                }
+            };
+            page += 1;
+            if page <= DEEP_WINDOW {
+                first.record(sent.elapsed());
+            } else if page > DEEP_PAGES - DEEP_WINDOW {
+                last.record(sent.elapsed());
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        (first, last, page, started.elapsed())
+    });
+    let (mut first, mut last) = (first, last);
+    println!(
+        "(s) deep cursor walk, 1 client: {pages} pages in {:.1} s; pages 1-{DEEP_WINDOW} p50 {:.2} ms \
+         p99 {:.2} ms; last {} pages p50 {:.2} ms p99 {:.2} ms",
+        elapsed.as_secs_f64(),
+        first.quantile_ms(0.5),
+        first.quantile_ms(0.99),
+        last.len(),
+        last.quantile_ms(0.5),
+        last.quantile_ms(0.99),
+    );
 }
 
 /// When the clients of a phase stop issuing requests.

@@ -9,10 +9,11 @@
 //! **Search and filters**: every term and filter is a *source*, an index range that
 //! holds exactly the contacts it accepts: a term is the word-index range of the words
 //! it is a prefix of, a filter a range of the sort index (or one email/external id).
-//! Each range is read up to `QueryLimits::cap` entries. Complete ranges are intersected into a
-//! candidate set; a range too large to read whole is, when it is one or a few runs of
-//! contact numbers (a common word, an exact value), streamed in id order instead, and
-//! otherwise left to checking. Then:
+//! A range is read whole when it is small — up to `QueryLimits::cap` entries, or only
+//! `QueryLimits::in_memory` for a range that can be streamed instead (a term's words, an
+//! exact value) in an agent larger than `cap` — and complete ranges are intersected into
+//! a candidate set. A larger range is, when it is a few runs of contact numbers (common
+//! words, one value), streamed in id order, and otherwise left to checking. Then:
 //! - at most `QueryLimits::in_memory` candidates: load them, keep those `domain::query` accepts,
 //!   order them with it (the same code the tests use as the reference); exact total;
 //! - `created_at` order: intersect the candidate set and the streams in id order,
@@ -170,14 +171,15 @@ pub fn run(
     let mut sets: Vec<Vec<u64>> = Vec::new();
     let mut streams: Vec<(Index, Vec<u64>, Vec<Vec<u8>>)> = Vec::new();
     let mut unchecked = false;
-    for source in sources(&snap, agent, query, limits)? {
+    let small_agent = usize::try_from(agent_total).is_ok_and(|n| n <= limits.cap);
+    for source in sources(&snap, agent, query, limits, small_agent)? {
         match source {
             Source::Ids(ids) => sets.push(ids),
             Source::Runs(index, rare, runs) => streams.push((index, rare, runs)),
             Source::Unindexed => unchecked = true,
         }
     }
-    if sets.is_empty() && usize::try_from(agent_total).is_ok_and(|n| n <= limits.cap) {
+    if sets.is_empty() && small_agent {
         // A small agent: all of its contacts are a cheap candidate set.
         let ids: Result<Vec<u64>, StoreError> = id_rows(&snap, agent, None, false)?
             .map(|r| r.map(|(id, _)| id))
@@ -333,12 +335,21 @@ fn sources(
     agent: &str,
     query: &Query,
     limits: QueryLimits,
+    small_agent: bool,
 ) -> Result<Vec<Source>, StoreError> {
+    // A range that can be streamed is read whole only while that is cheap: in a small
+    // agent, or up to what is ordered in memory anyway. (Reading 20,000 entries of a
+    // common word only to give up would cost more than streaming it.)
+    let streamable_cap = if small_agent {
+        limits.cap
+    } else {
+        limits.in_memory.min(limits.cap)
+    };
     let mut out = Vec::new();
     for term in &query.terms {
         let mut start = keys::prefix(&[agent.as_bytes()]);
         keys::push_escaped(&mut start, term.as_bytes());
-        out.push(match collect(&snap.words, &start, None, limits.cap)? {
+        out.push(match collect(&snap.words, &start, None, streamable_cap)? {
             Some(ids) => Source::Ids(ids),
             None => match word_runs(&snap.words, agent, &start, limits)? {
                 Some((rare, runs)) => Source::Runs(Index::Words, rare, runs),
@@ -368,7 +379,7 @@ fn sources(
                 let field_start = keys::prefix(&[agent.as_bytes(), field.as_bytes()]);
                 let field_end = keys::prefix_end(&field_start);
                 let at = |key: &[u8]| keys::prefix(&[agent.as_bytes(), field.as_bytes(), key]);
-                let (lower, upper, single) = match op {
+                let (lower, upper, streamable) = match op {
                     Op::Eq(key) => {
                         let at = at(key);
                         let end = keys::prefix_end(&at);
@@ -380,9 +391,14 @@ fn sources(
                     Op::Cmp(Cmp::Lte, key) => (field_start, keys::prefix_end(&at(key)), false),
                     Op::Exists(_) => (field_start, field_end, false),
                 };
-                match collect(&snap.sort, &lower, Some(&upper), limits.cap)? {
+                let cap = if streamable {
+                    streamable_cap
+                } else {
+                    limits.cap
+                };
+                match collect(&snap.sort, &lower, Some(&upper), cap)? {
                     Some(ids) => Source::Ids(ids),
-                    None if single => Source::Runs(Index::Sort, Vec::new(), vec![lower]),
+                    None if streamable => Source::Runs(Index::Sort, Vec::new(), vec![lower]),
                     None => Source::Unindexed,
                 }
             }
