@@ -9,10 +9,10 @@
 //! **Search and filters**: every term and filter is a *source*, an index range that
 //! holds exactly the contacts it accepts: a term is the word-index range of the words
 //! it is a prefix of, a filter a range of the sort index (or one email/external id).
-//! A range is read whole when it is small — up to `QueryLimits::cap` entries, or only
-//! `QueryLimits::in_memory` for a range that can be streamed instead (a term's words, an
-//! exact value) in an agent larger than `cap` — and complete ranges are intersected into
-//! a candidate set. A larger range is, when it is a few runs of contact numbers (common
+//! A range is read whole when it is small — up to `QueryLimits::cap` entries, or only a
+//! quarter of `QueryLimits::in_memory` for a range that can be streamed instead (a term's
+//! words, an exact value) in an agent larger than `cap` — and complete ranges are
+//! intersected into a candidate set. A larger range is, when it is a few runs of contact numbers (common
 //! words, one value), streamed in id order, and otherwise left to checking. Then:
 //! - at most `QueryLimits::in_memory` candidates: load them, keep those `domain::query` accepts,
 //!   order them with it (the same code the tests use as the reference); exact total;
@@ -343,19 +343,26 @@ fn sources(
     let streamable_cap = if small_agent {
         limits.cap
     } else {
-        limits.in_memory.min(limits.cap)
+        limits.run.max(limits.in_memory / 4).min(limits.cap)
     };
     let mut out = Vec::new();
     for term in &query.terms {
         let mut start = keys::prefix(&[agent.as_bytes()]);
         keys::push_escaped(&mut start, term.as_bytes());
-        out.push(match collect(&snap.words, &start, None, streamable_cap)? {
-            Some(ids) => Source::Ids(ids),
-            None => match word_runs(&snap.words, agent, &start, limits)? {
-                Some((rare, runs)) => Source::Runs(Index::Words, rare, runs),
+        // The term's words first (cheap: a few entries per word): when none is common,
+        // their contact numbers are the whole answer.
+        let source = match word_runs(&snap.words, agent, &start, limits)? {
+            Some((rare, runs)) if runs.is_empty() => Source::Ids(rare),
+            Some((rare, runs)) => match collect(&snap.words, &start, None, streamable_cap)? {
+                Some(ids) => Source::Ids(ids),
+                None => Source::Runs(Index::Words, rare, runs),
+            },
+            None => match collect(&snap.words, &start, None, streamable_cap)? {
+                Some(ids) => Source::Ids(ids),
                 None => Source::Unindexed,
             },
-        });
+        };
+        out.push(source);
     }
     for filter in &query.filters {
         let field = filter.field.as_str();
