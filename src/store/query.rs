@@ -460,44 +460,48 @@ fn word_runs(
     let mut rare = Vec::new();
     let mut runs = Vec::new();
     let mut seen = 0;
-    let mut from = start.to_vec();
+    // The word being read: its key prefix and its contact numbers so far. Rare words are
+    // read in one pass; the range is opened again only to jump past a common word.
+    let mut current: Option<(Vec<u8>, Vec<u64>)> = None;
+    let mut range = words.range::<&[u8]>(start..)?;
     loop {
-        let mut range = words.range::<&[u8]>(from.as_slice()..)?;
-        let Some(row) = range.next() else { break };
-        let (key, _) = row?;
-        let key = key.value();
-        if !key.starts_with(start) {
+        let row = range.next().transpose()?;
+        let key = row
+            .as_ref()
+            .map(|(k, _)| k.value())
+            .filter(|k| k.starts_with(start));
+        let Some(key) = key else {
+            if let Some((_, ids)) = current.take() {
+                rare.extend(ids);
+            }
             break;
+        };
+        let id = keys::id_of(key).ok_or_else(malformed)?;
+        if let Some((run, ids)) = &mut current {
+            if key.starts_with(run.as_slice()) {
+                if ids.len() < limits.run {
+                    ids.push(id);
+                    continue;
+                }
+                if runs.len() == limits.max_runs {
+                    return Ok(None);
+                }
+                let end = keys::prefix_end(run);
+                runs.push(std::mem::take(run));
+                current = None;
+                range = words.range::<&[u8]>(end.as_slice()..)?;
+                continue;
+            }
+        }
+        if let Some((_, ids)) = current.take() {
+            rare.extend(ids);
         }
         seen += 1;
         if seen > limits.words {
             return Ok(None);
         }
         let (word, _) = keys::split_seg(&key[agent_len..]).ok_or_else(malformed)?;
-        let run = keys::prefix(&[agent.as_bytes(), &word]);
-        let mut ids = vec![keys::id_of(key).ok_or_else(malformed)?];
-        let mut common = false;
-        for row in range {
-            let (key, _) = row?;
-            let key = key.value();
-            if !key.starts_with(&run) {
-                break;
-            }
-            if ids.len() == limits.run {
-                common = true;
-                break;
-            }
-            ids.push(keys::id_of(key).ok_or_else(malformed)?);
-        }
-        from = keys::prefix_end(&run);
-        if common {
-            if runs.len() == limits.max_runs {
-                return Ok(None);
-            }
-            runs.push(run);
-        } else {
-            rare.extend(ids);
-        }
+        current = Some((keys::prefix(&[agent.as_bytes(), &word]), vec![id]));
     }
     rare.sort_unstable();
     rare.dedup();
