@@ -62,6 +62,12 @@ pub struct SettingFlags {
     /// [config: custom_attributes.unknown]
     #[arg(long, global = true, value_name = "POLICY")]
     pub custom_attributes_unknown: Option<String>,
+    /// Largest import upload in bytes [config: import.max_bytes]
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub import_max_bytes: Option<String>,
+    /// Seconds one import request may take [config: import.timeout_secs]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub import_timeout_secs: Option<String>,
 }
 
 impl SettingFlags {
@@ -76,6 +82,8 @@ impl SettingFlags {
             ("shutdown_grace_secs", &self.shutdown_grace_secs),
             ("log_level", &self.log_level),
             ("custom_attributes.unknown", &self.custom_attributes_unknown),
+            ("import.max_bytes", &self.import_max_bytes),
+            ("import.timeout_secs", &self.import_timeout_secs),
         ];
         flags
             .into_iter()
@@ -102,6 +110,67 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import a CSV, JSON or NDJSON file (.gz too) into an agent through a running
+    /// server; exits 1 if any row failed (they go to FILE.errors.csv), 2 on errors
+    Import {
+        /// The file; its extension tells the format unless --format does
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// csv, json or ndjson
+        #[arg(long)]
+        format: Option<String>,
+        /// Rows of the file to skip (to resume an import that stopped)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        skip_rows: u64,
+        /// Rows per request
+        #[arg(long, default_value_t = 10_000, value_name = "N")]
+        chunk_rows: usize,
+        /// What to do with an external_id that exists: update, skip or error
+        #[arg(long, default_value = "update", value_name = "MODE")]
+        on_duplicate: String,
+    },
+    /// Export an agent's contacts from a running server to a file (or stdout)
+    Export {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// csv, json or ndjson
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// List parameters to select and order contacts, e.g. 'q=ada&sort=name'
+        #[arg(long, value_name = "PARAMS")]
+        query: Option<String>,
+        /// Write here instead of stdout
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Which server and agent `import` and `export` talk to.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// The agent (chatbot) id
+    #[arg(long, value_name = "ID")]
+    agent: String,
+    /// The server, http://host:port (default: the configured listen address)
+    #[arg(long, env = "CONTACTD_URL", value_name = "URL")]
+    url: Option<String>,
+    /// An API key for the agent
+    #[arg(long, env = "CONTACTD_KEY", value_name = "KEY", hide_env_values = true)]
+    key: String,
+}
+
+impl ServerArgs {
+    fn target(&self, config: &Config) -> Result<crate::client::Target, String> {
+        let url = self.url.clone().unwrap_or_else(|| {
+            let mut addr = config.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        });
+        crate::client::Target::parse(&url, &self.key)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +253,56 @@ pub fn main() -> ExitCode {
         Command::Agents(cmd) => runtime.block_on(agents(&config, cmd)),
         Command::Keys(cmd) => runtime.block_on(keys(&config, cmd)),
         Command::Check { json } => check(&config, json),
+        Command::Import {
+            file,
+            server,
+            format,
+            skip_rows,
+            chunk_rows,
+            on_duplicate,
+        } => {
+            return match server.target(&config) {
+                Ok(target) => crate::client::import(
+                    &runtime,
+                    &crate::client::ImportArgs {
+                        file,
+                        agent: server.agent,
+                        format,
+                        target,
+                        skip_rows,
+                        chunk_rows,
+                        on_duplicate,
+                    },
+                ),
+                Err(message) => {
+                    eprintln!("contactd: {message}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Export {
+            server,
+            format,
+            query,
+            output,
+        } => {
+            return match server.target(&config) {
+                Ok(target) => crate::client::export(
+                    &runtime,
+                    &crate::client::ExportArgs {
+                        agent: server.agent,
+                        format,
+                        query,
+                        output,
+                        target,
+                    },
+                ),
+                Err(message) => {
+                    eprintln!("contactd: {message}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

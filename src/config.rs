@@ -66,6 +66,16 @@ pub const SETTINGS: &[Setting] = &[
         default: "define",
         help: "custom attribute keys without a definition: define, strip or reject",
     },
+    Setting {
+        key: "import.max_bytes",
+        default: "1073741824",
+        help: "largest import upload in bytes, and largest after gunzip (413 beyond)",
+    },
+    Setting {
+        key: "import.timeout_secs",
+        default: "3600",
+        help: "time one import request may take, instead of request_timeout_secs",
+    },
 ];
 
 /// The environment variable that carries the first-run admin key (never in a file).
@@ -86,6 +96,10 @@ pub struct Config {
     pub unknown_attributes: UnknownPolicy,
     /// Admin key to create on first run instead of a generated one.
     pub admin_key: Option<String>,
+    /// Largest import upload (and its size after gunzip).
+    pub import_max_bytes: u64,
+    /// Time one import request may take.
+    pub import_timeout: Duration,
 }
 
 /// The environment variable for a config key.
@@ -234,6 +248,8 @@ pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
         shutdown_grace: Duration::from_secs(number("shutdown_grace_secs", 0)?),
         log_level,
         admin_key,
+        import_max_bytes: number("import.max_bytes", 1)?,
+        import_timeout: Duration::from_secs(number("import.timeout_secs", 1)?),
     })
 }
 
@@ -320,6 +336,12 @@ pub fn to_toml(config: &Config) -> String {
     out.push_str(&format!(
         "unknown = {}\n",
         quote(config.unknown_attributes.as_str())
+    ));
+    out.push_str("\n[import]\n");
+    out.push_str(&format!("max_bytes = {}\n", config.import_max_bytes));
+    out.push_str(&format!(
+        "timeout_secs = {}\n",
+        config.import_timeout.as_secs()
     ));
     out
 }

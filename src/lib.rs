@@ -7,7 +7,9 @@
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod bulk;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod http;

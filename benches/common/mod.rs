@@ -538,6 +538,14 @@ impl Conn {
             .map_err(|_| Failure::Transport(format!("no response within {REQUEST_TIMEOUT:?}")))?
     }
 
+    /// `POST /api/v1/chatbots` creating agent `id`.
+    pub async fn create_agent(&mut self, id: &str) -> Result<(), Failure> {
+        let body = Bytes::from(json!({"id": id, "name": id}).to_string());
+        self.send(Method::POST, "/api/v1/chatbots", body)
+            .await
+            .map(drop)
+    }
+
     /// `POST /contacts` with a body from [`batch_body`].
     pub async fn upsert(&mut self, body: Bytes) -> Result<(), Failure> {
         let path = self.contacts_path.clone();

@@ -45,7 +45,7 @@ fn parse_integer(text: &str) -> Option<Result<u64, ()>> {
     })
 }
 
-fn first<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn first<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
     query
         .iter()
         .find(|(k, _)| k == name)
@@ -83,7 +83,7 @@ pub fn parse_paging(query: &[(String, String)]) -> Result<Paging, Issues> {
     }
 }
 
-fn parse_on_duplicate(query: &[(String, String)]) -> Result<OnDuplicate, ApiError> {
+pub(super) fn parse_on_duplicate(query: &[(String, String)]) -> Result<OnDuplicate, ApiError> {
     match first(query, "on_duplicate") {
         None | Some("update") => Ok(OnDuplicate::Update),
         Some("skip") => Ok(OnDuplicate::Skip),
@@ -111,6 +111,23 @@ fn mentions_attributes(query: &[(String, String)]) -> bool {
     })
 }
 
+/// The list query (`q`, `sort`, `filter[...]`) of the parameters, typed against the
+/// agent's schema when it mentions attributes.
+pub(super) async fn parse_query(
+    app: &App,
+    agent: &str,
+    params: &[(String, String)],
+) -> Result<Query, ApiError> {
+    let schema: BTreeMap<String, AttrType> = if mentions_attributes(params) {
+        let owned = agent.to_owned();
+        let defs = app.read(move |s| s.attributes(&owned)).await?;
+        defs.into_iter().map(|d| (d.name, d.kind)).collect()
+    } else {
+        BTreeMap::new()
+    };
+    Query::parse(params, &schema).map_err(ApiError::invalid_params)
+}
+
 pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let paging = parse_paging(&ctx.query).map_err(ApiError::invalid_params)?;
@@ -125,14 +142,7 @@ pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiEr
         );
         return Err(ApiError::invalid_params(issues));
     }
-    let schema: BTreeMap<String, AttrType> = if mentions_attributes(&ctx.query) {
-        let owned = agent.clone();
-        let defs = app.read(move |s| s.attributes(&owned)).await?;
-        defs.into_iter().map(|d| (d.name, d.kind)).collect()
-    } else {
-        BTreeMap::new()
-    };
-    let query = Query::parse(&ctx.query, &schema).map_err(ApiError::invalid_params)?;
+    let query = parse_query(app, &agent, &ctx.query).await?;
     let start = match &cursor {
         Some(c) => Start::After(query.resume(&agent, c).map_err(|msg| {
             let mut issues = Issues::new();

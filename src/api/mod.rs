@@ -6,9 +6,12 @@ mod agents;
 mod cache;
 mod contacts;
 mod custom_attributes;
+mod export;
 mod health;
+mod import;
 mod keys;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +35,10 @@ pub struct App {
     store: Arc<dyn Store>,
     max_body_bytes: u64,
     unknown_attributes: UnknownPolicy,
+    /// Where import uploads are spooled (the data dir).
+    spool_dir: PathBuf,
+    import_max_bytes: u64,
+    import_timeout: Duration,
     /// Keys and agent ids already looked up, so most requests need one store read, not
     /// three. Only this process writes keys and agents while it runs (the file is
     /// locked), so clearing the caches after a revoke or an agent delete keeps them
@@ -54,13 +61,21 @@ impl App {
             store,
             max_body_bytes: config.max_body_bytes,
             unknown_attributes: config.unknown_attributes,
+            spool_dir: config.data_dir.clone(),
+            import_max_bytes: config.import_max_bytes,
+            import_timeout: config.import_timeout,
             keys: Cache::new(),
             agents: Cache::new(),
         }
     }
 
-    /// Handles one request within `timeout`; a panic or a timeout becomes a JSON error.
+    /// Handles one request within `timeout` (imports: within `import.timeout_secs`); a
+    /// panic or a timeout becomes a JSON error.
     pub async fn serve(self: Arc<Self>, req: Request<Incoming>, timeout: Duration) -> Response {
+        let timeout = match router::route(req.uri().path()) {
+            Some(Route::Import(_)) => self.import_timeout,
+            _ => timeout,
+        };
         let task = tokio::spawn(async move { self.handle(req).await });
         let abort = task.abort_handle();
         match tokio::time::timeout(timeout, task).await {
@@ -112,6 +127,8 @@ impl App {
             (Route::Key(id), Method::DELETE) => keys::revoke(self, &ctx, id).await,
             (Route::Contacts(agent), Method::GET) => contacts::list(self, &ctx, agent).await,
             (Route::Contacts(agent), Method::POST) => contacts::upsert(self, ctx, agent).await,
+            (Route::Import(agent), Method::POST) => import::import(self, ctx, agent).await,
+            (Route::Export(agent), Method::GET) => export::export(self, &ctx, agent).await,
             (Route::Contact(agent, id), Method::GET) => contacts::get(self, &ctx, agent, id).await,
             (Route::Contact(agent, id), Method::PATCH) => {
                 contacts::patch(self, ctx, agent, id).await
@@ -134,6 +151,10 @@ impl App {
             // `allowed()` lists exactly the pairs above.
             _ => Err(ApiError::NotFound),
         }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
     }
 
     /// Runs a blocking store read on the blocking pool.

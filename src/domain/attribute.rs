@@ -401,6 +401,26 @@ impl Schema {
         }
     }
 
+    /// Defines `name` as `kind` unless it is defined already (an import's typed CSV
+    /// column); saved with the definitions `type_values` makes.
+    pub fn declare(&mut self, name: &str, kind: AttrType, now: i64) {
+        if self.defs.contains_key(name) || check_name(name).is_err() {
+            return;
+        }
+        self.created.push(name.to_owned());
+        self.defs.insert(
+            name.to_owned(),
+            AttributeDef {
+                name: name.to_owned(),
+                label: name.to_owned(),
+                kind,
+                description: None,
+                archived: false,
+                created_at: now,
+            },
+        );
+    }
+
     /// Definitions made on the fly by `type_values` calls, in order.
     pub fn created(&self) -> impl Iterator<Item = &AttributeDef> {
         self.created.iter().filter_map(|name| self.defs.get(name))

@@ -29,6 +29,10 @@ impl Issues {
         self.0.is_empty()
     }
 
+    pub fn extend(&mut self, other: Self) {
+        self.0.extend(other.0);
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod attr;
 pub mod attribute;
+pub mod bulk;
 pub mod contact;
 pub mod date;
 pub mod ids;

@@ -2,7 +2,6 @@
 //! into a status and a JSON body. Internal details are logged, never sent.
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -30,7 +29,11 @@ pub enum ApiError {
     MethodNotAllowed(String),
     Conflict(&'static str, Vec<Issue>),
     PayloadTooLarge,
+    /// 413 with a specific message.
+    TooLarge(String),
     UnsupportedMediaType,
+    /// 415 with a specific message.
+    UnsupportedMedia(String),
     Timeout,
     /// 500; the text goes to the log only.
     Internal(String),
@@ -79,6 +82,8 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 message("Request body too large"),
             ),
+            Self::TooLarge(msg) => (StatusCode::PAYLOAD_TOO_LARGE, message(msg)),
+            Self::UnsupportedMedia(msg) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, message(msg)),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 message("Content-Type must be application/json"),
@@ -120,7 +125,7 @@ fn with_issues(text: &str, issues: &[Issue]) -> Value {
 /// A JSON response with the given status.
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = hyper::Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = hyper::Response::new(super::full(Bytes::from(bytes)));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -11,6 +11,8 @@ pub enum Route {
     Agents,
     Agent(String),
     Contacts(String),
+    Import(String),
+    Export(String),
     Contact(String, String),
     Attributes(String),
     Attribute(String, String),
@@ -25,6 +27,8 @@ impl Route {
             Self::Health => &[Method::GET],
             Self::Agents | Self::Contacts(_) | Self::Keys => &[Method::GET, Method::POST],
             Self::Agent(_) => &[Method::GET, Method::DELETE],
+            Self::Import(_) => &[Method::POST],
+            Self::Export(_) => &[Method::GET],
             Self::Contact(..) => &[Method::GET, Method::PATCH, Method::DELETE],
             Self::Attributes(_) => &[Method::GET, Method::POST],
             Self::Attribute(..) => &[Method::GET, Method::PUT],
@@ -32,9 +36,6 @@ impl Route {
         }
     }
 }
-
-/// Segments under `/contacts` that are reserved for the bulk endpoints.
-const RESERVED_CONTACT_SEGMENTS: [&str; 2] = ["import", "export"];
 
 /// Finds the route for `path`, or `None` for an unknown one.
 pub fn route(path: &str) -> Option<Route> {
@@ -54,9 +55,8 @@ pub fn route(path: &str) -> Option<Route> {
         ["api", "v1", "chatbots"] => Route::Agents,
         ["api", "v1", "chatbots", id] => Route::Agent(param(id)?),
         ["api", "v1", "chatbots", id, "contacts"] => Route::Contacts(param(id)?),
-        ["api", "v1", "chatbots", _, "contacts", c] if RESERVED_CONTACT_SEGMENTS.contains(c) => {
-            return None
-        }
+        ["api", "v1", "chatbots", id, "contacts", "import"] => Route::Import(param(id)?),
+        ["api", "v1", "chatbots", id, "contacts", "export"] => Route::Export(param(id)?),
         ["api", "v1", "chatbots", id, "contacts", c] => Route::Contact(param(id)?, param(c)?),
         ["api", "v1", "chatbots", id, "custom-attributes"] => Route::Attributes(param(id)?),
         ["api", "v1", "chatbots", id, "custom-attributes", name] => {
@@ -82,8 +82,15 @@ mod tests {
     }
 
     #[test]
-    fn reserved_and_unknown_paths_have_no_route() {
-        assert_eq!(route("/api/v1/chatbots/bot/contacts/import"), None);
+    fn bulk_paths_win_over_contact_ids_and_unknown_paths_have_no_route() {
+        assert_eq!(
+            route("/api/v1/chatbots/bot/contacts/import"),
+            Some(Route::Import("bot".into()))
+        );
+        assert_eq!(
+            route("/api/v1/chatbots/bot/contacts/export"),
+            Some(Route::Export("bot".into()))
+        );
         assert_eq!(route("/api/v1/chatbots/bot/contacts/%FF"), None);
         assert_eq!(route("/api/v2/chatbots"), None);
         assert_eq!(route("/api/v1/chatbots//contacts"), None);

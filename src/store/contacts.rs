@@ -14,10 +14,12 @@ use super::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_NEXT_CONTACT_ID,
 };
-use super::{OnDuplicate, PatchRequest, StoreError, UpsertOutcome};
+use super::{
+    ImportOutcome, ImportRow, OnDuplicate, PatchRequest, RowFailure, StoreError, UpsertOutcome,
+};
 use crate::domain::issues::join;
 use crate::domain::{
-    ids, Agent, AttributeDef, Contact, ContactInput, Field, Issues, Schema, UnknownPolicy,
+    ids, Agent, AttrType, AttributeDef, Contact, ContactInput, Field, Issues, Schema, UnknownPolicy,
 };
 
 /// Finds a contact by external id, falling back to `contact_<n>`.
@@ -194,6 +196,178 @@ fn held_by(ext: &str) -> String {
     format!("already used by contact with external_id '{ext}'")
 }
 
+/// What a batch of upserts has planned so far: per touched external id the stored
+/// state and the state after the entries planned so far, and the email owners as they
+/// have changed. Planning an entry writes nothing; `finish` writes the result.
+struct Batch<'txn> {
+    agent_id: String,
+    tables: Tables<'txn>,
+    agent: Agent,
+    schema: Schema,
+    first_id: u64,
+    next_id: u64,
+    order: Vec<String>,
+    state: HashMap<String, (Option<Contact>, Option<Contact>)>,
+    email_owner: HashMap<String, Option<String>>,
+    on_duplicate: OnDuplicate,
+    policy: UnknownPolicy,
+    now: i64,
+}
+
+/// What became of one entry.
+enum Planned {
+    Created(Contact),
+    Updated(Contact),
+    Skipped(Contact),
+}
+
+/// Why an entry cannot be applied: problems with its values, or conflicts with other
+/// contacts.
+enum Rejected {
+    Invalid(Issues),
+    Conflict(Issues),
+}
+
+impl<'txn> Batch<'txn> {
+    fn open(
+        txn: &'txn WriteTransaction,
+        agent_id: &str,
+        on_duplicate: OnDuplicate,
+        policy: UnknownPolicy,
+        now: i64,
+    ) -> Result<Self, StoreError> {
+        let first_id = next_contact_id(txn)?;
+        let schema = load_schema(txn, agent_id)?;
+        let tables = Tables::open(txn)?;
+        let agent = tables.agent(agent_id)?;
+        Ok(Self {
+            agent_id: agent_id.to_owned(),
+            tables,
+            agent,
+            schema,
+            first_id,
+            next_id: first_id,
+            order: Vec::new(),
+            state: HashMap::new(),
+            email_owner: HashMap::new(),
+            on_duplicate,
+            policy,
+            now,
+        })
+    }
+
+    /// Plans one entry against the state left by the entries before it; issues are
+    /// reported under `prefix` (`users[4]`, or nothing). A rejected entry changes
+    /// nothing, not even the attribute definitions it would have made.
+    fn plan(
+        &mut self,
+        entry: &ContactInput,
+        prefix: &str,
+    ) -> Result<Result<Planned, Rejected>, StoreError> {
+        let agent_id = self.agent_id.as_str();
+        let ext = match &entry.external_id {
+            Field::Set(ext) => ext.clone(),
+            Field::Absent | Field::Clear => ids::new_external_id(),
+        };
+        if !self.state.contains_key(&ext) {
+            let stored = self.tables.load(agent_id, &ext)?;
+            self.state.insert(ext.clone(), (stored.clone(), stored));
+            self.order.push(ext.clone());
+        }
+        let (stored, current) = self.state.get(&ext).cloned().unwrap_or_default();
+        if let Some(existing) = &stored {
+            match self.on_duplicate {
+                OnDuplicate::Update => {}
+                OnDuplicate::Skip => return Ok(Ok(Planned::Skipped(existing.clone()))),
+                OnDuplicate::Error => {
+                    let mut conflicts = Issues::new();
+                    conflicts.push(join(prefix, "external_id"), held_by(&ext));
+                    return Ok(Err(Rejected::Conflict(conflicts)));
+                }
+            }
+        }
+        let mut invalid = Issues::new();
+        let schema_before = entry
+            .custom_attributes
+            .as_ref()
+            .map(|_| self.schema.clone());
+        let attributes = entry.custom_attributes.as_ref().map(|raw| {
+            let existing = current.as_ref().map(|c| &c.custom_attributes);
+            let path = join(prefix, "custom_attributes");
+            self.schema
+                .type_values(raw, existing, self.policy, &path, self.now, &mut invalid)
+        });
+        if !invalid.is_empty() {
+            if let Some(schema) = schema_before {
+                self.schema = schema;
+            }
+            return Ok(Err(Rejected::Invalid(invalid)));
+        }
+        let next = entry.apply(current.as_ref(), &ext, self.next_id, self.now, attributes);
+        let old_key = current.as_ref().and_then(Contact::email_key);
+        let new_key = next.email_key();
+        if new_key != old_key {
+            if let Some(key) = &new_key {
+                let owner = match self.email_owner.get(key) {
+                    Some(owner) => owner.clone(),
+                    None => self.tables.email_owner(agent_id, key)?,
+                };
+                if let Some(owner) = owner.filter(|o| *o != ext) {
+                    if let Some(schema) = schema_before {
+                        self.schema = schema;
+                    }
+                    let mut conflicts = Issues::new();
+                    conflicts.push(join(prefix, "email"), held_by(&owner));
+                    return Ok(Err(Rejected::Conflict(conflicts)));
+                }
+            }
+            if let Some(key) = old_key {
+                self.email_owner.insert(key, None);
+            }
+            if let Some(key) = new_key {
+                self.email_owner.insert(key, Some(ext.clone()));
+            }
+        }
+        let created = current.is_none();
+        if created {
+            self.next_id += 1;
+        }
+        if let Some(slot) = self.state.get_mut(&ext) {
+            slot.1 = Some(next.clone());
+        }
+        Ok(Ok(if created {
+            Planned::Created(next)
+        } else {
+            Planned::Updated(next)
+        }))
+    }
+
+    /// Writes everything planned.
+    fn finish(mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let agent_id = self.agent_id.clone();
+        let changes: Vec<_> = self
+            .order
+            .iter()
+            .filter_map(|ext| self.state.remove(ext))
+            .collect();
+        self.tables.apply(&agent_id, &changes)?;
+        let created = changes
+            .iter()
+            .filter(|(b, a)| b.is_none() && a.is_some())
+            .count() as u64;
+        if created > 0 {
+            self.agent.contact_count += created;
+            let agent = self.agent.clone();
+            self.tables.save_agent(&agent)?;
+        }
+        drop(self.tables);
+        if self.next_id != self.first_id {
+            save_next_contact_id(txn, self.next_id)?;
+        }
+        save_created(txn, &agent_id, &self.schema)
+    }
+}
+
 /// `POST /contacts`: every entry upserted in order, all or nothing.
 pub fn upsert(
     txn: &WriteTransaction,
@@ -203,17 +377,8 @@ pub fn upsert(
     policy: UnknownPolicy,
     now: i64,
 ) -> Result<UpsertOutcome, StoreError> {
-    let first_id = next_contact_id(txn)?;
-    let mut schema = load_schema(txn, agent_id)?;
+    let mut batch = Batch::open(txn, agent_id, on_duplicate, policy, now)?;
     let mut invalid = Issues::new();
-    let mut tables = Tables::open(txn)?;
-    let mut agent = tables.agent(agent_id)?;
-    let mut next_id = first_id;
-    // Per touched external id: the stored state and the state after this request.
-    let mut order: Vec<String> = Vec::new();
-    let mut state: HashMap<String, (Option<Contact>, Option<Contact>)> = HashMap::new();
-    // Email owners as this request has changed them so far.
-    let mut email_owner: HashMap<String, Option<String>> = HashMap::new();
     let mut conflicts = Issues::new();
     let mut outcome = UpsertOutcome {
         contacts: Vec::with_capacity(entries.len()),
@@ -221,67 +386,22 @@ pub fn upsert(
         updated: 0,
         skipped: 0,
     };
-
     for (i, entry) in entries.iter().enumerate() {
-        let ext = match &entry.external_id {
-            Field::Set(ext) => ext.clone(),
-            Field::Absent | Field::Clear => ids::new_external_id(),
-        };
-        if !state.contains_key(&ext) {
-            let stored = tables.load(agent_id, &ext)?;
-            state.insert(ext.clone(), (stored.clone(), stored));
-            order.push(ext.clone());
-        }
-        let (stored, current) = state.get(&ext).cloned().unwrap_or_default();
-        if let Some(existing) = &stored {
-            match on_duplicate {
-                OnDuplicate::Update => {}
-                OnDuplicate::Skip => {
-                    outcome.contacts.push(existing.clone());
-                    outcome.skipped += 1;
-                    continue;
-                }
-                OnDuplicate::Error => {
-                    conflicts.push(format!("users[{i}].external_id"), held_by(&ext));
-                    continue;
-                }
+        match batch.plan(entry, &format!("users[{i}]"))? {
+            Ok(Planned::Created(c)) => {
+                outcome.created += 1;
+                outcome.contacts.push(c);
             }
-        }
-        let attributes = entry.custom_attributes.as_ref().map(|raw| {
-            let existing = current.as_ref().map(|c| &c.custom_attributes);
-            let path = format!("users[{i}].custom_attributes");
-            schema.type_values(raw, existing, policy, &path, now, &mut invalid)
-        });
-        let next = entry.apply(current.as_ref(), &ext, next_id, now, attributes);
-        let old_key = current.as_ref().and_then(Contact::email_key);
-        let new_key = next.email_key();
-        if new_key != old_key {
-            if let Some(key) = &new_key {
-                let owner = match email_owner.get(key) {
-                    Some(owner) => owner.clone(),
-                    None => tables.email_owner(agent_id, key)?,
-                };
-                if let Some(owner) = owner.filter(|o| *o != ext) {
-                    conflicts.push(format!("users[{i}].email"), held_by(&owner));
-                    continue;
-                }
+            Ok(Planned::Updated(c)) => {
+                outcome.updated += 1;
+                outcome.contacts.push(c);
             }
-            if let Some(key) = old_key {
-                email_owner.insert(key, None);
+            Ok(Planned::Skipped(c)) => {
+                outcome.skipped += 1;
+                outcome.contacts.push(c);
             }
-            if let Some(key) = new_key {
-                email_owner.insert(key, Some(ext.clone()));
-            }
-        }
-        if current.is_none() {
-            next_id += 1;
-            outcome.created += 1;
-        } else {
-            outcome.updated += 1;
-        }
-        outcome.contacts.push(next.clone());
-        if let Some(slot) = state.get_mut(&ext) {
-            slot.1 = Some(next);
+            Err(Rejected::Invalid(issues)) => invalid.extend(issues),
+            Err(Rejected::Conflict(issues)) => conflicts.extend(issues),
         }
     }
     if !invalid.is_empty() {
@@ -290,22 +410,60 @@ pub fn upsert(
     if !conflicts.is_empty() {
         return Err(StoreError::Conflict(conflicts.into_vec()));
     }
+    batch.finish(txn)?;
+    Ok(outcome)
+}
 
-    let changes: Vec<_> = order.iter().filter_map(|ext| state.remove(ext)).collect();
-    tables.apply(agent_id, &changes)?;
-    let created = changes
-        .iter()
-        .filter(|(b, a)| b.is_none() && a.is_some())
-        .count() as u64;
-    if created > 0 {
-        agent.contact_count += created;
-        tables.save_agent(&agent)?;
+/// One chunk of an import: each row upserted in order on its own; a row that fails is
+/// left out and reported, the others are written. `declared` attributes (typed CSV
+/// columns, dates found in JSON) are defined first when the policy defines unknown
+/// attributes.
+pub fn import(
+    txn: &WriteTransaction,
+    agent_id: &str,
+    rows: Vec<ImportRow>,
+    declared: &[(String, AttrType)],
+    on_duplicate: OnDuplicate,
+    policy: UnknownPolicy,
+    now: i64,
+) -> Result<ImportOutcome, StoreError> {
+    let mut batch = Batch::open(txn, agent_id, on_duplicate, policy, now)?;
+    if policy == UnknownPolicy::Define {
+        for (name, kind) in declared {
+            batch.schema.declare(name, *kind, now);
+        }
     }
-    drop(tables);
-    if next_id != first_id {
-        save_next_contact_id(txn, next_id)?;
+    let mut outcome = ImportOutcome::default();
+    for row in rows {
+        let external_id = match &row.input.external_id {
+            Field::Set(ext) => Some(ext.clone()),
+            _ => None,
+        };
+        let issues = match batch.plan(&row.input, "")? {
+            Ok(Planned::Created(_)) => {
+                outcome.created += 1;
+                continue;
+            }
+            Ok(Planned::Updated(_)) => {
+                outcome.updated += 1;
+                continue;
+            }
+            Ok(Planned::Skipped(_)) => {
+                outcome.skipped += 1;
+                continue;
+            }
+            Err(Rejected::Invalid(issues) | Rejected::Conflict(issues)) => issues,
+        };
+        for issue in issues.into_vec() {
+            outcome.failures.push(RowFailure {
+                row: row.row,
+                external_id: external_id.clone(),
+                field: issue.field,
+                message: issue.message,
+            });
+        }
     }
-    save_created(txn, agent_id, &schema)?;
+    batch.finish(txn)?;
     Ok(outcome)
 }
 

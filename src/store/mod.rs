@@ -18,7 +18,9 @@ use std::pin::Pin;
 
 use crate::domain::attribute::AttributeChange;
 use crate::domain::query::Query;
-use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Issue, UnknownPolicy};
+use crate::domain::{
+    Agent, ApiKey, AttrType, AttributeDef, Contact, ContactInput, Issue, UnknownPolicy,
+};
 
 pub use check::CheckReport;
 pub use codec::{decode_contact, encode_contact};
@@ -45,6 +47,32 @@ pub struct UpsertOutcome {
     pub created: u64,
     pub updated: u64,
     pub skipped: u64,
+}
+
+/// One row of an import: where it is in the file, and the contact it asks for.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub row: u64,
+    pub input: ContactInput,
+}
+
+/// One problem with one import row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFailure {
+    pub row: u64,
+    pub external_id: Option<String>,
+    pub field: String,
+    pub message: String,
+}
+
+/// What one chunk of an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub created: u64,
+    pub updated: u64,
+    pub skipped: u64,
+    /// Every problem of every row left out (a row may have several).
+    pub failures: Vec<RowFailure>,
 }
 
 /// A page of contacts in creation order, with the agent's total.
@@ -107,6 +135,26 @@ pub trait Store: Send + Sync + 'static {
         on_duplicate: OnDuplicate,
         policy: UnknownPolicy,
     ) -> StoreFuture<UpsertOutcome>;
+    /// One chunk of an import, in one transaction: rows that fail are left out and
+    /// reported, the others written. `declared` attributes are defined first (under
+    /// the `define` policy).
+    fn import_contacts(
+        &self,
+        agent: String,
+        rows: Vec<ImportRow>,
+        declared: Vec<(String, AttrType)>,
+        on_duplicate: OnDuplicate,
+        policy: UnknownPolicy,
+    ) -> StoreFuture<ImportOutcome>;
+    /// Every contact `query` selects, in its order, from one read snapshot: handed to
+    /// `sink` `chunk` at a time until it returns false.
+    fn export_contacts(
+        &self,
+        agent: &str,
+        query: &Query,
+        chunk: usize,
+        sink: &mut dyn FnMut(Vec<Contact>) -> bool,
+    ) -> Result<(), StoreError>;
     fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact>;
     fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact>;
     fn create_attribute(&self, agent: String, def: AttributeDef) -> StoreFuture<AttributeDef>;

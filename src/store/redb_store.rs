@@ -18,11 +18,14 @@ use super::tables::{
 };
 use super::writer::Writer;
 use super::{
-    unix_now, ContactPage, OnDuplicate, PatchRequest, Store, StoreError, StoreFuture, UpsertOutcome,
+    unix_now, ContactPage, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, Store, StoreError,
+    StoreFuture, UpsertOutcome,
 };
 use crate::domain::attribute::AttributeChange;
 use crate::domain::query::Query;
-use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Scope, UnknownPolicy};
+use crate::domain::{
+    Agent, ApiKey, AttrType, AttributeDef, Contact, ContactInput, Scope, UnknownPolicy,
+};
 
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "contactd.redb";
@@ -295,6 +298,49 @@ impl Store for RedbStore {
         self.writer.submit(move |txn| {
             contacts::upsert(txn, &agent, entries, on_duplicate, policy, unix_now())
         })
+    }
+
+    fn import_contacts(
+        &self,
+        agent: String,
+        rows: Vec<ImportRow>,
+        declared: Vec<(String, AttrType)>,
+        on_duplicate: OnDuplicate,
+        policy: UnknownPolicy,
+    ) -> StoreFuture<ImportOutcome> {
+        self.writer.submit(move |txn| {
+            contacts::import(
+                txn,
+                &agent,
+                rows,
+                &declared,
+                on_duplicate,
+                policy,
+                unix_now(),
+            )
+        })
+    }
+
+    fn export_contacts(
+        &self,
+        agent: &str,
+        query: &Query,
+        chunk: usize,
+        sink: &mut dyn FnMut(Vec<Contact>) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut start = Start::Offset(0);
+        loop {
+            let page = query::run(&txn, agent, query, &start, chunk, self.limits)?;
+            let next = page.next;
+            if !page.contacts.is_empty() && !sink(page.contacts) {
+                return Ok(());
+            }
+            match next {
+                Some(pos) => start = Start::After(pos),
+                None => return Ok(()),
+            }
+        }
     }
 
     fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact> {

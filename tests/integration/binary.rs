@@ -602,3 +602,225 @@ async fn check_passes_on_a_healthy_dir_and_reports_a_damaged_index() {
         "{printed}"
     );
 }
+
+/// The server's peak resident memory, from /proc.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn cli_import_and_export_talk_to_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = Proc::start(&dir.path().join("data"), Some(ADMIN_KEY));
+    let url = format!("http://{}", proc.addr);
+    let server = [("CONTACTD_URL", url.as_str()), ("CONTACTD_KEY", ADMIN_KEY)];
+    let file = dir.path().join("people.csv");
+    let mut csv = String::from("external_id,name,email,ltv:number\n");
+    for i in 0..25 {
+        match i {
+            7 => csv.push_str("p7,Bad Email,nope,1\n"),
+            18 => csv.push_str(",No Id,,2\n"),
+            _ => csv.push_str(&format!("p{i},\"Person, {i}\",p{i}@x.co,{i}\n")),
+        }
+    }
+    std::fs::write(&file, &csv).unwrap();
+
+    let out = run(
+        &[
+            "import",
+            "people.csv",
+            "--agent",
+            "default",
+            "--chunk-rows",
+            "10",
+        ],
+        dir.path(),
+        &server,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "some rows failed: {err}");
+    assert!(
+        err.contains("imported 25 rows: 23 created, 0 updated, 0 skipped, 2 failed"),
+        "{err}"
+    );
+    let errors = std::fs::read_to_string(dir.path().join("people.csv.errors.csv")).unwrap();
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(
+        lines[0],
+        "row,field,error,external_id,name,email,ltv:number"
+    );
+    assert!(
+        lines[1].starts_with("9,email,"),
+        "file row 9 (header is row 1): {errors}"
+    );
+    assert!(lines[1].ends_with(",p7,Bad Email,nope,1"), "{errors}");
+    assert!(lines[2].starts_with("20,external_id,"), "{errors}");
+    assert_eq!(lines.len(), 3);
+
+    // Resuming part-way sends only the rest.
+    let out = run(
+        &[
+            "import",
+            "people.csv",
+            "--agent",
+            "default",
+            "--skip-rows",
+            "20",
+        ],
+        dir.path(),
+        &server,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("imported 5 rows: 0 created, 5 updated"),
+        "{err}"
+    );
+
+    let out = run(
+        &[
+            "export",
+            "--agent",
+            "default",
+            "--format",
+            "ndjson",
+            "--output",
+            "out.ndjson",
+            "--query",
+            "sort=-external_id",
+        ],
+        dir.path(),
+        &server,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exported = std::fs::read_to_string(dir.path().join("out.ndjson")).unwrap();
+    assert_eq!(exported.lines().count(), 23);
+    let first: Value = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    assert_eq!(first["external_id"], "p9", "the query's order");
+    assert_eq!(first["custom_attributes"]["ltv"], 9);
+
+    // The export imports back into another agent through the CLI too.
+    let out = run(&["export", "--agent", "default"], dir.path(), &server);
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("back.csv"), &out.stdout).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = rt.block_on(http(
+        &proc.addr,
+        Method::POST,
+        "/api/v1/chatbots",
+        ADMIN_KEY,
+        Some(json!({"id": "copy", "name": "Copy"})),
+    ));
+    assert_eq!(status, StatusCode::OK);
+    let out = run(
+        &["import", "back.csv", "--agent", "copy"],
+        dir.path(),
+        &server,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (_, page) = rt.block_on(http(
+        &proc.addr,
+        Method::GET,
+        "/api/v1/chatbots/copy/contacts",
+        ADMIN_KEY,
+        None,
+    ));
+    assert_eq!(page["total"], 23);
+
+    // Errors: wrong key, nothing listening, unknown format.
+    let out = run(
+        &[
+            "import",
+            "people.csv",
+            "--agent",
+            "default",
+            "--key",
+            "oc_live_wrongwrongwrongwrongwrongwrong",
+        ],
+        dir.path(),
+        &[("CONTACTD_URL", url.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    let out = run(
+        &[
+            "import",
+            "people.csv",
+            "--agent",
+            "default",
+            "--url",
+            "http://127.0.0.1:9",
+        ],
+        dir.path(),
+        &server,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot connect"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        &["import", "people.txt", "--agent", "default"],
+        dir.path(),
+        &server,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_200_mb_import_stays_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = Proc::start(dir.path(), Some(ADMIN_KEY));
+    // 20,000 rows of 10 KB (four 2500-character cells; a text value may have 4096),
+    // keyed by 1000 contacts that exist, so with on_duplicate=skip the server parses
+    // and checks every row but writes nothing.
+    let mut seed = String::from("external_id,name\n");
+    for i in 0..1000 {
+        seed.push_str(&format!("k{i},K {i}\n"));
+    }
+    let note = "x".repeat(2500);
+    let mut body = String::with_capacity(205_000_000);
+    body.push_str("external_id,n1,n2,n3,n4\n");
+    for i in 0..20_000 {
+        body.push_str(&format!("k{},{note},{note},{note},{note}\n", i % 1000));
+    }
+    assert!(body.len() > 200_000_000);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut reports = Vec::new();
+    for (query, bytes) in [
+        ("", seed.into_bytes()),
+        ("?on_duplicate=skip", body.into_bytes()),
+    ] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!(
+                "http://{}/api/v1/chatbots/default/contacts/import{query}",
+                proc.addr
+            ))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
+            .header("content-type", "text/csv")
+            .body(Full::new(Bytes::from(bytes)))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        reports.push(serde_json::from_slice::<Value>(&bytes).unwrap());
+    }
+    assert_eq!(reports[0]["data"]["created"], 1000, "{}", reports[0]);
+    assert_eq!(
+        reports[1]["data"]["skipped"], 20_000,
+        "{}",
+        reports[1]["data"]["errors"][0]
+    );
+    let peak = peak_rss_bytes(proc.child.id());
+    assert!(
+        peak < 150 * 1024 * 1024,
+        "the server's peak RSS was {} MiB for a 200 MB upload",
+        peak / (1024 * 1024)
+    );
+}

@@ -157,6 +157,44 @@ impl TestServer {
         }
     }
 
+    /// A request with the admin key and the given headers; the answer's raw body.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes)
+    }
+
+    /// POSTs a file to `path` (an import endpoint) with this content type; the reply.
+    pub async fn import(&self, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+        self.raw(
+            Method::POST,
+            path,
+            Some(ADMIN_KEY),
+            Some(content_type),
+            Some(body.into()),
+        )
+        .await
+    }
+
     /// POSTs raw bytes as `application/json` to agent `default`'s contacts.
     pub async fn post_contacts_bytes(&self, body: Vec<u8>) -> Reply {
         self.raw(

@@ -66,9 +66,10 @@ async fn reserved_segments_reach_contacts_through_their_contact_id() {
         .upsert(json!([{"external_id": "import", "name": "i"}]))
         .await[0]
         .clone();
+    // The path is the import endpoint, which only takes POST.
     assert_eq!(
         s.get(&contact_path("import")).await.status,
-        StatusCode::NOT_FOUND
+        StatusCode::METHOD_NOT_ALLOWED
     );
     let r = s.get(&contact_path(c["id"].as_str().unwrap())).await;
     assert_eq!(r.body["data"]["external_id"], "import");

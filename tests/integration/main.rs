@@ -9,6 +9,7 @@ mod agents;
 mod attributes;
 mod auth;
 mod binary;
+mod bulk;
 mod common;
 mod compat;
 mod contacts;

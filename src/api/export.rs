@@ -1,0 +1,75 @@
+//! `GET /api/v1/chatbots/{chatbotId}/contacts/export?format=csv|json|ndjson`: every
+//! contact (or those the list's `q`/`filter[...]`/`sort` select) streamed from one read
+//! snapshot, in the format import reads back.
+
+use bytes::Bytes;
+use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
+use tokio::sync::mpsc;
+
+use super::contacts::{first, parse_query};
+use super::{App, Ctx};
+use crate::bulk::ExportWriter;
+use crate::domain::bulk::Format;
+use crate::domain::Issues;
+use crate::http::{self, ApiError, Response};
+
+/// Contacts per chunk read from the snapshot and sent.
+const CHUNK: usize = 1000;
+
+pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiError> {
+    app.agent_in_scope(&ctx.key, &agent).await?;
+    let name = first(&ctx.query, "format").unwrap_or("csv");
+    let format = Format::from_name(name).ok_or_else(|| {
+        let mut issues = Issues::new();
+        issues.push("format", "must be csv, json or ndjson");
+        ApiError::invalid_params(issues)
+    })?;
+    let params: Vec<(String, String)> = ctx
+        .query
+        .iter()
+        .filter(|(k, _)| k != "format")
+        .cloned()
+        .collect();
+    let query = parse_query(app, &agent, &params).await?;
+    let owned = agent.clone();
+    let defs = app.read(move |s| s.attributes(&owned)).await?;
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let store = app.store();
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ExportWriter::new(format, defs);
+        if tx.blocking_send(Ok(Bytes::from(writer.start()))).is_err() {
+            return;
+        }
+        let mut open = true;
+        let result = store.export_contacts(&agent, &query, CHUNK, &mut |contacts| {
+            open = tx
+                .blocking_send(Ok(Bytes::from(writer.rows(&contacts))))
+                .is_ok();
+            open
+        });
+        match result {
+            Ok(()) if open => {
+                let _ = tx.blocking_send(Ok(Bytes::from(writer.end())));
+            }
+            Ok(()) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "export failed part-way");
+                let _ = tx.blocking_send(Err(std::io::Error::other(err.to_string())));
+            }
+        }
+    });
+    let mut response = hyper::Response::new(http::channel(rx));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"contacts.{}\"",
+        format.name()
+    )) {
+        headers.insert(CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}

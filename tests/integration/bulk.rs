@@ -1,0 +1,493 @@
+//! Bulk import and export over HTTP: formats, row reports, file-level errors, gzip,
+//! limits, and round trips.
+
+use std::io::Write;
+
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::{contact_path, Reply, TestServer, CONTACTS};
+
+const IMPORT: &str = "/api/v1/chatbots/default/contacts/import";
+const EXPORT: &str = "/api/v1/chatbots/default/contacts/export";
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn data(r: &Reply) -> &Value {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    &r.body["data"]
+}
+
+async fn total(s: &TestServer, agent_contacts: &str) -> u64 {
+    s.get(agent_contacts).await.body["total"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn csv_import_writes_good_rows_and_reports_each_bad_one() {
+    let s = TestServer::start().await;
+    s.upsert(json!([{"external_id": "holder", "email": "taken@x.co"}]))
+        .await;
+    let csv = "\u{feff}external_id,name,email,phonenumber,stripe_accounts,ltv:number,vip:boolean,plan\r\n\
+        u1,\"Rivera, Sam\",sam@x.co,+1 555 123 4567,\"[{\"\"label\"\":\"\"main\"\",\"\"stripe_id\"\":\"\"cus_1\"\"}]\",540,TRUE,pro\r\n\
+        u2,\"Zoë \"\"Z\"\"\r\nSecond line\",,,,12.5,false,\r\n\
+        ,No Id,,,,,,\r\n\
+        u3,Bad Email,not-an-email,,,,,\r\n\
+        u4,Bad Number,,,,lots,,\r\n\
+        u5,Conflict,TAKEN@x.co,,,,,\r\n";
+    let r = s.import(IMPORT, "text/csv", csv).await;
+    let d = data(&r);
+    assert_eq!(
+        (
+            d["rows"].clone(),
+            d["created"].clone(),
+            d["updated"].clone(),
+            d["failed"].clone()
+        ),
+        (json!(6), json!(2), json!(0), json!(4)),
+        "{d}"
+    );
+    let errors = d["errors"].as_array().unwrap();
+    let rows: Vec<u64> = errors.iter().map(|e| e["row"].as_u64().unwrap()).collect();
+    // The header is row 1; u2's cell spans two lines but is one spreadsheet row.
+    assert_eq!(rows, [4, 5, 6, 7], "{d}");
+    assert_eq!(errors[0]["field"], "external_id");
+    assert_eq!(errors[0]["external_id"], Value::Null);
+    assert_eq!(errors[1]["field"], "email");
+    assert_eq!(errors[1]["external_id"], "u3");
+    assert_eq!(errors[2]["field"], "ltv", "CSV errors name the column");
+    assert_eq!(errors[3]["field"], "email");
+    assert!(
+        errors[3]["message"].as_str().unwrap().contains("'holder'"),
+        "a conflict names the contact holding the email: {}",
+        errors[3]
+    );
+
+    let u1 = s.get(&contact_path("u1")).await.body["data"].clone();
+    assert_eq!(u1["name"], "Rivera, Sam");
+    assert_eq!(u1["stripe_accounts"][0]["stripe_id"], "cus_1");
+    assert_eq!(
+        u1["custom_attributes"],
+        json!({"ltv": 540, "vip": true, "plan": "pro"})
+    );
+    let u2 = s.get(&contact_path("u2")).await.body["data"].clone();
+    assert_eq!(u2["name"], "Zoë \"Z\"\r\nSecond line");
+    assert_eq!(u2["email"], Value::Null, "an empty cell is not set");
+    let attrs = s
+        .get("/api/v1/chatbots/default/custom-attributes")
+        .await
+        .body["data"]
+        .clone();
+    let kind = |name: &str| {
+        attrs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["type"].clone())
+    };
+    assert_eq!(kind("ltv"), Some(json!("number")), "typed header");
+    assert_eq!(kind("vip"), Some(json!("boolean")));
+    assert_eq!(kind("plan"), Some(json!("text")));
+
+    // Running the same file again creates nothing: every row is keyed by external_id.
+    let again = s.import(IMPORT, "text/csv", csv).await;
+    assert_eq!(data(&again)["created"], 0);
+    assert_eq!(data(&again)["updated"], 2);
+    assert_eq!(total(&s, CONTACTS).await, 3);
+}
+
+#[tokio::test]
+async fn on_duplicate_applies_to_imports() {
+    let s = TestServer::start().await;
+    s.upsert(json!([{"external_id": "a", "name": "Old"}])).await;
+    let csv = "external_id,name\na,New\nb,B\n";
+    let r = s
+        .import(&format!("{IMPORT}?on_duplicate=skip"), "text/csv", csv)
+        .await;
+    assert_eq!(data(&r)["skipped"], 1);
+    assert_eq!(s.get(&contact_path("a")).await.body["data"]["name"], "Old");
+    let r = s
+        .import(&format!("{IMPORT}?on_duplicate=error"), "text/csv", csv)
+        .await;
+    let d = data(&r);
+    assert_eq!(
+        (d["failed"].clone(), d["errors"][0]["row"].clone()),
+        (json!(2), json!(2))
+    );
+    let r = s
+        .import(&format!("{IMPORT}?on_duplicate=maybe"), "text/csv", csv)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn json_and_ndjson_imports_number_rows_by_position_and_line() {
+    let s = TestServer::start().await;
+    let body = json!([
+        {"external_id": "j1", "name": "One", "custom_attributes": {"seen": "2024-05-01T10:00:00Z"}},
+        "not an object",
+        {"name": "no id"},
+        {"external_id": "j2", "custom_attributes": {"seen": "2024-06-01T00:00:00.250Z"}},
+    ]);
+    let r = s.import(IMPORT, "application/json", body.to_string()).await;
+    let d = data(&r);
+    assert_eq!(
+        (d["created"].clone(), d["failed"].clone()),
+        (json!(2), json!(2)),
+        "{d}"
+    );
+    let rows: Vec<_> = d["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["row"].clone())
+        .collect();
+    assert_eq!(rows, [json!(2), json!(3)]);
+    let seen = s
+        .get("/api/v1/chatbots/default/custom-attributes/seen")
+        .await;
+    assert_eq!(
+        seen.body["data"]["type"], "date",
+        "written dates import as dates"
+    );
+
+    let ndjson = "{\"external_id\":\"n1\"}\n\n{oops\n{\"external_id\":\"n2\",\"email\":\"bad\"}\n";
+    let r = s.import(IMPORT, "application/x-ndjson", ndjson).await;
+    let d = data(&r);
+    assert_eq!(
+        (d["created"].clone(), d["failed"].clone()),
+        (json!(1), json!(2)),
+        "{d}"
+    );
+    let errors = d["errors"].as_array().unwrap();
+    assert_eq!(
+        (errors[0]["row"].clone(), errors[1]["row"].clone()),
+        (json!(3), json!(4))
+    );
+    assert_eq!(errors[0]["field"], Value::Null);
+    assert_eq!(errors[1]["field"], "email");
+}
+
+#[tokio::test]
+async fn malformed_files_are_refused_before_anything_is_written() {
+    let s = TestServer::start().await;
+    let cases: [(&str, Vec<u8>, StatusCode); 7] = [
+        (
+            "text/csv",
+            b"name,email\nSam,s@x.co\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("text/csv", b"".to_vec(), StatusCode::BAD_REQUEST),
+        (
+            "text/csv",
+            b"\xff\xfee\0x\0t\0".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "text/csv",
+            b"external_id,name\nok,Fine\nbad,\xff\xfe\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            br#"{"external_id":"x"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            br#"[{"external_id":"x"}, {"external_id":"y"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "text/plain",
+            b"external_id\nx\n".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ];
+    for (content_type, body, status) in cases {
+        let r = s.import(IMPORT, content_type, body.clone()).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{content_type} {:?}: {}",
+            String::from_utf8_lossy(&body),
+            r.body
+        );
+        assert!(!r.message().is_empty());
+    }
+    let r = s.import(IMPORT, "text/csv", b"name\nx\n".to_vec()).await;
+    assert_eq!(r.issue_fields(), ["file"]);
+    assert!(r.body["issues"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("external_id"));
+    assert_eq!(total(&s, CONTACTS).await, 0, "nothing was written");
+
+    let (status, _, _) = s
+        .send_bytes(
+            Method::POST,
+            IMPORT,
+            &[("content-type", "text/csv"), ("content-encoding", "br")],
+            b"external_id\nx\n".to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, _, _) = s
+        .send_bytes(
+            Method::POST,
+            IMPORT,
+            &[("content-type", "text/csv"), ("content-encoding", "gzip")],
+            b"this is not gzip".to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let r = s
+        .import(
+            "/api/v1/chatbots/nobody/contacts/import",
+            "text/csv",
+            "external_id\nx\n",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn gzip_uploads_are_read() {
+    let s = TestServer::start().await;
+    let mut csv = String::from("external_id,name\n");
+    for i in 0..2500 {
+        csv.push_str(&format!("g{i},Name {i}\n"));
+    }
+    let (status, _, body) = s
+        .send_bytes(
+            Method::POST,
+            IMPORT,
+            &[("content-type", "text/csv"), ("content-encoding", "gzip")],
+            gzip(csv.as_bytes()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        report["data"]["created"], 2500,
+        "three chunks of at most 1000"
+    );
+    assert_eq!(total(&s, CONTACTS).await, 2500);
+}
+
+#[tokio::test]
+async fn import_limits_are_separate_from_the_json_body_limit() {
+    let s = TestServer::start_with(|c| {
+        c.max_body_bytes = 100;
+        c.import_max_bytes = 10_000;
+    })
+    .await;
+    let mut csv = String::from("external_id,name\n");
+    for i in 0..200 {
+        csv.push_str(&format!("r{i},Someone\n"));
+    }
+    assert!(csv.len() > 100 && csv.len() < 10_000);
+    let r = s.import(IMPORT, "text/csv", csv.clone()).await;
+    assert_eq!(
+        data(&r)["created"],
+        200,
+        "larger than max_body_bytes is fine"
+    );
+    let big = csv.repeat(10);
+    let r = s.import(IMPORT, "text/csv", big.clone()).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.message().contains("import.max_bytes"));
+    // Small when compressed, too large once decompressed.
+    let (status, _, _) = s
+        .send_bytes(
+            Method::POST,
+            IMPORT,
+            &[("content-type", "text/csv"), ("content-encoding", "gzip")],
+            gzip(big.as_bytes()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn failures_beyond_1000_are_counted_but_not_listed() {
+    let s = TestServer::start().await;
+    let mut csv = String::from("external_id,email\n");
+    for i in 0..1200 {
+        csv.push_str(&format!("f{i},not-an-email\n"));
+    }
+    let r = s.import(IMPORT, "text/csv", csv).await;
+    let d = data(&r);
+    assert_eq!(d["failed"], 1200);
+    assert_eq!(d["errors"].as_array().unwrap().len(), 1000);
+}
+
+/// Contacts without the fields an import cannot reproduce (id, timestamps).
+fn comparable(contacts: &Value) -> Vec<Value> {
+    let mut out: Vec<Value> = contacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            let obj = c.as_object_mut().unwrap();
+            for key in ["id", "created_at", "updated_at"] {
+                obj.remove(key);
+            }
+            c
+        })
+        .collect();
+    out.sort_by_key(|c| c["external_id"].as_str().unwrap().to_owned());
+    out
+}
+
+fn attribute_types(defs: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<_> = defs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_owned(),
+                d["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn export_then_import_reproduces_contacts_attributes_and_types() {
+    let s = TestServer::start().await;
+    for (name, kind) in [
+        ("ltv", "number"),
+        ("vip", "boolean"),
+        ("since", "date"),
+        ("note", "text"),
+    ] {
+        let r = s
+            .post(
+                "/api/v1/chatbots/default/custom-attributes",
+                json!({"name": name, "type": kind}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    s.upsert(json!([
+        {"external_id": "a", "name": "Zoë \"Z\", Jr", "email": "zoe@x.co", "phonenumber": "+44 20 7946 0958",
+         "stripe_accounts": [{"label": "main", "stripe_id": "cus_1"}],
+         "custom_attributes": {"ltv": 540.5, "vip": true, "since": "2024-05-01T10:00:00Z", "note": "line one\nline two, \"quoted\""}},
+        {"external_id": "b,with comma", "name": "日本語の名前",
+         "custom_attributes": {"ltv": 3, "vip": false}},
+        {"external_id": "c"},
+    ]))
+    .await;
+    let original = comparable(&s.get(CONTACTS).await.body["data"]);
+    let original_types = attribute_types(
+        &s.get("/api/v1/chatbots/default/custom-attributes")
+            .await
+            .body["data"],
+    );
+
+    for format in ["csv", "json", "ndjson"] {
+        let (status, headers, body) = s
+            .send_bytes(
+                Method::GET,
+                &format!("{EXPORT}?format={format}"),
+                &[],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{format}");
+        let content_type = headers["content-type"].to_str().unwrap().to_owned();
+        let agent = format!("copy_{format}");
+        s.agent_with_key(&agent).await;
+        let r = s
+            .import(
+                &format!("/api/v1/chatbots/{agent}/contacts/import"),
+                &content_type,
+                body.to_vec(),
+            )
+            .await;
+        assert_eq!(data(&r)["created"], 3, "{format}: {}", r.body);
+        let copy = comparable(
+            &s.get(&format!("/api/v1/chatbots/{agent}/contacts"))
+                .await
+                .body["data"],
+        );
+        assert_eq!(copy, original, "{format}");
+        let types = attribute_types(
+            &s.get(&format!("/api/v1/chatbots/{agent}/custom-attributes"))
+                .await
+                .body["data"],
+        );
+        assert_eq!(types, original_types, "{format}");
+    }
+}
+
+#[tokio::test]
+async fn export_takes_the_list_query_and_checks_its_format() {
+    let s = TestServer::start().await;
+    s.upsert(json!([
+        {"external_id": "a", "name": "Ada Lovelace"},
+        {"external_id": "b", "name": "Grace Hopper"},
+        {"external_id": "c", "name": "Ada Byron"},
+    ]))
+    .await;
+    let (status, _, body) = s
+        .send_bytes(
+            Method::GET,
+            &format!("{EXPORT}?format=ndjson&q=ada&sort=-name"),
+            &[],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<String> = String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["external_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["a", "c"]);
+    let (status, _, body) = s
+        .send_bytes(
+            Method::GET,
+            &format!("{EXPORT}?format=xml"),
+            &[],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["issues"][0]["field"], "format");
+    let (status, _, _) = s
+        .send_bytes(
+            Method::GET,
+            &format!("{EXPORT}?sort=shoe_size"),
+            &[],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, headers, body) = s.send_bytes(Method::GET, EXPORT, &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    assert_eq!(
+        String::from_utf8(body.to_vec()).unwrap().lines().count(),
+        4,
+        "header and three rows"
+    );
+}
