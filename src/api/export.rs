@@ -30,7 +30,12 @@ pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Response, Api
         .filter(|(k, _)| k != "format")
         .cloned()
         .collect();
-    let query = parse_query(app, &agent, &params).await?;
+    // Without list parameters: everything, in the order that is cheapest to read.
+    let query = if params.is_empty() {
+        None
+    } else {
+        Some(parse_query(app, &agent, &params).await?)
+    };
     let owned = agent.clone();
     let defs = app.read(move |s| s.attributes(&owned)).await?;
 
@@ -42,7 +47,7 @@ pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Response, Api
             return;
         }
         let mut open = true;
-        let result = store.export_contacts(&agent, &query, CHUNK, &mut |contacts| {
+        let result = store.export_contacts(&agent, query.as_ref(), CHUNK, &mut |contacts| {
             open = tx
                 .blocking_send(Ok(Bytes::from(writer.rows(&contacts))))
                 .is_ok();

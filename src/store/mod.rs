@@ -146,12 +146,13 @@ pub trait Store: Send + Sync + 'static {
         on_duplicate: OnDuplicate,
         policy: UnknownPolicy,
     ) -> StoreFuture<ImportOutcome>;
-    /// Every contact `query` selects, in its order, from one read snapshot: handed to
-    /// `sink` `chunk` at a time until it returns false.
+    /// Every contact `query` selects, in its order (without a query: all of them, in
+    /// external id order, the cheapest walk), from one read snapshot: handed to `sink`
+    /// `chunk` at a time until it returns false.
     fn export_contacts(
         &self,
         agent: &str,
-        query: &Query,
+        query: Option<&Query>,
         chunk: usize,
         sink: &mut dyn FnMut(Vec<Contact>) -> bool,
     ) -> Result<(), StoreError>;

@@ -7,7 +7,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::check::{self, CheckReport};
 use super::codec::{
-    decode_agent, decode_attribute, decode_key, encode_agent, encode_attribute, encode_key,
+    decode_agent, decode_attribute, decode_contact, decode_key, encode_agent, encode_attribute,
+    encode_key,
 };
 use super::contacts::{self, find_contact};
 use super::index;
@@ -94,6 +95,35 @@ impl Drop for RedbStore {
 }
 
 /// Creates every table and checks or records the schema version.
+/// Every contact of the agent in the primary key's order (external id): one sequential
+/// walk, no index lookups.
+fn export_all(
+    txn: &redb::ReadTransaction,
+    agent: &str,
+    chunk: usize,
+    sink: &mut dyn FnMut(Vec<Contact>) -> bool,
+) -> Result<(), StoreError> {
+    if txn.open_table(AGENTS)?.get(agent)?.is_none() {
+        return Err(StoreError::AgentNotFound);
+    }
+    let contacts = txn.open_table(CONTACTS)?;
+    let mut batch = Vec::with_capacity(chunk);
+    for row in contacts.range((agent, "")..)? {
+        let (key, value) = row?;
+        if key.value().0 != agent {
+            break;
+        }
+        batch.push(decode_contact(value.value())?);
+        if batch.len() == chunk && !sink(std::mem::replace(&mut batch, Vec::with_capacity(chunk))) {
+            return Ok(());
+        }
+    }
+    if !batch.is_empty() {
+        sink(batch);
+    }
+    Ok(())
+}
+
 fn prepare(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     {
@@ -324,11 +354,14 @@ impl Store for RedbStore {
     fn export_contacts(
         &self,
         agent: &str,
-        query: &Query,
+        query: Option<&Query>,
         chunk: usize,
         sink: &mut dyn FnMut(Vec<Contact>) -> bool,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
+        let Some(query) = query else {
+            return export_all(&txn, agent, chunk, sink);
+        };
         let mut start = Start::Offset(0);
         loop {
             let page = query::run(&txn, agent, query, &start, chunk, self.limits)?;
