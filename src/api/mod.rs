@@ -6,6 +6,7 @@ mod agents;
 mod cache;
 mod contacts;
 mod custom_attributes;
+mod dashboard;
 mod export;
 mod health;
 mod import;
@@ -106,8 +107,11 @@ impl App {
                 .join(", ");
             return Err(ApiError::MethodNotAllowed(allow));
         }
-        if route == Route::Health {
-            return Ok(health::get());
+        match &route {
+            Route::Health => return Ok(health::get()),
+            Route::Dashboard => return Ok(dashboard::index(&parts.headers)),
+            Route::Asset(name) => return dashboard::asset(&parts.headers, name, parts.uri.query()),
+            _ => {}
         }
         let key = self.authenticate(&parts.headers).await?;
         let method = parts.method;

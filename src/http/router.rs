@@ -8,6 +8,10 @@ use percent_encoding::percent_decode_str;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
+    /// The dashboard page.
+    Dashboard,
+    /// A dashboard file under `/assets/`.
+    Asset(String),
     Agents,
     Agent(String),
     Contacts(String),
@@ -24,7 +28,7 @@ impl Route {
     /// The methods this route answers, as listed in the `Allow` header of a 405.
     pub fn allowed(&self) -> &'static [Method] {
         match self {
-            Self::Health => &[Method::GET],
+            Self::Health | Self::Dashboard | Self::Asset(_) => &[Method::GET],
             Self::Agents | Self::Contacts(_) | Self::Keys => &[Method::GET, Method::POST],
             Self::Agent(_) => &[Method::GET, Method::DELETE],
             Self::Import(_) => &[Method::POST],
@@ -52,6 +56,8 @@ pub fn route(path: &str) -> Option<Route> {
     let param = |v: &str| (!v.is_empty()).then(|| v.to_owned());
     Some(match s.as_slice() {
         ["healthz"] => Route::Health,
+        [""] => Route::Dashboard,
+        ["assets", name] => Route::Asset(param(name)?),
         ["api", "v1", "chatbots"] => Route::Agents,
         ["api", "v1", "chatbots", id] => Route::Agent(param(id)?),
         ["api", "v1", "chatbots", id, "contacts"] => Route::Contacts(param(id)?),

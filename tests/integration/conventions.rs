@@ -18,10 +18,10 @@ async fn healthz_needs_no_key() {
 async fn unknown_route_is_404_resource_not_found() {
     let s = TestServer::start().await;
     for path in [
-        "/",
         "/api/v2/chatbots",
         "/api/v1/chatbots/default/contacts/a/b",
         "/nope",
+        "/assets/nope.js",
     ] {
         let r = s.get(path).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
@@ -220,4 +220,65 @@ async fn idle_keep_alive_connection_closes_after_the_header_read_timeout() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     assert!(idle_since.elapsed() >= std::time::Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_without_a_key_with_csp_types_and_caching() {
+    let s = TestServer::start().await;
+    let r = s.raw(Method::GET, "/", None, None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "no key needed");
+    let (status, headers, body) = s.send_bytes(Method::GET, "/", &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["cache-control"], "no-cache");
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    let script = page
+        .split('"')
+        .find(|part| part.starts_with("/assets/app.js?v="))
+        .expect("the page loads its script by version")
+        .to_owned();
+    assert!(!page.contains("<script>"), "no inline script");
+
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, _) = s
+        .send_bytes(Method::GET, "/", &[("if-none-match", &etag)], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+    let (status, headers, body) = s.send_bytes(Method::GET, &script, &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(!body.is_empty());
+    let (_, headers, _) = s
+        .send_bytes(Method::GET, "/assets/app.js", &[], Vec::new())
+        .await;
+    assert_eq!(
+        headers["cache-control"], "no-cache",
+        "an unversioned URL is revalidated"
+    );
+    let (_, headers, _) = s
+        .send_bytes(Method::GET, "/assets/style.css", &[], Vec::new())
+        .await;
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    let (status, _, _) = s.send_bytes(Method::POST, "/", &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }

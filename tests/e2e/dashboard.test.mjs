@@ -1,0 +1,286 @@
+// End-to-end test of the dashboard in a real headless Chromium, against a real
+// contactd started on port 0 with a temporary data dir. Screenshots of the main screens
+// go to $E2E_OUT (default target/e2e).
+//
+//   node tests/e2e/dashboard.test.mjs      (after `cargo build`; .ci/run does both)
+//
+// Environment: CONTACTD_BIN (default target/debug/contactd), CHROMIUM (default
+// /usr/bin/chromium), E2E_OUT.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.CONTACTD_BIN || path.join(ROOT, "target/debug/contactd");
+const OUT = process.env.E2E_OUT || path.join(ROOT, "target/e2e");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const KEY = "oc_live_E2eAdminKey0123456789abcdefghijkl";
+const FLAGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+  "--disable-dev-shm-usage",
+];
+
+function startServer() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "contactd-e2e-"));
+  const child = spawn(BIN, ["--listen", "127.0.0.1:0", "--data-dir", dir], {
+    env: { ...process.env, CONTACTD_ADMIN_KEY: KEY, CONTACTD_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    let buffered = "";
+    const timer = setTimeout(() => reject(new Error("contactd printed no `listening on` line")), 30_000);
+    child.stdout.on("data", (chunk) => {
+      buffered += chunk;
+      const match = buffered.match(/listening on (\S+)/);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, dir, base: `http://${match[1]}` });
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`contactd exited with ${code}`)));
+  });
+}
+
+async function call(base, method, pathname, body) {
+  const response = await fetch(base + pathname, {
+    method,
+    headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await response.json();
+  assert.equal(response.status, 200, `${method} ${pathname}: ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function seed(base) {
+  const agent = "/api/v1/chatbots/default";
+  for (const [name, type] of [["plan", "text"], ["ltv", "number"], ["vip", "boolean"], ["since", "date"]]) {
+    await call(base, "POST", `${agent}/custom-attributes`, { name, type });
+  }
+  const first = ["Grace", "Alan", "Barbara", "Edsger", "Frances", "Ken"];
+  const last = ["Hopper", "Turing", "Liskov", "Dijkstra", "Allen", "Thompson"];
+  const users = [];
+  for (let i = 0; i < 30; i++) {
+    users.push({
+      external_id: `seed-${String(i).padStart(2, "0")}`,
+      name: `${first[i % 6]} ${last[(i * 5) % 6]}`,
+      email: `person${i}@example.com`,
+      phonenumber: `+1 555 010 ${String(1000 + i)}`,
+      custom_attributes: { plan: i % 3 ? "pro" : "free", ltv: i * 10, vip: i % 4 === 0, since: "2024-05-01" },
+    });
+  }
+  await call(base, "POST", `${agent}/contacts`, { users });
+}
+
+const shots = [];
+async function shot(page, name) {
+  const file = path.join(OUT, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  shots.push(file);
+}
+
+async function rowTexts(page, column) {
+  return page.$$eval(`#contacts-body tr`, (rows, col) => rows.map((r) => r.cells[col]?.textContent ?? ""), column);
+}
+
+async function run() {
+  fs.mkdirSync(OUT, { recursive: true });
+  const server = await startServer();
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+  const problems = [];
+  let page = null;
+  try {
+    await seed(server.base);
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, acceptDownloads: true });
+    page = await context.newPage();
+    page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
+    page.on("console", (msg) => {
+      if (msg.type() === "error" && !/Failed to load resource/.test(msg.text())) problems.push(`console: ${msg.text()}`);
+    });
+
+    // The page is served with a strict CSP and correct types.
+    const response = await page.goto(server.base + "/");
+    assert.match(response.headers()["content-security-policy"], /default-src 'none'/);
+    assert.match(response.headers()["content-type"], /^text\/html/);
+
+    // Sign in: a wrong key says so; the right one opens the contacts table.
+    await page.fill("#signin-key", "oc_live_not_a_real_key_at_all_000000");
+    await page.press("#signin-key", "Enter");
+    await page.waitForSelector("#signin-error:has-text('not accepted')");
+    await shot(page, "sign-in-error");
+    await page.fill("#signin-key", KEY);
+    await page.click("#signin-form button[type=submit]");
+    await page.waitForSelector("#contacts-body tr");
+    assert.equal((await rowTexts(page, 0)).length, 25, "25 rows per page by default");
+    assert.match(await page.textContent("#total"), /30 contacts/);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("contactd.key")), KEY);
+    assert.ok(!page.url().includes(KEY), "the key is never in the URL");
+    await shot(page, "contacts");
+
+    // Paging with cursors.
+    await page.click("#next");
+    await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 5);
+    await page.click("#prev");
+    await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 25);
+    await page.selectOption("#per-page", "10");
+    await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 10);
+
+    // Create a contact with typed attribute inputs.
+    await page.click("#add");
+    await page.fill("#f-external_id", "e2e-ada");
+    await page.fill("#f-name", "Ada Lovelace");
+    await page.fill("#f-email", "ada@e2e.test");
+    await page.fill("#attr-ltv", "540");
+    await page.check("#attr-vip");
+    await page.fill("#attr-since", "2024-06-01");
+    await page.click("#stripe-add");
+    await page.fill(".stripe-row input[data-key=label]", "main");
+    await page.fill(".stripe-row input[data-key=stripe_id]", "cus_123");
+    await page.click("#contact-save");
+    await page.waitForSelector("#status:has-text('Contact added')");
+
+    // Search (debounced, with q).
+    await page.fill("#search", "lovel");
+    await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 1);
+    assert.deepEqual(await rowTexts(page, 1), ["Ada Lovelace"]);
+    await page.fill("#search", "zzzz-nobody");
+    await page.waitForSelector("#contacts-empty:has-text('No contact matches')");
+    await page.fill("#search", "");
+    await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 10);
+
+    // Sort by clicking a column header, both ways.
+    await page.click("th:has-text('Name') button");
+    await page.waitForSelector("th[aria-sort=ascending]:has-text('Name')");
+    const ascending = await rowTexts(page, 1);
+    assert.equal(ascending[0], "Ada Lovelace");
+    await page.click("th:has-text('Name') button");
+    await page.waitForSelector("th[aria-sort=descending]:has-text('Name')");
+    const descending = await rowTexts(page, 1);
+    assert.ok(descending[0] > descending[descending.length - 1], `descending: ${descending}`);
+    await shot(page, "sorted");
+
+    // Edit with a validation error shown next to its field, then fix it.
+    await page.fill("#search", "ada lovelace");
+    await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 1);
+    await page.focus("#contacts-body tr button.row-open");
+    await page.keyboard.press("Enter"); // keyboard-usable
+    await page.waitForSelector("#contact-dialog[open]");
+    assert.equal(await page.inputValue("#attr-ltv"), "540");
+    assert.equal(await page.isChecked("#attr-vip"), true);
+    await page.fill("#f-email", "not-an-email");
+    await page.click("#contact-save");
+    await page.waitForSelector('.field-error[data-for="email"]:not(:empty)');
+    assert.equal(await page.getAttribute("#f-email", "aria-invalid"), "true");
+    await shot(page, "edit-validation-error");
+    await page.fill("#f-email", "ada@lovelace.test");
+    await page.fill("#attr-ltv", "600");
+    await page.click("#contact-save");
+    await page.waitForSelector("#status:has-text('Contact saved')");
+    const saved = await call(server.base, "GET", "/api/v1/chatbots/default/contacts/e2e-ada");
+    assert.equal(saved.data.email, "ada@lovelace.test");
+    assert.equal(saved.data.custom_attributes.ltv, 600);
+    assert.equal(saved.data.stripe_accounts[0].stripe_id, "cus_123");
+
+    // Import a file with one bad row: preview, mapping, report, failed rows as CSV.
+    await page.fill("#search", "");
+    await page.click("#import-open");
+    await page.setInputFiles("#import-file", {
+      name: "people.csv",
+      mimeType: "text/csv",
+      buffer: Buffer.from("external_id,name,email,tier\nimp-1,Imported One,one@imp.test,gold\nimp-2,\"Two, Imported\",two@imp.test,silver\nimp-3,Bad Row,not-an-email,bronze\n"),
+    });
+    await page.waitForSelector("#import-mapping li.new:has-text('new attribute tier')");
+    assert.equal((await page.$$("#import-rows tbody tr")).length, 3);
+    await page.click("#import-run");
+    await page.waitForSelector("#import-report:has-text('3 rows: 2 created, 0 updated, 0 skipped, 1 failed')");
+    await page.waitForSelector("#import-report li:has-text('Row 4')");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#import-errors")]);
+    const failed = fs.readFileSync(await download.path(), "utf8");
+    assert.match(failed, /^row,external_id,field,message\r\n4,imp-3,email,/);
+    await shot(page, "import-report");
+    await page.click("#import-close");
+
+    // Export the current view as CSV.
+    await page.fill("#search", "imported");
+    await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 2);
+    const [exported] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
+    const csv = fs.readFileSync(await exported.path(), "utf8");
+    assert.equal(csv.trim().split(/\r?\n/).length, 3, `header and two rows: ${csv}`);
+
+    // Attributes: define one, archive one; archived attributes leave the column chooser.
+    await page.click("#tab-attributes");
+    await page.waitForSelector("#attributes-body tr:has-text('plan')");
+    await page.fill("#attr-name", "has space");
+    await page.click("#attribute-form button[type=submit]");
+    await page.waitForSelector('#attribute-form .field-error[data-for="name"]:not(:empty)');
+    await page.fill("#attr-name", "score");
+    await page.selectOption("#attr-type", "number");
+    await page.fill("#attr-label", "Score");
+    await page.click("#attribute-form button[type=submit]");
+    await page.waitForSelector("#attributes-body tr:has-text('score')");
+    await page.click("button[aria-label='Archive plan']");
+    await page.waitForSelector("#attributes-body tr:has-text('plan'):has-text('archived')");
+    await shot(page, "attributes");
+    await page.click("#tab-contacts");
+    await page.click("#columns summary");
+    assert.equal(await page.$("#col-custom_attributes\\.plan"), null, "archived attributes are not offered");
+    assert.notEqual(await page.$("#col-custom_attributes\\.score"), null);
+    await page.check("#col-created_at");
+    await page.click("#columns summary");
+    await page.reload();
+    await page.waitForSelector("#contacts-body tr");
+    assert.notEqual(await page.$("th:has-text('Created')"), null, "column choice remembered per agent");
+
+    // Delete with confirmation.
+    await page.fill("#search", "ada lovelace");
+    await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 1);
+    await page.click("#contacts-body tr button.row-open");
+    page.once("dialog", (dialog) => dialog.accept());
+    await page.click("#contact-delete");
+    await page.waitForSelector("#status:has-text('Contact deleted')");
+    await page.waitForSelector("#contacts-empty:has-text('No contact matches')");
+
+    // Small screens and dark mode.
+    await page.fill("#search", "");
+    await page.setViewportSize({ width: 375, height: 800 });
+    await page.waitForSelector("#contacts-body tr");
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 375px`);
+    await shot(page, "contacts-375px");
+    await page.setViewportSize({ width: 1280, height: 860 });
+    await page.emulateMedia({ colorScheme: "dark" });
+    await shot(page, "contacts-dark");
+
+    // Sign out forgets the key.
+    await page.click("#sign-out");
+    await page.waitForSelector("#view-signin:not([hidden])");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("contactd.key")), null);
+
+    assert.deepEqual(problems, [], "no script errors or CSP violations");
+  } catch (err) {
+    if (page) await shot(page, "failure").catch(() => {});
+    if (problems.length) console.error(problems.join("\n"));
+    throw err;
+  } finally {
+    await browser.close();
+    server.child.kill("SIGTERM");
+    fs.rmSync(server.dir, { recursive: true, force: true });
+  }
+  console.log(`dashboard e2e: ok; screenshots: ${shots.map((s) => path.relative(ROOT, s)).join(", ")}`);
+}
+
+run().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,846 @@
+// The contactd dashboard: a client of the public API only. Data is always rendered
+// with textContent (never innerHTML), the key lives in sessionStorage, never in a URL.
+
+const $ = (id) => document.getElementById(id);
+const KEY = "contactd.key";
+const AGENT = "contactd.agent";
+const CORE_COLUMNS = [
+  ["external_id", "External ID"],
+  ["name", "Name"],
+  ["email", "Email"],
+  ["phonenumber", "Phone"],
+  ["created_at", "Created"],
+  ["updated_at", "Updated"],
+];
+const DEFAULT_CORE = ["external_id", "name", "email", "phonenumber", "updated_at"];
+
+const state = {
+  key: sessionStorage.getItem(KEY),
+  agents: [],
+  agent: null,
+  attributes: [],
+  q: "",
+  sort: "created_at",
+  desc: false,
+  perPage: 25,
+  cursors: [null], // cursors[i] starts page i
+  page: 0,
+  next: null,
+  seq: 0,
+  editing: null, // the contact being edited, or null when adding
+};
+
+// ---------------------------------------------------------------- helpers
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v === true) node.setAttribute(k, "");
+    else if (v !== false && v != null) node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function status(text, isError = false) {
+  const node = $("status");
+  node.textContent = text || "";
+  node.classList.toggle("error", isError);
+}
+
+function show(view) {
+  for (const id of ["view-signin", "view-contacts", "view-attributes"]) $(id).hidden = id !== view;
+  $("nav").hidden = view === "view-signin";
+  $("tab-contacts").toggleAttribute("aria-current", view === "view-contacts");
+  $("tab-attributes").toggleAttribute("aria-current", view === "view-attributes");
+  if (view === "view-contacts") $("tab-contacts").setAttribute("aria-current", "page");
+  if (view === "view-attributes") $("tab-attributes").setAttribute("aria-current", "page");
+}
+
+async function api(method, path, body, headers = {}) {
+  const init = { method, headers: { Authorization: `Bearer ${state.key}`, ...headers } };
+  if (body !== undefined) {
+    init.body = typeof body === "string" || body instanceof Blob ? body : JSON.stringify(body);
+    if (!init.headers["Content-Type"]) init.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, init);
+  let json = null;
+  try {
+    json = await response.json();
+  } catch {
+    json = null;
+  }
+  return { status: response.status, body: json };
+}
+
+function agentPath(suffix = "") {
+  return `/api/v1/chatbots/${encodeURIComponent(state.agent)}${suffix}`;
+}
+
+function message(reply) {
+  return (reply.body && reply.body.message) || `The server answered ${reply.status}.`;
+}
+
+function formatValue(column, contact) {
+  if (column === "created_at" || column === "updated_at") {
+    return new Date(contact[column] * 1000).toLocaleString();
+  }
+  const value = column.startsWith("custom_attributes.")
+    ? contact.custom_attributes[column.slice(18)]
+    : contact[column];
+  if (value === undefined || value === null) return "";
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  return String(value);
+}
+
+// ---------------------------------------------------------------- sign in
+
+async function signIn(key) {
+  state.key = key;
+  const reply = await api("GET", "/api/v1/chatbots");
+  if (reply.status !== 200) {
+    state.key = null;
+    return reply.status === 401 ? "That key was not accepted. Check it and try again." : message(reply);
+  }
+  sessionStorage.setItem(KEY, key);
+  state.agents = reply.body.data;
+  if (state.agents.length === 0) return "This key can see no agent.";
+  const saved = sessionStorage.getItem(AGENT);
+  state.agent = state.agents.some((a) => a.id === saved) ? saved : state.agents[0].id;
+  const picker = $("agent-picker");
+  picker.replaceChildren(...state.agents.map((a) => el("option", { value: a.id, text: a.name === a.id ? a.id : `${a.name} (${a.id})` })));
+  picker.value = state.agent;
+  picker.disabled = state.agents.length === 1;
+  await openAgent();
+  return null;
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(AGENT);
+  state.key = null;
+  status("");
+  $("signin-key").value = "";
+  show("view-signin");
+  $("signin-key").focus();
+}
+
+async function openAgent() {
+  sessionStorage.setItem(AGENT, state.agent);
+  state.q = "";
+  $("search").value = "";
+  state.sort = "created_at";
+  state.desc = false;
+  resetPages();
+  await loadAttributes();
+  show("view-contacts");
+  await loadContacts();
+}
+
+// ---------------------------------------------------------------- columns
+
+function columnsKey() {
+  return `contactd.columns.${state.agent}`;
+}
+
+function availableColumns() {
+  const attrs = state.attributes
+    .filter((a) => !a.archived)
+    .map((a) => [`custom_attributes.${a.name}`, a.label || a.name]);
+  return [...CORE_COLUMNS, ...attrs];
+}
+
+function visibleColumns() {
+  const available = availableColumns().map(([id]) => id);
+  let chosen = null;
+  try {
+    chosen = JSON.parse(localStorage.getItem(columnsKey()));
+  } catch {
+    chosen = null;
+  }
+  if (!Array.isArray(chosen)) {
+    chosen = [...DEFAULT_CORE, ...available.filter((c) => c.startsWith("custom_attributes.")).slice(0, 4)];
+  }
+  return available.filter((c) => chosen.includes(c));
+}
+
+function renderColumnChooser() {
+  const visible = visibleColumns();
+  const list = $("column-list");
+  list.replaceChildren(
+    el("legend", { class: "visually-hidden", text: "Visible columns" }),
+    ...availableColumns().map(([id, label]) => {
+      const box = el("input", { type: "checkbox", value: id, id: `col-${id}` });
+      box.checked = visible.includes(id);
+      box.addEventListener("change", () => {
+        const chosen = [...list.querySelectorAll("input:checked")].map((i) => i.value);
+        localStorage.setItem(columnsKey(), JSON.stringify(chosen));
+        renderTable(state.lastContacts || []);
+      });
+      return el("label", { for: `col-${id}` }, box, label);
+    }),
+  );
+}
+
+// ---------------------------------------------------------------- contacts table
+
+function resetPages() {
+  state.cursors = [null];
+  state.page = 0;
+  state.next = null;
+}
+
+function listQuery(extra = {}) {
+  const params = new URLSearchParams();
+  if (state.q) params.set("q", state.q);
+  params.set("sort", (state.desc ? "-" : "") + state.sort);
+  for (const [k, v] of Object.entries(extra)) params.set(k, v);
+  return params;
+}
+
+async function loadContacts() {
+  const seq = ++state.seq;
+  const params = listQuery({ per_page: String(state.perPage) });
+  const cursor = state.cursors[state.page];
+  if (cursor) params.set("cursor", cursor);
+  $("contacts-table").classList.add("loading");
+  $("contacts-table").setAttribute("aria-busy", "true");
+  $("total").textContent = "Loading…";
+  let reply;
+  try {
+    reply = await api("GET", `${agentPath("/contacts")}?${params}`);
+  } catch (err) {
+    if (seq === state.seq) status(`Cannot reach the server: ${err.message}`, true);
+    return;
+  } finally {
+    if (seq === state.seq) {
+      $("contacts-table").classList.remove("loading");
+      $("contacts-table").removeAttribute("aria-busy");
+    }
+  }
+  if (seq !== state.seq) return; // a newer request is on its way
+  if (reply.status === 401) return signOut();
+  if (reply.status !== 200) {
+    status(message(reply), true);
+    $("total").textContent = "";
+    return;
+  }
+  if ($("status").classList.contains("error")) status("");
+  state.next = reply.body.next_cursor;
+  state.lastContacts = reply.body.data;
+  renderTable(reply.body.data);
+  const total = reply.body.total;
+  const counted = total === null ? "many contacts (too many to count quickly)" : `${total} contact${total === 1 ? "" : "s"}`;
+  $("total").textContent = `${counted} · page ${state.page + 1}`;
+  $("prev").disabled = state.page === 0;
+  $("next").disabled = !state.next;
+}
+
+function renderTable(contacts) {
+  const columns = visibleColumns();
+  const labels = Object.fromEntries(availableColumns());
+  $("contacts-head").replaceChildren(
+    ...columns.map((column) => {
+      const sorted = state.sort === column;
+      const th = el("th", { scope: "col" });
+      if (sorted) th.setAttribute("aria-sort", state.desc ? "descending" : "ascending");
+      th.append(el("button", { type: "button", text: labels[column], onclick: () => sortBy(column) }));
+      return th;
+    }),
+  );
+  $("contacts-body").replaceChildren(
+    ...contacts.map((contact) => {
+      const row = el("tr", { onclick: () => openContact(contact) });
+      columns.forEach((column, i) => {
+        const text = formatValue(column, contact);
+        if (i === 0) {
+          const open = el("button", { type: "button", class: "row-open", text: text || contact.id });
+          open.addEventListener("click", (e) => {
+            e.stopPropagation();
+            openContact(contact);
+          });
+          row.append(el("td", {}, open));
+        } else {
+          row.append(el("td", { text, title: text }));
+        }
+      });
+      return row;
+    }),
+  );
+  const empty = $("contacts-empty");
+  empty.hidden = contacts.length > 0;
+  empty.textContent = state.q
+    ? `No contact matches “${state.q}”.`
+    : "No contacts yet. Add one, or import a file.";
+}
+
+function sortBy(column) {
+  if (state.sort === column) state.desc = !state.desc;
+  else {
+    state.sort = column;
+    state.desc = false;
+  }
+  resetPages();
+  loadContacts();
+}
+
+// ---------------------------------------------------------------- contact form
+
+function clearErrors(form) {
+  for (const p of form.querySelectorAll(".field-error")) p.textContent = "";
+  for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
+}
+
+function showIssues(form, issues, fallback) {
+  let shown = false;
+  for (const issue of issues || []) {
+    // users[0].email, data.custom_attributes.ltv, stripe_accounts[1].stripe_email
+    let field = issue.field.replace(/^(users|contacts)\[\d+\]\./, "").replace(/^data\./, "");
+    if (field.startsWith("stripe_accounts")) field = "stripe_accounts";
+    const target = form.querySelector(`.field-error[data-for="${CSS.escape(field)}"]`);
+    if (target) {
+      target.textContent = target.textContent ? `${target.textContent} ${issue.message}` : issue.message;
+      const input = target.parentElement.querySelector("input, select");
+      if (input) input.setAttribute("aria-invalid", "true");
+      shown = true;
+    } else {
+      const general = form.querySelector('.field-error[data-for="_form"]');
+      if (general) general.textContent = `${issue.field}: ${issue.message}`;
+      shown = true;
+    }
+  }
+  if (!shown) {
+    const general = form.querySelector('.field-error[data-for="_form"]');
+    if (general) general.textContent = fallback;
+  }
+  const first = form.querySelector('[aria-invalid="true"]');
+  if (first) first.focus();
+}
+
+function stripeRow(account = {}) {
+  const row = el("div", { class: "stripe-row" });
+  const n = document.querySelectorAll(".stripe-row").length + Math.random().toString(36).slice(2, 6);
+  for (const [key, label] of [["label", "Label"], ["stripe_id", "Stripe ID"], ["stripe_email", "Stripe email"]]) {
+    const id = `stripe-${key}-${n}`;
+    const input = el("input", { id, "data-key": key, autocomplete: "off" });
+    input.value = account[key] || "";
+    row.append(el("div", {}, el("label", { for: id, text: label }), input));
+  }
+  row.append(el("button", { type: "button", text: "Remove", "aria-label": "Remove this Stripe account", onclick: () => row.remove() }));
+  return row;
+}
+
+function attributeInput(def, value) {
+  const id = `attr-${def.name}`;
+  const wrap = el("div");
+  const label = el("label", { for: id, text: `${def.label || def.name} (${def.type})` });
+  let input;
+  if (def.type === "boolean") {
+    input = el("input", { id, type: "checkbox" });
+    input.checked = value === true;
+  } else if (def.type === "number") {
+    input = el("input", { id, type: "number", step: "any" });
+    input.value = value ?? "";
+  } else if (def.type === "date") {
+    input = el("input", { id, type: "date" });
+    input.value = typeof value === "string" ? value.slice(0, 10) : "";
+  } else {
+    input = el("input", { id, type: "text" });
+    input.value = value ?? "";
+  }
+  input.dataset.attr = def.name;
+  input.dataset.type = def.type;
+  input.dataset.original = JSON.stringify(value ?? null);
+  input.addEventListener("change", () => (input.dataset.touched = "1"));
+  if (def.type === "boolean") {
+    wrap.append(el("label", { for: id }, input, ` ${def.label || def.name}`));
+  } else {
+    wrap.append(label, input);
+  }
+  wrap.append(el("p", { class: "field-error", "data-for": `custom_attributes.${def.name}` }));
+  return wrap;
+}
+
+function openContact(contact) {
+  state.editing = contact;
+  const form = $("contact-form");
+  clearErrors(form);
+  $("contact-title").textContent = contact ? `Edit ${contact.name || contact.external_id}` : "Add a contact";
+  for (const field of ["external_id", "name", "email", "phonenumber"]) {
+    $(`f-${field}`).value = contact ? contact[field] || "" : "";
+  }
+  $("stripe-list").replaceChildren(...(contact ? contact.stripe_accounts : []).map(stripeRow));
+  const defs = state.attributes.filter((a) => !a.archived);
+  $("attr-inputs").replaceChildren(
+    ...(defs.length ? defs.map((d) => attributeInput(d, contact ? contact.custom_attributes[d.name] : undefined)) : [el("p", { text: "No custom attributes defined." })]),
+  );
+  $("contact-delete").hidden = !contact;
+  $("contact-dialog").showModal();
+  $("f-external_id").focus();
+}
+
+function contactBody() {
+  const body = {};
+  const editing = state.editing;
+  for (const field of ["external_id", "name", "email", "phonenumber"]) {
+    const value = $(`f-${field}`).value.trim();
+    if (value) body[field] = value;
+    else if (editing && editing[field] && field !== "external_id") body[field] = null;
+  }
+  body.stripe_accounts = [...document.querySelectorAll(".stripe-row")].map((row) => {
+    const account = {};
+    for (const input of row.querySelectorAll("input")) {
+      if (input.value.trim()) account[input.dataset.key] = input.value.trim();
+    }
+    return account;
+  });
+  const attrs = {};
+  for (const input of $("attr-inputs").querySelectorAll("input")) {
+    const name = input.dataset.attr;
+    const original = JSON.parse(input.dataset.original);
+    if (!input.dataset.touched) {
+      if (original !== null) attrs[name] = original;
+      continue;
+    }
+    if (input.type === "checkbox") attrs[name] = input.checked;
+    else if (input.value === "") attrs[name] = null;
+    else if (input.dataset.type === "number") attrs[name] = Number(input.value);
+    else attrs[name] = input.value;
+  }
+  body.custom_attributes = attrs;
+  return body;
+}
+
+async function saveContact(event) {
+  event.preventDefault();
+  const form = $("contact-form");
+  clearErrors(form);
+  const body = contactBody();
+  const editing = state.editing;
+  const reply = editing
+    ? await api("PATCH", agentPath(`/contacts/${encodeURIComponent(editing.id)}`), { data: body })
+    : await api("POST", agentPath("/contacts"), { users: [body] });
+  if (reply.status !== 200) {
+    showIssues(form, reply.body && reply.body.issues, message(reply));
+    return;
+  }
+  $("contact-dialog").close();
+  status(editing ? "Contact saved." : "Contact added.");
+  await loadAttributes();
+  await loadContacts();
+}
+
+async function deleteContact() {
+  const contact = state.editing;
+  if (!contact) return;
+  if (!confirm(`Delete ${contact.name || contact.external_id}? This cannot be undone.`)) return;
+  const reply = await api("DELETE", agentPath(`/contacts/${encodeURIComponent(contact.id)}`));
+  if (reply.status !== 200) {
+    showIssues($("contact-form"), [], message(reply));
+    return;
+  }
+  $("contact-dialog").close();
+  status("Contact deleted.");
+  await loadContacts();
+}
+
+// ---------------------------------------------------------------- attributes
+
+async function loadAttributes() {
+  const reply = await api("GET", agentPath("/custom-attributes"));
+  state.attributes = reply.status === 200 ? reply.body.data : [];
+  renderColumnChooser();
+  renderAttributes();
+}
+
+function renderAttributes() {
+  $("attributes-body").replaceChildren(
+    ...state.attributes.map((a) =>
+      el(
+        "tr",
+        {},
+        el("td", { text: a.name }),
+        el("td", { text: a.label || "" }),
+        el("td", { text: a.type }),
+        el("td", { text: a.description || "" }),
+        el("td", { text: a.archived ? "archived" : "active" }),
+        el(
+          "td",
+          {},
+          el("button", {
+            type: "button",
+            text: a.archived ? "Restore" : "Archive",
+            "aria-label": `${a.archived ? "Restore" : "Archive"} ${a.name}`,
+            onclick: () => setArchived(a, !a.archived),
+          }),
+        ),
+      ),
+    ),
+  );
+}
+
+async function setArchived(attribute, archived) {
+  const reply = await api("PUT", agentPath(`/custom-attributes/${encodeURIComponent(attribute.name)}`), { archived });
+  if (reply.status !== 200) return status(message(reply), true);
+  status(`${attribute.name} ${archived ? "archived" : "restored"}.`);
+  await loadAttributes();
+}
+
+async function defineAttribute(event) {
+  event.preventDefault();
+  const form = $("attribute-form");
+  clearErrors(form);
+  const body = { name: $("attr-name").value.trim(), type: $("attr-type").value };
+  if ($("attr-label").value.trim()) body.label = $("attr-label").value.trim();
+  if ($("attr-description").value.trim()) body.description = $("attr-description").value.trim();
+  const reply = await api("POST", agentPath("/custom-attributes"), body);
+  if (reply.status !== 200) {
+    const issues = reply.body && reply.body.issues;
+    showIssues(form, issues && issues.length ? issues : [{ field: "name", message: message(reply) }], message(reply));
+    return;
+  }
+  form.reset();
+  status(`Attribute ${body.name} defined.`);
+  await loadAttributes();
+}
+
+// ---------------------------------------------------------------- import and export
+
+const importState = { file: null, format: null, report: null };
+
+function formatOf(file) {
+  const name = file.name.toLowerCase();
+  if (name.endsWith(".csv")) return ["csv", "text/csv"];
+  if (name.endsWith(".ndjson") || name.endsWith(".jsonl")) return ["ndjson", "application/x-ndjson"];
+  if (name.endsWith(".json")) return ["json", "application/json"];
+  return [null, null];
+}
+
+/** Parses the start of a CSV (RFC 4180: quotes, doubled quotes, newlines in cells). */
+function parseCsv(text, maxRows) {
+  const rows = [];
+  let row = [];
+  let cell = "";
+  let quoted = false;
+  for (let i = 0; i < text.length && rows.length < maxRows; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        cell += '"';
+        i++;
+      } else if (c === '"') quoted = false;
+      else cell += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ",") {
+      row.push(cell);
+      cell = "";
+    } else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      row.push(cell);
+      rows.push(row);
+      row = [];
+      cell = "";
+    } else cell += c;
+  }
+  if ((cell || row.length) && rows.length < maxRows) rows.push([...row, cell]);
+  if (rows[0] && rows[0][0]) rows[0][0] = rows[0][0].replace(/^\uFEFF/, "");
+  return rows;
+}
+
+const CORE_FIELDS = ["external_id", "name", "email", "phonenumber", "stripe_accounts"];
+
+function describeColumn(column) {
+  const lower = column.toLowerCase();
+  if (CORE_FIELDS.includes(lower)) return [`${column} → ${lower}`, false];
+  if (["id", "created_at", "updated_at"].includes(lower)) return [`${column} → ignored`, false];
+  const bare = column.replace(/^custom_attributes\./, "");
+  const [name, type] = bare.split(":");
+  const def = state.attributes.find((a) => a.name === name);
+  if (def) return [`${column} → attribute ${name} (${def.type})`, false];
+  return [`${column} → new attribute ${name}${type ? ` (${type})` : ""}`, true];
+}
+
+async function chooseFile(file) {
+  const [format, contentType] = formatOf(file);
+  importState.file = file;
+  importState.format = contentType;
+  $("import-report").hidden = true;
+  $("import-errors").hidden = true;
+  $("import-preview").hidden = false;
+  if (!format) {
+    $("import-file-name").textContent = `${file.name}: not a .csv, .json or .ndjson file.`;
+    $("import-run").disabled = true;
+    return;
+  }
+  $("import-file-name").textContent = `${file.name} (${(file.size / 1e6).toFixed(1)} MB, ${format.toUpperCase()})`;
+  const head = await file.slice(0, 256 * 1024).text();
+  let header = [];
+  let rows = [];
+  if (format === "csv") {
+    const parsed = parseCsv(head, 6);
+    header = parsed[0] || [];
+    rows = parsed.slice(1);
+  } else {
+    let objects = [];
+    try {
+      if (format === "ndjson") {
+        objects = head.split(/\r?\n/).filter((l) => l.trim()).slice(0, 5).map((l) => JSON.parse(l));
+      } else if (file.size <= 256 * 1024) {
+        objects = JSON.parse(head).slice(0, 5);
+      }
+    } catch {
+      objects = [];
+    }
+    const keys = new Set();
+    for (const o of objects) {
+      for (const k of Object.keys(o || {})) if (k !== "custom_attributes") keys.add(k);
+      for (const k of Object.keys((o && o.custom_attributes) || {})) keys.add(`custom_attributes.${k}`);
+    }
+    header = [...keys];
+    rows = objects.map((o) =>
+      header.map((k) => {
+        const v = k.startsWith("custom_attributes.") ? (o.custom_attributes || {})[k.slice(18)] : o[k];
+        return v === undefined || v === null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+      }),
+    );
+  }
+  $("import-mapping").replaceChildren(
+    ...header.map((column) => {
+      const [text, isNew] = describeColumn(column);
+      return el("li", { class: isNew ? "new" : "", text });
+    }),
+  );
+  const table = $("import-rows");
+  table.tHead.replaceChildren(el("tr", {}, ...header.map((h) => el("th", { scope: "col", text: h }))));
+  table.tBodies[0].replaceChildren(...rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: c, title: c })))));
+  $("import-run").disabled = false;
+}
+
+function runImport() {
+  const file = importState.file;
+  if (!file) return;
+  $("import-run").disabled = true;
+  const progress = $("import-progress");
+  progress.hidden = false;
+  progress.value = 0;
+  status("Uploading…");
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", agentPath("/contacts/import"));
+  xhr.setRequestHeader("Authorization", `Bearer ${state.key}`);
+  xhr.setRequestHeader("Content-Type", importState.format);
+  xhr.upload.onprogress = (e) => {
+    if (e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 90);
+  };
+  xhr.upload.onload = () => {
+    progress.removeAttribute("value"); // indeterminate while the server writes
+    status("Importing…");
+  };
+  xhr.onerror = () => {
+    progress.hidden = true;
+    status("The upload failed; check the connection and try again.", true);
+    $("import-run").disabled = false;
+  };
+  xhr.onload = async () => {
+    progress.hidden = true;
+    let body = null;
+    try {
+      body = JSON.parse(xhr.responseText);
+    } catch {
+      body = null;
+    }
+    if (xhr.status !== 200) {
+      const issue = body && body.issues && body.issues[0];
+      status(issue ? `${body.message}: ${issue.message}` : (body && body.message) || `The server answered ${xhr.status}.`, true);
+      $("import-run").disabled = false;
+      return;
+    }
+    status("Import finished.");
+    showReport(body.data);
+    await loadAttributes();
+    resetPages();
+    await loadContacts();
+  };
+  xhr.send(file);
+}
+
+function showReport(report) {
+  importState.report = report;
+  const box = $("import-report");
+  box.hidden = false;
+  box.replaceChildren(
+    el("p", {
+      text: `${report.rows} rows: ${report.created} created, ${report.updated} updated, ${report.skipped} skipped, ${report.failed} failed.`,
+    }),
+    ...(report.errors.length
+      ? [
+          el(
+            "ul",
+            {},
+            ...report.errors.slice(0, 10).map((e) =>
+              el("li", { text: `Row ${e.row}${e.external_id ? ` (${e.external_id})` : ""}: ${e.field ? `${e.field} ` : ""}${e.message}` }),
+            ),
+          ),
+        ]
+      : []),
+  );
+  $("import-errors").hidden = report.errors.length === 0;
+}
+
+function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function download(name, blob) {
+  const url = URL.createObjectURL(blob);
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function downloadErrors() {
+  const report = importState.report;
+  if (!report) return;
+  const lines = [["row", "external_id", "field", "message"].join(",")];
+  for (const e of report.errors) lines.push([e.row, e.external_id, e.field, e.message].map(csvCell).join(","));
+  download("import-errors.csv", new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" }));
+}
+
+async function exportView() {
+  status("Exporting…");
+  const response = await fetch(`${agentPath("/contacts/export")}?${listQuery({ format: "csv" })}`, {
+    headers: { Authorization: `Bearer ${state.key}` },
+  });
+  if (!response.ok) {
+    status(`Export failed (${response.status}).`, true);
+    return;
+  }
+  download(`contacts-${state.agent}.csv`, await response.blob());
+  status("Export downloaded.");
+}
+
+// ---------------------------------------------------------------- wiring
+
+function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+function wire() {
+  $("signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const key = $("signin-key").value.trim();
+    $("signin-error").textContent = "";
+    if (!key) {
+      $("signin-error").textContent = "Enter an API key.";
+      return;
+    }
+    const problem = await signIn(key);
+    if (problem) {
+      $("signin-error").textContent = problem;
+      $("signin-key").setAttribute("aria-invalid", "true");
+      $("signin-key").focus();
+    } else {
+      $("signin-key").removeAttribute("aria-invalid");
+    }
+  });
+  $("sign-out").addEventListener("click", signOut);
+  $("agent-picker").addEventListener("change", (e) => {
+    state.agent = e.target.value;
+    openAgent();
+  });
+  $("tab-contacts").addEventListener("click", () => {
+    show("view-contacts");
+    loadContacts();
+  });
+  $("tab-attributes").addEventListener("click", () => {
+    show("view-attributes");
+    loadAttributes();
+  });
+  $("search").addEventListener(
+    "input",
+    debounce((e) => {
+      state.q = e.target.value.trim();
+      resetPages();
+      loadContacts();
+    }, 300),
+  );
+  $("per-page").addEventListener("change", (e) => {
+    state.perPage = Number(e.target.value);
+    resetPages();
+    loadContacts();
+  });
+  $("next").addEventListener("click", () => {
+    if (!state.next) return;
+    state.cursors[state.page + 1] = state.next;
+    state.page += 1;
+    loadContacts();
+  });
+  $("prev").addEventListener("click", () => {
+    if (state.page === 0) return;
+    state.page -= 1;
+    loadContacts();
+  });
+  $("add").addEventListener("click", () => openContact(null));
+  $("contact-form").addEventListener("submit", saveContact);
+  $("contact-cancel").addEventListener("click", () => $("contact-dialog").close());
+  $("contact-delete").addEventListener("click", deleteContact);
+  $("stripe-add").addEventListener("click", () => {
+    const row = stripeRow();
+    $("stripe-list").append(row);
+    row.querySelector("input").focus();
+  });
+  $("attribute-form").addEventListener("submit", defineAttribute);
+  $("export").addEventListener("click", exportView);
+  $("import-open").addEventListener("click", () => {
+    importState.file = null;
+    $("import-file").value = "";
+    $("import-preview").hidden = true;
+    $("import-report").hidden = true;
+    $("import-errors").hidden = true;
+    $("import-run").disabled = true;
+    $("import-dialog").showModal();
+  });
+  $("import-close").addEventListener("click", () => $("import-dialog").close());
+  $("import-file").addEventListener("change", (e) => e.target.files[0] && chooseFile(e.target.files[0]));
+  $("import-run").addEventListener("click", runImport);
+  $("import-errors").addEventListener("click", downloadErrors);
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) chooseFile(e.dataTransfer.files[0]);
+  });
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      $("import-file").click();
+    }
+  });
+}
+
+async function start() {
+  wire();
+  if (state.key) {
+    const problem = await signIn(state.key);
+    if (!problem) return;
+    sessionStorage.removeItem(KEY);
+  }
+  show("view-signin");
+  $("signin-key").focus();
+}
+
+start();
