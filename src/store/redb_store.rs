@@ -455,6 +455,7 @@ fn put_key(txn: &WriteTransaction, key: &ApiKey) -> Result<(), StoreError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::tables::{FIELD_COUNTS, META_INDEX_VERSION, SORT_INDEX, WORD_INDEX};
 
     #[test]
     fn a_newer_schema_version_is_refused_at_open() {
@@ -533,6 +534,108 @@ mod tests {
             .unwrap()
             .value();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_2_data_dir_gets_its_indexes_built_at_open() {
+        use crate::domain::query::Query;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            let agent = Agent {
+                id: "a".into(),
+                name: "a".into(),
+                created_at: 0,
+                contact_count: 0,
+            };
+            rt.block_on(store.create_agent(agent)).unwrap();
+            let mut issues = crate::domain::Issues::new();
+            let entries: Vec<ContactInput> = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let body = serde_json::json!({"external_id": format!("u{i}"), "name": name});
+                    ContactInput::parse(&body, "", &mut issues).unwrap()
+                })
+                .collect();
+            rt.block_on(store.upsert_contacts(
+                "a".into(),
+                entries,
+                OnDuplicate::Update,
+                UnknownPolicy::Define,
+            ))
+            .unwrap();
+            store.shutdown();
+        }
+        // What a schema-2 build left: no index tables, no index version.
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(SORT_INDEX).unwrap();
+            txn.delete_table(WORD_INDEX).unwrap();
+            txn.delete_table(FIELD_COUNTS).unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.remove(META_INDEX_VERSION).unwrap();
+                meta.insert(META_SCHEMA_VERSION, 2).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let report = store.check().unwrap();
+        assert_eq!(report.problem_count, 0, "{:?}", report.problems);
+        assert!(report.index_entries > 0);
+        let params = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let by_name = Query::parse(&params(&[("sort", "name")]), &Default::default()).unwrap();
+        let page = store
+            .query_contacts("a", &by_name, &Start::Offset(0), 10)
+            .unwrap();
+        let names: Vec<_> = page
+            .contacts
+            .iter()
+            .map(|c| c.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["Ada Lovelace", "Alan Turing", "Grace Hopper"]);
+        let search = Query::parse(&params(&[("q", "hop")]), &Default::default()).unwrap();
+        let page = store
+            .query_contacts("a", &search, &Start::Offset(0), 10)
+            .unwrap();
+        assert_eq!(page.contacts.len(), 1);
+        assert_eq!(page.contacts[0].external_id, "u1");
+        store.shutdown();
+        drop(store);
+
+        // Damage both indexes: one word entry gone, one stray sort entry.
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut words = txn.open_table(WORD_INDEX).unwrap();
+                let first = words.first().unwrap().unwrap().0.value().to_vec();
+                words.remove(first.as_slice()).unwrap();
+                let mut sort = txn.open_table(SORT_INDEX).unwrap();
+                let stray = crate::store::keys::entry(&[b"a", b"name", b"zz"], 99);
+                sort.insert(stray.as_slice(), ()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let report = store.check().unwrap();
+        let text = report.problems.join("\n");
+        assert!(text.contains("word_index lacks"), "{text}");
+        assert!(
+            text.contains("sort_index holds 10 entries, expected 9"),
+            "{text}"
+        );
     }
 
     #[test]
