@@ -24,7 +24,7 @@ use crate::bulk::{read_rows, FileError, Row};
 use crate::domain::bulk::{is_written_date, Format, ImportReport, RowError};
 use crate::domain::{AttrType, ContactInput, Field, Issues};
 use crate::http::{ApiError, Response};
-use crate::store::{ImportRow, OnDuplicate};
+use crate::store::{ImportOptions, ImportRow, OnDuplicate};
 
 /// Rows per write transaction.
 pub const CHUNK_ROWS: usize = 1000;
@@ -388,9 +388,12 @@ async fn write_chunk(
             .import_contacts(
                 agent.to_owned(),
                 chunk.rows,
-                declared.to_vec(),
-                on_duplicate,
-                app.unknown_attributes,
+                ImportOptions {
+                    declared: declared.to_vec(),
+                    on_duplicate,
+                    policy: app.unknown_attributes,
+                    merge_attributes: format == Format::Csv,
+                },
             )
             .await?;
         report.created += outcome.created;

@@ -421,6 +421,11 @@ impl Schema {
         );
     }
 
+    /// The definition of `name`, if any.
+    pub fn definition(&self, name: &str) -> Option<&AttributeDef> {
+        self.defs.get(name)
+    }
+
     /// Definitions made on the fly by `type_values` calls, in order.
     pub fn created(&self) -> impl Iterator<Item = &AttributeDef> {
         self.created.iter().filter_map(|name| self.defs.get(name))

@@ -2,7 +2,9 @@
 //! writes. Every write first plans against the current state (including what earlier
 //! entries of the same request did) and only writes once the plan has no conflict.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -15,11 +17,13 @@ use super::tables::{
     META_NEXT_CONTACT_ID,
 };
 use super::{
-    ImportOutcome, ImportRow, OnDuplicate, PatchRequest, RowFailure, StoreError, UpsertOutcome,
+    ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, RowFailure, StoreError,
+    UpsertOutcome,
 };
 use crate::domain::issues::join;
 use crate::domain::{
-    ids, Agent, AttrType, AttributeDef, Contact, ContactInput, Field, Issues, Schema, UnknownPolicy,
+    ids, Agent, AttrType, AttrValue, AttributeDef, Contact, ContactInput, Field, Issues, Schema,
+    UnknownPolicy,
 };
 
 /// Finds a contact by external id, falling back to `contact_<n>`.
@@ -212,6 +216,17 @@ struct Batch<'txn> {
     on_duplicate: OnDuplicate,
     policy: UnknownPolicy,
     now: i64,
+    /// Set for an import: how its rows differ from `POST /contacts` entries.
+    import: Option<ImportMode>,
+}
+
+/// An import's rows: `on_duplicate` judges "existing" by the state left by earlier
+/// rows (so the outcome does not depend on where chunks begin), declared attribute types
+/// are defined by the first row written with a value, and (CSV) a row's attributes
+/// update only themselves.
+struct ImportMode {
+    declared: BTreeMap<String, AttrType>,
+    merge_attributes: bool,
 }
 
 /// What became of one entry.
@@ -253,6 +268,7 @@ impl<'txn> Batch<'txn> {
             on_duplicate,
             policy,
             now,
+            import: None,
         })
     }
 
@@ -264,7 +280,8 @@ impl<'txn> Batch<'txn> {
         entry: &ContactInput,
         prefix: &str,
     ) -> Result<Result<Planned, Rejected>, StoreError> {
-        let agent_id = self.agent_id.as_str();
+        let agent_id = self.agent_id.clone();
+        let agent_id = agent_id.as_str();
         let ext = match &entry.external_id {
             Field::Set(ext) => ext.clone(),
             Field::Absent | Field::Clear => ids::new_external_id(),
@@ -275,7 +292,12 @@ impl<'txn> Batch<'txn> {
             self.order.push(ext.clone());
         }
         let (stored, current) = self.state.get(&ext).cloned().unwrap_or_default();
-        if let Some(existing) = &stored {
+        let judged = if self.import.is_some() {
+            &current
+        } else {
+            &stored
+        };
+        if let Some(existing) = judged {
             match self.on_duplicate {
                 OnDuplicate::Update => {}
                 OnDuplicate::Skip => return Ok(Ok(Planned::Skipped(existing.clone()))),
@@ -293,6 +315,8 @@ impl<'txn> Batch<'txn> {
             .map(|_| self.schema.clone());
         let attributes = entry.custom_attributes.as_ref().map(|raw| {
             let existing = current.as_ref().map(|c| &c.custom_attributes);
+            let merged = self.import_values(raw, existing);
+            let raw = merged.as_ref().unwrap_or(raw);
             let path = join(prefix, "custom_attributes");
             self.schema
                 .type_values(raw, existing, self.policy, &path, self.now, &mut invalid)
@@ -340,6 +364,36 @@ impl<'txn> Batch<'txn> {
         } else {
             Planned::Updated(next)
         }))
+    }
+
+    /// For an import row: defines the declared attributes the row has values for
+    /// (under `define`), and with `merge_attributes` returns the values to type — the
+    /// stored ones of defined, active attributes with the row's on top (a `null`
+    /// clears). `None` means: type the row's values as they are.
+    fn import_values(
+        &mut self,
+        raw: &BTreeMap<String, Value>,
+        existing: Option<&BTreeMap<String, AttrValue>>,
+    ) -> Option<BTreeMap<String, Value>> {
+        let mode = self.import.as_ref()?;
+        if self.policy == UnknownPolicy::Define {
+            for (name, value) in raw {
+                if let Some(kind) = mode.declared.get(name).filter(|_| !value.is_null()) {
+                    self.schema.declare(name, *kind, self.now);
+                }
+            }
+        }
+        if !mode.merge_attributes {
+            return None;
+        }
+        let mut merged: BTreeMap<String, Value> = existing
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| self.schema.definition(name).is_some_and(|d| !d.archived))
+            .map(|(name, value)| (name.clone(), value.to_json()))
+            .collect();
+        merged.extend(raw.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Some(merged)
     }
 
     /// Writes everything planned.
@@ -415,24 +469,20 @@ pub fn upsert(
 }
 
 /// One chunk of an import: each row upserted in order on its own; a row that fails is
-/// left out and reported, the others are written. `declared` attributes (typed CSV
-/// columns, dates found in JSON) are defined first when the policy defines unknown
-/// attributes.
+/// left out, changes nothing (not even attribute definitions) and is reported; the
+/// others are written. See [`ImportMode`] for how rows differ from `POST /contacts`.
 pub fn import(
     txn: &WriteTransaction,
     agent_id: &str,
     rows: Vec<ImportRow>,
-    declared: &[(String, AttrType)],
-    on_duplicate: OnDuplicate,
-    policy: UnknownPolicy,
+    options: &ImportOptions,
     now: i64,
 ) -> Result<ImportOutcome, StoreError> {
-    let mut batch = Batch::open(txn, agent_id, on_duplicate, policy, now)?;
-    if policy == UnknownPolicy::Define {
-        for (name, kind) in declared {
-            batch.schema.declare(name, *kind, now);
-        }
-    }
+    let mut batch = Batch::open(txn, agent_id, options.on_duplicate, options.policy, now)?;
+    batch.import = Some(ImportMode {
+        declared: options.declared.iter().cloned().collect(),
+        merge_attributes: options.merge_attributes,
+    });
     let mut outcome = ImportOutcome::default();
     for row in rows {
         let external_id = match &row.input.external_id {

@@ -56,6 +56,20 @@ pub struct ImportRow {
     pub input: ContactInput,
 }
 
+/// How an import's rows are applied.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Attribute types the file declares (typed CSV columns, dates found in JSON):
+    /// under the `define` policy an undefined one is defined with that type, by the
+    /// first row that is written with a value for it.
+    pub declared: Vec<(String, AttrType)>,
+    pub on_duplicate: OnDuplicate,
+    pub policy: UnknownPolicy,
+    /// A row's attributes update only those attributes (CSV, where an empty cell means
+    /// "not set"), instead of replacing the contact's set (JSON, as `POST /contacts`).
+    pub merge_attributes: bool,
+}
+
 /// One problem with one import row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowFailure {
@@ -135,16 +149,13 @@ pub trait Store: Send + Sync + 'static {
         on_duplicate: OnDuplicate,
         policy: UnknownPolicy,
     ) -> StoreFuture<UpsertOutcome>;
-    /// One chunk of an import, in one transaction: rows that fail are left out and
-    /// reported, the others written. `declared` attributes are defined first (under
-    /// the `define` policy).
+    /// One chunk of an import, in one transaction: rows that fail are left out (and
+    /// change nothing) and are reported, the others written.
     fn import_contacts(
         &self,
         agent: String,
         rows: Vec<ImportRow>,
-        declared: Vec<(String, AttrType)>,
-        on_duplicate: OnDuplicate,
-        policy: UnknownPolicy,
+        options: ImportOptions,
     ) -> StoreFuture<ImportOutcome>;
     /// Every contact `query` selects, in its order (without a query: all of them, in
     /// external id order, the cheapest walk), from one read snapshot: handed to `sink`

@@ -19,14 +19,12 @@ use super::tables::{
 };
 use super::writer::Writer;
 use super::{
-    unix_now, ContactPage, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, Store, StoreError,
-    StoreFuture, UpsertOutcome,
+    unix_now, ContactPage, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
+    Store, StoreError, StoreFuture, UpsertOutcome,
 };
 use crate::domain::attribute::AttributeChange;
 use crate::domain::query::Query;
-use crate::domain::{
-    Agent, ApiKey, AttrType, AttributeDef, Contact, ContactInput, Scope, UnknownPolicy,
-};
+use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Scope, UnknownPolicy};
 
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "contactd.redb";
@@ -334,21 +332,10 @@ impl Store for RedbStore {
         &self,
         agent: String,
         rows: Vec<ImportRow>,
-        declared: Vec<(String, AttrType)>,
-        on_duplicate: OnDuplicate,
-        policy: UnknownPolicy,
+        options: ImportOptions,
     ) -> StoreFuture<ImportOutcome> {
-        self.writer.submit(move |txn| {
-            contacts::import(
-                txn,
-                &agent,
-                rows,
-                &declared,
-                on_duplicate,
-                policy,
-                unix_now(),
-            )
-        })
+        self.writer
+            .submit(move |txn| contacts::import(txn, &agent, rows, &options, unix_now()))
     }
 
     fn export_contacts(

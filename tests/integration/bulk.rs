@@ -491,3 +491,95 @@ async fn export_takes_the_list_query_and_checks_its_format() {
         "header and three rows"
     );
 }
+
+#[tokio::test]
+async fn imports_do_not_depend_on_where_chunks_begin() {
+    let s = TestServer::start().await;
+    // A repeated external_id meets on_duplicate like a stored one.
+    let r = s
+        .import(
+            &format!("{IMPORT}?on_duplicate=error"),
+            "text/csv",
+            "external_id,name\nu1,A\nu1,B\n",
+        )
+        .await;
+    let d = data(&r);
+    assert_eq!(
+        (d["created"].clone(), d["failed"].clone()),
+        (json!(1), json!(1)),
+        "{d}"
+    );
+    assert_eq!(d["errors"][0]["row"], 3);
+    let r = s
+        .import(
+            &format!("{IMPORT}?on_duplicate=skip"),
+            "text/csv",
+            "external_id,name\nu2,A\nu2,B\n",
+        )
+        .await;
+    assert_eq!(data(&r)["skipped"], 1);
+    assert_eq!(s.get(&contact_path("u2")).await.body["data"]["name"], "A");
+}
+
+#[tokio::test]
+async fn a_failed_row_defines_no_attribute() {
+    let s = TestServer::start().await;
+    s.upsert(json!([{"external_id": "holder", "email": "taken@x.co"}]))
+        .await;
+    let r = s
+        .import(
+            IMPORT,
+            "text/csv",
+            "external_id,email,score:number\nu1,taken@x.co,5\n",
+        )
+        .await;
+    assert_eq!(data(&r)["failed"], 1);
+    let def = s
+        .get("/api/v1/chatbots/default/custom-attributes/score")
+        .await;
+    assert_eq!(
+        def.status,
+        StatusCode::NOT_FOUND,
+        "the row failed, so score stays undefined"
+    );
+    let r = s
+        .import(
+            IMPORT,
+            "text/csv",
+            "external_id,email,score:number\nu1,free@x.co,5\n",
+        )
+        .await;
+    assert_eq!(data(&r)["created"], 1);
+    let def = s
+        .get("/api/v1/chatbots/default/custom-attributes/score")
+        .await;
+    assert_eq!(def.body["data"]["type"], "number");
+}
+
+#[tokio::test]
+async fn csv_attribute_cells_update_only_themselves() {
+    let s = TestServer::start().await;
+    s.upsert(json!([{"external_id": "u1", "name": "Sam", "custom_attributes": {"ltv": 5, "vip": true, "plan": "pro"}}]))
+        .await;
+    let r = s
+        .import(IMPORT, "text/csv", "external_id,name,ltv,vip\nu1,,,false\n")
+        .await;
+    assert_eq!(data(&r)["updated"], 1);
+    let u1 = s.get(&contact_path("u1")).await.body["data"].clone();
+    assert_eq!(u1["name"], "Sam", "an empty cell leaves the stored value");
+    assert_eq!(
+        u1["custom_attributes"],
+        json!({"ltv": 5, "vip": false, "plan": "pro"})
+    );
+    // JSON rows replace the set, as POST /contacts does.
+    let r = s
+        .import(
+            IMPORT,
+            "application/x-ndjson",
+            r#"{"external_id":"u1","custom_attributes":{"ltv":6}}"#,
+        )
+        .await;
+    assert_eq!(data(&r)["updated"], 1);
+    let u1 = s.get(&contact_path("u1")).await.body["data"].clone();
+    assert_eq!(u1["custom_attributes"], json!({"ltv": 6}));
+}
