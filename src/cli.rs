@@ -123,8 +123,8 @@ pub enum Command {
         /// Rows of the file to skip (to resume an import that stopped)
         #[arg(long, default_value_t = 0, value_name = "N")]
         skip_rows: u64,
-        /// Rows per request
-        #[arg(long, default_value_t = 10_000, value_name = "N")]
+        /// Rows per request (at most 1000: one server transaction each)
+        #[arg(long, default_value_t = 1000, value_name = "N")]
         chunk_rows: usize,
         /// What to do with an external_id that exists: update, skip or error
         #[arg(long, default_value = "update", value_name = "MODE")]

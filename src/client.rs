@@ -22,6 +22,9 @@ use tokio::runtime::Runtime;
 use crate::bulk::{csv_line, csv_reader, read_rows, FileError, Row};
 use crate::domain::bulk::Format;
 
+/// Most rows per request (see `read_chunks`).
+pub const MAX_CHUNK_ROWS: usize = 1000;
+
 /// Exit code when some rows failed.
 const EXIT_ROWS_FAILED: u8 = 1;
 /// Exit code when the import or export itself failed (connection, HTTP error, file).
@@ -304,22 +307,30 @@ fn run_import(rt: &Runtime, args: &ImportArgs) -> Result<Totals, String> {
                     errors.insert(w)
                 }
             };
+            // One line per failed row, its problems joined; the server numbered this
+            // chunk's rows from the chunk's own start.
+            let mut by_row: std::collections::BTreeMap<u64, (Vec<String>, Vec<String>)> =
+                std::collections::BTreeMap::new();
             for error in listed {
-                // The server numbered this chunk's rows from its own start.
                 let index = error["row"]
                     .as_u64()
                     .unwrap_or(0)
                     .saturating_sub(chunk_first_row(format));
+                let entry = by_row.entry(index).or_default();
+                entry
+                    .0
+                    .push(error["field"].as_str().unwrap_or_default().to_owned());
+                entry
+                    .1
+                    .push(error["message"].as_str().unwrap_or_default().to_owned());
+            }
+            for (index, (fields, messages)) in by_row {
                 let (row, cells) = chunk
                     .rows
                     .get(usize::try_from(index).unwrap_or(usize::MAX))
                     .cloned()
                     .unwrap_or((0, Vec::new()));
-                let mut record = vec![
-                    row.to_string(),
-                    error["field"].as_str().unwrap_or_default().to_owned(),
-                    error["message"].as_str().unwrap_or_default().to_owned(),
-                ];
+                let mut record = vec![row.to_string(), fields.join("; "), messages.join("; ")];
                 record.extend(cells);
                 writer
                     .write_record(&record)
@@ -413,7 +424,10 @@ fn read_chunks(
     header_out: &mut Vec<String>,
     on_chunk: &mut OnChunk,
 ) -> Result<(), String> {
-    let size = size.max(1);
+    // The server lists at most 1000 problems per request, and writes 1000 rows per
+    // transaction: chunks of at most 1000 rows keep FILE.errors.csv complete and make a
+    // failed request all-or-nothing, so --skip-rows resumes exactly.
+    let size = size.clamp(1, MAX_CHUNK_ROWS);
     match format {
         Format::Csv => {
             let mut reader = csv_reader(input);

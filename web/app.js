@@ -209,6 +209,9 @@ async function loadContacts() {
   $("contacts-table").classList.add("loading");
   $("contacts-table").setAttribute("aria-busy", "true");
   $("total").textContent = "Loading…";
+  // No paging while a page is on its way (its cursor is not known yet).
+  $("prev").disabled = true;
+  $("next").disabled = true;
   let reply;
   try {
     reply = await api("GET", `${agentPath("/contacts")}?${params}`);
@@ -226,6 +229,7 @@ async function loadContacts() {
   if (reply.status !== 200) {
     status(message(reply), true);
     $("total").textContent = "";
+    $("prev").disabled = state.page === 0;
     return;
   }
   if ($("status").classList.contains("error")) status("");
@@ -390,13 +394,15 @@ function contactBody() {
     if (value) body[field] = value;
     else if (editing && editing[field] && field !== "external_id") body[field] = null;
   }
-  body.stripe_accounts = [...document.querySelectorAll(".stripe-row")].map((row) => {
-    const account = {};
-    for (const input of row.querySelectorAll("input")) {
-      if (input.value.trim()) account[input.dataset.key] = input.value.trim();
-    }
-    return account;
-  });
+  body.stripe_accounts = [...document.querySelectorAll(".stripe-row")]
+    .map((row) => {
+      const account = {};
+      for (const input of row.querySelectorAll("input")) {
+        if (input.value.trim()) account[input.dataset.key] = input.value.trim();
+      }
+      return account;
+    })
+    .filter((account) => Object.keys(account).length > 0);
   const attrs = {};
   for (const input of $("attr-inputs").querySelectorAll("input")) {
     const name = input.dataset.attr;
@@ -422,7 +428,8 @@ async function saveContact(event) {
   const editing = state.editing;
   const reply = editing
     ? await api("PATCH", agentPath(`/contacts/${encodeURIComponent(editing.id)}`), { data: body })
-    : await api("POST", agentPath("/contacts"), { users: [body] });
+    : // Adding never overwrites: an external id in use is reported on its field.
+      await api("POST", agentPath("/contacts?on_duplicate=error"), { users: [body] });
   if (reply.status !== 200) {
     showIssues(form, reply.body && reply.body.issues, message(reply));
     return;
@@ -713,15 +720,19 @@ function downloadErrors() {
 
 async function exportView() {
   status("Exporting…");
-  const response = await fetch(`${agentPath("/contacts/export")}?${listQuery({ format: "csv" })}`, {
-    headers: { Authorization: `Bearer ${state.key}` },
-  });
-  if (!response.ok) {
-    status(`Export failed (${response.status}).`, true);
-    return;
+  try {
+    const response = await fetch(`${agentPath("/contacts/export")}?${listQuery({ format: "csv" })}`, {
+      headers: { Authorization: `Bearer ${state.key}` },
+    });
+    if (!response.ok) {
+      status(`Export failed (${response.status}).`, true);
+      return;
+    }
+    download(`contacts-${state.agent}.csv`, await response.blob());
+    status("Export downloaded.");
+  } catch (err) {
+    status(`Export failed: ${err.message}`, true);
   }
-  download(`contacts-${state.agent}.csv`, await response.blob());
-  status("Export downloaded.");
 }
 
 // ---------------------------------------------------------------- wiring

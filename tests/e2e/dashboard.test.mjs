@@ -150,6 +150,14 @@ async function run() {
     await page.click("#contact-save");
     await page.waitForSelector("#status:has-text('Contact added')");
 
+    // Adding never overwrites an existing contact: the external id is reported in use.
+    await page.click("#add");
+    await page.fill("#f-external_id", "e2e-ada");
+    await page.fill("#f-name", "Someone Else");
+    await page.click("#contact-save");
+    await page.waitForSelector('.field-error[data-for="external_id"]:has-text("already used")');
+    await page.click("#contact-cancel");
+
     // Search (debounced, with q).
     await page.fill("#search", "lovel");
     await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 1);
