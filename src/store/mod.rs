@@ -9,6 +9,8 @@ mod index;
 mod keys;
 mod query;
 mod redb_store;
+mod sources;
+mod streams;
 mod tables;
 mod writer;
 

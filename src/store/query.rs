@@ -27,18 +27,19 @@
 //! slower but never wrong.
 
 use std::collections::HashSet;
-use std::iter::Peekable;
 use std::ops::Bound;
 
 use redb::{AccessGuard, ReadOnlyTable, ReadTransaction};
 
 use super::codec::{decode_agent, decode_contact};
 use super::keys;
+use super::sources::{sources, Index, Source};
+use super::streams::{intersect, list_stream, runs_stream, IdStream, Intersection, Results};
 use super::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS, SORT_INDEX, WORD_INDEX,
 };
 use super::StoreError;
-use crate::domain::query::{Cmp, Op, Position, Query};
+use crate::domain::query::{Position, Query};
 use crate::domain::search::sort_key;
 use crate::domain::Contact;
 
@@ -89,18 +90,13 @@ pub struct QueryPage {
     pub next: Option<Position>,
 }
 
-type Results<'a, T> = Box<dyn Iterator<Item = Result<T, StoreError>> + 'a>;
-type IdStream<'a> = Peekable<Results<'a, u64>>;
-/// The contact numbers of a term's rare words, and the key prefixes of its common ones.
-type RareAndCommon = (Vec<u64>, Vec<Vec<u8>>);
-
 /// The tables a query reads, from one snapshot.
-struct Snapshot {
-    contacts: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
-    by_id: ReadOnlyTable<(&'static str, u64), &'static str>,
-    by_email: ReadOnlyTable<(&'static str, &'static str), &'static str>,
-    sort: ReadOnlyTable<&'static [u8], ()>,
-    words: ReadOnlyTable<&'static [u8], ()>,
+pub(super) struct Snapshot {
+    pub(super) contacts: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    pub(super) by_id: ReadOnlyTable<(&'static str, u64), &'static str>,
+    pub(super) by_email: ReadOnlyTable<(&'static str, &'static str), &'static str>,
+    pub(super) sort: ReadOnlyTable<&'static [u8], ()>,
+    pub(super) words: ReadOnlyTable<&'static [u8], ()>,
 }
 
 impl Snapshot {
@@ -114,7 +110,7 @@ impl Snapshot {
         })
     }
 
-    fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
+    pub(super) fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         self.contacts
             .get((agent, ext))?
             .map(|bytes| decode_contact(bytes.value()))
@@ -122,7 +118,7 @@ impl Snapshot {
     }
 
     /// The contact an index entry names; an entry without one is corruption.
-    fn indexed(&self, agent: &str, ext: &str) -> Result<Contact, StoreError> {
+    pub(super) fn indexed(&self, agent: &str, ext: &str) -> Result<Contact, StoreError> {
         self.by_ext(agent, ext)?.ok_or_else(|| {
             StoreError::Corrupt(format!("an index names '{ext}' but no such contact exists"))
         })
@@ -302,273 +298,6 @@ fn in_memory(
     })
 }
 
-/// The two byte-keyed indexes.
-#[derive(Debug, Clone, Copy)]
-enum Index {
-    Sort,
-    Words,
-}
-
-impl Snapshot {
-    fn index(&self, index: Index) -> &ReadOnlyTable<&'static [u8], ()> {
-        match index {
-            Index::Sort => &self.sort,
-            Index::Words => &self.words,
-        }
-    }
-}
-
-/// What one term or filter contributes.
-enum Source {
-    /// Every contact it accepts, ascending.
-    Ids(Vec<u64>),
-    /// Too many to read whole, but streamable in id order: these contact numbers
-    /// (ascending) and those after each of these key prefixes of the index (one word, one
-    /// value), which follow in ascending order.
-    Runs(Index, Vec<u64>, Vec<Vec<u8>>),
-    /// No usable index range: contacts are checked one by one.
-    Unindexed,
-}
-
-fn sources(
-    snap: &Snapshot,
-    agent: &str,
-    query: &Query,
-    limits: QueryLimits,
-    small_agent: bool,
-) -> Result<Vec<Source>, StoreError> {
-    // A range that can be streamed is read whole only while that is cheap: in a small
-    // agent, or up to what is ordered in memory anyway. (Reading 20,000 entries of a
-    // common word only to give up would cost more than streaming it.)
-    let streamable_cap = if small_agent {
-        limits.cap
-    } else {
-        limits.run.max(limits.in_memory / 4).min(limits.cap)
-    };
-    let mut out = Vec::new();
-    for term in &query.terms {
-        let mut start = keys::prefix(&[agent.as_bytes()]);
-        keys::push_escaped(&mut start, term.as_bytes());
-        // The term's words first (cheap: a few entries per word): when none is common,
-        // their contact numbers are the whole answer.
-        let source = match word_runs(&snap.words, agent, &start, limits)? {
-            Some((rare, runs)) if runs.is_empty() => Source::Ids(rare),
-            Some((rare, runs)) => match collect(&snap.words, &start, None, streamable_cap)? {
-                Some(ids) => Source::Ids(ids),
-                None => Source::Runs(Index::Words, rare, runs),
-            },
-            None => match collect(&snap.words, &start, None, streamable_cap)? {
-                Some(ids) => Source::Ids(ids),
-                None => Source::Unindexed,
-            },
-        };
-        out.push(source);
-    }
-    for filter in &query.filters {
-        let field = filter.field.as_str();
-        let text = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
-        let source = match (field, &filter.op) {
-            ("email", Op::Eq(key)) => {
-                let ext = snap.by_email.get((agent, text(key).as_str()))?;
-                let ext = ext.map(|e| e.value().to_owned());
-                let found = match ext {
-                    Some(ext) => Some(snap.indexed(agent, &ext)?),
-                    None => None,
-                };
-                Source::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
-            }
-            ("external_id", Op::Eq(key)) => {
-                let found = snap.by_ext(agent, &text(key))?;
-                Source::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
-            }
-            ("email" | "external_id", _) | (_, Op::Exists(false)) => Source::Unindexed,
-            (_, op) => {
-                let field_start = keys::prefix(&[agent.as_bytes(), field.as_bytes()]);
-                let field_end = keys::prefix_end(&field_start);
-                let at = |key: &[u8]| keys::prefix(&[agent.as_bytes(), field.as_bytes(), key]);
-                let (lower, upper, streamable) = match op {
-                    Op::Eq(key) => {
-                        let at = at(key);
-                        let end = keys::prefix_end(&at);
-                        (at, end, true)
-                    }
-                    Op::Cmp(Cmp::Gt, key) => (keys::prefix_end(&at(key)), field_end, false),
-                    Op::Cmp(Cmp::Gte, key) => (at(key), field_end, false),
-                    Op::Cmp(Cmp::Lt, key) => (field_start, at(key), false),
-                    Op::Cmp(Cmp::Lte, key) => (field_start, keys::prefix_end(&at(key)), false),
-                    Op::Exists(_) => (field_start, field_end, false),
-                };
-                let cap = if streamable {
-                    streamable_cap
-                } else {
-                    limits.cap
-                };
-                match collect(&snap.sort, &lower, Some(&upper), cap)? {
-                    Some(ids) => Source::Ids(ids),
-                    None if streamable => Source::Runs(Index::Sort, Vec::new(), vec![lower]),
-                    None => Source::Unindexed,
-                }
-            }
-        };
-        out.push(source);
-    }
-    Ok(out)
-}
-
-/// The contact numbers of the keys from `lower` while below `upper` (without one:
-/// while they start with `lower`), sorted and without repeats; `None` past `cap`
-/// entries.
-fn collect(
-    table: &ReadOnlyTable<&'static [u8], ()>,
-    lower: &[u8],
-    upper: Option<&[u8]>,
-    cap: usize,
-) -> Result<Option<Vec<u64>>, StoreError> {
-    let mut ids = Vec::new();
-    let range = match upper {
-        Some(upper) => table.range::<&[u8]>(lower..upper)?,
-        None => table.range::<&[u8]>(lower..)?,
-    };
-    for row in range {
-        let (key, _) = row?;
-        let key = key.value();
-        if upper.is_none() && !key.starts_with(lower) {
-            break;
-        }
-        if ids.len() == cap {
-            return Ok(None);
-        }
-        ids.extend(keys::id_of(key));
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(Some(ids))
-}
-
-/// The words that start with the escaped term `start` (after the agent's segment):
-/// the contact numbers of the rare ones (at most `limits.run` entries each), sorted, and
-/// the key prefixes of the common ones, to be streamed; `None` past `limits.words`
-/// distinct words or `limits.max_runs` common ones.
-fn word_runs(
-    words: &ReadOnlyTable<&'static [u8], ()>,
-    agent: &str,
-    start: &[u8],
-    limits: QueryLimits,
-) -> Result<Option<RareAndCommon>, StoreError> {
-    let agent_len = keys::prefix(&[agent.as_bytes()]).len();
-    let malformed = || StoreError::Corrupt("a malformed word index key".into());
-    let mut rare = Vec::new();
-    let mut runs = Vec::new();
-    let mut seen = 0;
-    // The word being read: its key prefix and its contact numbers so far. Rare words are
-    // read in one pass; the range is opened again only to jump past a common word.
-    let mut current: Option<(Vec<u8>, Vec<u64>)> = None;
-    let mut range = words.range::<&[u8]>(start..)?;
-    loop {
-        let row = range.next().transpose()?;
-        let key = row
-            .as_ref()
-            .map(|(k, _)| k.value())
-            .filter(|k| k.starts_with(start));
-        let Some(key) = key else {
-            if let Some((_, ids)) = current.take() {
-                rare.extend(ids);
-            }
-            break;
-        };
-        let id = keys::id_of(key).ok_or_else(malformed)?;
-        if let Some((run, ids)) = &mut current {
-            if key.starts_with(run.as_slice()) {
-                if ids.len() < limits.run {
-                    ids.push(id);
-                    continue;
-                }
-                if runs.len() == limits.max_runs {
-                    return Ok(None);
-                }
-                let end = keys::prefix_end(run);
-                runs.push(std::mem::take(run));
-                current = None;
-                range = words.range::<&[u8]>(end.as_slice()..)?;
-                continue;
-            }
-        }
-        if let Some((_, ids)) = current.take() {
-            rare.extend(ids);
-        }
-        seen += 1;
-        if seen > limits.words {
-            return Ok(None);
-        }
-        let (word, _) = keys::split_seg(&key[agent_len..]).ok_or_else(malformed)?;
-        current = Some((keys::prefix(&[agent.as_bytes(), &word]), vec![id]));
-    }
-    rare.sort_unstable();
-    rare.dedup();
-    Ok(Some((rare, runs)))
-}
-
-/// Intersects ascending id lists; `None` when there are none.
-fn intersect(mut sets: Vec<Vec<u64>>) -> Option<Vec<u64>> {
-    sets.sort_by_key(Vec::len);
-    let mut sets = sets.into_iter();
-    let mut result = sets.next()?;
-    for set in sets {
-        result.retain(|id| set.binary_search(id).is_ok());
-    }
-    Some(result)
-}
-
-/// An ascending id list as a stream in query order, after `from`.
-fn list_stream(ids: &[u64], from: Option<u64>, descending: bool) -> IdStream<'_> {
-    let rows: Results<'_, u64> = if descending {
-        let end = from.map_or(ids.len(), |f| ids.partition_point(|&id| id < f));
-        Box::new(ids[..end].iter().rev().map(|&id| Ok(id)))
-    } else {
-        let start = from.map_or(0, |f| ids.partition_point(|&id| id <= f));
-        Box::new(ids[start..].iter().map(|&id| Ok(id)))
-    };
-    rows.peekable()
-}
-
-/// `ids` and the contact numbers under each prefix, merged into one stream in query
-/// order.
-fn runs_stream<'a>(
-    table: &'a ReadOnlyTable<&'static [u8], ()>,
-    ids: &'a [u64],
-    runs: &[Vec<u8>],
-    from: Option<u64>,
-    descending: bool,
-) -> Result<IdStream<'a>, StoreError> {
-    let mut parts = Vec::with_capacity(runs.len() + 1);
-    parts.push(list_stream(ids, from, descending));
-    for run in runs {
-        let (lower, upper) = match (from, descending) {
-            (None, _) => (run.clone(), keys::prefix_end(run)),
-            (Some(f), false) => (keys::entry_after(run, f), keys::prefix_end(run)),
-            (Some(f), true) => (run.clone(), keys::entry_at(run, f)),
-        };
-        let range = table.range::<&[u8]>(lower.as_slice()..upper.as_slice())?;
-        let ids = range.map(|row| {
-            let (key, _) = row?;
-            keys::id_of(key.value())
-                .ok_or_else(|| StoreError::Corrupt("a malformed index key".into()))
-        });
-        let ids: Results<'a, u64> = if descending {
-            Box::new(ids.rev())
-        } else {
-            Box::new(ids)
-        };
-        parts.push(ids.peekable());
-    }
-    let merged: Results<'a, u64> = Box::new(Merge {
-        parts,
-        descending,
-        last: None,
-    });
-    Ok(merged.peekable())
-}
-
 /// Every contact number of the agent, in query order, after `from`.
 fn id_walk<'a>(
     snap: &'a Snapshot,
@@ -717,99 +446,4 @@ where
     } else {
         Box::new(rows)
     })
-}
-
-/// Merges ascending (or, when `descending`, descending) id streams into one, without
-/// repeats.
-struct Merge<'a> {
-    parts: Vec<IdStream<'a>>,
-    descending: bool,
-    last: Option<u64>,
-}
-
-impl Iterator for Merge<'_> {
-    type Item = Result<u64, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let mut best: Option<(usize, u64)> = None;
-            for (i, part) in self.parts.iter_mut().enumerate() {
-                match part.peek() {
-                    None => {}
-                    Some(Err(_)) => return part.next(),
-                    Some(Ok(id)) => {
-                        let better =
-                            best.is_none_or(
-                                |(_, b)| {
-                                    if self.descending {
-                                        *id > b
-                                    } else {
-                                        *id < b
-                                    }
-                                },
-                            );
-                        if better {
-                            best = Some((i, *id));
-                        }
-                    }
-                }
-            }
-            let (i, id) = best?;
-            self.parts[i].next();
-            if self.last != Some(id) {
-                self.last = Some(id);
-                return Some(Ok(id));
-            }
-        }
-    }
-}
-
-/// The ids present in every input stream, in query order: each input is advanced to
-/// the furthest head until all heads agree.
-struct Intersection<'a> {
-    inputs: Vec<IdStream<'a>>,
-    descending: bool,
-}
-
-impl Iterator for Intersection<'_> {
-    type Item = Result<u64, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let before = |a: u64, b: u64| if self.descending { a > b } else { a < b };
-        loop {
-            let mut target: Option<u64> = None;
-            for input in &mut self.inputs {
-                match input.peek()? {
-                    Err(_) => return input.next(),
-                    Ok(id) => {
-                        if target.is_none_or(|t| before(t, *id)) {
-                            target = Some(*id);
-                        }
-                    }
-                }
-            }
-            let target = target?;
-            let mut agreed = true;
-            for input in &mut self.inputs {
-                loop {
-                    match input.peek()? {
-                        Err(_) => return input.next(),
-                        Ok(id) if before(*id, target) => {
-                            input.next();
-                        }
-                        Ok(id) => {
-                            agreed &= *id == target;
-                            break;
-                        }
-                    }
-                }
-            }
-            if agreed {
-                for input in &mut self.inputs {
-                    input.next();
-                }
-                return Some(Ok(target));
-            }
-        }
-    }
 }

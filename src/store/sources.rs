@@ -1,0 +1,219 @@
+//! What each search term and filter of a query contributes: an index range read whole
+//! (a set of contact numbers), runs of contact numbers to stream, or nothing usable
+//! (contacts are then checked one by one). See `query` for how they are combined.
+
+use redb::ReadOnlyTable;
+
+use super::keys;
+use super::query::{QueryLimits, Snapshot};
+use super::StoreError;
+use crate::domain::query::{Cmp, Op, Query};
+
+/// The contact numbers of a term's rare words, and the key prefixes of its common ones.
+type RareAndCommon = (Vec<u64>, Vec<Vec<u8>>);
+
+/// The two byte-keyed indexes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Index {
+    Sort,
+    Words,
+}
+
+impl Snapshot {
+    pub(super) fn index(&self, index: Index) -> &ReadOnlyTable<&'static [u8], ()> {
+        match index {
+            Index::Sort => &self.sort,
+            Index::Words => &self.words,
+        }
+    }
+}
+
+/// What one term or filter contributes.
+pub(super) enum Source {
+    /// Every contact it accepts, ascending.
+    Ids(Vec<u64>),
+    /// Too many to read whole, but streamable in id order: these contact numbers
+    /// (ascending) and those after each of these key prefixes of the index (one word, one
+    /// value), which follow in ascending order.
+    Runs(Index, Vec<u64>, Vec<Vec<u8>>),
+    /// No usable index range: contacts are checked one by one.
+    Unindexed,
+}
+
+pub(super) fn sources(
+    snap: &Snapshot,
+    agent: &str,
+    query: &Query,
+    limits: QueryLimits,
+    small_agent: bool,
+) -> Result<Vec<Source>, StoreError> {
+    // A range that can be streamed is read whole only while that is cheap: in a small
+    // agent, or up to what is ordered in memory anyway. (Reading 20,000 entries of a
+    // common word only to give up would cost more than streaming it.)
+    let streamable_cap = if small_agent {
+        limits.cap
+    } else {
+        limits.run.max(limits.in_memory / 4).min(limits.cap)
+    };
+    let mut out = Vec::new();
+    for term in &query.terms {
+        let mut start = keys::prefix(&[agent.as_bytes()]);
+        keys::push_escaped(&mut start, term.as_bytes());
+        // The term's words first (cheap: a few entries per word): when none is common,
+        // their contact numbers are the whole answer.
+        let source = match word_runs(&snap.words, agent, &start, limits)? {
+            Some((rare, runs)) if runs.is_empty() => Source::Ids(rare),
+            Some((rare, runs)) => match collect(&snap.words, &start, None, streamable_cap)? {
+                Some(ids) => Source::Ids(ids),
+                None => Source::Runs(Index::Words, rare, runs),
+            },
+            None => match collect(&snap.words, &start, None, streamable_cap)? {
+                Some(ids) => Source::Ids(ids),
+                None => Source::Unindexed,
+            },
+        };
+        out.push(source);
+    }
+    for filter in &query.filters {
+        let field = filter.field.as_str();
+        let text = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
+        let source = match (field, &filter.op) {
+            ("email", Op::Eq(key)) => {
+                let ext = snap.by_email.get((agent, text(key).as_str()))?;
+                let ext = ext.map(|e| e.value().to_owned());
+                let found = match ext {
+                    Some(ext) => Some(snap.indexed(agent, &ext)?),
+                    None => None,
+                };
+                Source::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
+            }
+            ("external_id", Op::Eq(key)) => {
+                let found = snap.by_ext(agent, &text(key))?;
+                Source::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
+            }
+            ("email" | "external_id", _) | (_, Op::Exists(false)) => Source::Unindexed,
+            (_, op) => {
+                let field_start = keys::prefix(&[agent.as_bytes(), field.as_bytes()]);
+                let field_end = keys::prefix_end(&field_start);
+                let at = |key: &[u8]| keys::prefix(&[agent.as_bytes(), field.as_bytes(), key]);
+                let (lower, upper, streamable) = match op {
+                    Op::Eq(key) => {
+                        let at = at(key);
+                        let end = keys::prefix_end(&at);
+                        (at, end, true)
+                    }
+                    Op::Cmp(Cmp::Gt, key) => (keys::prefix_end(&at(key)), field_end, false),
+                    Op::Cmp(Cmp::Gte, key) => (at(key), field_end, false),
+                    Op::Cmp(Cmp::Lt, key) => (field_start, at(key), false),
+                    Op::Cmp(Cmp::Lte, key) => (field_start, keys::prefix_end(&at(key)), false),
+                    Op::Exists(_) => (field_start, field_end, false),
+                };
+                let cap = if streamable {
+                    streamable_cap
+                } else {
+                    limits.cap
+                };
+                match collect(&snap.sort, &lower, Some(&upper), cap)? {
+                    Some(ids) => Source::Ids(ids),
+                    None if streamable => Source::Runs(Index::Sort, Vec::new(), vec![lower]),
+                    None => Source::Unindexed,
+                }
+            }
+        };
+        out.push(source);
+    }
+    Ok(out)
+}
+
+/// The contact numbers of the keys from `lower` while below `upper` (without one:
+/// while they start with `lower`), sorted and without repeats; `None` past `cap`
+/// entries.
+pub(super) fn collect(
+    table: &ReadOnlyTable<&'static [u8], ()>,
+    lower: &[u8],
+    upper: Option<&[u8]>,
+    cap: usize,
+) -> Result<Option<Vec<u64>>, StoreError> {
+    let mut ids = Vec::new();
+    let range = match upper {
+        Some(upper) => table.range::<&[u8]>(lower..upper)?,
+        None => table.range::<&[u8]>(lower..)?,
+    };
+    for row in range {
+        let (key, _) = row?;
+        let key = key.value();
+        if upper.is_none() && !key.starts_with(lower) {
+            break;
+        }
+        if ids.len() == cap {
+            return Ok(None);
+        }
+        ids.extend(keys::id_of(key));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Some(ids))
+}
+
+/// The words that start with the escaped term `start` (after the agent's segment):
+/// the contact numbers of the rare ones (at most `limits.run` entries each), sorted, and
+/// the key prefixes of the common ones, to be streamed; `None` past `limits.words`
+/// distinct words or `limits.max_runs` common ones.
+pub(super) fn word_runs(
+    words: &ReadOnlyTable<&'static [u8], ()>,
+    agent: &str,
+    start: &[u8],
+    limits: QueryLimits,
+) -> Result<Option<RareAndCommon>, StoreError> {
+    let agent_len = keys::prefix(&[agent.as_bytes()]).len();
+    let malformed = || StoreError::Corrupt("a malformed word index key".into());
+    let mut rare = Vec::new();
+    let mut runs = Vec::new();
+    let mut seen = 0;
+    // The word being read: its key prefix and its contact numbers so far. Rare words are
+    // read in one pass; the range is opened again only to jump past a common word.
+    let mut current: Option<(Vec<u8>, Vec<u64>)> = None;
+    let mut range = words.range::<&[u8]>(start..)?;
+    loop {
+        let row = range.next().transpose()?;
+        let key = row
+            .as_ref()
+            .map(|(k, _)| k.value())
+            .filter(|k| k.starts_with(start));
+        let Some(key) = key else {
+            if let Some((_, ids)) = current.take() {
+                rare.extend(ids);
+            }
+            break;
+        };
+        let id = keys::id_of(key).ok_or_else(malformed)?;
+        if let Some((run, ids)) = &mut current {
+            if key.starts_with(run.as_slice()) {
+                if ids.len() < limits.run {
+                    ids.push(id);
+                    continue;
+                }
+                if runs.len() == limits.max_runs {
+                    return Ok(None);
+                }
+                let end = keys::prefix_end(run);
+                runs.push(std::mem::take(run));
+                current = None;
+                range = words.range::<&[u8]>(end.as_slice()..)?;
+                continue;
+            }
+        }
+        if let Some((_, ids)) = current.take() {
+            rare.extend(ids);
+        }
+        seen += 1;
+        if seen > limits.words {
+            return Ok(None);
+        }
+        let (word, _) = keys::split_seg(&key[agent_len..]).ok_or_else(malformed)?;
+        current = Some((keys::prefix(&[agent.as_bytes(), &word]), vec![id]));
+    }
+    rare.sort_unstable();
+    rare.dedup();
+    Ok(Some((rare, runs)))
+}
