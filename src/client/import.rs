@@ -1,24 +1,20 @@
-//! `contactd import` and `contactd export`: clients of a running server over HTTP.
-//!
-//! Import reads the file as a stream and sends it in chunks of rows (one request each),
-//! so memory stays bounded and a failure part-way can be resumed with `--skip-rows`.
-//! Each chunk's report is mapped back to the file's own row numbers; failed rows are
-//! written, with their errors, to `FILE.errors.csv`.
+//! `contactd import`: reads the file as a stream and sends it in chunks of rows (one
+//! request each), so memory stays bounded and a failure part-way can be resumed with
+//! `--skip-rows`. Each chunk's report is mapped back to the file's own row numbers;
+//! failed rows are written, with their errors and cells, to `FILE.errors.csv`.
 
 use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read, Write};
+use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
+use super::{connect, describe_error, request, send, Target, EXIT_ERROR};
 use crate::bulk::{csv_line, csv_reader, read_rows, FileError, Row};
 use crate::domain::bulk::Format;
 
@@ -27,149 +23,6 @@ pub const MAX_CHUNK_ROWS: usize = 1000;
 
 /// Exit code when some rows failed.
 const EXIT_ROWS_FAILED: u8 = 1;
-/// Exit code when the import or export itself failed (connection, HTTP error, file).
-const EXIT_ERROR: u8 = 2;
-
-/// Where the server is and how to sign in.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// `host:port`.
-    pub authority: String,
-    /// Path prefix before `/api/v1` (usually empty).
-    pub base: String,
-    pub key: String,
-}
-
-impl Target {
-    /// From `http://host:port[/base]` and an API key.
-    pub fn parse(url: &str, key: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("the server URL must start with http:// (got \"{url}\"); put TLS in a proxy in front")
-        })?;
-        let (authority, base) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        if authority.is_empty() {
-            return Err(format!("the server URL \"{url}\" has no host"));
-        }
-        if key.trim().is_empty() {
-            return Err("an API key is needed: --key or CONTACTD_KEY".into());
-        }
-        Ok(Self {
-            authority: authority.to_owned(),
-            base: base.to_owned(),
-            key: key.trim().to_owned(),
-        })
-    }
-
-    fn contacts_path(&self, agent: &str) -> String {
-        let agent: String = percent_encoding::utf8_percent_encode(agent, SEGMENT).collect();
-        format!("{}/api/v1/chatbots/{agent}/contacts", self.base)
-    }
-}
-
-/// Characters escaped in a path segment.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(target: &Target) -> Result<Sender, String> {
-    let stream = tokio::net::TcpStream::connect(&target.authority)
-        .await
-        .map_err(|err| format!("cannot connect to {}: {err}", target.authority))?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| format!("cannot talk HTTP to {}: {err}", target.authority))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-fn request(
-    target: &Target,
-    method: Method,
-    path: &str,
-    content_type: Option<&str>,
-    body: Bytes,
-) -> Result<Request<Full<Bytes>>, String> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, &target.authority)
-        .header(AUTHORIZATION, format!("Bearer {}", target.key));
-    if let Some(ct) = content_type {
-        builder = builder.header(CONTENT_TYPE, ct);
-    }
-    builder
-        .body(Full::new(body))
-        .map_err(|err| format!("cannot build the request: {err}"))
-}
-
-/// Sends one request; the answer's head, its body still to read.
-async fn exchange(
-    sender: &mut Sender,
-    req: Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    sender
-        .ready()
-        .await
-        .map_err(|err| format!("the connection closed: {err}"))?;
-    sender
-        .send_request(req)
-        .await
-        .map_err(|err| format!("the request failed: {err}"))
-}
-
-/// Sends one request and reads the whole answer.
-async fn send(
-    sender: &mut Sender,
-    req: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Bytes), String> {
-    let response = exchange(sender, req).await?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|err| format!("reading the answer failed: {err}"))?
-        .to_bytes();
-    Ok((status, body))
-}
-
-/// The message of an error answer.
-fn describe_error(status: StatusCode, body: &[u8]) -> String {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let message = parsed
-        .as_ref()
-        .and_then(|v| v["message"].as_str())
-        .unwrap_or("no message");
-    let issues = parsed
-        .as_ref()
-        .and_then(|v| v["issues"].as_array())
-        .map(|list| {
-            list.iter()
-                .map(|i| {
-                    format!(
-                        "{}: {}",
-                        i["field"].as_str().unwrap_or("?"),
-                        i["message"].as_str().unwrap_or("")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .filter(|s| !s.is_empty())
-        .map(|s| format!(" ({s})"))
-        .unwrap_or_default();
-    format!("the server answered {status}: {message}{issues}")
-}
-
 /// The format of a file: `--format`, else its extension (`.gz` looked through).
 pub fn format_of(path: &Path, flag: Option<&str>) -> Result<(Format, bool), String> {
     let name = path
@@ -595,96 +448,13 @@ impl Progress {
     }
 }
 
-/// What `contactd export` was asked.
-#[derive(Debug, Clone)]
-pub struct ExportArgs {
-    pub agent: String,
-    pub format: String,
-    /// Extra list parameters (`q=...&filter[...]=...&sort=...`).
-    pub query: Option<String>,
-    pub output: Option<PathBuf>,
-    pub target: Target,
-}
-
-pub fn export(rt: &Runtime, args: &ExportArgs) -> ExitCode {
-    match rt.block_on(run_export(args)) {
-        Ok(bytes) => {
-            if let Some(path) = &args.output {
-                eprintln!("exported {bytes} bytes to {}", path.display());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("contactd export: {message}");
-            ExitCode::from(EXIT_ERROR)
-        }
-    }
-}
-
-async fn run_export(args: &ExportArgs) -> Result<u64, String> {
-    let format = Format::from_name(&args.format)
-        .ok_or_else(|| format!("unknown format \"{}\": csv, json or ndjson", args.format))?;
-    let mut path = format!(
-        "{}/export?format={}",
-        args.target.contacts_path(&args.agent),
-        format.name()
-    );
-    if let Some(q) = args.query.as_deref().filter(|q| !q.is_empty()) {
-        path.push('&');
-        path.push_str(q.trim_start_matches('?'));
-    }
-    let mut sender = connect(&args.target).await?;
-    let req = request(&args.target, Method::GET, &path, None, Bytes::new())?;
-    let response = exchange(&mut sender, req).await?;
-    let status = response.status();
-    let mut body = response.into_body();
-    if status != StatusCode::OK {
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|err| err.to_string())?
-            .to_bytes();
-        return Err(describe_error(status, &bytes));
-    }
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            File::create(path).map_err(|err| format!("cannot create {}: {err}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let mut written = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|err| format!("the export broke off after {written} bytes: {err}"))?;
-        if let Ok(data) = frame.into_data() {
-            out.write_all(&data)
-                .map_err(|err| format!("cannot write the export: {err}"))?;
-            written += data.len() as u64;
-        }
-    }
-    out.flush()
-        .map_err(|err| format!("cannot write the export: {err}"))?;
-    Ok(written)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_formats_are_read() {
-        let t = Target::parse("http://127.0.0.1:8080/base/", "k").unwrap();
-        assert_eq!(
-            (t.authority.as_str(), t.base.as_str()),
-            ("127.0.0.1:8080", "/base")
-        );
-        assert_eq!(
-            t.contacts_path("a b"),
-            "/base/api/v1/chatbots/a%20b/contacts"
-        );
-        assert!(Target::parse("https://x", "k").is_err());
-        assert!(Target::parse("http://x", " ").is_err());
+    fn formats_and_the_errors_file_follow_the_file_name() {
         assert_eq!(
             format_of(Path::new("a.CSV.gz"), None).unwrap(),
             (Format::Csv, true)
