@@ -219,11 +219,6 @@ impl Query {
         }
     }
 
-    /// Whether this is the plain listing: creation order, no search, no filters.
-    pub fn is_creation_order(&self) -> bool {
-        self.sort_field == "created_at" && self.terms.is_empty() && self.filters.is_empty()
-    }
-
     /// The query's total order: contacts with a value first (by key, then id; reversed
     /// when descending), then those without (by id, reversed when descending).
     pub fn compare(&self, a: &Position, b: &Position) -> Ordering {
