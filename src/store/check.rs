@@ -1,21 +1,26 @@
 //! `contactd check`: verifies that every index agrees with the contacts table.
 //!
 //! For each contact it recomputes the entries it should have (id index, email index,
-//! sort index, word index, field counts) and looks each one up; then it counts each
-//! agent's entries in every index. Every expected entry present and the counts equal
-//! means the index holds exactly the expected entries, without loading a contact per
-//! index entry.
+//! sort index, word index, field counts) and looks up the B-tree ones; then it counts
+//! each agent's entries in every index. Every expected entry present and the counts
+//! equal means the index holds exactly the expected entries, without loading a contact
+//! per index entry.
+//!
+//! The sort and word indexes (log-structured, see `lsm`) are read in one ordered pass
+//! per agent instead of a lookup per entry: the count and a sum of hashes of the keys
+//! read must equal those of the keys expected. Only when they differ is the agent's
+//! expected set built in memory and compared key by key, to name the differences.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use redb::{ReadTransaction, ReadableTable};
 
 use super::codec::{decode_agent, decode_contact};
 use super::index::{counted_fields, sort_keys, word_keys};
 use super::keys;
-use super::tables::{
-    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS, SORT_INDEX, WORD_INDEX,
-};
+use super::lsm::{Index, IndexView};
+use super::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS};
 use super::StoreError;
 
 /// Most problems listed; the count covers all.
@@ -41,14 +46,45 @@ impl CheckReport {
     }
 }
 
-/// Expected entry counts of one agent.
+/// The entries of one agent in one index, summarised: how many, and the wrapping sum
+/// of their hashes (equal sets give equal sums).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Digest {
+    entries: u64,
+    hash: u64,
+}
+
+impl Digest {
+    fn add(&mut self, key: &[u8]) {
+        self.entries += 1;
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        self.hash = self.hash.wrapping_add(hasher.hash_one(key));
+    }
+}
+
+/// Expected entries of one agent.
 #[derive(Default)]
 struct Expected {
     contacts: u64,
     emails: u64,
-    sort: u64,
-    words: u64,
+    sort: Digest,
+    words: Digest,
     fields: HashMap<String, u64>,
+}
+
+/// The keys a contact should have in an index.
+fn expected_keys(index: Index, agent: &str, contact: &crate::domain::Contact) -> BTreeSet<Vec<u8>> {
+    match index {
+        Index::Sort => sort_keys(agent, contact),
+        Index::Words => word_keys(agent, contact),
+    }
+}
+
+fn index_name(index: Index) -> &'static str {
+    match index {
+        Index::Sort => "sort_index",
+        Index::Words => "word_index",
+    }
 }
 
 /// A readable name for a byte-keyed index entry: its segments after the agent's.
@@ -63,24 +99,61 @@ fn describe(key: &[u8]) -> String {
     format!("{:?} of contact {id}", parts.get(1..).unwrap_or_default())
 }
 
-/// Entries of the agent's range of a byte-keyed index.
-fn count_range(
-    table: &redb::ReadOnlyTable<&'static [u8], ()>,
-    agent: &str,
-) -> Result<u64, StoreError> {
+/// The agent's entries in an index, summarised.
+fn digest(view: &IndexView, index: Index, agent: &str) -> Result<Digest, StoreError> {
     let start = keys::prefix(&[agent.as_bytes()]);
     let end = keys::prefix_end(&start);
-    Ok(table
-        .range::<&[u8]>(start.as_slice()..end.as_slice())?
-        .count() as u64)
+    let mut range = view.range(index, &start, Some(&end), false)?;
+    let mut digest = Digest::default();
+    while range.advance()? {
+        digest.add(range.key());
+    }
+    Ok(digest)
+}
+
+/// Names the differences between the agent's entries in an index and the expected
+/// ones (built from its contacts).
+fn differences(
+    txn: &ReadTransaction,
+    view: &IndexView,
+    index: Index,
+    agent: &str,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    let contacts = txn.open_table(CONTACTS)?;
+    let mut expected = BTreeSet::new();
+    for row in contacts.range((agent, "")..)? {
+        let (key, value) = row?;
+        if key.value().0 != agent {
+            break;
+        }
+        if let Ok(contact) = decode_contact(value.value()) {
+            expected.append(&mut expected_keys(index, agent, &contact));
+        }
+    }
+    let start = keys::prefix(&[agent.as_bytes()]);
+    let end = keys::prefix_end(&start);
+    let mut range = view.range(index, &start, Some(&end), false)?;
+    let name = index_name(index);
+    while range.advance()? {
+        if !expected.remove(range.key()) {
+            report.problem(format!(
+                "agent {agent}: {name} has a stray entry {}",
+                describe(range.key())
+            ));
+        }
+    }
+    for key in expected {
+        report.problem(format!("agent {agent}: {name} lacks {}", describe(&key)));
+    }
+    Ok(())
 }
 
 pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
     let by_id = txn.open_table(CONTACTS_BY_ID)?;
     let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
-    let sort = txn.open_table(SORT_INDEX)?;
-    let words = txn.open_table(WORD_INDEX)?;
+    let view = IndexView::open(txn)?;
     let counts = txn.open_table(FIELD_COUNTS)?;
     let mut report = CheckReport::default();
     let mut expected: HashMap<String, Expected> = HashMap::new();
@@ -122,26 +195,11 @@ pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
                 )),
             }
         }
-        for (name, table, expected_entries, found) in [
-            (
-                "sort_index",
-                &sort,
-                sort_keys(agent, &contact),
-                &mut exp.sort,
-            ),
-            (
-                "word_index",
-                &words,
-                word_keys(agent, &contact),
-                &mut exp.words,
-            ),
-        ] {
-            *found += expected_entries.len() as u64;
-            for key in expected_entries {
-                if table.get(key.as_slice())?.is_none() {
-                    report.problem(format!("{agent}/{ext}: {name} lacks {}", describe(&key)));
-                }
-            }
+        for key in sort_keys(agent, &contact) {
+            exp.sort.add(&key);
+        }
+        for key in word_keys(agent, &contact) {
+            exp.words.add(&key);
         }
         for field in counted_fields(&contact) {
             *exp.fields.entry(field).or_default() += 1;
@@ -180,17 +238,20 @@ pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
                 exp.emails
             ));
         }
-        for (name, table, want) in [
-            ("sort_index", &sort, exp.sort),
-            ("word_index", &words, exp.words),
-        ] {
-            let have = count_range(table, agent)?;
+        for (index, want) in [(Index::Sort, exp.sort), (Index::Words, exp.words)] {
+            let have = digest(&view, index, agent)?;
             if have != want {
-                report.problem(format!(
-                    "agent {agent}: {name} holds {have} entries, expected {want}"
-                ));
+                if have.entries != want.entries {
+                    report.problem(format!(
+                        "agent {agent}: {} holds {} entries, expected {}",
+                        index_name(index),
+                        have.entries,
+                        want.entries
+                    ));
+                }
+                differences(txn, &view, index, agent, &mut report)?;
             }
-            report.index_entries += have;
+            report.index_entries += have.entries;
         }
         let mut fields = exp.fields;
         for row in counts.range((agent, "")..)? {

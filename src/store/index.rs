@@ -1,19 +1,22 @@
 //! The sort and word indexes: which entries a contact has, keeping them in step with
 //! every contact write (same transaction), removing an agent's, and rebuilding them.
+//! They are stored log-structured (see `lsm`).
 //!
-//! A write touches only the entries that differ between the stored contact and the new
+//! A write records only the entries that differ between the stored contact and the new
 //! one: an update that changes nothing indexed writes no index entry at all.
 
 use std::collections::{BTreeSet, HashMap};
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::codec::decode_contact;
 use super::keys;
-use super::tables::{
-    CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION, SORT_INDEX, WORD_INDEX,
-};
+use super::lsm::{self, Changes, Index, IndexLimits};
+use super::tables::{CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION};
 use super::StoreError;
+
+/// The B-tree index tables of index version 1, removed when the indexes are rebuilt.
+const LEGACY_TABLES: [&str; 2] = ["sort_index", "word_index"];
 use crate::domain::search::{sort_entries, terms};
 use crate::domain::Contact;
 
@@ -42,20 +45,22 @@ pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
     sort_entries(contact).into_iter().map(|(f, _)| f).collect()
 }
 
-/// The index tables of one write transaction.
+/// The index changes of one write transaction.
 pub struct Indexes<'txn> {
-    sort: Table<'txn, &'static [u8], ()>,
-    words: Table<'txn, &'static [u8], ()>,
+    txn: &'txn WriteTransaction,
+    limits: IndexLimits,
+    changes: Changes,
     counts: Table<'txn, (&'static str, &'static str), u64>,
     /// Per-field changes of the value count, written by `finish`.
     count_delta: HashMap<String, i64>,
 }
 
 impl<'txn> Indexes<'txn> {
-    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    pub fn open(txn: &'txn WriteTransaction, limits: IndexLimits) -> Result<Self, StoreError> {
         Ok(Self {
-            sort: txn.open_table(SORT_INDEX)?,
-            words: txn.open_table(WORD_INDEX)?,
+            txn,
+            limits,
+            changes: Changes::default(),
             counts: txn.open_table(FIELD_COUNTS)?,
             count_delta: HashMap::new(),
         })
@@ -70,9 +75,9 @@ impl<'txn> Indexes<'txn> {
         after: Option<&Contact>,
     ) -> Result<(), StoreError> {
         let sort = |c: Option<&Contact>| c.map(|c| sort_keys(agent, c)).unwrap_or_default();
-        replace(&mut self.sort, &sort(before), &sort(after))?;
+        replace(&mut self.changes, Index::Sort, sort(before), sort(after));
         let words = |c: Option<&Contact>| c.map(|c| word_keys(agent, c)).unwrap_or_default();
-        replace(&mut self.words, &words(before), &words(after))?;
+        replace(&mut self.changes, Index::Words, words(before), words(after));
         let fields = |c: Option<&Contact>| c.map(counted_fields).unwrap_or_default();
         let (old, new) = (fields(before), fields(after));
         for field in old.difference(&new) {
@@ -84,8 +89,9 @@ impl<'txn> Indexes<'txn> {
         Ok(())
     }
 
-    /// Writes the value counts changed by `update`.
+    /// Writes the index entries and value counts changed by `update`.
     pub fn finish(&mut self, agent: &str) -> Result<(), StoreError> {
+        self.changes.commit(self.txn, self.limits)?;
         for (field, delta) in std::mem::take(&mut self.count_delta) {
             if delta == 0 {
                 continue;
@@ -103,27 +109,28 @@ impl<'txn> Indexes<'txn> {
     }
 }
 
-fn replace(
-    table: &mut Table<'_, &'static [u8], ()>,
-    old: &BTreeSet<Vec<u8>>,
-    new: &BTreeSet<Vec<u8>>,
-) -> Result<(), StoreError> {
-    for key in old.difference(new) {
-        table.remove(key.as_slice())?;
+fn replace(changes: &mut Changes, index: Index, old: BTreeSet<Vec<u8>>, new: BTreeSet<Vec<u8>>) {
+    let mut gone = old;
+    for key in new {
+        if !gone.remove(&key) {
+            changes.put(index, key);
+        }
     }
-    for key in new.difference(old) {
-        table.insert(key.as_slice(), ())?;
+    for key in gone {
+        changes.remove(index, key);
     }
-    Ok(())
 }
 
 /// Removes every index entry of an agent.
-pub fn delete_agent(txn: &WriteTransaction, agent: &str) -> Result<(), StoreError> {
+pub fn delete_agent(
+    txn: &WriteTransaction,
+    agent: &str,
+    limits: IndexLimits,
+) -> Result<(), StoreError> {
     let start = keys::prefix(&[agent.as_bytes()]);
     let end = keys::prefix_end(&start);
-    for def in [SORT_INDEX, WORD_INDEX] {
-        let mut table = txn.open_table(def)?;
-        table.retain_in(start.as_slice()..end.as_slice(), |_, ()| false)?;
+    for index in [Index::Sort, Index::Words] {
+        lsm::remove_prefix(txn, index, &start, &end, limits)?;
     }
     let mut counts = txn.open_table(FIELD_COUNTS)?;
     counts.retain_in((agent, "")..=(agent, "\u{10FFFF}"), |_, _| false)?;
@@ -133,15 +140,20 @@ pub fn delete_agent(txn: &WriteTransaction, agent: &str) -> Result<(), StoreErro
 /// Builds the indexes from the contacts table when the data dir has none or another
 /// layout (older data dirs). Runs inside the given transaction; returns how many
 /// contacts were indexed, or `None` when the indexes were current.
-pub fn ensure(txn: &WriteTransaction) -> Result<Option<u64>, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    if meta.get(META_INDEX_VERSION)?.map(|v| v.value()) == Some(INDEX_VERSION) {
+pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>, StoreError> {
+    let version = txn
+        .open_table(META)?
+        .get(META_INDEX_VERSION)?
+        .map(|v| v.value());
+    if version == Some(INDEX_VERSION) {
         return Ok(None);
     }
-    txn.delete_table(SORT_INDEX)?;
-    txn.delete_table(WORD_INDEX)?;
+    for name in LEGACY_TABLES {
+        txn.delete_table(TableDefinition::<&[u8], ()>::new(name))?;
+    }
     txn.delete_table(FIELD_COUNTS)?;
-    let mut indexes = Indexes::open(txn)?;
+    lsm::clear(txn)?;
+    let mut indexes = Indexes::open(txn, limits)?;
     let contacts = txn.open_table(CONTACTS)?;
     let mut built = 0;
     let mut current: Option<String> = None;
@@ -157,6 +169,9 @@ pub fn ensure(txn: &WriteTransaction) -> Result<Option<u64>, StoreError> {
         let contact = decode_contact(value.value())?;
         indexes.update(agent, None, Some(&contact))?;
         built += 1;
+        if built % 10_000 == 0 {
+            indexes.finish(agent)?;
+        }
         if built % 100_000 == 0 {
             tracing::info!(contacts = built, "building the sort and word indexes");
         }
@@ -164,6 +179,7 @@ pub fn ensure(txn: &WriteTransaction) -> Result<Option<u64>, StoreError> {
     if let Some(done) = current {
         indexes.finish(&done)?;
     }
-    meta.insert(META_INDEX_VERSION, INDEX_VERSION)?;
+    txn.open_table(META)?
+        .insert(META_INDEX_VERSION, INDEX_VERSION)?;
     Ok(Some(built))
 }

@@ -7,6 +7,7 @@ mod codec;
 mod contacts;
 mod index;
 mod keys;
+mod lsm;
 mod query;
 mod redb_store;
 mod sources;
@@ -26,6 +27,7 @@ use crate::domain::{
 
 pub use check::CheckReport;
 pub use codec::{decode_contact, encode_contact};
+pub use lsm::IndexLimits;
 pub use query::{QueryLimits, QueryPage, Start};
 pub use redb_store::{RedbStore, DB_FILE};
 

@@ -33,11 +33,10 @@ use redb::{AccessGuard, ReadOnlyTable, ReadTransaction};
 
 use super::codec::{decode_agent, decode_contact};
 use super::keys;
-use super::sources::{sources, Index, Source};
+use super::lsm::{Index, IndexView};
+use super::sources::{sources, Source};
 use super::streams::{intersect, list_stream, runs_stream, IdStream, Intersection, Results};
-use super::tables::{
-    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS, SORT_INDEX, WORD_INDEX,
-};
+use super::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS};
 use super::StoreError;
 use crate::domain::query::{Position, Query};
 use crate::domain::search::sort_key;
@@ -95,8 +94,7 @@ pub(super) struct Snapshot {
     pub(super) contacts: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
     pub(super) by_id: ReadOnlyTable<(&'static str, u64), &'static str>,
     pub(super) by_email: ReadOnlyTable<(&'static str, &'static str), &'static str>,
-    pub(super) sort: ReadOnlyTable<&'static [u8], ()>,
-    pub(super) words: ReadOnlyTable<&'static [u8], ()>,
+    pub(super) index: IndexView,
 }
 
 impl Snapshot {
@@ -105,8 +103,7 @@ impl Snapshot {
             contacts: txn.open_table(CONTACTS)?,
             by_id: txn.open_table(CONTACTS_BY_ID)?,
             by_email: txn.open_table(CONTACTS_BY_EMAIL)?,
-            sort: txn.open_table(SORT_INDEX)?,
-            words: txn.open_table(WORD_INDEX)?,
+            index: IndexView::open(txn)?,
         })
     }
 
@@ -202,8 +199,14 @@ pub fn run(
             inputs.push(list_stream(ids, from, query.descending));
         }
         for (index, rare, runs) in &streams {
-            let table = snap.index(*index);
-            inputs.push(runs_stream(table, rare, runs, from, query.descending)?);
+            inputs.push(runs_stream(
+                &snap.index,
+                *index,
+                rare,
+                runs,
+                from,
+                query.descending,
+            )?);
         }
         if inputs.is_empty() {
             inputs.push(id_walk(&snap, agent, from, query.descending)?);
@@ -387,20 +390,11 @@ fn ordered<'a>(
                         (start, keys::entry_at(&at, id))
                     }
                 };
-                let range = snap
-                    .sort
-                    .range::<&[u8]>(lower.as_slice()..upper.as_slice())?;
-                let ids = range.map(move |row| {
-                    let (key, _) = row?;
-                    let id = keys::id_of(key.value())
-                        .ok_or_else(|| StoreError::Corrupt("a malformed sort key".into()))?;
-                    snap.by_id(agent, id)
-                });
-                if desc {
-                    Box::new(ids.rev())
-                } else {
-                    Box::new(ids)
-                }
+                let ids = snap
+                    .index
+                    .range(Index::Sort, &lower, Some(&upper), desc)?
+                    .ids();
+                Box::new(ids.map(move |id| snap.by_id(agent, id?)))
             }
         }
     };

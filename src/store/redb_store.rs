@@ -12,6 +12,7 @@ use super::codec::{
 };
 use super::contacts::{self, find_contact};
 use super::index;
+use super::lsm::IndexLimits;
 use super::query::{self, QueryLimits, QueryPage, Start};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
@@ -34,6 +35,7 @@ pub struct RedbStore {
     writer: Writer,
     path: PathBuf,
     limits: QueryLimits,
+    index_limits: IndexLimits,
 }
 
 impl RedbStore {
@@ -57,6 +59,7 @@ impl RedbStore {
             writer,
             path,
             limits: QueryLimits::default(),
+            index_limits: IndexLimits::default(),
         })
     }
 
@@ -65,6 +68,14 @@ impl RedbStore {
     #[must_use]
     pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Changes when the index log is flushed and index runs are merged (see
+    /// [`IndexLimits`]); results are the same, only speed differs. For tests.
+    #[must_use]
+    pub fn with_index_limits(mut self, limits: IndexLimits) -> Self {
+        self.index_limits = limits;
         self
     }
 
@@ -149,7 +160,7 @@ fn prepare(db: &Database) -> Result<(), StoreError> {
         txn.open_table(API_KEYS)?;
         txn.open_table(CUSTOM_ATTRIBUTES)?;
     }
-    if let Some(built) = index::ensure(&txn)? {
+    if let Some(built) = index::ensure(&txn, IndexLimits::default())? {
         if built > 0 {
             tracing::info!(contacts = built, "built the sort and word indexes");
         }
@@ -266,6 +277,7 @@ impl Store for RedbStore {
     }
 
     fn delete_agent(&self, id: String) -> StoreFuture<Agent> {
+        let index_limits = self.index_limits;
         self.writer.submit(move |txn| {
             let mut agents = txn.open_table(AGENTS)?;
             let agent = match agents.get(id.as_str())? {
@@ -274,7 +286,7 @@ impl Store for RedbStore {
             };
             agents.remove(id.as_str())?;
             drop(agents);
-            contacts::delete_all(txn, &id)?;
+            contacts::delete_all(txn, &id, index_limits)?;
             let mut keys = txn.open_table(API_KEYS)?;
             keys.retain(|digest, bytes| {
                 decode_key(digest, bytes).map_or(true, |k| k.scope != Scope::Agent(id.clone()))
@@ -323,8 +335,17 @@ impl Store for RedbStore {
         on_duplicate: OnDuplicate,
         policy: UnknownPolicy,
     ) -> StoreFuture<UpsertOutcome> {
+        let index_limits = self.index_limits;
         self.writer.submit(move |txn| {
-            contacts::upsert(txn, &agent, entries, on_duplicate, policy, unix_now())
+            contacts::upsert(
+                txn,
+                &agent,
+                entries,
+                on_duplicate,
+                policy,
+                unix_now(),
+                index_limits,
+            )
         })
     }
 
@@ -334,8 +355,10 @@ impl Store for RedbStore {
         rows: Vec<ImportRow>,
         options: ImportOptions,
     ) -> StoreFuture<ImportOutcome> {
-        self.writer
-            .submit(move |txn| contacts::import(txn, &agent, rows, &options, unix_now()))
+        let index_limits = self.index_limits;
+        self.writer.submit(move |txn| {
+            contacts::import(txn, &agent, rows, &options, unix_now(), index_limits)
+        })
     }
 
     fn export_contacts(
@@ -364,13 +387,15 @@ impl Store for RedbStore {
     }
 
     fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact> {
+        let index_limits = self.index_limits;
         self.writer
-            .submit(move |txn| contacts::patch(txn, &patch, unix_now()))
+            .submit(move |txn| contacts::patch(txn, &patch, unix_now(), index_limits))
     }
 
     fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact> {
+        let index_limits = self.index_limits;
         self.writer
-            .submit(move |txn| contacts::delete(txn, &agent, &target))
+            .submit(move |txn| contacts::delete(txn, &agent, &target, index_limits))
     }
 
     fn create_attribute(&self, agent: String, def: AttributeDef) -> StoreFuture<AttributeDef> {
@@ -442,7 +467,9 @@ fn put_key(txn: &WriteTransaction, key: &ApiKey) -> Result<(), StoreError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::tables::{FIELD_COUNTS, META_INDEX_VERSION, SORT_INDEX, WORD_INDEX};
+    use crate::store::lsm::{Changes, Index, IndexView, INDEX_LOG, INDEX_RUNS, INDEX_STATE};
+    use crate::store::tables::{FIELD_COUNTS, META_INDEX_VERSION};
+    use redb::{ReadableTableMetadata, TableHandle};
 
     #[test]
     fn a_newer_schema_version_is_refused_at_open() {
@@ -558,13 +585,31 @@ mod tests {
             .unwrap();
             store.shutdown();
         }
-        // What a schema-2 build left: no index tables, no index version.
+        // What a schema-2 build left: no index tables, no index version (and a stale
+        // table of index version 1, which the rebuild removes).
+        let legacy = redb::TableDefinition::<&[u8], ()>::new("sort_index");
         {
             let db = Database::create(dir.path().join(DB_FILE)).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.delete_table(SORT_INDEX).unwrap();
-            txn.delete_table(WORD_INDEX).unwrap();
+            let runs: Vec<String> = txn
+                .list_tables()
+                .unwrap()
+                .map(|t| t.name().to_owned())
+                .filter(|name| name.starts_with("index_run_"))
+                .collect();
+            assert!(!runs.is_empty() || txn.open_table(INDEX_LOG).unwrap().len().unwrap() > 0);
+            for name in runs {
+                txn.delete_table(redb::TableDefinition::<u32, &[u8]>::new(&name))
+                    .unwrap();
+            }
+            txn.delete_table(INDEX_LOG).unwrap();
+            txn.delete_table(INDEX_RUNS).unwrap();
+            txn.delete_table(INDEX_STATE).unwrap();
             txn.delete_table(FIELD_COUNTS).unwrap();
+            txn.open_table(legacy)
+                .unwrap()
+                .insert(b"x".as_slice(), ())
+                .unwrap();
             {
                 let mut meta = txn.open_table(META).unwrap();
                 meta.remove(META_INDEX_VERSION).unwrap();
@@ -576,6 +621,10 @@ mod tests {
         let report = store.check().unwrap();
         assert_eq!(report.problem_count, 0, "{:?}", report.problems);
         assert!(report.index_entries > 0);
+        {
+            let txn = store.db.begin_read().unwrap();
+            assert!(txn.list_tables().unwrap().all(|t| t.name() != "sort_index"));
+        }
         let params = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
                 .iter()
@@ -604,15 +653,19 @@ mod tests {
         // Damage both indexes: one word entry gone, one stray sort entry.
         {
             let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let first = {
+                let txn = db.begin_read().unwrap();
+                let view = IndexView::open(&txn).unwrap();
+                let mut words = view.range(Index::Words, &[], None, false).unwrap();
+                assert!(words.advance().unwrap());
+                words.key().to_vec()
+            };
             let txn = db.begin_write().unwrap();
-            {
-                let mut words = txn.open_table(WORD_INDEX).unwrap();
-                let first = words.first().unwrap().unwrap().0.value().to_vec();
-                words.remove(first.as_slice()).unwrap();
-                let mut sort = txn.open_table(SORT_INDEX).unwrap();
-                let stray = crate::store::keys::entry(&[b"a", b"name", b"zz"], 99);
-                sort.insert(stray.as_slice(), ()).unwrap();
-            }
+            let mut changes = Changes::default();
+            changes.remove(Index::Words, first);
+            let stray = crate::store::keys::entry(&[b"a", b"name", b"zz"], 99);
+            changes.put(Index::Sort, stray);
+            changes.commit(&txn, IndexLimits::default()).unwrap();
             txn.commit().unwrap();
         }
         let store = RedbStore::open(dir.path()).unwrap();

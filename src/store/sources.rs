@@ -2,31 +2,14 @@
 //! (a set of contact numbers), runs of contact numbers to stream, or nothing usable
 //! (contacts are then checked one by one). See `query` for how they are combined.
 
-use redb::ReadOnlyTable;
-
 use super::keys;
+use super::lsm::{Index, IndexView};
 use super::query::{QueryLimits, Snapshot};
 use super::StoreError;
 use crate::domain::query::{Cmp, Op, Query};
 
 /// The contact numbers of a term's rare words, and the key prefixes of its common ones.
 type RareAndCommon = (Vec<u64>, Vec<Vec<u8>>);
-
-/// The two byte-keyed indexes.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Index {
-    Sort,
-    Words,
-}
-
-impl Snapshot {
-    pub(super) fn index(&self, index: Index) -> &ReadOnlyTable<&'static [u8], ()> {
-        match index {
-            Index::Sort => &self.sort,
-            Index::Words => &self.words,
-        }
-    }
-}
 
 /// What one term or filter contributes.
 pub(super) enum Source {
@@ -61,13 +44,15 @@ pub(super) fn sources(
         keys::push_escaped(&mut start, term.as_bytes());
         // The term's words first (cheap: a few entries per word): when none is common,
         // their contact numbers are the whole answer.
-        let source = match word_runs(&snap.words, agent, &start, limits)? {
+        let source = match word_runs(&snap.index, agent, &start, limits)? {
             Some((rare, runs)) if runs.is_empty() => Source::Ids(rare),
-            Some((rare, runs)) => match collect(&snap.words, &start, None, streamable_cap)? {
-                Some(ids) => Source::Ids(ids),
-                None => Source::Runs(Index::Words, rare, runs),
-            },
-            None => match collect(&snap.words, &start, None, streamable_cap)? {
+            Some((rare, runs)) => {
+                match collect(&snap.index, Index::Words, &start, None, streamable_cap)? {
+                    Some(ids) => Source::Ids(ids),
+                    None => Source::Runs(Index::Words, rare, runs),
+                }
+            }
+            None => match collect(&snap.index, Index::Words, &start, None, streamable_cap)? {
                 Some(ids) => Source::Ids(ids),
                 None => Source::Unindexed,
             },
@@ -113,7 +98,7 @@ pub(super) fn sources(
                 } else {
                     limits.cap
                 };
-                match collect(&snap.sort, &lower, Some(&upper), cap)? {
+                match collect(&snap.index, Index::Sort, &lower, Some(&upper), cap)? {
                     Some(ids) => Source::Ids(ids),
                     None if streamable => Source::Runs(Index::Sort, Vec::new(), vec![lower]),
                     None => Source::Unindexed,
@@ -129,19 +114,16 @@ pub(super) fn sources(
 /// while they start with `lower`), sorted and without repeats; `None` past `cap`
 /// entries.
 pub(super) fn collect(
-    table: &ReadOnlyTable<&'static [u8], ()>,
+    view: &IndexView,
+    index: Index,
     lower: &[u8],
     upper: Option<&[u8]>,
     cap: usize,
 ) -> Result<Option<Vec<u64>>, StoreError> {
     let mut ids = Vec::new();
-    let range = match upper {
-        Some(upper) => table.range::<&[u8]>(lower..upper)?,
-        None => table.range::<&[u8]>(lower..)?,
-    };
-    for row in range {
-        let (key, _) = row?;
-        let key = key.value();
+    let mut range = view.range(index, lower, upper, false)?;
+    while range.advance()? {
+        let key = range.key();
         if upper.is_none() && !key.starts_with(lower) {
             break;
         }
@@ -160,7 +142,7 @@ pub(super) fn collect(
 /// the key prefixes of the common ones, to be streamed; `None` past `limits.words`
 /// distinct words or `limits.max_runs` common ones.
 pub(super) fn word_runs(
-    words: &ReadOnlyTable<&'static [u8], ()>,
+    view: &IndexView,
     agent: &str,
     start: &[u8],
     limits: QueryLimits,
@@ -173,13 +155,10 @@ pub(super) fn word_runs(
     // The word being read: its key prefix and its contact numbers so far. Rare words are
     // read in one pass; the range is opened again only to jump past a common word.
     let mut current: Option<(Vec<u8>, Vec<u64>)> = None;
-    let mut range = words.range::<&[u8]>(start..)?;
+    let mut range = view.range(Index::Words, start, None, false)?;
     loop {
-        let row = range.next().transpose()?;
-        let key = row
-            .as_ref()
-            .map(|(k, _)| k.value())
-            .filter(|k| k.starts_with(start));
+        let more = range.advance()?;
+        let key = Some(range.key()).filter(|k| more && k.starts_with(start));
         let Some(key) = key else {
             if let Some((_, ids)) = current.take() {
                 rare.extend(ids);
@@ -199,7 +178,7 @@ pub(super) fn word_runs(
                 let end = keys::prefix_end(run);
                 runs.push(std::mem::take(run));
                 current = None;
-                range = words.range::<&[u8]>(end.as_slice()..)?;
+                range = view.range(Index::Words, &end, None, false)?;
                 continue;
             }
         }

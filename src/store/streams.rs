@@ -4,9 +4,8 @@
 
 use std::iter::Peekable;
 
-use redb::ReadOnlyTable;
-
 use super::keys;
+use super::lsm::{Index, IndexView};
 use super::StoreError;
 
 pub(super) type Results<'a, T> = Box<dyn Iterator<Item = Result<T, StoreError>> + 'a>;
@@ -38,7 +37,8 @@ pub(super) fn list_stream(ids: &[u64], from: Option<u64>, descending: bool) -> I
 /// `ids` and the contact numbers under each prefix, merged into one stream in query
 /// order.
 pub(super) fn runs_stream<'a>(
-    table: &'a ReadOnlyTable<&'static [u8], ()>,
+    view: &'a IndexView,
+    index: Index,
     ids: &'a [u64],
     runs: &[Vec<u8>],
     from: Option<u64>,
@@ -52,17 +52,8 @@ pub(super) fn runs_stream<'a>(
             (Some(f), false) => (keys::entry_after(run, f), keys::prefix_end(run)),
             (Some(f), true) => (run.clone(), keys::entry_at(run, f)),
         };
-        let range = table.range::<&[u8]>(lower.as_slice()..upper.as_slice())?;
-        let ids = range.map(|row| {
-            let (key, _) = row?;
-            keys::id_of(key.value())
-                .ok_or_else(|| StoreError::Corrupt("a malformed index key".into()))
-        });
-        let ids: Results<'a, u64> = if descending {
-            Box::new(ids.rev())
-        } else {
-            Box::new(ids)
-        };
+        let ids = view.range(index, &lower, Some(&upper), descending)?.ids();
+        let ids: Results<'a, u64> = Box::new(ids);
         parts.push(ids.peekable());
     }
     let merged: Results<'a, u64> = Box::new(Merge {

@@ -18,13 +18,12 @@ pub const API_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_ke
 /// `(agent_id, attribute name)` → versioned custom attribute definition.
 pub const CUSTOM_ATTRIBUTES: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("custom_attributes");
-/// Sort index: segments `(agent_id, field, sort key)` then the contact number (see
-/// `keys`). Holds `created_at`, `updated_at`, `name`, `phonenumber` and every custom
-/// attribute value; `email` and `external_id` order comes from `contacts_by_email` and
-/// `contacts`, and creation order from `contacts_by_id`.
-pub const SORT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("sort_index");
-/// Word index: segments `(agent_id, search word)` then the contact number.
-pub const WORD_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("word_index");
+// The sort index (segments `(agent_id, field, sort key)` then the contact number, see
+// `keys`; `created_at`, `updated_at`, `name`, `phonenumber` and every custom attribute
+// value — `email` and `external_id` order come from `contacts_by_email` and
+// `contacts`, creation order from `contacts_by_id`) and the word index (segments
+// `(agent_id, search word)` then the contact number) are stored log-structured in the
+// tables of `lsm`.
 /// `(agent_id, field)` → how many contacts have a value there. Below the agent's
 /// count, a sort by that field ends with a tail of contacts without a value.
 pub const FIELD_COUNTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("field_counts");
@@ -38,7 +37,8 @@ pub const META_INDEX_VERSION: &str = "index_version";
 
 /// The layout of the sort and word indexes (and which words and keys they hold); a data
 /// dir with another one, or none, has them rebuilt from the contacts table at open.
-pub const INDEX_VERSION: u64 = 1;
+/// Version 2 moved them from one B-tree table each into the log and runs of `lsm`.
+pub const INDEX_VERSION: u64 = 2;
 
 /// The layout this build writes. Version 2 added `custom_attributes` and contact
 /// records with typed values; a version-1 data dir is upgraded at open (the new table

@@ -338,6 +338,7 @@ proptest! {
         per_page in 1usize..12,
         deletions in proptest::collection::vec(0usize..40, 0..4),
         limits in proptest::option::of((1usize..6, 0usize..4, 1usize..3, 1usize..3, 1usize..6)),
+        batch in proptest::option::of(1usize..10),
     ) {
         use contactd::domain::query::Query;
         use contactd::store::Start;
@@ -349,6 +350,21 @@ proptest! {
         if let Some((cap, in_memory, run, max_runs, words)) = limits {
             store = store.with_query_limits(contactd::store::QueryLimits { cap, in_memory, run, max_runs, words });
         }
+        // Written in small batches with tiny index limits, the indexes are read from
+        // several log blocks and runs (merged, some holding removed entries).
+        let batch = match batch {
+            Some(n) => {
+                store = store.with_index_limits(contactd::store::IndexLimits {
+                    log_blocks: 2,
+                    log_bytes: 1 << 20,
+                    chunk_bytes: 96,
+                    fanout: 2,
+                    base_entries: 8,
+                });
+                n
+            }
+            None => usize::MAX,
+        };
         let schema: BTreeMap<String, AttrType> =
             [("ltv", AttrType::Number), ("vip", AttrType::Boolean), ("plan", AttrType::Text)]
                 .into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
@@ -364,11 +380,14 @@ proptest! {
                 }
                 ContactInput::parse(&body, "", &mut issues).unwrap()
             }).collect();
-            if entries.is_empty() {
-                Vec::new()
-            } else {
-                store.upsert_contacts("a".into(), entries, OnDuplicate::Update, UnknownPolicy::Define).await.unwrap().contacts
+            let mut all = Vec::new();
+            let mut entries = entries.into_iter().peekable();
+            while entries.peek().is_some() {
+                let chunk: Vec<ContactInput> = entries.by_ref().take(batch).collect();
+                let outcome = store.upsert_contacts("a".into(), chunk, OnDuplicate::Update, UnknownPolicy::Define).await.unwrap();
+                all.extend(outcome.contacts);
             }
+            all
         });
         let expected: Vec<u64> = query.evaluate(&all).iter().map(|c| c.id).collect();
 

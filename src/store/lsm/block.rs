@@ -1,0 +1,208 @@
+//! Sorted blocks: how the index log and the index runs store their entries.
+//!
+//! A block is `n` (u32, little-endian), then `n + 1` offsets (u32) into the data that
+//! follows, then the data: entry `i` is `data[offsets[i]..offsets[i + 1]]`, a key
+//! followed by one flag byte (1 = the key is present, 0 = it was removed). Entries are
+//! in ascending key order without repeats, so a key is found by binary search without
+//! decoding anything.
+
+use std::sync::Arc;
+
+use redb::AccessGuard;
+
+use crate::store::StoreError;
+
+const PRESENT: u8 = 1;
+const REMOVED: u8 = 0;
+
+/// Builds a block from entries given in ascending key order.
+#[derive(Debug, Default)]
+pub struct BlockBuilder {
+    offsets: Vec<u32>,
+    data: Vec<u8>,
+}
+
+impl BlockBuilder {
+    /// Appends an entry; its key must follow the previous one.
+    pub fn push(&mut self, key: &[u8], present: bool) {
+        debug_assert!(
+            self.last().is_none_or(|last| last < key),
+            "keys out of order"
+        );
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.data.extend_from_slice(key);
+        self.data.push(if present { PRESENT } else { REMOVED });
+        self.offsets
+            .push(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
+    }
+
+    fn last(&self) -> Option<&[u8]> {
+        let n = self.offsets.len();
+        (n >= 2).then(|| {
+            let (start, end) = (self.offsets[n - 2] as usize, self.offsets[n - 1] as usize);
+            &self.data[start..end - 1]
+        })
+    }
+
+    /// Entries so far.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The encoded size so far.
+    pub fn size(&self) -> usize {
+        4 + 4 * self.offsets.len().max(1) + self.data.len()
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.size());
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        if self.offsets.is_empty() {
+            out.extend_from_slice(&0u32.to_le_bytes());
+        }
+        for offset in &self.offsets {
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+        out.extend_from_slice(&self.data);
+        out
+    }
+}
+
+/// Where a block's bytes live: in redb's page cache, or copied out (inside a write
+/// transaction, whose tables cannot lend a value while they are written).
+enum Bytes {
+    Stored(AccessGuard<'static, &'static [u8]>),
+    Owned(Vec<u8>),
+}
+
+/// A block being read; cheap to clone.
+#[derive(Clone)]
+pub struct Block {
+    bytes: Arc<Bytes>,
+    len: usize,
+}
+
+impl Block {
+    pub fn stored(guard: AccessGuard<'static, &'static [u8]>) -> Result<Self, StoreError> {
+        Self::new(Bytes::Stored(guard))
+    }
+
+    pub fn owned(bytes: Vec<u8>) -> Result<Self, StoreError> {
+        Self::new(Bytes::Owned(bytes))
+    }
+
+    fn new(bytes: Bytes) -> Result<Self, StoreError> {
+        let raw = match &bytes {
+            Bytes::Stored(guard) => guard.value(),
+            Bytes::Owned(vec) => vec.as_slice(),
+        };
+        let len = raw
+            .get(..4)
+            .map(|n| u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize)
+            .filter(|&n| raw.len() >= 4 + 4 * (n + 1))
+            .ok_or_else(|| StoreError::Corrupt("a malformed index block".into()))?;
+        Ok(Self {
+            bytes: Arc::new(bytes),
+            len,
+        })
+    }
+
+    fn raw(&self) -> &[u8] {
+        match &*self.bytes {
+            Bytes::Stored(guard) => guard.value(),
+            Bytes::Owned(vec) => vec.as_slice(),
+        }
+    }
+
+    /// Entries in the block.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn offset(raw: &[u8], i: usize) -> usize {
+        let at = 4 + 4 * i;
+        raw.get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    /// Entry `i` (below `len`): its key and whether it is present. A damaged block
+    /// reads as empty removed entries rather than panicking; `contactd check` reports
+    /// what that loses.
+    pub fn get(&self, i: usize) -> (&[u8], bool) {
+        let raw = self.raw();
+        let data = 4 + 4 * (self.len + 1);
+        let (start, end) = (Self::offset(raw, i), Self::offset(raw, i + 1));
+        match raw.get(data + start..data + end) {
+            Some([key @ .., flag]) => (key, *flag == PRESENT),
+            _ => (&[], false),
+        }
+    }
+
+    pub fn key(&self, i: usize) -> &[u8] {
+        self.get(i).0
+    }
+
+    /// How many entries have a key below `key`.
+    pub fn lower_bound(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        #[test]
+        fn a_block_reads_back_what_was_built(
+            entries in proptest::collection::btree_map(
+                proptest::collection::vec(any::<u8>(), 0..12), any::<bool>(), 0..60),
+            probe in proptest::collection::vec(any::<u8>(), 0..12),
+        ) {
+            let mut builder = BlockBuilder::default();
+            for (key, present) in &entries {
+                builder.push(key, *present);
+            }
+            let size = builder.size();
+            let bytes = builder.finish();
+            prop_assert_eq!(bytes.len(), size);
+            let block = Block::owned(bytes).unwrap();
+            let read: BTreeMap<Vec<u8>, bool> =
+                (0..block.len()).map(|i| { let (k, p) = block.get(i); (k.to_vec(), p) }).collect();
+            prop_assert_eq!(&read, &entries);
+            prop_assert_eq!(block.lower_bound(&probe), entries.range(..probe.clone()).count());
+        }
+    }
+
+    #[test]
+    fn a_truncated_block_is_an_error() {
+        let mut builder = BlockBuilder::default();
+        builder.push(b"a", true);
+        let mut bytes = builder.finish();
+        bytes.truncate(6);
+        assert!(Block::owned(bytes).is_err());
+        assert!(Block::owned(Vec::new()).is_err());
+    }
+}

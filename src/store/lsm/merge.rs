@@ -1,0 +1,309 @@
+//! Reading sorted sources as one: a cursor per source (a log block, or a run's chunks
+//! loaded as it moves), merged so that the newest source's entry wins for a key and
+//! removed keys disappear.
+
+use redb::{ReadOnlyTable, ReadableTable, Table};
+
+use super::block::Block;
+use crate::store::StoreError;
+
+/// A sorted source made of chunks, each a [`Block`], in key order.
+pub trait Chunks {
+    /// Number of chunks.
+    fn count(&self) -> usize;
+    /// The first key of chunk `i`.
+    fn first(&self, i: usize) -> &[u8];
+    fn load(&self, i: usize) -> Result<Block, StoreError>;
+}
+
+/// One block on its own (an entry of the index log).
+pub struct Single(pub Block);
+
+impl Chunks for Single {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn first(&self, _: usize) -> &[u8] {
+        if self.0.is_empty() {
+            &[]
+        } else {
+            self.0.key(0)
+        }
+    }
+
+    fn load(&self, _: usize) -> Result<Block, StoreError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Where a run's chunks are read from: a table of a read snapshot, or one opened in a
+/// write transaction (whose values are copied out).
+pub trait ChunkTable {
+    fn chunk(&self, i: u32) -> Result<Option<Block>, StoreError>;
+}
+
+impl ChunkTable for ReadOnlyTable<u32, &'static [u8]> {
+    fn chunk(&self, i: u32) -> Result<Option<Block>, StoreError> {
+        self.get(i)?.map(Block::stored).transpose()
+    }
+}
+
+impl ChunkTable for Table<'_, u32, &'static [u8]> {
+    fn chunk(&self, i: u32) -> Result<Option<Block>, StoreError> {
+        self.get(i)?
+            .map(|guard| Block::owned(guard.value().to_vec()))
+            .transpose()
+    }
+}
+
+/// An immutable sorted run: its chunks and the first key of each.
+pub struct Run<T> {
+    pub id: u64,
+    pub firsts: Block,
+    pub table: T,
+}
+
+impl<T: ChunkTable> Chunks for Run<T> {
+    fn count(&self) -> usize {
+        self.firsts.len()
+    }
+
+    fn first(&self, i: usize) -> &[u8] {
+        self.firsts.key(i)
+    }
+
+    fn load(&self, i: usize) -> Result<Block, StoreError> {
+        let missing = || StoreError::Corrupt(format!("index run {} lacks chunk {i}", self.id));
+        let i = u32::try_from(i).map_err(|_| missing())?;
+        self.table.chunk(i)?.ok_or_else(missing)
+    }
+}
+
+/// How many of `0..n` satisfy `pred`, which holds for a prefix of them.
+fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// A position in one source. Ascending, `pos` is the next entry; descending, the one
+/// before `pos` is.
+struct Cursor<'a> {
+    src: &'a dyn Chunks,
+    chunk: usize,
+    block: Option<Block>,
+    pos: usize,
+    descending: bool,
+}
+
+impl<'a> Cursor<'a> {
+    /// At the first entry from `lower` (ascending) or the last below `upper`.
+    fn seek(
+        src: &'a dyn Chunks,
+        lower: &[u8],
+        upper: &[u8],
+        descending: bool,
+    ) -> Result<Self, StoreError> {
+        let n = src.count();
+        let mut cursor = Self {
+            src,
+            chunk: 0,
+            block: None,
+            pos: 0,
+            descending,
+        };
+        if descending {
+            let after = partition(n, |i| src.first(i) < upper);
+            if after > 0 {
+                cursor.chunk = after - 1;
+                let block = src.load(cursor.chunk)?;
+                cursor.pos = block.lower_bound(upper);
+                cursor.block = Some(block);
+            }
+        } else if n > 0 {
+            cursor.chunk = partition(n, |i| src.first(i) <= lower).saturating_sub(1);
+            let block = src.load(cursor.chunk)?;
+            cursor.pos = block.lower_bound(lower);
+            cursor.block = Some(block);
+        }
+        cursor.settle()?;
+        Ok(cursor)
+    }
+
+    /// Moves into the neighbouring chunk while the current one has nothing left.
+    fn settle(&mut self) -> Result<(), StoreError> {
+        while let Some(block) = &self.block {
+            if self.descending {
+                if self.pos > 0 {
+                    break;
+                }
+                if self.chunk == 0 {
+                    self.block = None;
+                } else {
+                    self.chunk -= 1;
+                    let block = self.src.load(self.chunk)?;
+                    self.pos = block.len();
+                    self.block = Some(block);
+                }
+            } else {
+                if self.pos < block.len() {
+                    break;
+                }
+                self.chunk += 1;
+                if self.chunk >= self.src.count() {
+                    self.block = None;
+                } else {
+                    self.block = Some(self.src.load(self.chunk)?);
+                    self.pos = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn peek(&self) -> Option<(&[u8], bool)> {
+        let block = self.block.as_ref()?;
+        Some(block.get(if self.descending {
+            self.pos - 1
+        } else {
+            self.pos
+        }))
+    }
+
+    fn step(&mut self) -> Result<(), StoreError> {
+        if self.descending {
+            self.pos -= 1;
+        } else {
+            self.pos += 1;
+        }
+        self.settle()
+    }
+}
+
+/// The entries of several sources (newest first) from `lower` to below `upper`, one
+/// per key, the newest source's; removed keys are skipped unless `tombstones`.
+pub struct Merged<'a> {
+    cursors: Vec<Cursor<'a>>,
+    descending: bool,
+    lower: Vec<u8>,
+    upper: Vec<u8>,
+    tombstones: bool,
+    /// Leading bytes of every key left out of [`Merged::key`].
+    strip: usize,
+    key: Vec<u8>,
+    present: bool,
+}
+
+impl<'a> Merged<'a> {
+    pub fn new(
+        sources: &[&'a dyn Chunks],
+        lower: Vec<u8>,
+        upper: Vec<u8>,
+        descending: bool,
+        tombstones: bool,
+        strip: usize,
+    ) -> Result<Self, StoreError> {
+        let cursors = sources
+            .iter()
+            .map(|src| Cursor::seek(*src, &lower, &upper, descending))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            cursors,
+            descending,
+            lower,
+            upper,
+            tombstones,
+            strip,
+            key: Vec::new(),
+            present: false,
+        })
+    }
+
+    /// Moves to the next entry; `false` at the end.
+    pub fn advance(&mut self) -> Result<bool, StoreError> {
+        let Self {
+            cursors,
+            descending,
+            lower,
+            upper,
+            tombstones,
+            key: current,
+            present,
+            ..
+        } = self;
+        let desc = *descending;
+        loop {
+            cursors.retain(|c| {
+                c.peek().is_some_and(|(k, _)| {
+                    if desc {
+                        k >= lower.as_slice()
+                    } else {
+                        k < upper.as_slice()
+                    }
+                })
+            });
+            let mut best: Option<(usize, &[u8])> = None;
+            for (i, cursor) in cursors.iter().enumerate() {
+                let Some((key, _)) = cursor.peek() else {
+                    continue;
+                };
+                let better = best.is_none_or(|(_, b)| if desc { key > b } else { key < b });
+                if better {
+                    best = Some((i, key));
+                }
+            }
+            let Some((i, _)) = best else {
+                return Ok(false);
+            };
+            let Some((key, flag)) = cursors[i].peek() else {
+                return Ok(false);
+            };
+            current.clear();
+            current.extend_from_slice(key);
+            *present = flag;
+            for cursor in cursors.iter_mut() {
+                if cursor.peek().is_some_and(|(k, _)| k == current.as_slice()) {
+                    cursor.step()?;
+                }
+            }
+            if *present || *tombstones {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The current key (without the stripped prefix).
+    pub fn key(&self) -> &[u8] {
+        self.key.get(self.strip..).unwrap_or_default()
+    }
+
+    /// The current key whole.
+    pub fn raw_key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Whether the current key is present (rather than removed).
+    pub fn present(&self) -> bool {
+        self.present
+    }
+
+    /// The contact numbers the keys end with, as an iterator.
+    pub fn ids(mut self) -> impl Iterator<Item = Result<u64, StoreError>> + 'a {
+        std::iter::from_fn(move || match self.advance() {
+            Ok(true) => Some(
+                crate::store::keys::id_of(self.key())
+                    .ok_or_else(|| StoreError::Corrupt("a malformed index key".into())),
+            ),
+            Ok(false) => None,
+            Err(err) => Some(Err(err)),
+        })
+    }
+}

@@ -1,0 +1,604 @@
+//! Log-structured storage for the sort and word indexes.
+//!
+//! A B-tree entry per index key made every contact write touch ~25 random pages of a
+//! large tree (each one copied and written at commit), which cut write throughput by
+//! 5–15×. Here the indexes are instead:
+//!
+//! - the **index log** (`index_log`): each write transaction that changes index entries
+//!   adds one sorted [`block`] of them (key + present/removed), one redb value, so a
+//!   write costs a few pages however many entries it changes;
+//! - **runs**: immutable sorted runs of chunks (`index_run_<id>`, chunk number →
+//!   block, plus the first key of every chunk under [`DIRECTORY`]), listed with their
+//!   entry counts in `index_runs`. A larger id is a newer run.
+//!
+//! When the log holds `IndexLimits::log_blocks` blocks or `log_bytes` bytes, the
+//! writing transaction merges it into a new run (a *flush*); when `fanout` runs of the
+//! same size class are the newest, they are merged into one (size-tiered compaction), so
+//! an entry is rewritten a few times in sequential chunks rather than once per page.
+//! Removed keys are kept as tombstones until a merge includes the oldest run.
+//!
+//! Readers see one snapshot of the log and the runs and merge them ([`merge`]): for a
+//! key the newest source wins. Everything lives in the redb file and changes only inside
+//! write transactions, so a read snapshot is consistent and a crash loses nothing that
+//! was committed.
+//!
+//! Keys are the index's byte key (see `keys`) behind one tag byte naming the index.
+
+pub mod block;
+pub mod merge;
+
+use redb::{
+    ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    WriteTransaction,
+};
+
+use self::block::{Block, BlockBuilder};
+use self::merge::{ChunkTable, Chunks, Merged, Run, Single};
+use super::StoreError;
+
+/// Sequence number → a block of index changes.
+pub const INDEX_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("index_log");
+/// Run id → entries in the run.
+pub const INDEX_RUNS: TableDefinition<u64, u64> = TableDefinition::new("index_runs");
+/// Counters of the log and the runs.
+pub const INDEX_STATE: TableDefinition<&str, u64> = TableDefinition::new("index_state");
+/// The key of a run table that holds its chunk directory.
+pub const DIRECTORY: u32 = u32::MAX;
+
+const META_NEXT_RUN: &str = "index_next_run";
+const META_LOG_BYTES: &str = "index_log_bytes";
+
+fn run_name(id: u64) -> String {
+    format!("index_run_{id}")
+}
+
+fn run_table(name: &str) -> TableDefinition<'_, u32, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// The two indexes kept here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    Sort = 0,
+    Words = 1,
+}
+
+impl Index {
+    fn tag(self) -> u8 {
+        self as u8
+    }
+}
+
+/// When the log is flushed and runs are merged. The defaults suit millions of
+/// entries; tests shrink them so a few contacts go through flushes and merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexLimits {
+    /// Log blocks that trigger a flush.
+    pub log_blocks: u64,
+    /// Log bytes that trigger a flush.
+    pub log_bytes: u64,
+    /// Target size of a run's chunk.
+    pub chunk_bytes: usize,
+    /// Runs of one size class merged together.
+    pub fanout: u64,
+    /// Entries of the smallest size class.
+    pub base_entries: u64,
+}
+
+impl Default for IndexLimits {
+    fn default() -> Self {
+        Self {
+            log_blocks: 32,
+            log_bytes: 8 << 20,
+            chunk_bytes: 32 << 10,
+            fanout: 8,
+            base_entries: 256 << 10,
+        }
+    }
+}
+
+impl IndexLimits {
+    fn class(&self, entries: u64) -> u32 {
+        let mut class = 0;
+        let mut bound = self.base_entries.max(1);
+        while entries > bound {
+            class += 1;
+            bound = bound.saturating_mul(self.fanout.max(2));
+        }
+        class
+    }
+}
+
+/// The log and the runs of one transaction, newest first.
+pub struct Sources<T> {
+    log: Vec<Single>,
+    runs: Vec<Run<T>>,
+}
+
+/// What a read snapshot sees of the indexes.
+pub type IndexView = Sources<ReadOnlyTable<u32, &'static [u8]>>;
+
+impl IndexView {
+    pub fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        let mut log = Vec::new();
+        let table = txn.open_table(INDEX_LOG)?;
+        for row in table.range::<u64>(..)?.rev() {
+            log.push(Single(Block::stored(row?.1)?));
+        }
+        let mut runs = Vec::new();
+        for row in txn.open_table(INDEX_RUNS)?.iter()?.rev() {
+            let id = row?.0.value();
+            let name = run_name(id);
+            let table = txn.open_table(run_table(&name))?;
+            let firsts = table
+                .get(DIRECTORY)?
+                .ok_or_else(|| StoreError::Corrupt(format!("index run {id} has no directory")))?;
+            runs.push(Run {
+                id,
+                firsts: Block::stored(firsts)?,
+                table,
+            });
+        }
+        Ok(Self { log, runs })
+    }
+}
+
+impl<'txn> Sources<Table<'txn, u32, &'static [u8]>> {
+    /// The indexes as a write transaction has them (values copied out).
+    fn open_write(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let mut log = Vec::new();
+        for row in txn.open_table(INDEX_LOG)?.iter()?.rev() {
+            log.push(Single(Block::owned(row?.1.value().to_vec())?));
+        }
+        let ids: Vec<u64> = txn
+            .open_table(INDEX_RUNS)?
+            .iter()?
+            .rev()
+            .map(|row| row.map(|(id, _)| id.value()))
+            .collect::<Result<_, _>>()?;
+        let mut runs = Vec::new();
+        for id in ids {
+            runs.push(open_run_write(txn, id)?);
+        }
+        Ok(Self { log, runs })
+    }
+}
+
+fn open_run_write(
+    txn: &WriteTransaction,
+    id: u64,
+) -> Result<Run<Table<'_, u32, &'static [u8]>>, StoreError> {
+    let name = run_name(id);
+    let table = txn.open_table(run_table(&name))?;
+    let firsts = table
+        .chunk(DIRECTORY)?
+        .ok_or_else(|| StoreError::Corrupt(format!("index run {id} has no directory")))?;
+    Ok(Run { id, firsts, table })
+}
+
+impl<T: ChunkTable> Sources<T> {
+    fn all(&self) -> Vec<&dyn Chunks> {
+        let log = self.log.iter().map(|s| s as &dyn Chunks);
+        log.chain(self.runs.iter().map(|r| r as &dyn Chunks))
+            .collect()
+    }
+
+    /// The keys of `index` from `lower` to below `upper` (without one: to the end of the
+    /// index), ascending or descending.
+    pub fn range(
+        &self,
+        index: Index,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        descending: bool,
+    ) -> Result<Merged<'_>, StoreError> {
+        let tagged = |key: &[u8]| {
+            let mut out = Vec::with_capacity(key.len() + 1);
+            out.push(index.tag());
+            out.extend_from_slice(key);
+            out
+        };
+        let upper = match upper {
+            Some(upper) => tagged(upper),
+            None => vec![index.tag() + 1],
+        };
+        Merged::new(&self.all(), tagged(lower), upper, descending, false, 1)
+    }
+
+    /// Whether `index` holds `key`.
+    #[cfg(test)]
+    pub fn contains(&self, index: Index, key: &[u8]) -> Result<bool, StoreError> {
+        let mut end = key.to_vec();
+        end.push(0);
+        self.range(index, key, Some(&end), false)?.advance()
+    }
+}
+
+/// Index changes gathered in a write transaction, written to the log by
+/// [`Changes::commit`].
+#[derive(Default)]
+pub struct Changes {
+    ops: Vec<(Index, Vec<u8>, bool)>,
+}
+
+impl Changes {
+    pub fn put(&mut self, index: Index, key: Vec<u8>) {
+        self.ops.push((index, key, true));
+    }
+
+    pub fn remove(&mut self, index: Index, key: Vec<u8>) {
+        self.ops.push((index, key, false));
+    }
+
+    fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Writes the changes as one log block (the last change of a key wins), then flushes
+    /// and merges as the limits say.
+    pub fn commit(
+        &mut self,
+        txn: &WriteTransaction,
+        limits: IndexLimits,
+    ) -> Result<(), StoreError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let mut ops = std::mem::take(&mut self.ops);
+        ops.sort_by(|a, b| (a.0.tag(), &a.1).cmp(&(b.0.tag(), &b.1)));
+        let mut builder = BlockBuilder::default();
+        let mut key = Vec::new();
+        for (i, (index, bytes, present)) in ops.iter().enumerate() {
+            let superseded = ops
+                .get(i + 1)
+                .is_some_and(|next| next.0 == *index && next.1 == *bytes);
+            if superseded {
+                continue;
+            }
+            key.clear();
+            key.push(index.tag());
+            key.extend_from_slice(bytes);
+            builder.push(&key, *present);
+        }
+        let size = builder.size() as u64;
+        let blocks = {
+            let mut log = txn.open_table(INDEX_LOG)?;
+            let seq = log.last()?.map_or(0, |(k, _)| k.value() + 1);
+            log.insert(seq, builder.finish().as_slice())?;
+            log.len()?
+        };
+        let bytes = {
+            let mut state = txn.open_table(INDEX_STATE)?;
+            let bytes = state.get(META_LOG_BYTES)?.map_or(0, |v| v.value()) + size;
+            state.insert(META_LOG_BYTES, bytes)?;
+            bytes
+        };
+        if blocks >= limits.log_blocks || bytes >= limits.log_bytes {
+            flush(txn, limits)?;
+            compact(txn, limits)?;
+        }
+        Ok(())
+    }
+}
+
+/// Merges the log into a new run and empties it.
+fn flush(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> {
+    let log: Vec<Single> = {
+        let table = txn.open_table(INDEX_LOG)?;
+        let rows = table.iter()?.rev();
+        rows.map(|row| Ok(Single(Block::owned(row?.1.value().to_vec())?)))
+            .collect::<Result<_, StoreError>>()?
+    };
+    let bottom = txn.open_table(INDEX_RUNS)?.is_empty()?;
+    let sources: Vec<&dyn Chunks> = log.iter().map(|s| s as &dyn Chunks).collect();
+    let mut merged = Merged::new(&sources, Vec::new(), vec![u8::MAX; 2], false, !bottom, 0)?;
+    write_run(txn, &mut merged, limits)?;
+    txn.open_table(INDEX_LOG)?.retain(|_, _| false)?;
+    txn.open_table(INDEX_STATE)?.insert(META_LOG_BYTES, 0)?;
+    Ok(())
+}
+
+/// Merges the newest runs while `fanout` of them share a size class.
+fn compact(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> {
+    loop {
+        let runs: Vec<(u64, u64)> = txn
+            .open_table(INDEX_RUNS)?
+            .iter()?
+            .map(|row| row.map(|(id, n)| (id.value(), n.value())))
+            .collect::<Result<_, _>>()?;
+        let Some(&(_, newest)) = runs.last() else {
+            return Ok(());
+        };
+        let class = limits.class(newest);
+        let k = runs
+            .iter()
+            .rev()
+            .take_while(|(_, n)| limits.class(*n) <= class)
+            .count();
+        if (k as u64) < limits.fanout.max(2) {
+            return Ok(());
+        }
+        let chosen: Vec<u64> = runs[runs.len() - k..].iter().map(|(id, _)| *id).collect();
+        merge_runs(txn, &chosen, k == runs.len(), limits)?;
+    }
+}
+
+/// Merges the runs `ids` (the newest ones) into one; removed keys are dropped when
+/// `bottom` (no older run can hold them).
+fn merge_runs(
+    txn: &WriteTransaction,
+    ids: &[u64],
+    bottom: bool,
+    limits: IndexLimits,
+) -> Result<(), StoreError> {
+    {
+        let inputs = ids
+            .iter()
+            .rev()
+            .map(|&id| open_run_write(txn, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sources: Vec<&dyn Chunks> = inputs.iter().map(|r| r as &dyn Chunks).collect();
+        let mut merged = Merged::new(&sources, Vec::new(), vec![u8::MAX; 2], false, !bottom, 0)?;
+        write_run(txn, &mut merged, limits)?;
+    }
+    drop_runs(txn, ids)
+}
+
+fn drop_runs(txn: &WriteTransaction, ids: &[u64]) -> Result<(), StoreError> {
+    let mut runs = txn.open_table(INDEX_RUNS)?;
+    for &id in ids {
+        runs.remove(id)?;
+        let name = run_name(id);
+        txn.delete_table(run_table(&name))?;
+    }
+    Ok(())
+}
+
+/// Writes what `merged` yields as a new run (none when it yields nothing).
+fn write_run(
+    txn: &WriteTransaction,
+    merged: &mut Merged<'_>,
+    limits: IndexLimits,
+) -> Result<(), StoreError> {
+    let id = {
+        let mut state = txn.open_table(INDEX_STATE)?;
+        let id = state.get(META_NEXT_RUN)?.map_or(0, |v| v.value());
+        state.insert(META_NEXT_RUN, id + 1)?;
+        id
+    };
+    let name = run_name(id);
+    let mut table = txn.open_table(run_table(&name))?;
+    let mut firsts = BlockBuilder::default();
+    let mut chunk = BlockBuilder::default();
+    let mut chunks = 0u32;
+    let mut entries = 0u64;
+    while merged.advance()? {
+        if chunk.is_empty() {
+            firsts.push(merged.raw_key(), true);
+        }
+        chunk.push(merged.raw_key(), merged.present());
+        entries += 1;
+        if chunk.size() >= limits.chunk_bytes {
+            table.insert(chunks, std::mem::take(&mut chunk).finish().as_slice())?;
+            chunks += 1;
+        }
+    }
+    if !chunk.is_empty() {
+        table.insert(chunks, chunk.finish().as_slice())?;
+    }
+    if entries == 0 {
+        drop(table);
+        txn.delete_table(run_table(&name))?;
+        return Ok(());
+    }
+    table.insert(DIRECTORY, firsts.finish().as_slice())?;
+    txn.open_table(INDEX_RUNS)?.insert(id, entries)?;
+    Ok(())
+}
+
+/// Removes every key that starts with `prefix` from `index`, in log blocks of a bounded
+/// size.
+pub fn remove_prefix(
+    txn: &WriteTransaction,
+    index: Index,
+    prefix: &[u8],
+    upper: &[u8],
+    limits: IndexLimits,
+) -> Result<(), StoreError> {
+    const BATCH: usize = 65_536;
+    let mut from = prefix.to_vec();
+    loop {
+        let mut changes = Changes::default();
+        {
+            let sources = Sources::open_write(txn)?;
+            let mut merged = sources.range(index, &from, Some(upper), false)?;
+            while changes.len() < BATCH && merged.advance()? {
+                changes.remove(index, merged.key().to_vec());
+            }
+        }
+        let Some((_, last, _)) = changes.ops.last() else {
+            return Ok(());
+        };
+        from = last.clone();
+        from.push(0);
+        changes.commit(txn, limits)?;
+    }
+}
+
+/// Deletes the log and every run (before the indexes are built anew), creating the
+/// tables when missing.
+pub fn clear(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let ids: Vec<u64> = txn
+        .open_table(INDEX_RUNS)?
+        .iter()?
+        .map(|row| row.map(|(id, _)| id.value()))
+        .collect::<Result<_, _>>()?;
+    drop_runs(txn, &ids)?;
+    txn.open_table(INDEX_LOG)?.retain(|_, _| false)?;
+    txn.open_table(INDEX_STATE)?.insert(META_LOG_BYTES, 0)?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use redb::{Database, ReadableDatabase};
+    use std::collections::BTreeSet;
+
+    const TINY: IndexLimits = IndexLimits {
+        log_blocks: 2,
+        log_bytes: 1 << 20,
+        chunk_bytes: 24,
+        fanout: 2,
+        base_entries: 3,
+    };
+
+    fn index_of(sort: bool) -> Index {
+        if sort {
+            Index::Sort
+        } else {
+            Index::Words
+        }
+    }
+
+    /// Every key of `index` in the model between the bounds, in the asked order.
+    fn model_range(
+        model: &BTreeSet<(u8, Vec<u8>)>,
+        index: Index,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        descending: bool,
+    ) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = model
+            .iter()
+            .filter(|(tag, key)| {
+                *tag == index.tag()
+                    && key.as_slice() >= lower
+                    && upper.is_none_or(|u| key.as_slice() < u)
+            })
+            .map(|(_, key)| key.clone())
+            .collect();
+        if descending {
+            keys.reverse();
+        }
+        keys
+    }
+
+    fn view_range(
+        view: &IndexView,
+        index: Index,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        descending: bool,
+    ) -> Vec<Vec<u8>> {
+        let mut range = view.range(index, lower, upper, descending).unwrap();
+        let mut out = Vec::new();
+        while range.advance().unwrap() {
+            out.push(range.key().to_vec());
+        }
+        out
+    }
+
+    type Op = (bool, Vec<u8>, bool);
+
+    fn ops() -> impl Strategy<Value = Vec<Vec<Op>>> {
+        let key = proptest::collection::vec(0u8..4, 0..4);
+        let op = (any::<bool>(), key, proptest::bool::weighted(0.7));
+        proptest::collection::vec(proptest::collection::vec(op, 0..12), 1..25)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Through commits, flushes, merges (tombstones kept and dropped) and chunk
+        /// boundaries, ranges read the same keys as a plain set given the same changes.
+        #[test]
+        fn the_log_and_runs_read_like_a_set(
+            txns in ops(),
+            lower in proptest::collection::vec(0u8..4, 0..3),
+            upper in proptest::option::of(proptest::collection::vec(0u8..5, 0..3)),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Database::create(dir.path().join("t.redb")).unwrap();
+            {
+                let txn = db.begin_write().unwrap();
+                clear(&txn).unwrap();
+                txn.commit().unwrap();
+            }
+            let mut model = BTreeSet::new();
+            for ops in txns {
+                let txn = db.begin_write().unwrap();
+                let mut changes = Changes::default();
+                for (sort, key, present) in ops {
+                    let index = index_of(sort);
+                    if present {
+                        model.insert((index.tag(), key.clone()));
+                        changes.put(index, key);
+                    } else {
+                        model.remove(&(index.tag(), key.clone()));
+                        changes.remove(index, key);
+                    }
+                }
+                changes.commit(&txn, TINY).unwrap();
+                txn.commit().unwrap();
+
+                let txn = db.begin_read().unwrap();
+                let view = IndexView::open(&txn).unwrap();
+                for index in [Index::Sort, Index::Words] {
+                    for descending in [false, true] {
+                        let upper = upper.as_deref();
+                        prop_assert_eq!(
+                            view_range(&view, index, &lower, upper, descending),
+                            model_range(&model, index, &lower, upper, descending)
+                        );
+                    }
+                    for (_, key) in &model {
+                        let held = model.contains(&(index.tag(), key.clone()));
+                        prop_assert_eq!(view.contains(index, key).unwrap(), held);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_are_merged_and_a_prefix_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let keys: Vec<Vec<u8>> = (0u16..300).map(|i| i.to_be_bytes().to_vec()).collect();
+        for chunk in keys.chunks(10) {
+            let txn = db.begin_write().unwrap();
+            let mut changes = Changes::default();
+            for key in chunk {
+                changes.put(Index::Words, key.clone());
+            }
+            changes.commit(&txn, TINY).unwrap();
+            txn.commit().unwrap();
+        }
+        let runs = |db: &Database| -> Vec<u64> {
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(INDEX_RUNS).unwrap();
+            table
+                .iter()
+                .unwrap()
+                .map(|r| r.unwrap().1.value())
+                .collect()
+        };
+        // Size-tiered: far fewer runs than flushes, the oldest the largest.
+        let sizes = runs(&db);
+        assert!(sizes.len() < 8, "{sizes:?}");
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        assert!(sizes.iter().sum::<u64>() <= 300);
+
+        // Remove every key starting with byte 0 (keys 0..256).
+        let txn = db.begin_write().unwrap();
+        remove_prefix(&txn, Index::Words, &[0], &[1], TINY).unwrap();
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let view = IndexView::open(&txn).unwrap();
+        let left = view_range(&view, Index::Words, &[], None, false);
+        assert_eq!(left, keys[256..].to_vec());
+    }
+}
