@@ -12,11 +12,11 @@ use super::codec::{
     decode_agent, decode_attribute, decode_contact, encode_agent, encode_attribute, encode_contact,
 };
 use super::index::{self, Indexes};
-use super::lsm::IndexLimits;
 use super::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_NEXT_CONTACT_ID,
 };
+use super::writer::Txn;
 use super::{
     ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, RowFailure, StoreError,
     UpsertOutcome,
@@ -62,13 +62,13 @@ struct Tables<'txn> {
 }
 
 impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction, limits: IndexLimits) -> Result<Self, StoreError> {
+    fn open(txn: &'txn Txn) -> Result<Self, StoreError> {
         Ok(Self {
             contacts: txn.open_table(CONTACTS)?,
             emails: txn.open_table(CONTACTS_BY_EMAIL)?,
             by_id: txn.open_table(CONTACTS_BY_ID)?,
             agents: txn.open_table(AGENTS)?,
-            indexes: Indexes::open(txn, limits)?,
+            indexes: Indexes::open(txn, &txn.index)?,
         })
     }
 
@@ -246,16 +246,15 @@ enum Rejected {
 
 impl<'txn> Batch<'txn> {
     fn open(
-        txn: &'txn WriteTransaction,
+        txn: &'txn Txn,
         agent_id: &str,
         on_duplicate: OnDuplicate,
         policy: UnknownPolicy,
         now: i64,
-        limits: IndexLimits,
     ) -> Result<Self, StoreError> {
         let first_id = next_contact_id(txn)?;
         let schema = load_schema(txn, agent_id)?;
-        let tables = Tables::open(txn, limits)?;
+        let tables = Tables::open(txn)?;
         let agent = tables.agent(agent_id)?;
         Ok(Self {
             agent_id: agent_id.to_owned(),
@@ -426,15 +425,14 @@ impl<'txn> Batch<'txn> {
 
 /// `POST /contacts`: every entry upserted in order, all or nothing.
 pub fn upsert(
-    txn: &WriteTransaction,
+    txn: &Txn,
     agent_id: &str,
     entries: Vec<ContactInput>,
     on_duplicate: OnDuplicate,
     policy: UnknownPolicy,
     now: i64,
-    limits: IndexLimits,
 ) -> Result<UpsertOutcome, StoreError> {
-    let mut batch = Batch::open(txn, agent_id, on_duplicate, policy, now, limits)?;
+    let mut batch = Batch::open(txn, agent_id, on_duplicate, policy, now)?;
     let mut invalid = Issues::new();
     let mut conflicts = Issues::new();
     let mut outcome = UpsertOutcome {
@@ -475,21 +473,13 @@ pub fn upsert(
 /// left out, changes nothing (not even attribute definitions) and is reported; the
 /// others are written. See [`ImportMode`] for how rows differ from `POST /contacts`.
 pub fn import(
-    txn: &WriteTransaction,
+    txn: &Txn,
     agent_id: &str,
     rows: Vec<ImportRow>,
     options: &ImportOptions,
     now: i64,
-    limits: IndexLimits,
 ) -> Result<ImportOutcome, StoreError> {
-    let mut batch = Batch::open(
-        txn,
-        agent_id,
-        options.on_duplicate,
-        options.policy,
-        now,
-        limits,
-    )?;
+    let mut batch = Batch::open(txn, agent_id, options.on_duplicate, options.policy, now)?;
     batch.import = Some(ImportMode {
         declared: options.declared.iter().cloned().collect(),
         merge_attributes: options.merge_attributes,
@@ -529,14 +519,9 @@ pub fn import(
 }
 
 /// `PATCH /contacts/{id}`: only sent fields change; `external_id` renames.
-pub fn patch(
-    txn: &WriteTransaction,
-    req: &PatchRequest,
-    now: i64,
-    limits: IndexLimits,
-) -> Result<Contact, StoreError> {
+pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreError> {
     let mut schema = load_schema(txn, &req.agent)?;
-    let mut tables = Tables::open(txn, limits)?;
+    let mut tables = Tables::open(txn)?;
     tables.agent(&req.agent)?;
     let current = find_contact(&tables.contacts, &tables.by_id, &req.agent, &req.target)?
         .ok_or(StoreError::ContactNotFound)?;
@@ -584,13 +569,8 @@ pub fn patch(
 }
 
 /// `DELETE /contacts/{id}`: removes the contact and its index entries.
-pub fn delete(
-    txn: &WriteTransaction,
-    agent_id: &str,
-    target: &str,
-    limits: IndexLimits,
-) -> Result<Contact, StoreError> {
-    let mut tables = Tables::open(txn, limits)?;
+pub fn delete(txn: &Txn, agent_id: &str, target: &str) -> Result<Contact, StoreError> {
+    let mut tables = Tables::open(txn)?;
     let mut agent = tables.agent(agent_id)?;
     let current = find_contact(&tables.contacts, &tables.by_id, agent_id, target)?
         .ok_or(StoreError::ContactNotFound)?;
@@ -601,11 +581,7 @@ pub fn delete(
 }
 
 /// Removes every contact, index entry and attribute definition of an agent.
-pub fn delete_all(
-    txn: &WriteTransaction,
-    agent_id: &str,
-    limits: IndexLimits,
-) -> Result<(), StoreError> {
+pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     let mut contacts = txn.open_table(CONTACTS)?;
     for ext in agent_rows(&contacts, agent_id)? {
         contacts.remove((agent_id, ext.as_str()))?;
@@ -616,7 +592,9 @@ pub fn delete_all(
     }
     let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
     by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
-    index::delete_agent(txn, agent_id, limits)?;
+    // Earlier jobs of this transaction may have index changes for the agent.
+    txn.write_index()?;
+    index::delete_agent(txn, agent_id, txn.limits)?;
     let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
     for name in agent_rows(&attributes, agent_id)? {
         attributes.remove((agent_id, name.as_str()))?;

@@ -5,6 +5,7 @@
 //! A write records only the entries that differ between the stored contact and the new
 //! one: an update that changes nothing indexed writes no index entry at all.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
@@ -45,22 +46,22 @@ pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
     sort_entries(contact).into_iter().map(|(f, _)| f).collect()
 }
 
-/// The index changes of one write transaction.
+/// Index changes of a write transaction: sort and word entries go to `changes` (written
+/// to the index log before the commit), value counts straight to `field_counts`.
 pub struct Indexes<'txn> {
-    txn: &'txn WriteTransaction,
-    limits: IndexLimits,
-    changes: Changes,
+    changes: &'txn RefCell<Changes>,
     counts: Table<'txn, (&'static str, &'static str), u64>,
     /// Per-field changes of the value count, written by `finish`.
     count_delta: HashMap<String, i64>,
 }
 
 impl<'txn> Indexes<'txn> {
-    pub fn open(txn: &'txn WriteTransaction, limits: IndexLimits) -> Result<Self, StoreError> {
+    pub fn open(
+        txn: &'txn WriteTransaction,
+        changes: &'txn RefCell<Changes>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
-            txn,
-            limits,
-            changes: Changes::default(),
+            changes,
             counts: txn.open_table(FIELD_COUNTS)?,
             count_delta: HashMap::new(),
         })
@@ -75,9 +76,10 @@ impl<'txn> Indexes<'txn> {
         after: Option<&Contact>,
     ) -> Result<(), StoreError> {
         let sort = |c: Option<&Contact>| c.map(|c| sort_keys(agent, c)).unwrap_or_default();
-        replace(&mut self.changes, Index::Sort, sort(before), sort(after));
+        let mut changes = self.changes.borrow_mut();
+        replace(&mut changes, Index::Sort, sort(before), sort(after));
         let words = |c: Option<&Contact>| c.map(|c| word_keys(agent, c)).unwrap_or_default();
-        replace(&mut self.changes, Index::Words, words(before), words(after));
+        replace(&mut changes, Index::Words, words(before), words(after));
         let fields = |c: Option<&Contact>| c.map(counted_fields).unwrap_or_default();
         let (old, new) = (fields(before), fields(after));
         for field in old.difference(&new) {
@@ -89,9 +91,8 @@ impl<'txn> Indexes<'txn> {
         Ok(())
     }
 
-    /// Writes the index entries and value counts changed by `update`.
+    /// Writes the value counts changed by `update`.
     pub fn finish(&mut self, agent: &str) -> Result<(), StoreError> {
-        self.changes.commit(self.txn, self.limits)?;
         for (field, delta) in std::mem::take(&mut self.count_delta) {
             if delta == 0 {
                 continue;
@@ -153,7 +154,8 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
     }
     txn.delete_table(FIELD_COUNTS)?;
     lsm::clear(txn)?;
-    let mut indexes = Indexes::open(txn, limits)?;
+    let changes = RefCell::new(Changes::default());
+    let mut indexes = Indexes::open(txn, &changes)?;
     let contacts = txn.open_table(CONTACTS)?;
     let mut built = 0;
     let mut current: Option<String> = None;
@@ -170,7 +172,7 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
         indexes.update(agent, None, Some(&contact))?;
         built += 1;
         if built % 10_000 == 0 {
-            indexes.finish(agent)?;
+            changes.borrow_mut().commit(txn, limits)?;
         }
         if built % 100_000 == 0 {
             tracing::info!(contacts = built, "building the sort and word indexes");
@@ -179,6 +181,7 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
     if let Some(done) = current {
         indexes.finish(&done)?;
     }
+    changes.borrow_mut().commit(txn, limits)?;
     txn.open_table(META)?
         .insert(META_INDEX_VERSION, INDEX_VERSION)?;
     Ok(Some(built))

@@ -56,6 +56,15 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
+/// The first byte string after every string that starts with `bytes` (any bytes, not
+/// only a [`prefix`]); `None` when there is none (empty, or only `0xFF` bytes).
+pub fn successor(bytes: &[u8]) -> Option<Vec<u8>> {
+    let keep = bytes.iter().rposition(|&b| b != 0xFF)?;
+    let mut out = bytes[..=keep].to_vec();
+    out[keep] += 1;
+    Some(out)
+}
+
 /// The first key under `prefix` with a contact number above `id`.
 pub fn entry_after(prefix: &[u8], id: u64) -> Vec<u8> {
     match id.checked_add(1) {
@@ -153,6 +162,15 @@ mod tests {
             let mut p = Vec::new();
             push_escaped(&mut p, &term);
             prop_assert_eq!(k.starts_with(&p), word.starts_with(&term));
+        }
+
+        #[test]
+        fn the_successor_is_above_exactly_the_strings_with_the_prefix(
+            p in proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(0xFE), Just(0xFF)], 0..4),
+            s in proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(0xFE), Just(0xFF)], 0..6),
+        ) {
+            let below = successor(&p).is_none_or(|end| s < end);
+            prop_assert_eq!(s >= p && below, s.starts_with(&p));
         }
     }
 }

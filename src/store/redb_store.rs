@@ -35,7 +35,6 @@ pub struct RedbStore {
     writer: Writer,
     path: PathBuf,
     limits: QueryLimits,
-    index_limits: IndexLimits,
 }
 
 impl RedbStore {
@@ -59,7 +58,6 @@ impl RedbStore {
             writer,
             path,
             limits: QueryLimits::default(),
-            index_limits: IndexLimits::default(),
         })
     }
 
@@ -74,8 +72,8 @@ impl RedbStore {
     /// Changes when the index log is flushed and index runs are merged (see
     /// [`IndexLimits`]); results are the same, only speed differs. For tests.
     #[must_use]
-    pub fn with_index_limits(mut self, limits: IndexLimits) -> Self {
-        self.index_limits = limits;
+    pub fn with_index_limits(self, limits: IndexLimits) -> Self {
+        self.writer.set_index_limits(limits);
         self
     }
 
@@ -277,7 +275,6 @@ impl Store for RedbStore {
     }
 
     fn delete_agent(&self, id: String) -> StoreFuture<Agent> {
-        let index_limits = self.index_limits;
         self.writer.submit(move |txn| {
             let mut agents = txn.open_table(AGENTS)?;
             let agent = match agents.get(id.as_str())? {
@@ -286,7 +283,7 @@ impl Store for RedbStore {
             };
             agents.remove(id.as_str())?;
             drop(agents);
-            contacts::delete_all(txn, &id, index_limits)?;
+            contacts::delete_all(txn, &id)?;
             let mut keys = txn.open_table(API_KEYS)?;
             keys.retain(|digest, bytes| {
                 decode_key(digest, bytes).map_or(true, |k| k.scope != Scope::Agent(id.clone()))
@@ -335,17 +332,8 @@ impl Store for RedbStore {
         on_duplicate: OnDuplicate,
         policy: UnknownPolicy,
     ) -> StoreFuture<UpsertOutcome> {
-        let index_limits = self.index_limits;
         self.writer.submit(move |txn| {
-            contacts::upsert(
-                txn,
-                &agent,
-                entries,
-                on_duplicate,
-                policy,
-                unix_now(),
-                index_limits,
-            )
+            contacts::upsert(txn, &agent, entries, on_duplicate, policy, unix_now())
         })
     }
 
@@ -355,10 +343,8 @@ impl Store for RedbStore {
         rows: Vec<ImportRow>,
         options: ImportOptions,
     ) -> StoreFuture<ImportOutcome> {
-        let index_limits = self.index_limits;
-        self.writer.submit(move |txn| {
-            contacts::import(txn, &agent, rows, &options, unix_now(), index_limits)
-        })
+        self.writer
+            .submit(move |txn| contacts::import(txn, &agent, rows, &options, unix_now()))
     }
 
     fn export_contacts(
@@ -387,15 +373,13 @@ impl Store for RedbStore {
     }
 
     fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact> {
-        let index_limits = self.index_limits;
         self.writer
-            .submit(move |txn| contacts::patch(txn, &patch, unix_now(), index_limits))
+            .submit(move |txn| contacts::patch(txn, &patch, unix_now()))
     }
 
     fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact> {
-        let index_limits = self.index_limits;
         self.writer
-            .submit(move |txn| contacts::delete(txn, &agent, &target, index_limits))
+            .submit(move |txn| contacts::delete(txn, &agent, &target))
     }
 
     fn create_attribute(&self, agent: String, def: AttributeDef) -> StoreFuture<AttributeDef> {

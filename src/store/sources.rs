@@ -121,7 +121,8 @@ pub(super) fn collect(
     cap: usize,
 ) -> Result<Option<Vec<u64>>, StoreError> {
     let mut ids = Vec::new();
-    let mut range = view.range(index, lower, upper, false)?;
+    let end = upper.map_or_else(|| keys::successor(lower), |u| Some(u.to_vec()));
+    let mut range = view.range(index, lower, end.as_deref(), false)?;
     while range.advance()? {
         let key = range.key();
         if upper.is_none() && !key.starts_with(lower) {
@@ -155,7 +156,8 @@ pub(super) fn word_runs(
     // The word being read: its key prefix and its contact numbers so far. Rare words are
     // read in one pass; the range is opened again only to jump past a common word.
     let mut current: Option<(Vec<u8>, Vec<u64>)> = None;
-    let mut range = view.range(Index::Words, start, None, false)?;
+    let end = keys::successor(start);
+    let mut range = view.range(Index::Words, start, end.as_deref(), false)?;
     loop {
         let more = range.advance()?;
         let key = Some(range.key()).filter(|k| more && k.starts_with(start));
@@ -175,10 +177,10 @@ pub(super) fn word_runs(
                 if runs.len() == limits.max_runs {
                     return Ok(None);
                 }
-                let end = keys::prefix_end(run);
+                let past = keys::prefix_end(run);
                 runs.push(std::mem::take(run));
                 current = None;
-                range = view.range(Index::Words, &end, None, false)?;
+                range = view.range(Index::Words, &past, end.as_deref(), false)?;
                 continue;
             }
         }

@@ -7,7 +7,12 @@
 //! the transaction as it found it, and the next job sees the state the earlier ones
 //! left. A storage error while applying poisons the transaction; then it is aborted
 //! and every job of the group is answered with that error.
+//!
+//! The jobs of a group gather their index changes in the transaction's [`Txn`]; they
+//! are written as one block of the index log just before the commit.
 
+use std::cell::RefCell;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -15,7 +20,31 @@ use parking_lot::Mutex;
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::lsm::{Changes, IndexLimits};
 use super::{StoreError, StoreFuture};
+
+/// A write transaction and the index changes its jobs made so far.
+pub struct Txn {
+    txn: WriteTransaction,
+    /// Index changes, written to the index log before the commit.
+    pub index: RefCell<Changes>,
+    pub limits: IndexLimits,
+}
+
+impl Deref for Txn {
+    type Target = WriteTransaction;
+
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
+    }
+}
+
+impl Txn {
+    /// Writes the index changes gathered so far to the index log.
+    pub fn write_index(&self) -> Result<(), StoreError> {
+        self.index.borrow_mut().commit(&self.txn, self.limits)
+    }
+}
 
 /// Most jobs that share one commit.
 const MAX_GROUP: usize = 64;
@@ -25,23 +54,32 @@ const QUEUE_DEPTH: usize = 256;
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A job runs against the group's transaction, or is handed the error that kept the
 /// group from getting one.
-type Job = Box<dyn FnOnce(Result<&WriteTransaction, &StoreError>) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(Result<&Txn, &StoreError>) -> (bool, Completion) + Send>;
 
 pub struct Writer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    limits: Arc<Mutex<IndexLimits>>,
 }
 
 impl Writer {
     pub fn start(db: Arc<Database>) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let limits = Arc::new(Mutex::new(IndexLimits::default()));
+        let shared = Arc::clone(&limits);
         let thread = std::thread::Builder::new()
             .name("contactd-writer".into())
-            .spawn(move || run(&db, rx))?;
+            .spawn(move || run(&db, rx, &shared))?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            limits,
         })
+    }
+
+    /// Changes the index limits of the transactions that begin from now on.
+    pub fn set_index_limits(&self, limits: IndexLimits) {
+        *self.limits.lock() = limits;
     }
 
     /// Queues `work` to run inside a write transaction; resolves after the commit.
@@ -49,7 +87,7 @@ impl Writer {
     pub fn submit<T, F>(&self, work: F) -> StoreFuture<T>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Txn) -> Result<T, StoreError> + Send + 'static,
     {
         let sender = self.tx.lock().clone();
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -81,7 +119,7 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
+fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -91,7 +129,11 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let mut txn = match db.begin_write() {
-            Ok(txn) => txn,
+            Ok(txn) => Txn {
+                txn,
+                index: RefCell::new(Changes::default()),
+                limits: *limits.lock(),
+            },
             Err(err) => {
                 let err = StoreError::from(err);
                 tracing::error!(error = %err, "cannot begin a write transaction");
@@ -102,7 +144,7 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
                 continue;
             }
         };
-        if let Err(err) = txn.set_durability(Durability::Immediate) {
+        if let Err(err) = txn.txn.set_durability(Durability::Immediate) {
             tracing::error!(error = %err, "cannot set durability");
         }
         let mut poisoned = false;
@@ -112,15 +154,20 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
             poisoned |= bad;
             completions.push(complete);
         }
+        let written = if poisoned { Ok(()) } else { txn.write_index() };
+        if let Err(err) = &written {
+            tracing::error!(error = %err, "cannot write the index log");
+            poisoned = true;
+        }
         let outcome = if poisoned {
-            if let Err(err) = txn.abort() {
+            if let Err(err) = txn.txn.abort() {
                 tracing::error!(error = %err, "abort failed");
             }
             Err(StoreError::Backend(
                 "a storage error aborted the transaction".into(),
             ))
         } else {
-            txn.commit().map_err(StoreError::from)
+            txn.txn.commit().map_err(StoreError::from)
         };
         if let Err(err) = &outcome {
             tracing::error!(error = %err, "write transaction failed");

@@ -88,11 +88,11 @@ pub struct IndexLimits {
 impl Default for IndexLimits {
     fn default() -> Self {
         Self {
-            log_blocks: 32,
+            log_blocks: 8,
             log_bytes: 8 << 20,
             chunk_bytes: 32 << 10,
-            fanout: 8,
-            base_entries: 256 << 10,
+            fanout: 4,
+            base_entries: 16 << 10,
         }
     }
 }
@@ -298,7 +298,10 @@ fn flush(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Merges the newest runs while `fanout` of them share a size class.
+/// Merges the newest runs while `fanout` of them share a size class, and all of them
+/// once the newer runs hold as many entries as the oldest: removed keys and the entries
+/// they remove meet only in a merge that includes the oldest run, so this bounds the
+/// space they take to about that of the live entries.
 fn compact(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> {
     loop {
         let runs: Vec<(u64, u64)> = txn
@@ -310,12 +313,15 @@ fn compact(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError
             return Ok(());
         };
         let class = limits.class(newest);
-        let k = runs
+        let mut k = runs
             .iter()
             .rev()
             .take_while(|(_, n)| limits.class(*n) <= class)
             .count();
-        if (k as u64) < limits.fanout.max(2) {
+        let newer: u64 = runs.iter().skip(1).map(|(_, n)| n).sum();
+        if runs.len() > 1 && newer >= runs[0].1 {
+            k = runs.len();
+        } else if (k as u64) < limits.fanout.max(2) {
             return Ok(());
         }
         let chosen: Vec<u64> = runs[runs.len() - k..].iter().map(|(id, _)| *id).collect();
