@@ -180,7 +180,7 @@ pub(super) fn word_runs(
                 let past = keys::prefix_end(run);
                 runs.push(std::mem::take(run));
                 current = None;
-                range = view.range(Index::Words, &past, end.as_deref(), false)?;
+                range.seek(&past)?;
                 continue;
             }
         }

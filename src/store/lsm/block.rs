@@ -23,6 +23,14 @@ pub struct BlockBuilder {
 }
 
 impl BlockBuilder {
+    /// A builder with room for about `bytes` of entries.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            offsets: Vec::with_capacity(bytes / 24),
+            data: Vec::with_capacity(bytes),
+        }
+    }
+
     /// Appends an entry; its key must follow the previous one.
     pub fn push(&mut self, key: &[u8], present: bool) {
         debug_assert!(

@@ -94,6 +94,18 @@ fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
+/// Whether the cursor is at an entry within the bounds (the lower one when descending,
+/// the upper one when ascending; it starts within the other).
+fn within(cursor: &Cursor<'_>, lower: &[u8], upper: &[u8], descending: bool) -> bool {
+    cursor.peek().is_some_and(|(key, _)| {
+        if descending {
+            key >= lower
+        } else {
+            key < upper
+        }
+    })
+}
+
 /// A position in one source. Ascending, `pos` is the next entry; descending, the one
 /// before `pos` is.
 struct Cursor<'a> {
@@ -191,6 +203,7 @@ impl<'a> Cursor<'a> {
 /// The entries of several sources (newest first) from `lower` to below `upper`, one
 /// per key, the newest source's; removed keys are skipped unless `tombstones`.
 pub struct Merged<'a> {
+    /// Every cursor here is at an entry within the bounds, in source order.
     cursors: Vec<Cursor<'a>>,
     descending: bool,
     lower: Vec<u8>,
@@ -200,6 +213,8 @@ pub struct Merged<'a> {
     strip: usize,
     key: Vec<u8>,
     present: bool,
+    /// Cursors at the current key besides the chosen one (scratch).
+    ties: Vec<usize>,
 }
 
 impl<'a> Merged<'a> {
@@ -211,10 +226,13 @@ impl<'a> Merged<'a> {
         tombstones: bool,
         strip: usize,
     ) -> Result<Self, StoreError> {
-        let cursors = sources
-            .iter()
-            .map(|src| Cursor::seek(*src, &lower, &upper, descending))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut cursors = Vec::with_capacity(sources.len());
+        for src in sources {
+            let cursor = Cursor::seek(*src, &lower, &upper, descending)?;
+            if within(&cursor, &lower, &upper, descending) {
+                cursors.push(cursor);
+            }
+        }
         Ok(Self {
             cursors,
             descending,
@@ -224,60 +242,87 @@ impl<'a> Merged<'a> {
             strip,
             key: Vec::new(),
             present: false,
+            ties: Vec::new(),
         })
     }
 
     /// Moves to the next entry; `false` at the end.
     pub fn advance(&mut self) -> Result<bool, StoreError> {
-        let Self {
-            cursors,
-            descending,
-            lower,
-            upper,
-            tombstones,
-            key: current,
-            present,
-            ..
-        } = self;
-        let desc = *descending;
         loop {
-            cursors.retain(|c| {
-                c.peek().is_some_and(|(k, _)| {
-                    if desc {
-                        k >= lower.as_slice()
-                    } else {
-                        k < upper.as_slice()
-                    }
-                })
-            });
-            let mut best: Option<(usize, &[u8])> = None;
-            for (i, cursor) in cursors.iter().enumerate() {
-                let Some((key, _)) = cursor.peek() else {
+            let Some(first) = self.cursors.first() else {
+                return Ok(false);
+            };
+            // The smallest key (largest when descending); among equal keys the first
+            // cursor's, which is the newest source's.
+            let mut best = 0;
+            let Some((mut best_key, mut flag)) = first.peek() else {
+                return Ok(false);
+            };
+            self.ties.clear();
+            for (i, cursor) in self.cursors.iter().enumerate().skip(1) {
+                let Some((key, present)) = cursor.peek() else {
                     continue;
                 };
-                let better = best.is_none_or(|(_, b)| if desc { key > b } else { key < b });
-                if better {
-                    best = Some((i, key));
+                let order = key.cmp(best_key);
+                let order = if self.descending {
+                    order.reverse()
+                } else {
+                    order
+                };
+                match order {
+                    std::cmp::Ordering::Less => {
+                        best = i;
+                        best_key = key;
+                        flag = present;
+                        self.ties.clear();
+                    }
+                    std::cmp::Ordering::Equal => self.ties.push(i),
+                    std::cmp::Ordering::Greater => {}
                 }
             }
-            let Some((i, _)) = best else {
-                return Ok(false);
-            };
-            let Some((key, flag)) = cursors[i].peek() else {
-                return Ok(false);
-            };
-            current.clear();
-            current.extend_from_slice(key);
-            *present = flag;
-            for cursor in cursors.iter_mut() {
-                if cursor.peek().is_some_and(|(k, _)| k == current.as_slice()) {
-                    cursor.step()?;
-                }
+            self.key.clear();
+            self.key.extend_from_slice(best_key);
+            self.present = flag;
+            self.ties.push(best);
+            let mut exhausted = false;
+            for &i in &self.ties {
+                let cursor = &mut self.cursors[i];
+                cursor.step()?;
+                exhausted |= !within(cursor, &self.lower, &self.upper, self.descending);
             }
-            if *present || *tombstones {
+            if exhausted {
+                let (lower, upper, desc) = (&self.lower, &self.upper, self.descending);
+                self.cursors.retain(|c| within(c, lower, upper, desc));
+            }
+            if self.present || self.tombstones {
                 return Ok(true);
             }
         }
+    }
+
+    /// Moves an ascending range forward to its first entry from `key` (with the tag
+    /// prefix the keys are stripped of); cheaper than opening the range again when the
+    /// target is near, as most cursors then stay within the chunk they hold.
+    pub fn seek(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        debug_assert!(!self.descending, "seek is for ascending ranges");
+        let mut target = self.lower.get(..self.strip).unwrap_or_default().to_vec();
+        target.extend_from_slice(key);
+        for cursor in &mut self.cursors {
+            let Some(block) = &cursor.block else {
+                continue;
+            };
+            let last = block.len().saturating_sub(1);
+            if !block.is_empty() && block.key(last) >= target.as_slice() {
+                if block.key(cursor.pos) < target.as_slice() {
+                    cursor.pos = block.lower_bound(&target);
+                }
+            } else {
+                *cursor = Cursor::seek(cursor.src, &target, &self.upper, false)?;
+            }
+        }
+        let (lower, upper) = (&self.lower, &self.upper);
+        self.cursors.retain(|c| within(c, lower, upper, false));
+        Ok(())
     }
 
     /// The current key (without the stripped prefix).

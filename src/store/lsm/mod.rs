@@ -244,14 +244,43 @@ impl Changes {
         if self.ops.is_empty() {
             return Ok(());
         }
-        let mut ops = std::mem::take(&mut self.ops);
-        ops.sort_by(|a, b| (a.0.tag(), &a.1).cmp(&(b.0.tag(), &b.1)));
-        let mut builder = BlockBuilder::default();
+        let ops = std::mem::take(&mut self.ops);
+        // Sorted by (index, key, position), so the last change of a key comes last. The
+        // keys of a transaction usually share a long prefix (the agent), so they are
+        // compared first by the 8 bytes after the prefix they all share.
+        let shared = ops.iter().skip(1).fold(ops[0].1.len(), |n, (_, key, _)| {
+            n.min(
+                key.iter()
+                    .zip(&ops[0].1)
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+            )
+        });
+        let head = |key: &[u8]| {
+            let mut bytes = [0u8; 8];
+            let tail = key.get(shared..).unwrap_or_default();
+            let n = tail.len().min(8);
+            bytes[..n].copy_from_slice(&tail[..n]);
+            u64::from_be_bytes(bytes)
+        };
+        let mut order: Vec<(u8, u64, usize)> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, (index, key, _))| (index.tag(), head(key), i))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| ops[a.2].1.cmp(&ops[b.2].1))
+                .then(a.2.cmp(&b.2))
+        });
+        let mut builder = BlockBuilder::with_capacity(ops.iter().map(|op| op.1.len() + 6).sum());
         let mut key = Vec::new();
-        for (i, (index, bytes, present)) in ops.iter().enumerate() {
-            let superseded = ops
-                .get(i + 1)
-                .is_some_and(|next| next.0 == *index && next.1 == *bytes);
+        for (n, &(_, _, i)) in order.iter().enumerate() {
+            let (index, bytes, present) = &ops[i];
+            let superseded = order
+                .get(n + 1)
+                .is_some_and(|&(_, _, next)| ops[next].0 == *index && ops[next].1 == *bytes);
             if superseded {
                 continue;
             }
@@ -375,7 +404,8 @@ fn write_run(
     let name = run_name(id);
     let mut table = txn.open_table(run_table(&name))?;
     let mut firsts = BlockBuilder::default();
-    let mut chunk = BlockBuilder::default();
+    let room = limits.chunk_bytes + limits.chunk_bytes / 4;
+    let mut chunk = BlockBuilder::with_capacity(room);
     let mut chunks = 0u32;
     let mut entries = 0u64;
     while merged.advance()? {
@@ -385,7 +415,8 @@ fn write_run(
         chunk.push(merged.raw_key(), merged.present());
         entries += 1;
         if chunk.size() >= limits.chunk_bytes {
-            table.insert(chunks, std::mem::take(&mut chunk).finish().as_slice())?;
+            let full = std::mem::replace(&mut chunk, BlockBuilder::with_capacity(room));
+            table.insert(chunks, full.finish().as_slice())?;
             chunks += 1;
         }
     }
@@ -525,6 +556,7 @@ mod tests {
             txns in ops(),
             lower in proptest::collection::vec(0u8..4, 0..3),
             upper in proptest::option::of(proptest::collection::vec(0u8..5, 0..3)),
+            jump in proptest::collection::vec(0u8..4, 0..4),
         ) {
             let dir = tempfile::tempdir().unwrap();
             let db = Database::create(dir.path().join("t.redb")).unwrap();
@@ -564,6 +596,27 @@ mod tests {
                         let held = model.contains(&(index.tag(), key.clone()));
                         prop_assert_eq!(view.contains(index, key).unwrap(), held);
                     }
+                    // Reading one key, then seeking to `jump`, reads on from there.
+                    let upper = upper.as_deref();
+                    let mut range = view.range(index, &lower, upper, false).unwrap();
+                    let mut read = Vec::new();
+                    if range.advance().unwrap() {
+                        read.push(range.key().to_vec());
+                        if read[0] < jump {
+                            range.seek(&jump).unwrap();
+                        }
+                        while range.advance().unwrap() {
+                            read.push(range.key().to_vec());
+                        }
+                    }
+                    let all = model_range(&model, index, &lower, upper, false);
+                    let want: Vec<Vec<u8>> = all
+                        .iter()
+                        .take(1)
+                        .chain(all.iter().skip(1).filter(|k| all[0] >= jump || **k >= jump))
+                        .cloned()
+                        .collect();
+                    prop_assert_eq!(read, want);
                 }
             }
         }
