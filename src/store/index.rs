@@ -26,10 +26,15 @@ const ORDERED_ELSEWHERE: [&str; 2] = ["email", "external_id"];
 
 /// The sort index keys of a contact.
 pub fn sort_keys(agent: &str, contact: &Contact) -> BTreeSet<Vec<u8>> {
-    sort_entries(contact)
-        .into_iter()
+    sort_keys_of(agent, contact.id, &sort_entries(contact))
+}
+
+/// The sort index keys of a contact's `sort_entries`.
+fn sort_keys_of(agent: &str, id: u64, entries: &[(String, Vec<u8>)]) -> BTreeSet<Vec<u8>> {
+    entries
+        .iter()
         .filter(|(field, _)| !ORDERED_ELSEWHERE.contains(&field.as_str()))
-        .map(|(field, key)| keys::entry(&[agent.as_bytes(), field.as_bytes(), &key], contact.id))
+        .map(|(field, key)| keys::entry(&[agent.as_bytes(), field.as_bytes(), key], id))
         .collect()
 }
 
@@ -75,13 +80,28 @@ impl<'txn> Indexes<'txn> {
         before: Option<&Contact>,
         after: Option<&Contact>,
     ) -> Result<(), StoreError> {
-        let sort = |c: Option<&Contact>| c.map(|c| sort_keys(agent, c)).unwrap_or_default();
+        // Each contact's sort entries are computed once, for its keys and its fields.
+        let entries = |c: Option<&Contact>| c.map(|c| (c.id, sort_entries(c)));
+        let (entries_before, entries_after) = (entries(before), entries(after));
+        let sort = |e: &Option<(u64, Vec<(String, Vec<u8>)>)>| {
+            e.as_ref()
+                .map(|(id, e)| sort_keys_of(agent, *id, e))
+                .unwrap_or_default()
+        };
         let mut changes = self.changes.borrow_mut();
-        replace(&mut changes, Index::Sort, sort(before), sort(after));
+        replace(
+            &mut changes,
+            Index::Sort,
+            sort(&entries_before),
+            sort(&entries_after),
+        );
         let words = |c: Option<&Contact>| c.map(|c| word_keys(agent, c)).unwrap_or_default();
         replace(&mut changes, Index::Words, words(before), words(after));
-        let fields = |c: Option<&Contact>| c.map(counted_fields).unwrap_or_default();
-        let (old, new) = (fields(before), fields(after));
+        let fields = |e: Option<(u64, Vec<(String, Vec<u8>)>)>| -> BTreeSet<String> {
+            e.map(|(_, e)| e.into_iter().map(|(f, _)| f).collect())
+                .unwrap_or_default()
+        };
+        let (old, new) = (fields(entries_before), fields(entries_after));
         for field in old.difference(&new) {
             *self.count_delta.entry(field.clone()).or_default() -= 1;
         }

@@ -662,6 +662,76 @@ mod tests {
         );
     }
 
+    /// An agent deleted and created again under the same id finds none of its old
+    /// contacts, whether their index entries were in the log or in merged runs.
+    #[test]
+    fn a_deleted_agent_leaves_no_index_entries() {
+        use crate::domain::query::Query;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = RedbStore::open(dir.path())
+            .unwrap()
+            .with_index_limits(IndexLimits {
+                log_blocks: 2,
+                log_bytes: 1 << 20,
+                chunk_bytes: 128,
+                fanout: 2,
+                base_entries: 8,
+            });
+        let agent = |id: &str| Agent {
+            id: id.into(),
+            name: id.into(),
+            created_at: 0,
+            contact_count: 0,
+        };
+        let upsert = |agent: &str, names: &[&str]| {
+            let mut issues = crate::domain::Issues::new();
+            let entries: Vec<ContactInput> = names
+                .iter()
+                .map(|name| {
+                    let body = serde_json::json!({"external_id": name, "name": name});
+                    ContactInput::parse(&body, "", &mut issues).unwrap()
+                })
+                .collect();
+            rt.block_on(store.upsert_contacts(
+                agent.into(),
+                entries,
+                OnDuplicate::Update,
+                UnknownPolicy::Define,
+            ))
+            .unwrap();
+        };
+        rt.block_on(store.create_agent(agent("a"))).unwrap();
+        rt.block_on(store.create_agent(agent("b"))).unwrap();
+        for i in 0..12 {
+            upsert("a", &[&format!("ada{i}"), &format!("alan{i}")]);
+            upsert("b", &[&format!("ada{i}")]);
+        }
+        rt.block_on(store.delete_agent("a".into())).unwrap();
+        rt.block_on(store.create_agent(agent("a"))).unwrap();
+        upsert("a", &["adam"]);
+        let params = vec![("q".to_owned(), "ada".to_owned())];
+        let search = Query::parse(&params, &Default::default()).unwrap();
+        let page = store
+            .query_contacts("a", &search, &Start::Offset(0), 50)
+            .unwrap();
+        let found: Vec<_> = page
+            .contacts
+            .iter()
+            .map(|c| c.external_id.clone())
+            .collect();
+        assert_eq!(found, ["adam"]);
+        let page = store
+            .query_contacts("b", &search, &Start::Offset(0), 50)
+            .unwrap();
+        assert_eq!(page.contacts.len(), 12);
+        let report = store.check().unwrap();
+        assert_eq!(report.problem_count, 0, "{:?}", report.problems);
+    }
+
     #[test]
     fn a_second_open_of_the_same_dir_says_already_open() {
         let dir = tempfile::tempdir().unwrap();

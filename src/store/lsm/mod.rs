@@ -89,9 +89,9 @@ impl Default for IndexLimits {
     fn default() -> Self {
         Self {
             log_blocks: 8,
-            log_bytes: 8 << 20,
+            log_bytes: 16 << 20,
             chunk_bytes: 32 << 10,
-            fanout: 4,
+            fanout: 6,
             base_entries: 16 << 10,
         }
     }
