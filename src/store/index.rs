@@ -21,6 +21,9 @@ const LEGACY_TABLES: [&str; 2] = ["sort_index", "word_index"];
 use crate::domain::search::{sort_entries, terms};
 use crate::domain::Contact;
 
+/// A contact's number and its `sort_entries`.
+type Entries = (u64, Vec<(String, Vec<u8>)>);
+
 /// Fields ordered by another table, so the sort index leaves them out.
 const ORDERED_ELSEWHERE: [&str; 2] = ["email", "external_id"];
 
@@ -83,7 +86,7 @@ impl<'txn> Indexes<'txn> {
         // Each contact's sort entries are computed once, for its keys and its fields.
         let entries = |c: Option<&Contact>| c.map(|c| (c.id, sort_entries(c)));
         let (entries_before, entries_after) = (entries(before), entries(after));
-        let sort = |e: &Option<(u64, Vec<(String, Vec<u8>)>)>| {
+        let sort = |e: &Option<Entries>| {
             e.as_ref()
                 .map(|(id, e)| sort_keys_of(agent, *id, e))
                 .unwrap_or_default()
@@ -97,7 +100,7 @@ impl<'txn> Indexes<'txn> {
         );
         let words = |c: Option<&Contact>| c.map(|c| word_keys(agent, c)).unwrap_or_default();
         replace(&mut changes, Index::Words, words(before), words(after));
-        let fields = |e: Option<(u64, Vec<(String, Vec<u8>)>)>| -> BTreeSet<String> {
+        let fields = |e: Option<Entries>| -> BTreeSet<String> {
             e.map(|(_, e)| e.into_iter().map(|(f, _)| f).collect())
                 .unwrap_or_default()
         };
