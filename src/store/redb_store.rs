@@ -680,6 +680,7 @@ mod tests {
                 chunk_bytes: 128,
                 fanout: 2,
                 base_entries: 8,
+                merge_step: 7,
             });
         let agent = |id: &str| Agent {
             id: id.into(),

@@ -360,6 +360,7 @@ proptest! {
                     chunk_bytes: 96,
                     fanout: 2,
                     base_entries: 8,
+                    merge_step: 5,
                 });
                 n
             }

@@ -83,6 +83,8 @@ pub struct IndexLimits {
     pub fanout: u64,
     /// Entries of the smallest size class.
     pub base_entries: u64,
+    /// Most entries a merge of runs writes in one write transaction.
+    pub merge_step: u64,
 }
 
 impl Default for IndexLimits {
@@ -93,6 +95,7 @@ impl Default for IndexLimits {
             chunk_bytes: 32 << 10,
             fanout: 6,
             base_entries: 16 << 10,
+            merge_step: 512 << 10,
         }
     }
 }
@@ -327,56 +330,262 @@ fn flush(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Merges the newest runs while `fanout` of them share a size class, and all of them
-/// once the newer runs hold as many entries as the oldest: removed keys and the entries
-/// they remove meet only in a merge that includes the oldest run, so this bounds the
-/// space they take to about that of the live entries.
+/// Advances the merge in progress by one step, or, when there is none, starts one if
+/// `fanout` runs of one size class are the newest, or all runs once the newer ones
+/// hold as many entries as the oldest (removed keys and the entries they remove meet
+/// only in a merge that includes the oldest run, so this bounds the space they take to
+/// about that of the live entries).
+///
+/// A merge advances by an eighth of its inputs (at least `IndexLimits::merge_step`
+/// entries, and twice what the flush added) at each flush, into a run that readers do not see until it is complete;
+/// then it replaces its inputs. (So runs flushed meanwhile stay few.)
+/// Its inputs never change meanwhile (runs are immutable, and runs flushed during the
+/// merge are newer than its output), so merging over several transactions gives the
+/// same run as merging at once, without stopping writers for seconds at a million
+/// contacts. After a crash the merge resumes where its last committed step ended.
 fn compact(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> {
+    // Each merge that completes may make the next one due (a cascade).
     loop {
-        let runs: Vec<(u64, u64)> = txn
-            .open_table(INDEX_RUNS)?
-            .iter()?
-            .map(|row| row.map(|(id, n)| (id.value(), n.value())))
-            .collect::<Result<_, _>>()?;
-        let Some(&(_, newest)) = runs.last() else {
-            return Ok(());
-        };
-        let class = limits.class(newest);
-        let mut k = runs
-            .iter()
-            .rev()
-            .take_while(|(_, n)| limits.class(*n) <= class)
-            .count();
-        let newer: u64 = runs.iter().skip(1).map(|(_, n)| n).sum();
-        if runs.len() > 1 && newer >= runs[0].1 {
-            k = runs.len();
-        } else if (k as u64) < limits.fanout.max(2) {
+        if let Some(merge) = Merge::load(txn)? {
+            if !merge.step(txn, limits)? {
+                return Ok(());
+            }
+        } else if !start_merge(txn, limits)? {
             return Ok(());
         }
-        let chosen: Vec<u64> = runs[runs.len() - k..].iter().map(|(id, _)| *id).collect();
-        merge_runs(txn, &chosen, k == runs.len(), limits)?;
     }
 }
 
-/// Merges the runs `ids` (the newest ones) into one; removed keys are dropped when
-/// `bottom` (no older run can hold them).
-fn merge_runs(
-    txn: &WriteTransaction,
-    ids: &[u64],
-    bottom: bool,
-    limits: IndexLimits,
-) -> Result<(), StoreError> {
-    {
-        let inputs = ids
-            .iter()
-            .rev()
-            .map(|&id| open_run_write(txn, id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let sources: Vec<&dyn Chunks> = inputs.iter().map(|r| r as &dyn Chunks).collect();
-        let mut merged = Merged::new(&sources, Vec::new(), vec![u8::MAX; 2], false, !bottom, 0)?;
-        write_run(txn, &mut merged, limits)?;
+/// Starts (and advances) the merge that is due, if any; whether one was.
+fn start_merge(txn: &WriteTransaction, limits: IndexLimits) -> Result<bool, StoreError> {
+    let runs = run_sizes(txn)?;
+    let Some(&(_, newest)) = runs.last() else {
+        return Ok(false);
+    };
+    let class = limits.class(newest);
+    let mut k = runs
+        .iter()
+        .rev()
+        .take_while(|(_, n)| limits.class(*n) <= class)
+        .count();
+    let newer: u64 = runs.iter().skip(1).map(|(_, n)| n).sum();
+    if runs.len() > 1 && newer >= runs[0].1 {
+        k = runs.len();
+    } else if (k as u64) < limits.fanout.max(2) {
+        return Ok(false);
     }
-    drop_runs(txn, ids)
+    let chosen = &runs[runs.len() - k..];
+    let merge = Merge {
+        output: next_run_id(txn)?,
+        from: chosen[0].0,
+        to: chosen[chosen.len() - 1].0,
+        bottom: k == runs.len(),
+        entries: chosen.iter().map(|(_, n)| n).sum(),
+    };
+    merge.save(txn)?;
+    merge.step(txn, limits)?;
+    Ok(true)
+}
+
+/// Run ids and entry counts, oldest first.
+fn run_sizes(txn: &WriteTransaction) -> Result<Vec<(u64, u64)>, StoreError> {
+    let runs = txn.open_table(INDEX_RUNS)?;
+    let rows = runs
+        .iter()?
+        .map(|row| row.map(|(id, n)| (id.value(), n.value())));
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn next_run_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut state = txn.open_table(INDEX_STATE)?;
+    let id = state.get(META_NEXT_RUN)?.map_or(0, |v| v.value());
+    state.insert(META_NEXT_RUN, id + 1)?;
+    Ok(id)
+}
+
+const MERGE_OUTPUT: &str = "merge_output";
+const MERGE_FROM: &str = "merge_from";
+const MERGE_TO: &str = "merge_to";
+const MERGE_BOTTOM: &str = "merge_bottom";
+const MERGE_ENTRIES: &str = "merge_entries";
+/// A merge completes in about this many steps.
+const MERGE_STEPS: u64 = 8;
+
+/// A merge in progress: the runs `from..=to` into run `output`.
+struct Merge {
+    output: u64,
+    from: u64,
+    to: u64,
+    /// Whether the inputs include the oldest run (removed keys are then dropped).
+    bottom: bool,
+    /// Entries in the inputs.
+    entries: u64,
+}
+
+impl Merge {
+    fn load(txn: &WriteTransaction) -> Result<Option<Self>, StoreError> {
+        let state = txn.open_table(INDEX_STATE)?;
+        let get = |key: &str| -> Result<Option<u64>, StoreError> {
+            Ok(state.get(key)?.map(|v| v.value()))
+        };
+        let Some(output) = get(MERGE_OUTPUT)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            output,
+            from: get(MERGE_FROM)?.unwrap_or_default(),
+            to: get(MERGE_TO)?.unwrap_or_default(),
+            bottom: get(MERGE_BOTTOM)? == Some(1),
+            entries: get(MERGE_ENTRIES)?.unwrap_or_default(),
+        }))
+    }
+
+    fn save(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut state = txn.open_table(INDEX_STATE)?;
+        state.insert(MERGE_OUTPUT, self.output)?;
+        state.insert(MERGE_FROM, self.from)?;
+        state.insert(MERGE_TO, self.to)?;
+        state.insert(MERGE_BOTTOM, u64::from(self.bottom))?;
+        state.insert(MERGE_ENTRIES, self.entries)?;
+        Ok(())
+    }
+
+    fn forget(txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut state = txn.open_table(INDEX_STATE)?;
+        for key in [
+            MERGE_OUTPUT,
+            MERGE_FROM,
+            MERGE_TO,
+            MERGE_BOTTOM,
+            MERGE_ENTRIES,
+        ] {
+            state.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the next entries; completes the merge when they are the last (and then
+    /// says so).
+    fn step(&self, txn: &WriteTransaction, limits: IndexLimits) -> Result<bool, StoreError> {
+        let inputs: Vec<u64> = run_sizes(txn)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| (self.from..=self.to).contains(id))
+            .collect();
+        let done = {
+            let runs = inputs
+                .iter()
+                .rev()
+                .map(|&id| open_run_write(txn, id))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sources: Vec<&dyn Chunks> = runs.iter().map(|r| r as &dyn Chunks).collect();
+            let name = run_name(self.output);
+            let mut out = RunWriter::open(txn.open_table(run_table(&name))?, limits)?;
+            let lower = out.resume_after()?;
+            let upper = vec![u8::MAX; 2];
+            let mut merged = Merged::new(&sources, lower, upper, false, !self.bottom, 0)?;
+            // At least twice what the newest flush added, so merging outpaces writes.
+            let newest = run_sizes(txn)?.last().map_or(0, |(_, n)| *n);
+            let step = self.entries.div_ceil(MERGE_STEPS);
+            let mut budget = step.max(limits.merge_step).max(2 * newest).max(1);
+            let done = loop {
+                if budget == 0 {
+                    break false;
+                }
+                if !merged.advance()? {
+                    break true;
+                }
+                out.push(merged.raw_key(), merged.present())?;
+                budget -= 1;
+            };
+            out.end_chunk()?;
+            done
+        };
+        if done {
+            seal(txn, self.output)?;
+            drop_runs(txn, &inputs)?;
+            Self::forget(txn)?;
+        }
+        Ok(done)
+    }
+}
+
+/// Writes chunks of a run, continuing after the chunks it already holds.
+struct RunWriter<'t> {
+    table: Table<'t, u32, &'static [u8]>,
+    chunk: BlockBuilder,
+    next: u32,
+    limits: IndexLimits,
+}
+
+impl<'t> RunWriter<'t> {
+    fn open(table: Table<'t, u32, &'static [u8]>, limits: IndexLimits) -> Result<Self, StoreError> {
+        let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+        Ok(Self {
+            table,
+            chunk: BlockBuilder::with_capacity(limits.chunk_bytes + limits.chunk_bytes / 4),
+            next,
+            limits,
+        })
+    }
+
+    /// The lower bound that continues after the last entry written (empty: from the
+    /// start).
+    fn resume_after(&self) -> Result<Vec<u8>, StoreError> {
+        let Some(last) = self.next.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        let block = self
+            .table
+            .chunk(last)?
+            .ok_or_else(|| StoreError::Corrupt("a merge lost its last chunk".into()))?;
+        let mut key = block.key(block.len().saturating_sub(1)).to_vec();
+        key.push(0);
+        Ok(key)
+    }
+
+    fn push(&mut self, key: &[u8], present: bool) -> Result<(), StoreError> {
+        self.chunk.push(key, present);
+        if self.chunk.size() >= self.limits.chunk_bytes {
+            self.end_chunk()?;
+        }
+        Ok(())
+    }
+
+    fn end_chunk(&mut self) -> Result<(), StoreError> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let room = self.limits.chunk_bytes + self.limits.chunk_bytes / 4;
+        let full = std::mem::replace(&mut self.chunk, BlockBuilder::with_capacity(room));
+        self.table.insert(self.next, full.finish().as_slice())?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// Completes run `id`: writes its directory and lists it (or deletes it when empty).
+fn seal(txn: &WriteTransaction, id: u64) -> Result<(), StoreError> {
+    let name = run_name(id);
+    let mut table = txn.open_table(run_table(&name))?;
+    let mut firsts = BlockBuilder::default();
+    let mut entries = 0u64;
+    for row in table.iter()? {
+        let (_, value) = row?;
+        let block = Block::owned(value.value().to_vec())?;
+        if !block.is_empty() {
+            firsts.push(block.key(0), true);
+            entries += block.len() as u64;
+        }
+    }
+    if entries == 0 {
+        drop(table);
+        txn.delete_table(run_table(&name))?;
+        return Ok(());
+    }
+    table.insert(DIRECTORY, firsts.finish().as_slice())?;
+    txn.open_table(INDEX_RUNS)?.insert(id, entries)?;
+    Ok(())
 }
 
 fn drop_runs(txn: &WriteTransaction, ids: &[u64]) -> Result<(), StoreError> {
@@ -395,42 +604,16 @@ fn write_run(
     merged: &mut Merged<'_>,
     limits: IndexLimits,
 ) -> Result<(), StoreError> {
-    let id = {
-        let mut state = txn.open_table(INDEX_STATE)?;
-        let id = state.get(META_NEXT_RUN)?.map_or(0, |v| v.value());
-        state.insert(META_NEXT_RUN, id + 1)?;
-        id
-    };
-    let name = run_name(id);
-    let mut table = txn.open_table(run_table(&name))?;
-    let mut firsts = BlockBuilder::default();
-    let room = limits.chunk_bytes + limits.chunk_bytes / 4;
-    let mut chunk = BlockBuilder::with_capacity(room);
-    let mut chunks = 0u32;
-    let mut entries = 0u64;
-    while merged.advance()? {
-        if chunk.is_empty() {
-            firsts.push(merged.raw_key(), true);
+    let id = next_run_id(txn)?;
+    {
+        let name = run_name(id);
+        let mut out = RunWriter::open(txn.open_table(run_table(&name))?, limits)?;
+        while merged.advance()? {
+            out.push(merged.raw_key(), merged.present())?;
         }
-        chunk.push(merged.raw_key(), merged.present());
-        entries += 1;
-        if chunk.size() >= limits.chunk_bytes {
-            let full = std::mem::replace(&mut chunk, BlockBuilder::with_capacity(room));
-            table.insert(chunks, full.finish().as_slice())?;
-            chunks += 1;
-        }
+        out.end_chunk()?;
     }
-    if !chunk.is_empty() {
-        table.insert(chunks, chunk.finish().as_slice())?;
-    }
-    if entries == 0 {
-        drop(table);
-        txn.delete_table(run_table(&name))?;
-        return Ok(());
-    }
-    table.insert(DIRECTORY, firsts.finish().as_slice())?;
-    txn.open_table(INDEX_RUNS)?.insert(id, entries)?;
-    Ok(())
+    seal(txn, id)
 }
 
 /// Removes every key that starts with `prefix` from `index`, in log blocks of a bounded
@@ -471,6 +654,11 @@ pub fn clear(txn: &WriteTransaction) -> Result<(), StoreError> {
         .map(|row| row.map(|(id, _)| id.value()))
         .collect::<Result<_, _>>()?;
     drop_runs(txn, &ids)?;
+    if let Some(merge) = Merge::load(txn)? {
+        let name = run_name(merge.output);
+        txn.delete_table(run_table(&name))?;
+        Merge::forget(txn)?;
+    }
     txn.open_table(INDEX_LOG)?.retain(|_, _| false)?;
     txn.open_table(INDEX_STATE)?.insert(META_LOG_BYTES, 0)?;
     Ok(())
@@ -490,6 +678,7 @@ mod tests {
         chunk_bytes: 24,
         fanout: 2,
         base_entries: 3,
+        merge_step: 5,
     };
 
     fn index_of(sort: bool) -> Index {
@@ -620,6 +809,83 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A large merge advances a step per flush while reads see the same keys, and
+    /// completes.
+    #[test]
+    fn a_merge_spans_several_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        {
+            let txn = db.begin_write().unwrap();
+            clear(&txn).unwrap();
+            txn.commit().unwrap();
+        }
+        let mut model = BTreeSet::new();
+        let mut in_progress = 0;
+        let commit = |keys: Vec<u16>, model: &mut BTreeSet<Vec<u8>>| {
+            let txn = db.begin_write().unwrap();
+            let mut changes = Changes::default();
+            for k in keys {
+                let key = k.to_be_bytes().to_vec();
+                // Every third key is removed again later.
+                if k % 3 == 0 && model.contains(&key) {
+                    model.remove(&key);
+                    changes.remove(Index::Sort, key);
+                } else {
+                    model.insert(key.clone());
+                    changes.put(Index::Sort, key);
+                }
+            }
+            changes.commit(&txn, TINY).unwrap();
+            txn.commit().unwrap();
+            let txn = db.begin_read().unwrap();
+            let merging = txn
+                .open_table(INDEX_STATE)
+                .unwrap()
+                .get(MERGE_OUTPUT)
+                .unwrap()
+                .is_some();
+            let view = IndexView::open(&txn).unwrap();
+            let want: Vec<Vec<u8>> = model.iter().cloned().collect();
+            assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
+            merging
+        };
+        // Two large runs, then small flushes: the merge of everything proceeds in steps.
+        for round in 0..4u16 {
+            commit((round * 100..round * 100 + 100).collect(), &mut model);
+        }
+        for i in 0..600u16 {
+            if commit(vec![i * 2, 1000 + i], &mut model) {
+                in_progress += 1;
+            }
+        }
+        assert!(
+            in_progress >= 3,
+            "a merge was in progress after {in_progress} commits"
+        );
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(INDEX_RUNS).unwrap();
+        let runs: Vec<(u64, u64)> = table
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap();
+                (r.0.value(), r.1.value())
+            })
+            .collect();
+        let state: Vec<(String, u64)> = txn
+            .open_table(INDEX_STATE)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap();
+                (r.0.value().to_owned(), r.1.value())
+            })
+            .collect();
+        assert!(runs.len() < 10, "{runs:?} {state:?}");
     }
 
     #[test]
