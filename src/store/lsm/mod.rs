@@ -681,6 +681,16 @@ mod tests {
         merge_step: 5,
     };
 
+    /// A database with the index tables created and empty.
+    fn empty_db() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        clear(&txn).unwrap();
+        txn.commit().unwrap();
+        (dir, db)
+    }
+
     fn index_of(sort: bool) -> Index {
         if sort {
             Index::Sort
@@ -747,13 +757,7 @@ mod tests {
             upper in proptest::option::of(proptest::collection::vec(0u8..5, 0..3)),
             jump in proptest::collection::vec(0u8..4, 0..4),
         ) {
-            let dir = tempfile::tempdir().unwrap();
-            let db = Database::create(dir.path().join("t.redb")).unwrap();
-            {
-                let txn = db.begin_write().unwrap();
-                clear(&txn).unwrap();
-                txn.commit().unwrap();
-            }
+            let (_dir, db) = empty_db();
             let mut model = BTreeSet::new();
             for ops in txns {
                 let txn = db.begin_write().unwrap();
@@ -815,13 +819,7 @@ mod tests {
     /// completes.
     #[test]
     fn a_merge_spans_several_transactions() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
-        {
-            let txn = db.begin_write().unwrap();
-            clear(&txn).unwrap();
-            txn.commit().unwrap();
-        }
+        let (_dir, db) = empty_db();
         let mut model = BTreeSet::new();
         let mut in_progress = 0;
         let commit = |keys: Vec<u16>, model: &mut BTreeSet<Vec<u8>>| {
@@ -890,8 +888,7 @@ mod tests {
 
     #[test]
     fn runs_are_merged_and_a_prefix_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let (_dir, db) = empty_db();
         let keys: Vec<Vec<u8>> = (0u16..300).map(|i| i.to_be_bytes().to_vec()).collect();
         for chunk in keys.chunks(10) {
             let txn = db.begin_write().unwrap();
