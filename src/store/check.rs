@@ -154,6 +154,7 @@ pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
     let by_id = txn.open_table(CONTACTS_BY_ID)?;
     let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
     let view = IndexView::open(txn)?;
+    let mut by_agents: HashMap<&str, u64> = HashMap::new();
     let counts = txn.open_table(FIELD_COUNTS)?;
     let mut report = CheckReport::default();
     let mut expected: HashMap<String, Expected> = HashMap::new();
@@ -252,6 +253,7 @@ pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
                 differences(txn, &view, index, agent, &mut report)?;
             }
             report.index_entries += have.entries;
+            *by_agents.entry(index_name(index)).or_default() += have.entries;
         }
         let mut fields = exp.fields;
         for row in counts.range((agent, "")..)? {
@@ -274,6 +276,22 @@ pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
             ));
         }
         report.index_entries += ids + emails;
+    }
+    // Entries outside every agent's range (an agent that no longer exists).
+    for index in [Index::Sort, Index::Words] {
+        let mut range = view.range(index, &[], None, false)?;
+        let mut all = 0u64;
+        while range.advance()? {
+            all += 1;
+        }
+        let name = index_name(index);
+        let listed = by_agents.get(name).copied().unwrap_or_default();
+        if all != listed {
+            report.problem(format!(
+                "{name} holds {} entries of agents that do not exist",
+                all.saturating_sub(listed)
+            ));
+        }
     }
     let mut orphans: Vec<_> = expected.into_keys().collect();
     orphans.sort();

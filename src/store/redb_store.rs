@@ -649,6 +649,8 @@ mod tests {
             changes.remove(Index::Words, first);
             let stray = crate::store::keys::entry(&[b"a", b"name", b"zz"], 99);
             changes.put(Index::Sort, stray);
+            let ghost = crate::store::keys::entry(&[b"ghost", b"word"], 5);
+            changes.put(Index::Words, ghost);
             changes.commit(&txn, IndexLimits::default()).unwrap();
             txn.commit().unwrap();
         }
@@ -658,6 +660,10 @@ mod tests {
         assert!(text.contains("word_index lacks"), "{text}");
         assert!(
             text.contains("sort_index holds 10 entries, expected 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("word_index holds 1 entries of agents that do not exist"),
             "{text}"
         );
     }

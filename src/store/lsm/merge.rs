@@ -215,6 +215,11 @@ pub struct Merged<'a> {
     present: bool,
     /// Cursors at the current key besides the chosen one (scratch).
     ties: Vec<usize>,
+    /// Source entries read so far (kept, superseded or removed).
+    consumed: u64,
+    /// Stop once this many source entries were read (see [`Merged::with_limit`]).
+    limit: Option<u64>,
+    stopped: bool,
 }
 
 impl<'a> Merged<'a> {
@@ -243,7 +248,24 @@ impl<'a> Merged<'a> {
             key: Vec::new(),
             present: false,
             ties: Vec::new(),
+            consumed: 0,
+            limit: None,
+            stopped: false,
         })
+    }
+
+    /// Makes `advance` stop (returning `false`, with [`Merged::stopped`] set) once
+    /// `limit` source entries were read, counting entries skipped as removed or
+    /// superseded: a bound on the work, not on what is returned.
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Whether `advance` stopped at the limit rather than at the end of the range.
+    /// The current key is then the last one read, whether returned or skipped.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// Moves to the next entry; `false` at the end.
@@ -252,6 +274,10 @@ impl<'a> Merged<'a> {
             let Some(first) = self.cursors.first() else {
                 return Ok(false);
             };
+            if self.limit.is_some_and(|limit| self.consumed >= limit) {
+                self.stopped = true;
+                return Ok(false);
+            }
             // The smallest key (largest when descending); among equal keys the first
             // cursor's, which is the newest source's.
             let mut best = 0;
@@ -284,6 +310,7 @@ impl<'a> Merged<'a> {
             self.key.extend_from_slice(best_key);
             self.present = flag;
             self.ties.push(best);
+            self.consumed += self.ties.len() as u64;
             let mut exhausted = false;
             for &i in &self.ties {
                 let cursor = &mut self.cursors[i];
@@ -304,7 +331,11 @@ impl<'a> Merged<'a> {
     /// prefix the keys are stripped of); cheaper than opening the range again when the
     /// target is near, as most cursors then stay within the chunk they hold.
     pub fn seek(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        debug_assert!(!self.descending, "seek is for ascending ranges");
+        if self.descending {
+            return Err(StoreError::Backend(
+                "a descending index range cannot seek forward".into(),
+            ));
+        }
         let mut target = self.lower.get(..self.strip).unwrap_or_default().to_vec();
         target.extend_from_slice(key);
         for cursor in &mut self.cursors {
