@@ -26,6 +26,7 @@
 //! Every contact returned is checked with `Query::matches`, so an index can make a query
 //! slower but never wrong.
 
+use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::ops::Bound;
 
@@ -89,22 +90,35 @@ pub struct QueryPage {
     pub next: Option<Position>,
 }
 
-/// The tables a query reads, from one snapshot.
-pub(super) struct Snapshot {
+/// The tables a query reads, from one snapshot. The sort and word indexes are opened
+/// only by the queries that read them (opening them reads the index log and every run's
+/// directory).
+pub(super) struct Snapshot<'t> {
+    txn: &'t ReadTransaction,
     pub(super) contacts: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
     pub(super) by_id: ReadOnlyTable<(&'static str, u64), &'static str>,
     pub(super) by_email: ReadOnlyTable<(&'static str, &'static str), &'static str>,
-    pub(super) index: IndexView,
+    index: OnceCell<IndexView>,
 }
 
-impl Snapshot {
-    fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+impl<'t> Snapshot<'t> {
+    fn open(txn: &'t ReadTransaction) -> Result<Self, StoreError> {
         Ok(Self {
+            txn,
             contacts: txn.open_table(CONTACTS)?,
             by_id: txn.open_table(CONTACTS_BY_ID)?,
             by_email: txn.open_table(CONTACTS_BY_EMAIL)?,
-            index: IndexView::open(txn)?,
+            index: OnceCell::new(),
         })
+    }
+
+    /// The sort and word indexes of the snapshot.
+    pub(super) fn index(&self) -> Result<&IndexView, StoreError> {
+        if let Some(view) = self.index.get() {
+            return Ok(view);
+        }
+        let view = IndexView::open(self.txn)?;
+        Ok(self.index.get_or_init(|| view))
     }
 
     pub(super) fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
@@ -200,7 +214,7 @@ pub fn run(
         }
         for (index, rare, runs) in &streams {
             inputs.push(runs_stream(
-                &snap.index,
+                snap.index()?,
                 *index,
                 rare,
                 runs,
@@ -391,7 +405,7 @@ fn ordered<'a>(
                     }
                 };
                 let ids = snap
-                    .index
+                    .index()?
                     .range(Index::Sort, &lower, Some(&upper), desc)?
                     .ids();
                 Box::new(ids.map(move |id| snap.by_id(agent, id?)))

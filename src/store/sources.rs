@@ -44,15 +44,15 @@ pub(super) fn sources(
         keys::push_escaped(&mut start, term.as_bytes());
         // The term's words first (cheap: a few entries per word): when none is common,
         // their contact numbers are the whole answer.
-        let source = match word_runs(&snap.index, agent, &start, limits)? {
+        let source = match word_runs(snap.index()?, agent, &start, limits)? {
             Some((rare, runs)) if runs.is_empty() => Source::Ids(rare),
             Some((rare, runs)) => {
-                match collect(&snap.index, Index::Words, &start, None, streamable_cap)? {
+                match collect(snap.index()?, Index::Words, &start, None, streamable_cap)? {
                     Some(ids) => Source::Ids(ids),
                     None => Source::Runs(Index::Words, rare, runs),
                 }
             }
-            None => match collect(&snap.index, Index::Words, &start, None, streamable_cap)? {
+            None => match collect(snap.index()?, Index::Words, &start, None, streamable_cap)? {
                 Some(ids) => Source::Ids(ids),
                 None => Source::Unindexed,
             },
@@ -98,7 +98,7 @@ pub(super) fn sources(
                 } else {
                     limits.cap
                 };
-                match collect(&snap.index, Index::Sort, &lower, Some(&upper), cap)? {
+                match collect(snap.index()?, Index::Sort, &lower, Some(&upper), cap)? {
                     Some(ids) => Source::Ids(ids),
                     None if streamable => Source::Runs(Index::Sort, Vec::new(), vec![lower]),
                     None => Source::Unindexed,
