@@ -534,14 +534,18 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn a_version_2_data_dir_gets_its_indexes_built_at_open() {
         use crate::domain::query::Query;
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         {
             let store = RedbStore::open(dir.path()).unwrap();
             let agent = Agent {
@@ -674,10 +678,7 @@ mod tests {
     fn a_deleted_agent_leaves_no_index_entries() {
         use crate::domain::query::Query;
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let store = RedbStore::open(dir.path())
             .unwrap()
             .with_index_limits(IndexLimits {
