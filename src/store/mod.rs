@@ -8,6 +8,7 @@ mod contacts;
 mod index;
 mod keys;
 mod lsm;
+mod merger;
 mod query;
 mod redb_store;
 mod sources;

@@ -13,6 +13,7 @@ use super::codec::{
 use super::contacts::{self, find_contact};
 use super::index;
 use super::lsm::IndexLimits;
+use super::merger::{Kick, Merger};
 use super::query::{self, QueryLimits, QueryPage, Start};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
@@ -32,7 +33,8 @@ pub const DB_FILE: &str = "contactd.redb";
 
 pub struct RedbStore {
     db: Arc<Database>,
-    writer: Writer,
+    writer: Arc<Writer>,
+    merger: Merger,
     path: PathBuf,
     limits: QueryLimits,
 }
@@ -52,10 +54,13 @@ impl RedbStore {
         };
         prepare(&db)?;
         let db = Arc::new(db);
-        let writer = Writer::start(Arc::clone(&db))?;
+        let kick = Kick::default();
+        let writer = Arc::new(Writer::start(Arc::clone(&db), kick.clone())?);
+        let merger = Merger::start(Arc::clone(&db), Arc::clone(&writer), kick)?;
         Ok(Self {
             db,
             writer,
+            merger,
             path,
             limits: QueryLimits::default(),
         })
@@ -88,16 +93,17 @@ impl RedbStore {
         check::run(&txn)
     }
 
-    /// Finishes queued writes and stops the writer. The file closes when the store is
-    /// dropped.
+    /// Stops the index merger (a merge in flight resumes at the next open), finishes
+    /// queued writes and stops the writer. The file closes when the store is dropped.
     pub fn shutdown(&self) {
+        self.merger.shutdown();
         self.writer.shutdown();
     }
 }
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
-        self.writer.shutdown();
+        self.shutdown();
     }
 }
 

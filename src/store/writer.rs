@@ -21,6 +21,7 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::lsm::{Changes, IndexLimits};
+use super::merger::Kick;
 use super::{StoreError, StoreFuture};
 
 /// A write transaction and the index changes its jobs made so far.
@@ -42,7 +43,8 @@ impl Deref for Txn {
 impl Txn {
     /// Writes the index changes gathered so far to the index log.
     pub fn write_index(&self) -> Result<(), StoreError> {
-        self.index.borrow_mut().commit(&self.txn, self.limits)
+        self.index.borrow_mut().commit(&self.txn, self.limits)?;
+        Ok(())
     }
 }
 
@@ -63,13 +65,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+    /// Starts the thread; `kick` is woken after every commit (index merges may be due).
+    pub fn start(db: Arc<Database>, kick: Kick) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let limits = Arc::new(Mutex::new(IndexLimits::default()));
         let shared = Arc::clone(&limits);
         let thread = std::thread::Builder::new()
             .name("contactd-writer".into())
-            .spawn(move || run(&db, rx, &shared))?;
+            .spawn(move || run(&db, rx, &shared, &kick))?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -82,6 +85,11 @@ impl Writer {
         *self.limits.lock() = limits;
     }
 
+    /// The index limits of the transactions that begin now.
+    pub fn limits(&self) -> IndexLimits {
+        *self.limits.lock()
+    }
+
     /// Queues `work` to run inside a write transaction; resolves after the commit.
     /// `work` must not write anything before it returns a request-level error.
     pub fn submit<T, F>(&self, work: F) -> StoreFuture<T>
@@ -90,22 +98,25 @@ impl Writer {
         F: FnOnce(&Txn) -> Result<T, StoreError> + Send + 'static,
     {
         let sender = self.tx.lock().clone();
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let job: Job = Box::new(move |txn| {
-            let result = txn.map_err(Clone::clone).and_then(work);
-            let poisoned = matches!(result, Err(StoreError::Backend(_) | StoreError::Corrupt(_)));
-            let complete: Completion = Box::new(move |commit| {
-                // The caller may have gone away (timeout, closed connection); the write
-                // stands either way.
-                let _ = reply_tx.send(commit.and(result));
-            });
-            (poisoned, complete)
-        });
+        let (job, reply_rx) = job(work);
         Box::pin(async move {
             let sender = sender.ok_or(StoreError::Closed)?;
             sender.send(job).await.map_err(|_| StoreError::Closed)?;
             reply_rx.await.map_err(|_| StoreError::Closed)?
         })
+    }
+
+    /// [`Writer::submit`] for a thread outside the async runtime: blocks until the
+    /// commit.
+    pub fn submit_blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Txn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let sender = self.tx.lock().clone().ok_or(StoreError::Closed)?;
+        let (job, reply_rx) = job(work);
+        sender.blocking_send(job).map_err(|_| StoreError::Closed)?;
+        reply_rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
     /// Stops taking jobs, lets the queued ones finish, and waits for the thread.
@@ -119,7 +130,27 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>) {
+/// A job running `work`, and where its result arrives after the commit.
+fn job<T, F>(work: F) -> (Job, oneshot::Receiver<Result<T, StoreError>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Txn) -> Result<T, StoreError> + Send + 'static,
+{
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let job: Job = Box::new(move |txn| {
+        let result = txn.map_err(Clone::clone).and_then(work);
+        let poisoned = matches!(result, Err(StoreError::Backend(_) | StoreError::Corrupt(_)));
+        let complete: Completion = Box::new(move |commit| {
+            // The caller may have gone away (timeout, closed connection); the write
+            // stands either way.
+            let _ = reply_tx.send(commit.and(result));
+        });
+        (poisoned, complete)
+    });
+    (job, reply_rx)
+}
+
+fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>, kick: &Kick) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -169,8 +200,9 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>) 
         } else {
             txn.txn.commit().map_err(StoreError::from)
         };
-        if let Err(err) = &outcome {
-            tracing::error!(error = %err, "write transaction failed");
+        match &outcome {
+            Ok(()) => kick.wake(),
+            Err(err) => tracing::error!(error = %err, "write transaction failed"),
         }
         for complete in completions {
             complete(outcome.clone());

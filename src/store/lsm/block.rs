@@ -54,16 +54,6 @@ impl BlockBuilder {
         })
     }
 
-    /// A builder holding the entries of `block`, to append to.
-    pub fn from_block(block: &Block) -> Self {
-        let mut builder = Self::default();
-        for i in 0..block.len() {
-            let (key, present) = block.get(i);
-            builder.push(key, present);
-        }
-        builder
-    }
-
     /// Entries so far.
     pub fn len(&self) -> usize {
         self.offsets.len().saturating_sub(1)

@@ -15,7 +15,9 @@
 //! writing transaction merges it into a new run (a *flush*); when `fanout` runs of the
 //! same size class are the newest, they are merged into one (size-tiered compaction), so
 //! an entry is rewritten a few times in sequential chunks rather than once per page.
-//! Removed keys are kept as tombstones until a merge includes the oldest run.
+//! Merges are planned by the flushing transaction and carried out by the merger thread
+//! beside the writer ([`compaction`]). Removed keys are kept as tombstones until a merge
+//! includes the oldest run.
 //!
 //! Readers see one snapshot of the log and the runs and merge them ([`merge`]): for a
 //! key the newest source wins. Everything lives in the redb file and changes only inside
@@ -25,6 +27,7 @@
 //! Keys are the index's byte key (see `keys`) behind one tag byte naming the index.
 
 pub mod block;
+pub mod compaction;
 pub mod merge;
 
 use redb::{
@@ -33,6 +36,7 @@ use redb::{
 };
 
 use self::block::{Block, BlockBuilder};
+use self::compaction::{RunBuilder, INDEX_MERGES};
 use self::merge::{ChunkTable, Chunks, Merged, Run, Single};
 use super::StoreError;
 
@@ -49,6 +53,13 @@ const META_NEXT_RUN: &str = "index_next_run";
 const META_LOG_BYTES: &str = "index_log_bytes";
 
 const RUN_PREFIX: &str = "index_run_";
+const LEGACY_STATE: [&str; 5] = [
+    "merge_output",
+    "merge_from",
+    "merge_to",
+    "merge_bottom",
+    "merge_entries",
+];
 
 fn run_name(id: u64) -> String {
     format!("{RUN_PREFIX}{id}")
@@ -85,7 +96,8 @@ pub struct IndexLimits {
     pub fanout: u64,
     /// Entries of the smallest size class.
     pub base_entries: u64,
-    /// Most entries a merge of runs writes in one write transaction.
+    /// Most entries of its inputs a merge reads per step (one write transaction stores
+    /// each step's chunks).
     pub merge_step: u64,
 }
 
@@ -132,17 +144,7 @@ impl IndexView {
         }
         let mut runs = Vec::new();
         for row in txn.open_table(INDEX_RUNS)?.iter()?.rev() {
-            let id = row?.0.value();
-            let name = run_name(id);
-            let table = txn.open_table(run_table(&name))?;
-            let firsts = table
-                .get(DIRECTORY)?
-                .ok_or_else(|| StoreError::Corrupt(format!("index run {id} has no directory")))?;
-            runs.push(Run {
-                id,
-                firsts: Block::stored(firsts)?,
-                table,
-            });
+            runs.push(open_run_read(txn, row?.0.value())?);
         }
         Ok(Self { log, runs })
     }
@@ -167,6 +169,22 @@ impl<'txn> Sources<Table<'txn, u32, &'static [u8]>> {
         }
         Ok(Self { log, runs })
     }
+}
+
+fn open_run_read(
+    txn: &ReadTransaction,
+    id: u64,
+) -> Result<Run<ReadOnlyTable<u32, &'static [u8]>>, StoreError> {
+    let name = run_name(id);
+    let table = txn.open_table(run_table(&name))?;
+    let firsts = table
+        .get(DIRECTORY)?
+        .ok_or_else(|| StoreError::Corrupt(format!("index run {id} has no directory")))?;
+    Ok(Run {
+        id,
+        firsts: Block::stored(firsts)?,
+        table,
+    })
 }
 
 fn open_run_write(
@@ -240,14 +258,15 @@ impl Changes {
     }
 
     /// Writes the changes as one log block (the last change of a key wins), then flushes
-    /// and merges as the limits say.
+    /// the log into a run and plans merges as the limits say; returns whether it
+    /// flushed (merges may be due: see [`compaction`]).
     pub fn commit(
         &mut self,
         txn: &WriteTransaction,
         limits: IndexLimits,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if self.ops.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let ops = std::mem::take(&mut self.ops);
         // Sorted by (index, key, position), so the last change of a key comes last. The
@@ -308,15 +327,16 @@ impl Changes {
             bytes
         };
         if blocks >= limits.log_blocks || bytes >= limits.log_bytes {
-            let flushed = flush(txn, limits)?;
-            compact(txn, limits, flushed)?;
+            flush(txn, limits)?;
+            compaction::plan_all(txn, limits)?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }
 
-/// Merges the log into a new run and empties it; returns the run's entries.
-fn flush(txn: &WriteTransaction, limits: IndexLimits) -> Result<u64, StoreError> {
+/// Merges the log into a new run and empties it.
+fn flush(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> {
     let log: Vec<Single> = {
         let table = txn.open_table(INDEX_LOG)?;
         let rows = table.iter()?.rev();
@@ -326,86 +346,33 @@ fn flush(txn: &WriteTransaction, limits: IndexLimits) -> Result<u64, StoreError>
     let bottom = txn.open_table(INDEX_RUNS)?.is_empty()?;
     let sources: Vec<&dyn Chunks> = log.iter().map(|s| s as &dyn Chunks).collect();
     let mut merged = Merged::new(&sources, Vec::new(), vec![u8::MAX; 2], false, !bottom, 0)?;
-    let id = next_run_id(txn)?;
-    let name = run_name(id);
-    let mut out = RunWriter::open(txn.open_table(run_table(&name))?, limits)?;
-    if out.next != 0 {
-        return Err(StoreError::Corrupt(format!(
-            "index run {id} exists already"
-        )));
-    }
+    let mut run = RunBuilder::new(limits.chunk_bytes);
     while merged.advance()? {
-        out.push(merged.raw_key(), merged.present())?;
+        run.push(merged.raw_key(), merged.present());
     }
-    let entries = out.seal(txn, id)?;
+    let (chunks, directory, entries) = run.finish();
+    if entries > 0 {
+        let id = next_run_id(txn)?;
+        let name = run_name(id);
+        let mut table = txn.open_table(run_table(&name))?;
+        if !table.is_empty()? {
+            return Err(StoreError::Corrupt(format!(
+                "index run {id} exists already"
+            )));
+        }
+        for (n, chunk) in (0u32..).zip(&chunks) {
+            table.insert(n, chunk.as_slice())?;
+        }
+        table.insert(DIRECTORY, directory.as_slice())?;
+        txn.open_table(INDEX_RUNS)?.insert(id, entries)?;
+    }
     txn.open_table(INDEX_LOG)?.retain(|_, _| false)?;
     txn.open_table(INDEX_STATE)?.insert(META_LOG_BYTES, 0)?;
-    Ok(entries)
-}
-
-/// Advances the merge in progress by one step, or, when there is none, starts one if
-/// `fanout` runs of one size class are the newest, or all runs once the newer ones
-/// hold as many entries as the oldest (removed keys and the entries they remove meet
-/// only in a merge that includes the oldest run, so this bounds the space they take to
-/// about that of the live entries). `flushed` is what the flush before added.
-///
-/// A merge reads an eighth of its inputs (at least `IndexLimits::merge_step` entries,
-/// and twice what the flush added) per flush, into a run that readers do not see until
-/// it is complete; then it replaces its inputs. Its inputs never change meanwhile (runs
-/// are immutable, and runs flushed during the merge are newer than its output), so
-/// merging over several transactions gives the same run as merging at once, without
-/// stopping writers for seconds at a million contacts. Its progress is stored in its
-/// output table, so after a crash it resumes where its last committed step ended.
-fn compact(txn: &WriteTransaction, limits: IndexLimits, flushed: u64) -> Result<(), StoreError> {
-    // Each merge that completes may make the next one due (a cascade).
-    loop {
-        let merge = match Merge::load(txn)? {
-            Some(merge) => merge,
-            None => match plan_merge(txn, limits)? {
-                Some(merge) => {
-                    merge.save(txn)?;
-                    merge
-                }
-                None => return Ok(()),
-            },
-        };
-        if !merge.step(txn, limits, flushed)? {
-            return Ok(());
-        }
-    }
-}
-
-/// The merge that is due, if any (its output id reserved).
-fn plan_merge(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<Merge>, StoreError> {
-    let runs = run_sizes(txn)?;
-    let Some(&(_, newest)) = runs.last() else {
-        return Ok(None);
-    };
-    let class = limits.class(newest);
-    let mut k = runs
-        .iter()
-        .rev()
-        .take_while(|(_, n)| limits.class(*n) <= class)
-        .count();
-    let newer: u64 = runs.iter().skip(1).map(|(_, n)| n).sum();
-    if runs.len() > 1 && newer >= runs[0].1 {
-        k = runs.len();
-    } else if (k as u64) < limits.fanout.max(2) {
-        return Ok(None);
-    }
-    let chosen = &runs[runs.len() - k..];
-    Ok(Some(Merge {
-        output: next_run_id(txn)?,
-        from: chosen[0].0,
-        to: chosen[chosen.len() - 1].0,
-        bottom: k == runs.len(),
-        entries: chosen.iter().map(|(_, n)| n).sum(),
-    }))
+    Ok(())
 }
 
 /// Run ids and entry counts, oldest first.
-fn run_sizes(txn: &WriteTransaction) -> Result<Vec<(u64, u64)>, StoreError> {
-    let runs = txn.open_table(INDEX_RUNS)?;
+fn run_sizes(runs: &impl ReadableTable<u64, u64>) -> Result<Vec<(u64, u64)>, StoreError> {
     let rows = runs
         .iter()?
         .map(|row| row.map(|(id, n)| (id.value(), n.value())));
@@ -417,231 +384,6 @@ fn next_run_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let id = state.get(META_NEXT_RUN)?.map_or(0, |v| v.value());
     state.insert(META_NEXT_RUN, id + 1)?;
     Ok(id)
-}
-
-const MERGE_OUTPUT: &str = "merge_output";
-const MERGE_FROM: &str = "merge_from";
-const MERGE_TO: &str = "merge_to";
-const MERGE_BOTTOM: &str = "merge_bottom";
-const MERGE_ENTRIES: &str = "merge_entries";
-/// A merge completes in about this many steps.
-const MERGE_STEPS: u64 = 8;
-
-/// A merge in progress: the runs `from..=to` into run `output`.
-struct Merge {
-    output: u64,
-    from: u64,
-    to: u64,
-    /// Whether the inputs include the oldest run (removed keys are then dropped).
-    bottom: bool,
-    /// Entries in the inputs.
-    entries: u64,
-}
-
-impl Merge {
-    fn load(txn: &WriteTransaction) -> Result<Option<Self>, StoreError> {
-        let state = txn.open_table(INDEX_STATE)?;
-        let get = |key: &str| -> Result<Option<u64>, StoreError> {
-            Ok(state.get(key)?.map(|v| v.value()))
-        };
-        let Some(output) = get(MERGE_OUTPUT)? else {
-            return Ok(None);
-        };
-        Ok(Some(Self {
-            output,
-            from: get(MERGE_FROM)?.unwrap_or_default(),
-            to: get(MERGE_TO)?.unwrap_or_default(),
-            bottom: get(MERGE_BOTTOM)? == Some(1),
-            entries: get(MERGE_ENTRIES)?.unwrap_or_default(),
-        }))
-    }
-
-    fn save(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        let mut state = txn.open_table(INDEX_STATE)?;
-        state.insert(MERGE_OUTPUT, self.output)?;
-        state.insert(MERGE_FROM, self.from)?;
-        state.insert(MERGE_TO, self.to)?;
-        state.insert(MERGE_BOTTOM, u64::from(self.bottom))?;
-        state.insert(MERGE_ENTRIES, self.entries)?;
-        Ok(())
-    }
-
-    fn forget(txn: &WriteTransaction) -> Result<(), StoreError> {
-        let mut state = txn.open_table(INDEX_STATE)?;
-        for key in [
-            MERGE_OUTPUT,
-            MERGE_FROM,
-            MERGE_TO,
-            MERGE_BOTTOM,
-            MERGE_ENTRIES,
-        ] {
-            state.remove(key)?;
-        }
-        Ok(())
-    }
-
-    /// Reads the next entries of the inputs into the output; completes the merge when
-    /// the inputs are read to the end (and then says so).
-    fn step(
-        &self,
-        txn: &WriteTransaction,
-        limits: IndexLimits,
-        flushed: u64,
-    ) -> Result<bool, StoreError> {
-        let inputs: Vec<u64> = run_sizes(txn)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .filter(|id| (self.from..=self.to).contains(id))
-            .collect();
-        let runs = inputs
-            .iter()
-            .rev()
-            .map(|&id| open_run_write(txn, id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let sources: Vec<&dyn Chunks> = runs.iter().map(|r| r as &dyn Chunks).collect();
-        let name = run_name(self.output);
-        let mut out = RunWriter::open(txn.open_table(run_table(&name))?, limits)?;
-        let budget = self
-            .entries
-            .div_ceil(MERGE_STEPS)
-            .max(limits.merge_step)
-            .max(2 * flushed)
-            .max(1);
-        let upper = vec![u8::MAX; 2];
-        let lower = std::mem::take(&mut out.resume);
-        let mut merged =
-            Merged::new(&sources, lower, upper, false, !self.bottom, 0)?.with_limit(budget);
-        while merged.advance()? {
-            out.push(merged.raw_key(), merged.present())?;
-        }
-        if merged.stopped() {
-            let mut resume = merged.raw_key().to_vec();
-            resume.push(0);
-            out.suspend(resume)?;
-            return Ok(false);
-        }
-        drop(merged);
-        out.seal(txn, self.output)?;
-        drop(sources);
-        drop(runs);
-        drop_runs(txn, &inputs)?;
-        Self::forget(txn)?;
-        Ok(true)
-    }
-}
-
-/// The key of a run table that holds an unfinished run's progress: the entries written
-/// (u64, little-endian), then the key to resume from.
-const PROGRESS: u32 = u32::MAX - 1;
-
-/// Writes the chunks of a run, possibly over several transactions: its progress and
-/// the directory so far are stored in the run's table until it is sealed.
-struct RunWriter<'t> {
-    table: Table<'t, u32, &'static [u8]>,
-    chunk: BlockBuilder,
-    firsts: BlockBuilder,
-    /// The next chunk number.
-    next: u32,
-    entries: u64,
-    /// Where an unfinished run continues (empty: from the start).
-    resume: Vec<u8>,
-    limits: IndexLimits,
-}
-
-impl<'t> RunWriter<'t> {
-    fn open(table: Table<'t, u32, &'static [u8]>, limits: IndexLimits) -> Result<Self, StoreError> {
-        let next = table
-            .range(..PROGRESS)?
-            .next_back()
-            .transpose()?
-            .map_or(0, |(k, _)| k.value() + 1);
-        let firsts = match table.chunk(DIRECTORY)? {
-            Some(block) => BlockBuilder::from_block(&block),
-            None => BlockBuilder::default(),
-        };
-        let (entries, resume) = match table.get(PROGRESS)? {
-            Some(value) => {
-                let bytes = value.value();
-                let count = bytes
-                    .get(..8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .ok_or_else(|| StoreError::Corrupt("a malformed merge progress".into()))?;
-                (u64::from_le_bytes(count), bytes[8..].to_vec())
-            }
-            None => (0, Vec::new()),
-        };
-        Ok(Self {
-            table,
-            chunk: BlockBuilder::with_capacity(limits.chunk_bytes + limits.chunk_bytes / 4),
-            firsts,
-            next,
-            entries,
-            resume,
-            limits,
-        })
-    }
-
-    fn push(&mut self, key: &[u8], present: bool) -> Result<(), StoreError> {
-        if self.chunk.is_empty() {
-            self.firsts.push(key, true);
-        }
-        self.chunk.push(key, present);
-        self.entries += 1;
-        if self.chunk.size() >= self.limits.chunk_bytes {
-            self.end_chunk()?;
-        }
-        Ok(())
-    }
-
-    fn end_chunk(&mut self) -> Result<(), StoreError> {
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
-        if self.next >= PROGRESS {
-            return Err(StoreError::Corrupt(
-                "an index run has too many chunks".into(),
-            ));
-        }
-        let room = self.limits.chunk_bytes + self.limits.chunk_bytes / 4;
-        let full = std::mem::replace(&mut self.chunk, BlockBuilder::with_capacity(room));
-        self.table.insert(self.next, full.finish().as_slice())?;
-        self.next += 1;
-        Ok(())
-    }
-
-    fn write_directory(&mut self) -> Result<(), StoreError> {
-        let firsts = std::mem::take(&mut self.firsts);
-        self.table.insert(DIRECTORY, firsts.finish().as_slice())?;
-        Ok(())
-    }
-
-    /// Stores the progress of an unfinished run, to continue from `resume`.
-    fn suspend(mut self, resume: Vec<u8>) -> Result<(), StoreError> {
-        self.end_chunk()?;
-        self.write_directory()?;
-        let mut progress = self.entries.to_le_bytes().to_vec();
-        progress.extend_from_slice(&resume);
-        self.table.insert(PROGRESS, progress.as_slice())?;
-        Ok(())
-    }
-
-    /// Completes run `id`: writes its directory and lists it (or deletes it when
-    /// empty); returns its entries.
-    fn seal(mut self, txn: &WriteTransaction, id: u64) -> Result<u64, StoreError> {
-        self.end_chunk()?;
-        let name = run_name(id);
-        let entries = self.entries;
-        if entries == 0 {
-            drop(self);
-            txn.delete_table(run_table(&name))?;
-            return Ok(0);
-        }
-        self.write_directory()?;
-        self.table.remove(PROGRESS)?;
-        drop(self);
-        txn.open_table(INDEX_RUNS)?.insert(id, entries)?;
-        Ok(entries)
-    }
 }
 
 fn drop_runs(txn: &WriteTransaction, ids: &[u64]) -> Result<(), StoreError> {
@@ -696,7 +438,13 @@ pub fn clear(txn: &WriteTransaction) -> Result<(), StoreError> {
         txn.delete_table(run_table(&name))?;
     }
     txn.open_table(INDEX_RUNS)?.retain(|_, _| false)?;
-    Merge::forget(txn)?;
+    txn.open_table(INDEX_MERGES)?.retain(|_, _| false)?;
+    // The record of the single merge of index layout 2.
+    let mut state = txn.open_table(INDEX_STATE)?;
+    for key in LEGACY_STATE {
+        state.remove(key)?;
+    }
+    drop(state);
     txn.open_table(INDEX_LOG)?.retain(|_, _| false)?;
     txn.open_table(INDEX_STATE)?.insert(META_LOG_BYTES, 0)?;
     Ok(())
@@ -705,10 +453,11 @@ pub fn clear(txn: &WriteTransaction) -> Result<(), StoreError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::compaction::{self, apply_step, round, Applied, Progress};
     use super::*;
     use proptest::prelude::*;
     use redb::{Database, ReadableDatabase};
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeSet, HashMap};
 
     const TINY: IndexLimits = IndexLimits {
         log_blocks: 2,
@@ -728,6 +477,23 @@ mod tests {
         clear(&txn).unwrap();
         txn.commit().unwrap();
         (dir, db)
+    }
+
+    /// Up to `rounds` rounds of merge steps as the merger thread takes them: built from
+    /// a snapshot, each stored in a write transaction of its own.
+    fn merge_rounds(db: &Database, progress: &mut HashMap<u64, Progress>, rounds: usize) {
+        for _ in 0..rounds {
+            let busy = round(db, progress, TINY, |step| {
+                let txn = db.begin_write()?;
+                let applied = apply_step(&txn, step, TINY)?;
+                txn.commit()?;
+                Ok(applied)
+            })
+            .unwrap();
+            if !busy {
+                return;
+            }
+        }
     }
 
     fn index_of(sort: bool) -> Index {
@@ -798,7 +564,9 @@ mod tests {
         ) {
             let (_dir, db) = empty_db();
             let mut model = BTreeSet::new();
-            for ops in txns {
+            let mut progress = HashMap::new();
+            let last = txns.len() - 1;
+            for (n, ops) in txns.into_iter().enumerate() {
                 let txn = db.begin_write().unwrap();
                 let mut changes = Changes::default();
                 for (sort, key, present) in ops {
@@ -813,6 +581,9 @@ mod tests {
                 }
                 changes.commit(&txn, TINY).unwrap();
                 txn.commit().unwrap();
+                // A step of each merge in flight between transactions; at the end, every
+                // merge to completion.
+                merge_rounds(&db, &mut progress, if n == last { usize::MAX } else { 1 });
 
                 let txn = db.begin_read().unwrap();
                 let view = IndexView::open(&txn).unwrap();
@@ -861,7 +632,8 @@ mod tests {
         let (_dir, db) = empty_db();
         let mut model = BTreeSet::new();
         let mut in_progress = 0;
-        let commit = |keys: Vec<u16>, model: &mut BTreeSet<Vec<u8>>| {
+        let mut progress = HashMap::new();
+        let mut commit = |keys: Vec<u16>, model: &mut BTreeSet<Vec<u8>>| {
             let txn = db.begin_write().unwrap();
             let mut changes = Changes::default();
             for k in keys {
@@ -877,13 +649,9 @@ mod tests {
             }
             changes.commit(&txn, TINY).unwrap();
             txn.commit().unwrap();
+            merge_rounds(&db, &mut progress, 1);
             let txn = db.begin_read().unwrap();
-            let merging = txn
-                .open_table(INDEX_STATE)
-                .unwrap()
-                .get(MERGE_OUTPUT)
-                .unwrap()
-                .is_some();
+            let merging = !txn.open_table(INDEX_MERGES).unwrap().is_empty().unwrap();
             let runs = txn.open_table(INDEX_RUNS).unwrap().len().unwrap();
             let view = IndexView::open(&txn).unwrap();
             let want: Vec<Vec<u8>> = model.iter().cloned().collect();
@@ -907,15 +675,95 @@ mod tests {
         // Merging keeps up: at most `fanout` runs per size class, plus what was flushed
         // while a merge took its steps.
         let classes = TINY.class(model.len() as u64 * 2) as usize + 2;
-        let bound = TINY.fanout as usize * classes + MERGE_STEPS as usize;
+        let bound = TINY.fanout as usize * classes + 8;
         let most = most_runs.iter().max().copied().unwrap_or_default() as usize;
         assert!(most <= bound, "{most} runs, more than {bound}");
+    }
+
+    /// Run tables in the file that are not listed (an unfinished merge's output).
+    fn unlisted_runs(db: &Database) -> usize {
+        let txn = db.begin_read().unwrap();
+        let listed = txn.open_table(INDEX_RUNS).unwrap().len().unwrap() as usize;
+        let tables = txn.list_tables().unwrap();
+        let all = tables.filter(|t| t.name().starts_with(RUN_PREFIX)).count();
+        all - listed
+    }
+
+    /// A merge whose progress was lost (the process stopped) starts over and completes;
+    /// a step built before that is refused once the merge is gone.
+    #[test]
+    fn a_merge_in_flight_starts_over_after_a_restart() {
+        let (_dir, db) = empty_db();
+        let mut model = BTreeSet::new();
+        for round in 0..12u16 {
+            let txn = db.begin_write().unwrap();
+            let mut changes = Changes::default();
+            for k in round * 30..round * 30 + 30 {
+                model.insert(k.to_be_bytes().to_vec());
+                changes.put(Index::Sort, k.to_be_bytes().to_vec());
+            }
+            changes.commit(&txn, TINY).unwrap();
+            txn.commit().unwrap();
+        }
+        let read = db.begin_read().unwrap();
+        let plans = compaction::pending(&read).unwrap();
+        drop(read);
+        assert!(!plans.is_empty(), "no merge was planned");
+
+        // The first merger takes one step of each merge, then goes away.
+        let mut before = HashMap::new();
+        merge_rounds(&db, &mut before, 1);
+        assert!(unlisted_runs(&db) > 0, "no merge output was partly written");
+        // One more step built but not yet stored.
+        let read = db.begin_read().unwrap();
+        let plan = compaction::pending(&read).unwrap()[0];
+        let runs = run_sizes(&read.open_table(INDEX_RUNS).unwrap()).unwrap();
+        let inputs: Vec<_> = plan
+            .inputs(&runs)
+            .into_iter()
+            .rev()
+            .map(|id| open_run_read(&read, id).unwrap())
+            .collect();
+        let late = compaction::build_step(
+            &inputs,
+            plan,
+            before.get_mut(&plan.output).unwrap(),
+            TINY.merge_step,
+            TINY,
+        )
+        .unwrap();
+        drop(inputs);
+        drop(read);
+
+        // A new merger knows nothing of that progress: it starts each merge over.
+        let mut after = HashMap::new();
+        merge_rounds(&db, &mut after, usize::MAX);
+        let txn = db.begin_read().unwrap();
+        assert!(compaction::pending(&txn).unwrap().is_empty());
+        let view = IndexView::open(&txn).unwrap();
+        let want: Vec<Vec<u8>> = model.iter().cloned().collect();
+        assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
+        drop(view);
+        drop(txn);
+        assert_eq!(unlisted_runs(&db), 0);
+
+        // The old merger's step is refused and changes nothing.
+        let txn = db.begin_write().unwrap();
+        assert_eq!(apply_step(&txn, late, TINY).unwrap(), Applied::Stale);
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let view = IndexView::open(&txn).unwrap();
+        assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
+        drop(view);
+        drop(txn);
+        assert_eq!(unlisted_runs(&db), 0);
     }
 
     #[test]
     fn runs_are_merged_and_a_prefix_is_removed() {
         let (_dir, db) = empty_db();
         let keys: Vec<Vec<u8>> = (0u16..300).map(|i| i.to_be_bytes().to_vec()).collect();
+        let mut progress = HashMap::new();
         for chunk in keys.chunks(10) {
             let txn = db.begin_write().unwrap();
             let mut changes = Changes::default();
@@ -924,6 +772,7 @@ mod tests {
             }
             changes.commit(&txn, TINY).unwrap();
             txn.commit().unwrap();
+            merge_rounds(&db, &mut progress, usize::MAX);
         }
         let runs = |db: &Database| -> Vec<u64> {
             let txn = db.begin_read().unwrap();
