@@ -19,57 +19,85 @@ pub const CORE_FIELDS: [&str; 6] = [
 /// Prefix of custom attribute fields in `sort` and `filter[...]`.
 pub const ATTR_PREFIX: &str = "custom_attributes.";
 
-/// Lower-cased words of a text: split on anything that is not a letter or a digit.
-fn words(text: &str, out: &mut BTreeSet<String>) {
-    for word in text.split(|c: char| !c.is_alphanumeric()) {
-        if !word.is_empty() {
-            out.insert(word.to_lowercase());
+/// Calls `f` with every word a search term may be a prefix of: external id (whole and
+/// its words), name words, email (whole address, local part, domain, and their words),
+/// phone digits (see `phone_terms`). Words are lower-cased and may repeat; `f` returns
+/// `false` to stop early. Words are built in one reused buffer.
+fn visit_terms(contact: &Contact, f: &mut dyn FnMut(&str) -> bool) -> bool {
+    let mut buf = String::new();
+    let lower = |text: &str, buf: &mut String| {
+        buf.clear();
+        buf.extend(text.chars().flat_map(char::to_lowercase));
+    };
+    // Lower-cased words of a text: split on anything that is not a letter or a digit.
+    let words = |text: &str, buf: &mut String, f: &mut dyn FnMut(&str) -> bool| {
+        for word in text.split(|c: char| !c.is_alphanumeric()) {
+            if !word.is_empty() {
+                buf.clear();
+                buf.extend(word.chars().flat_map(char::to_lowercase));
+                if !f(buf) {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    lower(&contact.external_id, &mut buf);
+    if !f(&buf) || !words(&contact.external_id, &mut buf, f) {
+        return false;
+    }
+    if let Some(name) = &contact.name {
+        if !words(name, &mut buf, f) {
+            return false;
         }
     }
+    if let Some(email) = &contact.email {
+        let email = email.to_lowercase();
+        if let Some((local, domain)) = email.rsplit_once('@') {
+            if !f(local) || !f(domain) {
+                return false;
+            }
+        }
+        if !words(&email, &mut buf, f) || !f(&email) {
+            return false;
+        }
+    }
+    if let Some(phone) = &contact.phonenumber {
+        return phone_terms(phone, f);
+    }
+    true
 }
 
 /// The digit runs of a phone number, their concatenation, and the concatenation's last
 /// 10 and 7 digits (national and local numbers), so `555 123` finds `+1 (555) 123-4567`
 /// and `5551234567` finds `+15551234567`.
-fn phone_terms(phone: &str, out: &mut BTreeSet<String>) {
+fn phone_terms(phone: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
     let mut all = String::new();
     for run in phone.split(|c: char| !c.is_ascii_digit()) {
         if !run.is_empty() {
-            out.insert(run.to_owned());
+            if !f(run) {
+                return false;
+            }
             all.push_str(run);
         }
     }
     for tail in [10, 7] {
-        if all.len() > tail {
-            out.insert(all[all.len() - tail..].to_owned());
+        if all.len() > tail && !f(&all[all.len() - tail..]) {
+            return false;
         }
     }
-    if !all.is_empty() {
-        out.insert(all);
-    }
+    all.is_empty() || f(&all)
 }
 
-/// Every word a search term may be a prefix of: external id (whole and its words), name
-/// words, email (whole address, local part, domain, and their words), phone digits.
+/// Every word a search term may be a prefix of (see `visit_terms`).
 pub fn terms(contact: &Contact) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    out.insert(contact.external_id.to_lowercase());
-    words(&contact.external_id, &mut out);
-    if let Some(name) = &contact.name {
-        words(name, &mut out);
-    }
-    if let Some(email) = &contact.email {
-        let email = email.to_lowercase();
-        if let Some((local, domain)) = email.rsplit_once('@') {
-            out.insert(local.to_owned());
-            out.insert(domain.to_owned());
+    visit_terms(contact, &mut |word| {
+        if !out.contains(word) {
+            out.insert(word.to_owned());
         }
-        words(&email, &mut out);
-        out.insert(email);
-    }
-    if let Some(phone) = &contact.phonenumber {
-        phone_terms(phone, &mut out);
-    }
+        true
+    });
     out
 }
 
@@ -88,17 +116,18 @@ pub fn normalise_term(term: &str) -> String {
     }
 }
 
-/// Whether every term is a prefix of some word of the contact.
+/// Whether every term is a prefix of some word of the contact (without collecting
+/// the words: stops once every term was found).
 pub fn matches_terms(contact: &Contact, terms_wanted: &[String]) -> bool {
-    if terms_wanted.is_empty() {
+    let mut missing: Vec<&str> = terms_wanted.iter().map(String::as_str).collect();
+    if missing.is_empty() {
         return true;
     }
-    let have = terms(contact);
-    terms_wanted.iter().all(|t| {
-        have.range(t.clone()..)
-            .next()
-            .is_some_and(|w| w.starts_with(t.as_str()))
-    })
+    visit_terms(contact, &mut |word| {
+        missing.retain(|term| !word.starts_with(term));
+        !missing.is_empty()
+    });
+    missing.is_empty()
 }
 
 /// An order-preserving byte encoding of an `i64`.
@@ -230,6 +259,35 @@ mod tests {
     }
 
     proptest! {
+        /// Matching without collecting the words agrees with the words the index holds:
+        /// a term matches exactly when it is a prefix of one of `terms`.
+        #[test]
+        fn matching_agrees_with_the_indexed_words(
+            ext in "[A-Za-z0-9_.İß-]{1,10}",
+            name in "[A-Za-zÉİß .'-]{0,16}",
+            email in "[a-zA-Z0-9.İ]{1,6}@[a-z0-9.]{1,8}",
+            phone in "[+0-9 ()-]{0,14}",
+            picks in proptest::collection::vec((any::<proptest::sample::Index>(), 0usize..6), 0..4),
+            extra in proptest::collection::vec("[a-z0-9@.İ]{1,4}", 0..2),
+        ) {
+            let mut c = contact(&name, &email, &phone);
+            c.external_id = ext;
+            let words: Vec<String> = terms(&c).into_iter().collect();
+            // Terms that match (prefixes of the contact's words) and random ones.
+            let mut wanted: Vec<String> = picks
+                .iter()
+                .map(|(i, n)| {
+                    let word = &words[i.index(words.len())];
+                    word.chars().take(*n).collect()
+                })
+                .collect();
+            wanted.extend(extra);
+            let reference = wanted
+                .iter()
+                .all(|t| words.iter().any(|w| w.starts_with(t.as_str())));
+            prop_assert_eq!(matches_terms(&c, &wanted), reference);
+        }
+
         #[test]
         fn float_keys_order_like_floats(a in -1e300f64..1e300, b in -1e300f64..1e300) {
             prop_assert_eq!(a.partial_cmp(&b).unwrap(), float_key(a).cmp(&float_key(b)));

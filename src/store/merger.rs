@@ -2,7 +2,9 @@
 //! beside the writer. It reads the inputs on its own snapshot and builds the output's
 //! chunks, then hands each step to the writer, which stores it in a write transaction
 //! like any other job. It wakes after every commit and sleeps while no merge is in
-//! flight.
+//! flight. Once writes have stopped for `IndexLimits::idle_ms`, it has the log flushed
+//! and runs of comparable size merged (`compaction::plan_idle`), so reads open fewer
+//! sources.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,14 +14,25 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use redb::Database;
 
-use super::lsm::compaction::{self, apply_step, Progress};
+use super::lsm::compaction::{self, apply_step, plan_idle, Progress};
 use super::writer::Writer;
 use super::StoreError;
 
 #[derive(Default)]
 struct Signal {
     kicked: bool,
+    /// A commit changed index entries since the merger last looked.
+    wrote: bool,
     stop: bool,
+}
+
+/// Why [`Kick::wait`] returned.
+enum Wake {
+    /// After a commit; `true` when it (or one before) changed index entries.
+    Commit(bool),
+    /// Nothing was committed for the time given.
+    Idle,
+    Stop,
 }
 
 /// Wakes the merger; cloned into the writer.
@@ -27,9 +40,12 @@ struct Signal {
 pub struct Kick(Arc<(Mutex<Signal>, Condvar)>);
 
 impl Kick {
-    pub fn wake(&self) {
+    /// After a commit; `wrote` when it changed index entries.
+    pub fn wake(&self, wrote: bool) {
         let (lock, cv) = &*self.0;
-        lock.lock().kicked = true;
+        let mut signal = lock.lock();
+        signal.kicked = true;
+        signal.wrote |= wrote;
         cv.notify_one();
     }
 
@@ -39,15 +55,21 @@ impl Kick {
         cv.notify_one();
     }
 
-    /// Waits for a wake-up; `false` once stopped.
-    fn wait(&self) -> bool {
+    /// Waits for a commit, at most `idle`.
+    fn wait(&self, idle: Duration) -> Wake {
         let (lock, cv) = &*self.0;
         let mut signal = lock.lock();
-        while !signal.kicked && !signal.stop {
-            cv.wait(&mut signal);
+        if !signal.kicked && !signal.stop {
+            cv.wait_for(&mut signal, idle);
+        }
+        if signal.stop {
+            return Wake::Stop;
+        }
+        if !signal.kicked {
+            return Wake::Idle;
         }
         signal.kicked = false;
-        !signal.stop
+        Wake::Commit(std::mem::take(&mut signal.wrote))
     }
 
     fn stopped(&self) -> bool {
@@ -67,7 +89,7 @@ impl Merger {
         let thread = std::thread::Builder::new()
             .name("contactd-merger".into())
             .spawn(move || run(&db, &writer, &signal))?;
-        kick.wake();
+        kick.wake(true);
         Ok(Self {
             kick,
             thread: Mutex::new(Some(thread)),
@@ -88,24 +110,54 @@ impl Merger {
 
 fn run(db: &Database, writer: &Writer, kick: &Kick) {
     let mut progress: HashMap<u64, Progress> = HashMap::new();
-    while kick.wait() {
-        loop {
-            if kick.stopped() {
-                return;
-            }
-            let limits = writer.limits();
-            let applied = compaction::round(db, &mut progress, limits, |step| {
-                writer.submit_blocking(move |txn| apply_step(txn, step, txn.limits))
-            });
-            match applied {
-                Ok(true) => {}
-                Ok(false) | Err(StoreError::Closed) => break,
-                Err(err) => {
-                    tracing::error!(error = %err, "an index merge step failed");
-                    // Not in a hot loop: try again after the next commit, or a pause.
-                    std::thread::sleep(Duration::from_millis(100));
-                    break;
+    // Index entries were written since the last idle merge.
+    let mut dirty = false;
+    loop {
+        let idle = Duration::from_millis(writer.limits().idle_ms.max(1));
+        match kick.wait(idle) {
+            Wake::Stop => return,
+            Wake::Commit(wrote) => dirty |= wrote,
+            Wake::Idle if dirty => {
+                dirty = false;
+                let planned = writer.submit_blocking(|txn| plan_idle(txn, txn.limits));
+                match planned {
+                    Ok(_) => {}
+                    Err(StoreError::Closed) => return,
+                    Err(err) => tracing::error!(error = %err, "cannot plan an idle index merge"),
                 }
+            }
+            Wake::Idle => continue,
+        }
+        if !merge(db, writer, kick, &mut progress) {
+            return;
+        }
+    }
+}
+
+/// Takes steps of the merges in flight until there are none; `false` once stopped.
+fn merge(
+    db: &Database,
+    writer: &Writer,
+    kick: &Kick,
+    progress: &mut HashMap<u64, Progress>,
+) -> bool {
+    loop {
+        if kick.stopped() {
+            return false;
+        }
+        let limits = writer.limits();
+        let applied = compaction::round(db, progress, limits, |step| {
+            writer.submit_blocking(move |txn| apply_step(txn, step, txn.limits))
+        });
+        match applied {
+            Ok(true) => {}
+            Ok(false) => return true,
+            Err(StoreError::Closed) => return false,
+            Err(err) => {
+                tracing::error!(error = %err, "an index merge step failed");
+                // Not in a hot loop: try again after the next commit, or a pause.
+                std::thread::sleep(Duration::from_millis(100));
+                return true;
             }
         }
     }

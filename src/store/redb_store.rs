@@ -694,6 +694,7 @@ mod tests {
                 fanout: 2,
                 base_entries: 8,
                 merge_step: 7,
+                idle_ms: 1,
             });
         let agent = |id: &str| Agent {
             id: id.into(),
@@ -742,6 +743,74 @@ mod tests {
             .query_contacts("b", &search, &Start::Offset(0), 50)
             .unwrap();
         assert_eq!(page.contacts.len(), 12);
+        let report = store.check().unwrap();
+        assert_eq!(report.problem_count, 0, "{:?}", report.problems);
+    }
+
+    /// After writes stop, the merger thread has the index log flushed and the runs
+    /// merged on its own; reads and `check` agree throughout.
+    #[test]
+    fn the_merger_tidies_the_indexes_once_writes_stop() {
+        use crate::domain::query::Query;
+        use crate::store::lsm::compaction::INDEX_MERGES;
+        use crate::store::lsm::{INDEX_LOG, INDEX_RUNS};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = RedbStore::open(dir.path())
+            .unwrap()
+            .with_index_limits(IndexLimits {
+                log_blocks: 3,
+                log_bytes: 1 << 20,
+                chunk_bytes: 128,
+                fanout: 3,
+                base_entries: 8,
+                merge_step: 7,
+                idle_ms: 50,
+            });
+        let agent = Agent {
+            id: "default".into(),
+            name: "default".into(),
+            created_at: 0,
+            contact_count: 0,
+        };
+        rt.block_on(store.create_agent(agent)).unwrap();
+        let mut issues = crate::domain::Issues::new();
+        for i in 0..20 {
+            let body =
+                serde_json::json!({"external_id": format!("c{i}"), "name": format!("ada{i}")});
+            let entry = ContactInput::parse(&body, "", &mut issues).unwrap();
+            rt.block_on(store.upsert_contacts(
+                "default".into(),
+                vec![entry],
+                OnDuplicate::Update,
+                UnknownPolicy::Define,
+            ))
+            .unwrap();
+        }
+        let layout = || {
+            let txn = store.db.begin_read().unwrap();
+            let log = txn.open_table(INDEX_LOG).unwrap().len().unwrap();
+            let merges = txn.open_table(INDEX_MERGES).unwrap().len().unwrap();
+            let runs = txn.open_table(INDEX_RUNS).unwrap().len().unwrap();
+            (log, merges, runs)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while layout().0 > 0 || layout().1 > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the indexes were not tidied: {:?}",
+                layout()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (_, _, runs) = layout();
+        assert!(runs <= 2, "{runs} runs after idle merges");
+        let params = vec![("q".to_owned(), "ada1".to_owned())];
+        let search = Query::parse(&params, &Default::default()).unwrap();
+        let page = store
+            .query_contacts("default", &search, &Start::Offset(0), 50)
+            .unwrap();
+        assert_eq!(page.contacts.len(), 11);
         let report = store.check().unwrap();
         assert_eq!(report.problem_count, 0, "{:?}", report.problems);
     }

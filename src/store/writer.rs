@@ -185,6 +185,7 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>, 
             poisoned |= bad;
             completions.push(complete);
         }
+        let wrote = !txn.index.borrow().is_empty();
         let written = if poisoned { Ok(()) } else { txn.write_index() };
         if let Err(err) = &written {
             tracing::error!(error = %err, "cannot write the index log");
@@ -201,7 +202,7 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>, 
             txn.txn.commit().map_err(StoreError::from)
         };
         match &outcome {
-            Ok(()) => kick.wake(),
+            Ok(()) => kick.wake(wrote),
             Err(err) => tracing::error!(error = %err, "write transaction failed"),
         }
         for complete in completions {

@@ -361,6 +361,7 @@ proptest! {
                     fanout: 2,
                     base_entries: 8,
                     merge_step: 5,
+                    idle_ms: 1,
                 });
                 n
             }

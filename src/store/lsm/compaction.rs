@@ -19,14 +19,15 @@
 use std::collections::HashMap;
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 
 use super::block::BlockBuilder;
 use super::merge::{ChunkTable, Chunks, Merged, Run};
 use super::{
-    drop_runs, next_run_id, open_run_read, run_name, run_sizes, run_table, IndexLimits, DIRECTORY,
-    INDEX_RUNS,
+    drop_runs, flush, next_run_id, open_run_read, run_name, run_sizes, run_table, IndexLimits,
+    DIRECTORY, INDEX_LOG, INDEX_RUNS,
 };
 use crate::store::StoreError;
 
@@ -103,16 +104,64 @@ pub fn plan(txn: &WriteTransaction, limits: IndexLimits) -> Result<bool, StoreEr
         }
         k
     };
-    let chosen = &free[free.len() - k..];
+    record(txn, &free[free.len() - k..], runs[0].0)?;
+    Ok(true)
+}
+
+/// Records a merge of `chosen` (contiguous runs, oldest first; `oldest` is the oldest
+/// run of all).
+fn record(txn: &WriteTransaction, chosen: &[(u64, u64)], oldest: u64) -> Result<(), StoreError> {
     let plan = Plan {
         output: next_run_id(txn)?,
         from: chosen[0].0,
-        to: chosen[k - 1].0,
+        to: chosen[chosen.len() - 1].0,
         entries: chosen.iter().map(|(_, n)| n).sum(),
-        bottom: chosen[0].0 == runs[0].0,
+        bottom: chosen[0].0 == oldest,
     };
     txn.open_table(INDEX_MERGES)?
         .insert(plan.output, plan.record())?;
+    Ok(())
+}
+
+/// A run joins an idle merge when it holds at most this many times the entries of the
+/// newer runs chosen.
+const IDLE_RATIO: u64 = 4;
+
+/// When writes have stopped for a while (and no merge is in flight): flushes the log and
+/// merges the newest runs while each next older one holds at most `IDLE_RATIO` times
+/// what the newer ones chosen hold, so reads open fewer sources. The ratio keeps the
+/// work proportional to what was written since: a small tail of runs is merged
+/// together, and into the oldest only once it is a sizeable part of it. Returns whether
+/// it changed anything.
+pub fn plan_idle(txn: &WriteTransaction, limits: IndexLimits) -> Result<bool, StoreError> {
+    if !txn.open_table(INDEX_MERGES)?.is_empty()? {
+        return Ok(false);
+    }
+    let mut changed = false;
+    if !txn.open_table(INDEX_LOG)?.is_empty()? {
+        flush(txn, limits)?;
+        changed = true;
+        if plan(txn, limits)? {
+            return Ok(true);
+        }
+    }
+    let runs = run_sizes(&txn.open_table(INDEX_RUNS)?)?;
+    let Some(&(_, newest)) = runs.last() else {
+        return Ok(changed);
+    };
+    let mut chosen = newest;
+    let mut k = 1;
+    while let Some(&(_, n)) = runs.iter().rev().nth(k) {
+        if n > chosen.saturating_mul(IDLE_RATIO) {
+            break;
+        }
+        chosen += n;
+        k += 1;
+    }
+    if k < 2 {
+        return Ok(changed);
+    }
+    record(txn, &runs[runs.len() - k..], runs[0].0)?;
     Ok(true)
 }
 

@@ -99,6 +99,9 @@ pub struct IndexLimits {
     /// Most entries of its inputs a merge reads per step (one write transaction stores
     /// each step's chunks).
     pub merge_step: u64,
+    /// Milliseconds without writes after which the log is flushed and runs of
+    /// comparable size are merged (see `compaction::plan_idle`).
+    pub idle_ms: u64,
 }
 
 impl Default for IndexLimits {
@@ -110,6 +113,7 @@ impl Default for IndexLimits {
             fanout: 6,
             base_entries: 16 << 10,
             merge_step: 512 << 10,
+            idle_ms: 1000,
         }
     }
 }
@@ -255,6 +259,10 @@ impl Changes {
 
     fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
 
     /// Writes the changes as one log block (the last change of a key wins), then flushes
@@ -467,6 +475,7 @@ mod tests {
         base_entries: 3,
         // Merges of more than 40 entries take several steps.
         merge_step: 40,
+        idle_ms: 1,
     };
 
     /// A database with the index tables created and empty.
@@ -582,8 +591,16 @@ mod tests {
                 changes.commit(&txn, TINY).unwrap();
                 txn.commit().unwrap();
                 // A step of each merge in flight between transactions; at the end, every
-                // merge to completion.
-                merge_rounds(&db, &mut progress, if n == last { usize::MAX } else { 1 });
+                // merge to completion, then what the merger does once writes stop.
+                if n == last {
+                    merge_rounds(&db, &mut progress, usize::MAX);
+                    let txn = db.begin_write().unwrap();
+                    compaction::plan_idle(&txn, TINY).unwrap();
+                    txn.commit().unwrap();
+                    merge_rounds(&db, &mut progress, usize::MAX);
+                } else {
+                    merge_rounds(&db, &mut progress, 1);
+                }
 
                 let txn = db.begin_read().unwrap();
                 let view = IndexView::open(&txn).unwrap();
@@ -757,6 +774,58 @@ mod tests {
         drop(view);
         drop(txn);
         assert_eq!(unlisted_runs(&db), 0);
+    }
+
+    /// Once writes stop, the log is flushed and runs of comparable size are merged; a
+    /// large oldest run is left alone while the newer ones are a small part of it.
+    #[test]
+    fn idle_merges_are_proportional_to_what_was_written() {
+        let (_dir, db) = empty_db();
+        let mut progress = HashMap::new();
+        let write = |keys: std::ops::Range<u16>| {
+            let txn = db.begin_write().unwrap();
+            let mut changes = Changes::default();
+            for k in keys {
+                changes.put(Index::Words, k.to_be_bytes().to_vec());
+            }
+            changes.commit(&txn, TINY).unwrap();
+            txn.commit().unwrap();
+        };
+        let idle = |progress: &mut HashMap<u64, Progress>| {
+            let txn = db.begin_write().unwrap();
+            let planned = compaction::plan_idle(&txn, TINY).unwrap();
+            txn.commit().unwrap();
+            merge_rounds(&db, progress, usize::MAX);
+            planned
+        };
+        let state = || {
+            let txn = db.begin_read().unwrap();
+            let log = txn.open_table(INDEX_LOG).unwrap().len().unwrap();
+            let runs = run_sizes(&txn.open_table(INDEX_RUNS).unwrap()).unwrap();
+            (log, runs.into_iter().map(|(_, n)| n).collect::<Vec<_>>())
+        };
+        // A large run, merged while idle into one.
+        for start in (0u16..400).step_by(50) {
+            write(start..start + 50);
+            merge_rounds(&db, &mut progress, usize::MAX);
+        }
+        while idle(&mut progress) {}
+        assert_eq!(state(), (0, vec![400]));
+        assert!(!idle(&mut progress), "nothing was written: nothing to do");
+        // A few keys: flushed and kept apart from the large run.
+        write(1000..1003);
+        while idle(&mut progress) {}
+        assert_eq!(state(), (0, vec![400, 3]));
+        write(2000..2004);
+        while idle(&mut progress) {}
+        assert_eq!(state(), (0, vec![400, 7]));
+        // Once the newer runs hold a quarter of the oldest, everything is merged.
+        write(3000..3100);
+        while idle(&mut progress) {}
+        assert_eq!(state(), (0, vec![507]));
+        let txn = db.begin_read().unwrap();
+        let view = IndexView::open(&txn).unwrap();
+        assert_eq!(view_range(&view, Index::Words, &[], None, false).len(), 507);
     }
 
     #[test]
