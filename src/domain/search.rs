@@ -23,7 +23,7 @@ pub const ATTR_PREFIX: &str = "custom_attributes.";
 /// its words), name words, email (whole address, local part, domain, and their words),
 /// phone digits (see `phone_terms`). Words are lower-cased and may repeat; `f` returns
 /// `false` to stop early. Words are built in one reused buffer.
-fn visit_terms(contact: &Contact, f: &mut dyn FnMut(&str) -> bool) -> bool {
+pub fn visit_terms(contact: &Contact, f: &mut dyn FnMut(&str) -> bool) -> bool {
     let mut buf = String::new();
     let lower = |text: &str, buf: &mut String| {
         buf.clear();

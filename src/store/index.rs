@@ -18,11 +18,8 @@ use super::StoreError;
 
 /// The B-tree index tables of index version 1, removed when the indexes are rebuilt.
 const LEGACY_TABLES: [&str; 2] = ["sort_index", "word_index"];
-use crate::domain::search::{sort_entries, terms};
+use crate::domain::search::{sort_entries, visit_terms};
 use crate::domain::Contact;
-
-/// A contact's number and its `sort_entries`.
-type Entries = (u64, Vec<(String, Vec<u8>)>);
 
 /// Fields ordered by another table, so the sort index leaves them out.
 const ORDERED_ELSEWHERE: [&str; 2] = ["email", "external_id"];
@@ -30,23 +27,40 @@ const ORDERED_ELSEWHERE: [&str; 2] = ["email", "external_id"];
 /// The sort index keys of a contact.
 pub fn sort_keys(agent: &str, contact: &Contact) -> BTreeSet<Vec<u8>> {
     sort_keys_of(agent, contact.id, &sort_entries(contact))
+        .into_iter()
+        .collect()
 }
 
-/// The sort index keys of a contact's `sort_entries`.
-fn sort_keys_of(agent: &str, id: u64, entries: &[(String, Vec<u8>)]) -> BTreeSet<Vec<u8>> {
-    entries
+/// The sort index keys of a contact's `sort_entries`, sorted, without repeats.
+fn sort_keys_of(agent: &str, id: u64, entries: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = entries
         .iter()
         .filter(|(field, _)| !ORDERED_ELSEWHERE.contains(&field.as_str()))
         .map(|(field, key)| keys::entry(&[agent.as_bytes(), field.as_bytes(), key], id))
-        .collect()
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// The word index keys of a contact.
 pub fn word_keys(agent: &str, contact: &Contact) -> BTreeSet<Vec<u8>> {
-    terms(contact)
-        .into_iter()
-        .map(|word| keys::entry(&[agent.as_bytes(), word.as_bytes()], contact.id))
-        .collect()
+    word_keys_of(agent, contact).into_iter().collect()
+}
+
+/// The word index keys of a contact, sorted, without repeats.
+fn word_keys_of(agent: &str, contact: &Contact) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    visit_terms(contact, &mut |word| {
+        keys.push(keys::entry(
+            &[agent.as_bytes(), word.as_bytes()],
+            contact.id,
+        ));
+        true
+    });
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// The fields a contact has a value for (what `field_counts` counts).
@@ -84,34 +98,46 @@ impl<'txn> Indexes<'txn> {
         after: Option<&Contact>,
     ) -> Result<(), StoreError> {
         // Each contact's sort entries are computed once, for its keys and its fields.
-        let entries = |c: Option<&Contact>| c.map(|c| (c.id, sort_entries(c)));
-        let (entries_before, entries_after) = (entries(before), entries(after));
-        let sort = |e: &Option<Entries>| {
-            e.as_ref()
-                .map(|(id, e)| sort_keys_of(agent, *id, e))
-                .unwrap_or_default()
+        let entries_before = before.map(sort_entries).unwrap_or_default();
+        let entries_after = after.map(sort_entries).unwrap_or_default();
+        let sort = |c: Option<&Contact>, e: &[(String, Vec<u8>)]| {
+            c.map(|c| sort_keys_of(agent, c.id, e)).unwrap_or_default()
         };
-        let mut changes = self.changes.borrow_mut();
-        replace(
-            &mut changes,
-            Index::Sort,
-            sort(&entries_before),
-            sort(&entries_after),
-        );
-        let words = |c: Option<&Contact>| c.map(|c| word_keys(agent, c)).unwrap_or_default();
-        replace(&mut changes, Index::Words, words(before), words(after));
-        let fields = |e: Option<Entries>| -> BTreeSet<String> {
-            e.map(|(_, e)| e.into_iter().map(|(f, _)| f).collect())
-                .unwrap_or_default()
-        };
-        let (old, new) = (fields(entries_before), fields(entries_after));
-        for field in old.difference(&new) {
-            *self.count_delta.entry(field.clone()).or_default() -= 1;
+        let words = |c: Option<&Contact>| c.map(|c| word_keys_of(agent, c)).unwrap_or_default();
+        {
+            let mut changes = self.changes.borrow_mut();
+            let sort_old = sort(before, &entries_before);
+            replace(
+                &mut changes,
+                Index::Sort,
+                sort_old,
+                sort(after, &entries_after),
+            );
+            replace(&mut changes, Index::Words, words(before), words(after));
         }
-        for field in new.difference(&old) {
-            *self.count_delta.entry(field.clone()).or_default() += 1;
+        // A contact has a handful of fields: comparing the lists costs less than sets.
+        let has =
+            |entries: &[(String, Vec<u8>)], field: &str| entries.iter().any(|(f, _)| f == field);
+        for (field, _) in &entries_before {
+            if !has(&entries_after, field) {
+                self.count(field, -1);
+            }
+        }
+        for (field, _) in &entries_after {
+            if !has(&entries_before, field) {
+                self.count(field, 1);
+            }
         }
         Ok(())
+    }
+
+    fn count(&mut self, field: &str, delta: i64) {
+        match self.count_delta.get_mut(field) {
+            Some(total) => *total += delta,
+            None => {
+                self.count_delta.insert(field.to_owned(), delta);
+            }
+        }
     }
 
     /// Writes the value counts changed by `update`.
@@ -133,15 +159,20 @@ impl<'txn> Indexes<'txn> {
     }
 }
 
-fn replace(changes: &mut Changes, index: Index, old: BTreeSet<Vec<u8>>, new: BTreeSet<Vec<u8>>) {
-    let mut gone = old;
+/// Records the keys of `new` missing from `old` and removes those of `old` missing
+/// from `new`; both are sorted, without repeats.
+fn replace(changes: &mut Changes, index: Index, old: Vec<Vec<u8>>, new: Vec<Vec<u8>>) {
+    let mut old = old.into_iter().peekable();
     for key in new {
-        if !gone.remove(&key) {
+        while let Some(gone) = old.next_if(|o| *o < key) {
+            changes.remove(index, gone);
+        }
+        if old.next_if(|o| *o == key).is_none() {
             changes.put(index, key);
         }
     }
-    for key in gone {
-        changes.remove(index, key);
+    for gone in old {
+        changes.remove(index, gone);
     }
 }
 
