@@ -127,6 +127,10 @@ fn record(txn: &WriteTransaction, chosen: &[(u64, u64)], oldest: u64) -> Result<
 /// newer runs chosen.
 const IDLE_RATIO: u64 = 4;
 
+/// Room left in a chunk's page for redb's leaf header and offsets (12 bytes for a leaf
+/// holding one chunk; the rest is margin).
+const LEAF_OVERHEAD: usize = 64;
+
 /// When writes have stopped for a while (and no merge is in flight): flushes the log and
 /// merges the newest runs while each next older one holds at most `IDLE_RATIO` times
 /// what the newer ones chosen hold, so reads open fewer sources. The ratio keeps the
@@ -192,7 +196,7 @@ pub struct RunBuilder {
 impl RunBuilder {
     pub fn new(chunk_bytes: usize) -> Self {
         Self {
-            chunk: BlockBuilder::with_capacity(chunk_bytes + chunk_bytes / 4),
+            chunk: BlockBuilder::with_capacity(chunk_bytes),
             firsts: BlockBuilder::default(),
             full: Vec::new(),
             entries: 0,
@@ -201,16 +205,26 @@ impl RunBuilder {
     }
 
     pub fn push(&mut self, key: &[u8], present: bool) {
+        // An entry adds its key, its flag byte and an offset.
+        if !self.chunk.is_empty() && self.chunk.size() + key.len() + 5 > self.budget() {
+            let full = std::mem::replace(
+                &mut self.chunk,
+                BlockBuilder::with_capacity(self.chunk_bytes),
+            );
+            self.full.push(full.finish());
+        }
         if self.chunk.is_empty() {
             self.firsts.push(key, true);
         }
         self.chunk.push(key, present);
         self.entries += 1;
-        if self.chunk.size() >= self.chunk_bytes {
-            let room = self.chunk_bytes + self.chunk_bytes / 4;
-            let full = std::mem::replace(&mut self.chunk, BlockBuilder::with_capacity(room));
-            self.full.push(full.finish());
-        }
+    }
+
+    /// The most bytes a chunk may take so that it and redb's leaf header fit in
+    /// `chunk_bytes`: redb gives a value a power-of-two run of pages, so a chunk a few
+    /// bytes over 32 KiB would take (and write) 64 KiB.
+    fn budget(&self) -> usize {
+        self.chunk_bytes.saturating_sub(LEAF_OVERHEAD)
     }
 
     /// The chunks completed so far (the one being filled stays).
@@ -407,4 +421,41 @@ pub fn round(
         }
     }
     Ok(busy)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::block::Block;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// redb gives a value a power-of-two run of pages: a chunk must leave room for
+        /// the leaf header in `chunk_bytes`, or it takes (and writes) twice that.
+        #[test]
+        fn chunks_fit_their_page_and_keep_every_entry(
+            keys in proptest::collection::btree_set(
+                proptest::collection::vec(any::<u8>(), 1..200), 0..400),
+            chunk_bytes in 512usize..4096,
+        ) {
+            let mut run = RunBuilder::new(chunk_bytes);
+            for (n, key) in keys.iter().enumerate() {
+                run.push(key, n % 3 != 0);
+            }
+            let (chunks, directory, entries) = run.finish();
+            prop_assert_eq!(entries, keys.len() as u64);
+            let directory = Block::owned(directory).unwrap();
+            prop_assert_eq!(directory.len(), chunks.len());
+            let mut read = Vec::new();
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                prop_assert!(chunk.len() <= chunk_bytes - LEAF_OVERHEAD, "{} bytes", chunk.len());
+                let block = Block::owned(chunk).unwrap();
+                prop_assert_eq!(directory.key(i), block.key(0));
+                read.extend((0..block.len()).map(|j| (block.key(j).to_vec(), block.get(j).1)));
+            }
+            let expected: Vec<_> = keys.iter().enumerate().map(|(n, k)| (k.clone(), n % 3 != 0)).collect();
+            prop_assert_eq!(read, expected);
+        }
+    }
 }
