@@ -3,6 +3,7 @@
 //! entries of the same request did) and only writes once the plan has no conflict.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -11,7 +12,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::codec::{
     decode_agent, decode_attribute, decode_contact, encode_agent, encode_attribute, encode_contact,
 };
-use super::index::{self, Indexes};
+use super::index::{self, Pairs};
 use super::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_NEXT_CONTACT_ID,
@@ -58,7 +59,7 @@ struct Tables<'txn> {
     emails: Table<'txn, (&'static str, &'static str), &'static str>,
     by_id: Table<'txn, (&'static str, u64), &'static str>,
     agents: Table<'txn, &'static str, &'static [u8]>,
-    indexes: Indexes<'txn>,
+    txn: &'txn Txn,
 }
 
 impl<'txn> Tables<'txn> {
@@ -68,7 +69,7 @@ impl<'txn> Tables<'txn> {
             emails: txn.open_table(CONTACTS_BY_EMAIL)?,
             by_id: txn.open_table(CONTACTS_BY_ID)?,
             agents: txn.open_table(AGENTS)?,
-            indexes: Indexes::open(txn, &txn.index)?,
+            txn,
         })
     }
 
@@ -91,12 +92,11 @@ impl<'txn> Tables<'txn> {
     /// Writes the difference between `before` and `after` for each touched contact.
     /// Email index removals go first, so an address freed by one contact can be taken
     /// by another in the same request.
-    fn apply(
-        &mut self,
-        agent: &str,
-        changes: &[(Option<Contact>, Option<Contact>)],
-    ) -> Result<(), StoreError> {
-        for (before, after) in changes {
+    fn apply(&mut self, agent: &str, changes: Pairs) -> Result<(), StoreError> {
+        // The index worker computes the index changes while the contacts are written.
+        let changes = Arc::new(changes);
+        self.txn.index_contacts(agent, Arc::clone(&changes));
+        for (before, after) in changes.iter() {
             let Some(old) = before else { continue };
             let new_key = after.as_ref().and_then(Contact::email_key);
             let renamed = after
@@ -114,7 +114,7 @@ impl<'txn> Tables<'txn> {
                 self.by_id.remove((agent, old.id))?;
             }
         }
-        for (before, after) in changes {
+        for (before, after) in changes.iter() {
             let Some(new) = after else { continue };
             if before.as_ref() == Some(new) {
                 continue;
@@ -135,13 +135,6 @@ impl<'txn> Tables<'txn> {
                 self.by_id.insert((agent, new.id), ext)?;
             }
         }
-        for (before, after) in changes {
-            if before != after {
-                self.indexes
-                    .update(agent, before.as_ref(), after.as_ref())?;
-            }
-        }
-        self.indexes.finish(agent)?;
         Ok(())
     }
 
@@ -405,11 +398,11 @@ impl<'txn> Batch<'txn> {
             .iter()
             .filter_map(|ext| self.state.remove(ext))
             .collect();
-        self.tables.apply(&agent_id, &changes)?;
         let created = changes
             .iter()
             .filter(|(b, a)| b.is_none() && a.is_some())
             .count() as u64;
+        self.tables.apply(&agent_id, changes)?;
         if created > 0 {
             self.agent.contact_count += created;
             let agent = self.agent.clone();
@@ -562,7 +555,7 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     if !conflicts.is_empty() {
         return Err(StoreError::Conflict(conflicts.into_vec()));
     }
-    tables.apply(&req.agent, &[(Some(current), Some(next.clone()))])?;
+    tables.apply(&req.agent, vec![(Some(current), Some(next.clone()))])?;
     drop(tables);
     save_created(txn, &req.agent, &schema)?;
     Ok(next)
@@ -574,7 +567,7 @@ pub fn delete(txn: &Txn, agent_id: &str, target: &str) -> Result<Contact, StoreE
     let mut agent = tables.agent(agent_id)?;
     let current = find_contact(&tables.contacts, &tables.by_id, agent_id, target)?
         .ok_or(StoreError::ContactNotFound)?;
-    tables.apply(agent_id, &[(Some(current.clone()), None)])?;
+    tables.apply(agent_id, vec![(Some(current.clone()), None)])?;
     agent.contact_count = agent.contact_count.saturating_sub(1);
     tables.save_agent(&agent)?;
     Ok(current)

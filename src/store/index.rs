@@ -5,14 +5,13 @@
 //! A write records only the entries that differ between the stored contact and the new
 //! one: an update that changes nothing indexed writes no index entry at all.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::codec::decode_contact;
 use super::keys;
-use super::lsm::{self, Changes, Index, IndexLimits};
+use super::lsm::{self, Changes, Index, IndexLimits, Op, Sorted};
 use super::tables::{CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION};
 use super::StoreError;
 
@@ -68,111 +67,116 @@ pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
     sort_entries(contact).into_iter().map(|(f, _)| f).collect()
 }
 
-/// Index changes of a write transaction: sort and word entries go to `changes` (written
-/// to the index log before the commit), value counts straight to `field_counts`.
-pub struct Indexes<'txn> {
-    changes: &'txn RefCell<Changes>,
-    counts: Table<'txn, (&'static str, &'static str), u64>,
-    /// Per-field changes of the value count, written by `finish`.
-    count_delta: HashMap<String, i64>,
+/// Contact changes of one write: each contact before and after (either may be absent).
+pub type Pairs = Vec<(Option<Contact>, Option<Contact>)>;
+
+/// What contact changes do to the indexes: the sort and word entries that differ, and
+/// per field how many more contacts have a value for it (what `field_counts` counts).
+#[derive(Default)]
+pub struct Computed {
+    pub changes: Sorted,
+    pub counts: HashMap<String, i64>,
 }
 
-impl<'txn> Indexes<'txn> {
-    pub fn open(
-        txn: &'txn WriteTransaction,
-        changes: &'txn RefCell<Changes>,
-    ) -> Result<Self, StoreError> {
-        Ok(Self {
-            changes,
-            counts: txn.open_table(FIELD_COUNTS)?,
-            count_delta: HashMap::new(),
-        })
-    }
-
-    /// Replaces the entries of `before` with those of `after` (either may be absent),
-    /// writing only the entries that differ.
-    pub fn update(
-        &mut self,
-        agent: &str,
-        before: Option<&Contact>,
-        after: Option<&Contact>,
-    ) -> Result<(), StoreError> {
-        // Each contact's sort entries are computed once, for its keys and its fields.
-        let entries_before = before.map(sort_entries).unwrap_or_default();
-        let entries_after = after.map(sort_entries).unwrap_or_default();
-        let sort = |c: Option<&Contact>, e: &[(String, Vec<u8>)]| {
-            c.map(|c| sort_keys_of(agent, c.id, e)).unwrap_or_default()
-        };
-        let words = |c: Option<&Contact>| c.map(|c| word_keys_of(agent, c)).unwrap_or_default();
-        {
-            let mut changes = self.changes.borrow_mut();
-            let sort_old = sort(before, &entries_before);
-            replace(
-                &mut changes,
-                Index::Sort,
-                sort_old,
-                sort(after, &entries_after),
+/// The index changes of `pairs`, contacts of `agent`. Pure: the index worker runs it
+/// beside the writer (see `index_worker`).
+pub fn compute(agent: &str, pairs: &[(Option<Contact>, Option<Contact>)]) -> Computed {
+    let mut ops = Vec::new();
+    let mut counts = HashMap::new();
+    for (before, after) in pairs {
+        if before != after {
+            record(
+                agent,
+                before.as_ref(),
+                after.as_ref(),
+                &mut ops,
+                &mut counts,
             );
-            replace(&mut changes, Index::Words, words(before), words(after));
         }
-        // A contact has a handful of fields: comparing the lists costs less than sets.
-        let has =
-            |entries: &[(String, Vec<u8>)], field: &str| entries.iter().any(|(f, _)| f == field);
-        for (field, _) in &entries_before {
-            if !has(&entries_after, field) {
-                self.count(field, -1);
-            }
-        }
-        for (field, _) in &entries_after {
-            if !has(&entries_before, field) {
-                self.count(field, 1);
-            }
-        }
-        Ok(())
     }
+    Computed {
+        changes: Sorted::new(ops),
+        counts,
+    }
+}
 
-    fn count(&mut self, field: &str, delta: i64) {
-        match self.count_delta.get_mut(field) {
-            Some(total) => *total += delta,
-            None => {
-                self.count_delta.insert(field.to_owned(), delta);
-            }
+/// Records in `ops` the entries of `after` missing from `before` and the removal of those
+/// of `before` missing from `after`, and in `counts` the fields one has and the other
+/// has not.
+fn record(
+    agent: &str,
+    before: Option<&Contact>,
+    after: Option<&Contact>,
+    ops: &mut Vec<Op>,
+    counts: &mut HashMap<String, i64>,
+) {
+    // Each contact's sort entries are computed once, for its keys and its fields.
+    let entries_before = before.map(sort_entries).unwrap_or_default();
+    let entries_after = after.map(sort_entries).unwrap_or_default();
+    let sort = |c: Option<&Contact>, e: &[(String, Vec<u8>)]| {
+        c.map(|c| sort_keys_of(agent, c.id, e)).unwrap_or_default()
+    };
+    let words = |c: Option<&Contact>| c.map(|c| word_keys_of(agent, c)).unwrap_or_default();
+    let sort_old = sort(before, &entries_before);
+    replace(ops, Index::Sort, sort_old, sort(after, &entries_after));
+    replace(ops, Index::Words, words(before), words(after));
+    // A contact has a handful of fields: comparing the lists costs less than sets.
+    let has = |entries: &[(String, Vec<u8>)], field: &str| entries.iter().any(|(f, _)| f == field);
+    let mut count = |field: &str, delta: i64| match counts.get_mut(field) {
+        Some(total) => *total += delta,
+        None => {
+            counts.insert(field.to_owned(), delta);
+        }
+    };
+    for (field, _) in &entries_before {
+        if !has(&entries_after, field) {
+            count(field, -1);
         }
     }
+    for (field, _) in &entries_after {
+        if !has(&entries_before, field) {
+            count(field, 1);
+        }
+    }
+}
 
-    /// Writes the value counts changed by `update`.
-    pub fn finish(&mut self, agent: &str) -> Result<(), StoreError> {
-        for (field, delta) in std::mem::take(&mut self.count_delta) {
-            if delta == 0 {
-                continue;
-            }
-            let current = self
-                .counts
-                .get((agent, field.as_str()))?
-                .map_or(0, |v| v.value());
-            match current.saturating_add_signed(delta) {
-                0 => self.counts.remove((agent, field.as_str()))?,
-                next => self.counts.insert((agent, field.as_str()), next)?,
-            };
-        }
-        Ok(())
+/// Adds `counts` (per field, contacts gained or lost) to `agent`'s value counts.
+pub fn write_counts(
+    txn: &WriteTransaction,
+    agent: &str,
+    counts: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    if counts.values().all(|&delta| delta == 0) {
+        return Ok(());
     }
+    let mut table = txn.open_table(FIELD_COUNTS)?;
+    for (field, &delta) in counts {
+        if delta == 0 {
+            continue;
+        }
+        let current = table.get((agent, field.as_str()))?.map_or(0, |v| v.value());
+        match current.saturating_add_signed(delta) {
+            0 => table.remove((agent, field.as_str()))?,
+            next => table.insert((agent, field.as_str()), next)?,
+        };
+    }
+    Ok(())
 }
 
 /// Records the keys of `new` missing from `old` and removes those of `old` missing
 /// from `new`; both are sorted, without repeats.
-fn replace(changes: &mut Changes, index: Index, old: Vec<Vec<u8>>, new: Vec<Vec<u8>>) {
+fn replace(ops: &mut Vec<Op>, index: Index, old: Vec<Vec<u8>>, new: Vec<Vec<u8>>) {
     let mut old = old.into_iter().peekable();
     for key in new {
         while let Some(gone) = old.next_if(|o| *o < key) {
-            changes.remove(index, gone);
+            ops.push((index, gone, false));
         }
         if old.next_if(|o| *o == key).is_none() {
-            changes.put(index, key);
+            ops.push((index, key, true));
         }
     }
     for gone in old {
-        changes.remove(index, gone);
+        ops.push((index, gone, false));
     }
 }
 
@@ -207,9 +211,12 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
         txn.delete_table(TableDefinition::<&[u8], ()>::new(name))?;
     }
     txn.delete_table(FIELD_COUNTS)?;
+    // Created even when empty: readers open it.
+    txn.open_table(FIELD_COUNTS)?;
     lsm::clear(txn)?;
-    let changes = RefCell::new(Changes::default());
-    let mut indexes = Indexes::open(txn, &changes)?;
+    let mut changes = Changes::default();
+    let mut ops = Vec::new();
+    let mut counts = HashMap::new();
     let contacts = txn.open_table(CONTACTS)?;
     let mut built = 0;
     let mut current: Option<String> = None;
@@ -218,24 +225,26 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
         let agent = key.value().0;
         if current.as_deref() != Some(agent) {
             if let Some(done) = current.take() {
-                indexes.finish(&done)?;
+                write_counts(txn, &done, &std::mem::take(&mut counts))?;
             }
             current = Some(agent.to_owned());
         }
         let contact = decode_contact(value.value())?;
-        indexes.update(agent, None, Some(&contact))?;
+        record(agent, None, Some(&contact), &mut ops, &mut counts);
         built += 1;
         if built % 10_000 == 0 {
-            changes.borrow_mut().commit(txn, limits)?;
+            changes.add_sorted(Sorted::new(std::mem::take(&mut ops)));
+            changes.commit(txn, limits)?;
         }
         if built % 100_000 == 0 {
             tracing::info!(contacts = built, "building the sort and word indexes");
         }
     }
     if let Some(done) = current {
-        indexes.finish(&done)?;
+        write_counts(txn, &done, &counts)?;
     }
-    changes.borrow_mut().commit(txn, limits)?;
+    changes.add_sorted(Sorted::new(ops));
+    changes.commit(txn, limits)?;
     txn.open_table(META)?
         .insert(META_INDEX_VERSION, INDEX_VERSION)?;
     Ok(Some(built))

@@ -6,6 +6,7 @@ mod check;
 mod codec;
 mod contacts;
 mod index;
+mod index_worker;
 mod keys;
 mod lsm;
 mod merger;

@@ -8,10 +8,12 @@
 //! left. A storage error while applying poisons the transaction; then it is aborted
 //! and every job of the group is answered with that error.
 //!
-//! The jobs of a group gather their index changes in the transaction's [`Txn`]; they
-//! are written as one block of the index log just before the commit.
+//! The jobs of a group hand their contact changes to the index worker through the
+//! transaction's [`Txn`]; the sorted index changes it returns are written as one block
+//! of the index log just before the commit.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,6 +22,8 @@ use parking_lot::Mutex;
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::index::{self, Pairs};
+use super::index_worker::{IndexWorker, Pending};
 use super::lsm::{Changes, IndexLimits};
 use super::merger::Kick;
 use super::{StoreError, StoreFuture};
@@ -27,8 +31,9 @@ use super::{StoreError, StoreFuture};
 /// A write transaction and the index changes its jobs made so far.
 pub struct Txn {
     txn: WriteTransaction,
-    /// Index changes, written to the index log before the commit.
-    pub index: RefCell<Changes>,
+    /// Index changes being computed, per agent, in the order the jobs made them.
+    pending: RefCell<Vec<(String, Pending)>>,
+    worker: Arc<IndexWorker>,
     pub limits: IndexLimits,
 }
 
@@ -41,9 +46,39 @@ impl Deref for Txn {
 }
 
 impl Txn {
-    /// Writes the index changes gathered so far to the index log.
+    /// Has the index worker compute the index changes of contact writes (already made
+    /// or about to be made in this transaction).
+    pub fn index_contacts(&self, agent: &str, pairs: Arc<Pairs>) {
+        let pending = self.worker.submit(agent, pairs);
+        self.pending.borrow_mut().push((agent.to_owned(), pending));
+    }
+
+    /// Whether jobs changed index entries.
+    fn changed_index(&self) -> bool {
+        !self.pending.borrow().is_empty()
+    }
+
+    /// Writes the index changes gathered so far: value counts to `field_counts`, sort
+    /// and word entries as one block of the index log.
     pub fn write_index(&self) -> Result<(), StoreError> {
-        self.index.borrow_mut().commit(&self.txn, self.limits)?;
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Changes::default();
+        let mut counts: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        for (agent, pending) in pending {
+            let computed = pending.wait()?;
+            changes.add_sorted(computed.changes);
+            let total = counts.entry(agent).or_default();
+            for (field, delta) in computed.counts {
+                *total.entry(field).or_default() += delta;
+            }
+        }
+        for (agent, counts) in &counts {
+            index::write_counts(&self.txn, agent, counts)?;
+        }
+        changes.commit(&self.txn, self.limits)?;
         Ok(())
     }
 }
@@ -70,9 +105,10 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let limits = Arc::new(Mutex::new(IndexLimits::default()));
         let shared = Arc::clone(&limits);
+        let worker = Arc::new(IndexWorker::start()?);
         let thread = std::thread::Builder::new()
             .name("contactd-writer".into())
-            .spawn(move || run(&db, rx, &shared, &kick))?;
+            .spawn(move || run(&db, rx, &shared, &kick, &worker))?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -150,7 +186,13 @@ where
     (job, reply_rx)
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>, kick: &Kick) {
+fn run(
+    db: &Database,
+    mut rx: mpsc::Receiver<Job>,
+    limits: &Mutex<IndexLimits>,
+    kick: &Kick,
+    worker: &Arc<IndexWorker>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -162,7 +204,8 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>, 
         let mut txn = match db.begin_write() {
             Ok(txn) => Txn {
                 txn,
-                index: RefCell::new(Changes::default()),
+                pending: RefCell::new(Vec::new()),
+                worker: Arc::clone(worker),
                 limits: *limits.lock(),
             },
             Err(err) => {
@@ -185,7 +228,7 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>, limits: &Mutex<IndexLimits>, 
             poisoned |= bad;
             completions.push(complete);
         }
-        let wrote = !txn.index.borrow().is_empty();
+        let wrote = txn.changed_index();
         let written = if poisoned { Ok(()) } else { txn.write_index() };
         if let Err(err) = &written {
             tracing::error!(error = %err, "cannot write the index log");

@@ -241,45 +241,22 @@ impl<T: ChunkTable> Sources<T> {
     }
 }
 
-/// Index changes gathered in a write transaction, written to the log by
-/// [`Changes::commit`].
-#[derive(Default)]
-pub struct Changes {
-    ops: Vec<(Index, Vec<u8>, bool)>,
-}
+/// One index change: the key, and whether it is now present.
+pub type Op = (Index, Vec<u8>, bool);
 
-impl Changes {
-    pub fn put(&mut self, index: Index, key: Vec<u8>) {
-        self.ops.push((index, key, true));
-    }
+/// Index changes in key order, one per key (the last change of a key wins).
+#[derive(Debug, Default, PartialEq)]
+pub struct Sorted(Vec<Op>);
 
-    pub fn remove(&mut self, index: Index, key: Vec<u8>) {
-        self.ops.push((index, key, false));
-    }
-
-    fn len(&self) -> usize {
-        self.ops.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    /// Writes the changes as one log block (the last change of a key wins), then flushes
-    /// the log into a run and plans merges as the limits say; returns whether it
-    /// flushed (merges may be due: see [`compaction`]).
-    pub fn commit(
-        &mut self,
-        txn: &WriteTransaction,
-        limits: IndexLimits,
-    ) -> Result<bool, StoreError> {
-        if self.ops.is_empty() {
-            return Ok(false);
+impl Sorted {
+    /// Sorts `ops` given in the order they were made.
+    pub fn new(ops: Vec<Op>) -> Self {
+        if ops.is_empty() {
+            return Self(ops);
         }
-        let ops = std::mem::take(&mut self.ops);
         // Sorted by (index, key, position), so the last change of a key comes last. The
-        // keys of a transaction usually share a long prefix (the agent), so they are
-        // compared first by the 8 bytes after the prefix they all share.
+        // keys usually share a long prefix (the agent), so they are compared first by
+        // the 8 bytes after the prefix they all share.
         let shared = ops.iter().skip(1).fold(ops[0].1.len(), |n, (_, key, _)| {
             n.min(
                 key.iter()
@@ -306,20 +283,95 @@ impl Changes {
                 .then_with(|| ops[a.2].1.cmp(&ops[b.2].1))
                 .then(a.2.cmp(&b.2))
         });
-        let mut builder = BlockBuilder::with_capacity(ops.iter().map(|op| op.1.len() + 6).sum());
-        let mut key = Vec::new();
-        for (n, &(_, _, i)) in order.iter().enumerate() {
-            let (index, bytes, present) = &ops[i];
-            let superseded = order
-                .get(n + 1)
-                .is_some_and(|&(_, _, next)| ops[next].0 == *index && ops[next].1 == *bytes);
-            if superseded {
-                continue;
+        let mut slots: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
+        let mut out: Vec<Op> = Vec::with_capacity(slots.len());
+        for &(_, _, i) in &order {
+            let Some(op) = slots[i].take() else { continue };
+            match out.last_mut() {
+                Some(last) if last.0 == op.0 && last.1 == op.1 => *last = op,
+                _ => out.push(op),
             }
+        }
+        Self(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Index changes gathered in a write transaction, written to the log by
+/// [`Changes::commit`]: changes made one by one, and runs of changes sorted elsewhere
+/// (the index worker's), in the order they were made.
+#[derive(Default)]
+pub struct Changes {
+    /// Changes since the last sorted run was added.
+    ops: Vec<Op>,
+    sorted: Vec<Sorted>,
+}
+
+impl Changes {
+    #[cfg(test)]
+    pub fn put(&mut self, index: Index, key: Vec<u8>) {
+        self.ops.push((index, key, true));
+    }
+
+    pub fn remove(&mut self, index: Index, key: Vec<u8>) {
+        self.ops.push((index, key, false));
+    }
+
+    /// Adds changes made after every change so far.
+    pub fn add_sorted(&mut self, sorted: Sorted) {
+        self.seal();
+        if !sorted.is_empty() {
+            self.sorted.push(sorted);
+        }
+    }
+
+    fn seal(&mut self) {
+        if !self.ops.is_empty() {
+            let ops = std::mem::take(&mut self.ops);
+            self.sorted.push(Sorted::new(ops));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ops.len() + self.sorted.iter().map(Sorted::len).sum::<usize>()
+    }
+
+    /// Writes the changes as one log block (the last change of a key wins), then flushes
+    /// the log into a run and plans merges as the limits say; returns whether it
+    /// flushed (merges may be due: see [`compaction`]).
+    pub fn commit(
+        &mut self,
+        txn: &WriteTransaction,
+        limits: IndexLimits,
+    ) -> Result<bool, StoreError> {
+        self.seal();
+        if self.sorted.is_empty() {
+            return Ok(false);
+        }
+        let runs = std::mem::take(&mut self.sorted);
+        let bytes: usize = runs
+            .iter()
+            .flat_map(|run| run.0.iter())
+            .map(|op| op.1.len() + 6)
+            .sum();
+        let mut builder = BlockBuilder::with_capacity(bytes);
+        let mut key = Vec::new();
+        let mut push = |(index, bytes, present): &Op| {
             key.clear();
             key.push(index.tag());
             key.extend_from_slice(bytes);
             builder.push(&key, *present);
+        };
+        match runs.as_slice() {
+            [only] => only.0.iter().for_each(&mut push),
+            _ => merge_sorted(&runs, &mut push),
         }
         let size = builder.size() as u64;
         let blocks = {
@@ -340,6 +392,38 @@ impl Changes {
             return Ok(true);
         }
         Ok(false)
+    }
+}
+
+/// Passes the changes of several sorted runs to `out` in key order; for a key in more
+/// than one run, only the change of the latest run.
+fn merge_sorted(runs: &[Sorted], out: &mut impl FnMut(&Op)) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let head = |run: usize, at: usize| {
+        runs[run]
+            .0
+            .get(at)
+            .map(|op| Reverse((op.0.tag(), op.1.as_slice(), run, at)))
+    };
+    let mut heap: BinaryHeap<_> = (0..runs.len()).filter_map(|run| head(run, 0)).collect();
+    while let Some(Reverse((tag, key, mut run, mut at))) = heap.pop() {
+        // Equal keys pop in run order: the last one popped is the latest change.
+        loop {
+            if let Some(next) = head(run, at + 1) {
+                heap.push(next);
+            }
+            match heap.peek() {
+                Some(Reverse((t, k, ..))) if *t == tag && *k == key => {
+                    let Some(Reverse((_, _, r, a))) = heap.pop() else {
+                        break;
+                    };
+                    (run, at) = (r, a);
+                }
+                _ => break,
+            }
+        }
+        out(&runs[run].0[at]);
     }
 }
 
@@ -424,10 +508,10 @@ pub fn remove_prefix(
                 changes.remove(index, merged.key().to_vec());
             }
         }
-        let Some((_, last, _)) = changes.ops.last() else {
+        let Some((_, last, _)) = changes.ops.last().cloned() else {
             return Ok(());
         };
-        from = last.clone();
+        from = last;
         from.push(0);
         changes.commit(txn, limits)?;
     }
@@ -557,6 +641,46 @@ mod tests {
         let key = proptest::collection::vec(0u8..4, 0..4);
         let op = (any::<bool>(), key, proptest::bool::weighted(0.7));
         proptest::collection::vec(proptest::collection::vec(op, 0..12), 1..25)
+    }
+
+    proptest! {
+        /// Changes sorted in pieces and merged come out as if sorted together: key
+        /// order, one change per key, the latest one.
+        #[test]
+        fn sorted_pieces_merge_like_one_sort(
+            ops in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec(0u8..4, 0..3), any::<bool>()), 0..60),
+            cuts in proptest::collection::vec(0usize..60, 0..5),
+        ) {
+            let ops: Vec<super::Op> = ops
+                .into_iter()
+                .map(|(words, key, present)| {
+                    (if words { Index::Words } else { Index::Sort }, key, present)
+                })
+                .collect();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(ops.len())).collect();
+            cuts.push(0);
+            cuts.push(ops.len());
+            cuts.sort_unstable();
+            let pieces: Vec<Sorted> = cuts
+                .windows(2)
+                .map(|w| Sorted::new(ops[w[0]..w[1]].to_vec()))
+                .collect();
+            let mut merged = Vec::new();
+            merge_sorted(&pieces, &mut |op: &super::Op| merged.push(op.clone()));
+            let mut last: std::collections::BTreeMap<(u8, Vec<u8>), bool> = Default::default();
+            for (index, key, present) in &ops {
+                last.insert((index.tag(), key.clone()), *present);
+            }
+            let expected: Vec<super::Op> = last
+                .into_iter()
+                .map(|((tag, key), present)| {
+                    (if tag == Index::Words.tag() { Index::Words } else { Index::Sort }, key, present)
+                })
+                .collect();
+            prop_assert_eq!(&merged, &expected);
+            prop_assert_eq!(Sorted::new(ops).0, expected);
+        }
     }
 
     proptest! {
