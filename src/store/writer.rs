@@ -49,7 +49,12 @@ impl Txn {
     /// Has the index worker compute the index changes of contact writes (already made
     /// or about to be made in this transaction).
     pub fn index_contacts(&self, agent: &str, pairs: Arc<Pairs>) {
-        let pending = self.worker.submit(agent, pairs);
+        // A few contacts cost less to compute here than to hand over.
+        let pending = if pairs.len() < INLINE_BELOW {
+            Pending::Ready(index::compute(agent, &pairs))
+        } else {
+            self.worker.submit(agent, pairs)
+        };
         self.pending.borrow_mut().push((agent.to_owned(), pending));
     }
 
@@ -82,6 +87,9 @@ impl Txn {
         Ok(())
     }
 }
+
+/// Jobs with fewer contacts compute their index changes on the writer.
+const INLINE_BELOW: usize = 16;
 
 /// Most jobs that share one commit.
 const MAX_GROUP: usize = 64;
