@@ -68,25 +68,28 @@ pub fn visit_terms(contact: &Contact, f: &mut dyn FnMut(&str) -> bool) -> bool {
     true
 }
 
-/// The digit runs of a phone number, their concatenation, and the concatenation's last
-/// 10 and 7 digits (national and local numbers), so `555 123` finds `+1 (555) 123-4567`
-/// and `5551234567` finds `+15551234567`.
+/// The digits of a phone number from the start of each of its digit groups to the end,
+/// and its last 10 and 7 digits (national and local numbers). A digit term matches when
+/// it starts one of these: `555 123` and `555123` find `+1 (555) 123-4567`, and
+/// `5551234567` finds `+15551234567`. Every digit group is a prefix of the word that
+/// starts with it, so the groups need no words of their own: a US number gives four
+/// words where groups, the whole number and its tails gave seven, and every word is
+/// an index entry that each change of the number removes or adds.
 fn phone_terms(phone: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
     let mut all = String::new();
+    let mut starts = Vec::new();
     for run in phone.split(|c: char| !c.is_ascii_digit()) {
         if !run.is_empty() {
-            if !f(run) {
-                return false;
-            }
+            starts.push(all.len());
             all.push_str(run);
         }
     }
     for tail in [10, 7] {
-        if all.len() > tail && !f(&all[all.len() - tail..]) {
-            return false;
+        if all.len() > tail && !starts.contains(&(all.len() - tail)) {
+            starts.push(all.len() - tail);
         }
     }
-    all.is_empty() || f(&all)
+    starts.into_iter().all(|at| f(&all[at..]))
 }
 
 /// Every word a search term may be a prefix of (see `visit_terms`).
@@ -233,15 +236,36 @@ mod tests {
             "acme.com",
             "acme",
             "com",
-            "555",
-            "123",
-            "4567",
             "15551234567",
             "5551234567",
             "1234567",
+            "4567",
         ] {
             assert!(t.contains(want), "{want} missing from {t:?}");
         }
+        assert_eq!(
+            phone_words("+1 (555) 123-4567").len(),
+            4,
+            "one per digit group start"
+        );
+    }
+
+    fn phone_words(phone: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        phone_terms(phone, &mut |w| {
+            out.insert(w.to_owned());
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn phone_tails_that_start_no_group_are_words_too() {
+        // 44 20 7946 0958: the last 10 digits start at a group, the last 7 do not.
+        let want = ["442079460958", "2079460958", "79460958", "0958", "9460958"];
+        let want: BTreeSet<String> = want.into_iter().map(String::from).collect();
+        assert_eq!(phone_words("+44 20 7946 0958"), want);
+        assert!(phone_words("no digits").is_empty());
     }
 
     #[test]
@@ -256,6 +280,13 @@ mod tests {
         assert!(!matches_terms(&c, &q("ivera")));
         let plain = contact("x", "y@z.co", "+15551234567");
         assert!(matches_terms(&plain, &q("555123")));
+        // A digit term may run on across groups, from the start of one.
+        assert!(matches_terms(&c, &q("5551234")));
+        assert!(matches_terms(&c, &q("1234")));
+        assert!(
+            !matches_terms(&c, &q("551234")),
+            "not from the middle of a group"
+        );
     }
 
     proptest! {
