@@ -16,7 +16,9 @@
 //! - (s) one client following `next_cursor` to page 10,000, comparing the first and the
 //!   last 100 pages.
 //!
-//! `CONTACTD_BENCH_PHASES=a,b,o` runs only the phases with those letters.
+//! `CONTACTD_BENCH_PHASES=a,b,o` runs only the phases with those letters;
+//! `CONTACTD_BENCH_SETTLE_SECS=60` waits that long after the preload, so that the index
+//! merges the preload left are done before the phases run.
 //!
 //! A phase stops issuing requests after `CONTACTD_BENCH_SECS` (default 10) or after its
 //! request cap (below), whichever comes first, and ends when the requests in flight are
@@ -224,6 +226,14 @@ fn main() {
                 .any(|p| label.starts_with(&format!("({})", p.trim())))
         })
     };
+    let settle = common::settle_duration();
+    if !settle.is_zero() {
+        println!(
+            "load: waiting {} s before the phases (merges of the preload run meanwhile)",
+            settle.as_secs()
+        );
+        std::thread::sleep(settle);
+    }
     for (number, phase) in PHASES.iter().enumerate() {
         if wanted(phase.label) {
             run_phase(&rt, &server, &workload, phase, number as u64, duration);

@@ -138,6 +138,11 @@ pub fn phase_duration() -> Duration {
     Duration::from_secs(env_u64("CONTACTD_BENCH_SECS", 10, 1).max(1))
 }
 
+/// Wait after the preload: `CONTACTD_BENCH_SETTLE_SECS`, default none.
+pub fn settle_duration() -> Duration {
+    Duration::from_secs(env_u64("CONTACTD_BENCH_SETTLE_SECS", 0, 0))
+}
+
 /// A fresh temporary directory for one database, removed when dropped.
 pub fn data_dir() -> TempDir {
     let parent = std::env::var_os("CONTACTD_BENCH_DIR")
