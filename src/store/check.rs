@@ -19,6 +19,7 @@ use redb::{ReadTransaction, ReadableTable};
 use super::codec::{decode_agent, decode_contact};
 use super::index::{counted_fields, sort_keys, word_keys};
 use super::keys;
+use super::lsm::unlogged::Held;
 use super::lsm::{Index, IndexView};
 use super::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS};
 use super::StoreError;
@@ -149,11 +150,12 @@ fn differences(
     Ok(())
 }
 
-pub fn run(txn: &ReadTransaction) -> Result<CheckReport, StoreError> {
+/// Checks the snapshot `txn`; `held` are the unlogged blocks taken with it.
+pub fn run(txn: &ReadTransaction, held: &Held) -> Result<CheckReport, StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
     let by_id = txn.open_table(CONTACTS_BY_ID)?;
     let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
-    let view = IndexView::open(txn)?;
+    let view = IndexView::open(txn, held)?;
     let mut by_agents: HashMap<&str, u64> = HashMap::new();
     let counts = txn.open_table(FIELD_COUNTS)?;
     let mut report = CheckReport::default();

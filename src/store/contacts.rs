@@ -93,9 +93,9 @@ impl<'txn> Tables<'txn> {
     /// Email index removals go first, so an address freed by one contact can be taken
     /// by another in the same request.
     fn apply(&mut self, agent: &str, changes: Pairs) -> Result<(), StoreError> {
-        // The index worker computes the index changes while the contacts are written.
+        // Field counts and the journal entry now; the index entries after the commit.
         let changes = Arc::new(changes);
-        self.txn.index_contacts(agent, Arc::clone(&changes));
+        self.txn.index_contacts(agent, Arc::clone(&changes))?;
         for (before, after) in changes.iter() {
             let Some(old) = before else { continue };
             let new_key = after.as_ref().and_then(Contact::email_key);
@@ -586,7 +586,7 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
     by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
     // Earlier jobs of this transaction may have index changes for the agent.
-    txn.write_index()?;
+    txn.log_now()?;
     index::delete_agent(txn, agent_id, txn.limits)?;
     let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
     for name in agent_rows(&attributes, agent_id)? {

@@ -1,6 +1,7 @@
 //! The sort and word indexes: which entries a contact has, keeping them in step with
-//! every contact write (same transaction), removing an agent's, and rebuilding them.
-//! They are stored log-structured (see `lsm`).
+//! every contact write (field counts and the journal entry in the same transaction, the
+//! entries in the next one: see `lsm::unlogged`), removing an agent's, and rebuilding
+//! them. They are stored log-structured (see `lsm`).
 //!
 //! A write records only the entries that differ between the stored contact and the new
 //! one: an update that changes nothing indexed writes no index entry at all.
@@ -17,7 +18,7 @@ use super::StoreError;
 
 /// The B-tree index tables of index version 1, removed when the indexes are rebuilt.
 const LEGACY_TABLES: [&str; 2] = ["sort_index", "word_index"];
-use crate::domain::search::{sort_entries, visit_terms};
+use crate::domain::search::{sort_entries, visit_terms, ATTR_PREFIX, CORE_FIELDS};
 use crate::domain::Contact;
 
 /// Fields ordered by another table, so the sort index leaves them out.
@@ -70,47 +71,72 @@ pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
 /// Contact changes of one write: each contact before and after (either may be absent).
 pub type Pairs = Vec<(Option<Contact>, Option<Contact>)>;
 
-/// What contact changes do to the indexes: the sort and word entries that differ, and
-/// per field how many more contacts have a value for it (what `field_counts` counts).
-#[derive(Default)]
-pub struct Computed {
-    pub changes: Sorted,
-    pub counts: HashMap<String, i64>,
-}
-
-/// The index changes of `pairs`, contacts of `agent`. Pure: the index worker runs it
-/// beside the writer (see `index_worker`).
-pub fn compute(agent: &str, pairs: &[(Option<Contact>, Option<Contact>)]) -> Computed {
+/// The index changes of `pairs`, contacts of `agent`: the sort and word entries that
+/// differ. Pure: the index worker runs it beside the writer (see `index_worker`).
+pub fn compute(agent: &str, pairs: &[(Option<Contact>, Option<Contact>)]) -> Sorted {
     let mut ops = Vec::new();
-    let mut counts = HashMap::new();
     for (before, after) in pairs {
         if before != after {
-            record(
-                agent,
-                before.as_ref(),
-                after.as_ref(),
-                &mut ops,
-                &mut counts,
-            );
+            record(agent, before.as_ref(), after.as_ref(), &mut ops);
         }
     }
-    Computed {
-        changes: Sorted::new(ops),
-        counts,
+    Sorted::new(ops)
+}
+
+/// Adds to `counts`, per field, how many more contacts of `pairs` have a value for it
+/// (what `field_counts` counts). Cheap enough for the writer: no key is built.
+pub fn count(pairs: &[(Option<Contact>, Option<Contact>)], counts: &mut HashMap<String, i64>) {
+    let mut field = String::new();
+    let mut add = |name: &str, delta: i64| match counts.get_mut(name) {
+        Some(total) => *total += delta,
+        None => {
+            counts.insert(name.to_owned(), delta);
+        }
+    };
+    for (before, after) in pairs {
+        if before == after {
+            continue;
+        }
+        for core in CORE_FIELDS {
+            let (was, is) = (
+                before.as_ref().is_some_and(|c| has_core(c, core)),
+                after.as_ref().is_some_and(|c| has_core(c, core)),
+            );
+            if was != is {
+                add(core, i64::from(is) - i64::from(was));
+            }
+        }
+        let (was, is) = (
+            before.as_ref().map(|c| &c.custom_attributes),
+            after.as_ref().map(|c| &c.custom_attributes),
+        );
+        for (mine, other, delta) in [(was, is, -1), (is, was, 1)] {
+            for name in mine.into_iter().flat_map(|a| a.keys()) {
+                if !other.is_some_and(|o| o.contains_key(name)) {
+                    field.clear();
+                    field.push_str(ATTR_PREFIX);
+                    field.push_str(name);
+                    add(&field, delta);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a contact has a value for a core column (what `sort_entries` lists).
+fn has_core(contact: &Contact, field: &str) -> bool {
+    match field {
+        "name" => contact.name.is_some(),
+        "email" => contact.email.is_some(),
+        "phonenumber" => contact.phonenumber.is_some(),
+        _ => true,
     }
 }
 
 /// Records in `ops` the entries of `after` missing from `before` and the removal of those
-/// of `before` missing from `after`, and in `counts` the fields one has and the other
-/// has not. Field by field and word by word: keys are built only for what changed (an
+/// of `before` missing from `after`. Field by field and word by word: keys are built only for what changed (an
 /// update changes a few fields of a contact's ~25 entries).
-fn record(
-    agent: &str,
-    before: Option<&Contact>,
-    after: Option<&Contact>,
-    ops: &mut Vec<Op>,
-    counts: &mut HashMap<String, i64>,
-) {
+fn record(agent: &str, before: Option<&Contact>, after: Option<&Contact>, ops: &mut Vec<Op>) {
     let entries_before = before.map(sort_entries).unwrap_or_default();
     let entries_after = after.map(sort_entries).unwrap_or_default();
     // The same contact before and after (as every write has it): an entry whose value is
@@ -164,25 +190,6 @@ fn record(
                 old.next();
                 new.next();
             }
-        }
-    }
-
-    // A contact has a handful of fields: comparing the lists costs less than sets.
-    let has = |entries: &[(String, Vec<u8>)], field: &str| entries.iter().any(|(f, _)| f == field);
-    let mut count = |field: &str, delta: i64| match counts.get_mut(field) {
-        Some(total) => *total += delta,
-        None => {
-            counts.insert(field.to_owned(), delta);
-        }
-    };
-    for (field, _) in &entries_before {
-        if !has(&entries_after, field) {
-            count(field, -1);
-        }
-    }
-    for (field, _) in &entries_after {
-        if !has(&entries_before, field) {
-            count(field, 1);
         }
     }
 }
@@ -277,7 +284,6 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
     // Created even when empty: readers open it.
     txn.open_table(FIELD_COUNTS)?;
     lsm::clear(txn)?;
-    let mut changes = Changes::default();
     let mut ops = Vec::new();
     let mut counts = HashMap::new();
     let contacts = txn.open_table(CONTACTS)?;
@@ -293,9 +299,12 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
             current = Some(agent.to_owned());
         }
         let contact = decode_contact(value.value())?;
-        record(agent, None, Some(&contact), &mut ops, &mut counts);
+        record(agent, None, Some(&contact), &mut ops);
+        let pair = [(None, Some(contact))];
+        count(&pair, &mut counts);
         built += 1;
         if built % 10_000 == 0 {
+            let mut changes = Changes::default();
             changes.add_sorted(Sorted::new(std::mem::take(&mut ops)));
             changes.commit(txn, limits)?;
         }
@@ -306,6 +315,7 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
     if let Some(done) = current {
         write_counts(txn, &done, &counts)?;
     }
+    let mut changes = Changes::default();
     changes.add_sorted(Sorted::new(ops));
     changes.commit(txn, limits)?;
     txn.open_table(META)?
@@ -367,7 +377,8 @@ mod tests {
         ) {
             let mut ops = Vec::new();
             let mut counts = HashMap::new();
-            record("a", before.as_ref(), after.as_ref(), &mut ops, &mut counts);
+            record("a", before.as_ref(), after.as_ref(), &mut ops);
+            count(&[(before.clone(), after.clone())], &mut counts);
             let all: [(Index, KeysOf); 2] = [(Index::Sort, sort_keys), (Index::Words, word_keys)];
             for (index, keys_of) in all {
                 let mut keys = before.as_ref().map(|c| keys_of("a", c)).unwrap_or_default();

@@ -7,6 +7,7 @@ mod codec;
 mod contacts;
 mod index;
 mod index_worker;
+mod journal;
 mod keys;
 mod lsm;
 mod merger;
@@ -260,4 +261,25 @@ pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Contacts for the store's unit tests.
+#[cfg(test)]
+pub(crate) mod samples {
+    use crate::domain::Contact;
+
+    /// Contact `id` named `name`, with nothing else set.
+    pub fn named(id: u64, name: &str) -> Contact {
+        Contact {
+            id,
+            external_id: format!("ext-{id}"),
+            name: Some(name.into()),
+            email: None,
+            phonenumber: None,
+            stripe_accounts: vec![],
+            custom_attributes: Default::default(),
+            created_at: 5,
+            updated_at: 6,
+        }
+    }
 }

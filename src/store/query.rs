@@ -34,6 +34,7 @@ use redb::{AccessGuard, ReadOnlyTable, ReadTransaction};
 
 use super::codec::{decode_agent, decode_contact};
 use super::keys;
+use super::lsm::unlogged::Held;
 use super::lsm::{Index, IndexView};
 use super::sources::{sources, Source};
 use super::streams::{intersect, list_stream, runs_stream, IdStream, Intersection, Results};
@@ -99,12 +100,14 @@ pub(super) struct Snapshot<'t> {
     pub(super) by_id: ReadOnlyTable<(&'static str, u64), &'static str>,
     pub(super) by_email: ReadOnlyTable<(&'static str, &'static str), &'static str>,
     index: OnceCell<IndexView>,
+    held: &'t Held,
 }
 
 impl<'t> Snapshot<'t> {
-    fn open(txn: &'t ReadTransaction) -> Result<Self, StoreError> {
+    fn open(txn: &'t ReadTransaction, held: &'t Held) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
+            held,
             contacts: txn.open_table(CONTACTS)?,
             by_id: txn.open_table(CONTACTS_BY_ID)?,
             by_email: txn.open_table(CONTACTS_BY_EMAIL)?,
@@ -117,7 +120,7 @@ impl<'t> Snapshot<'t> {
         if let Some(view) = self.index.get() {
             return Ok(view);
         }
-        let view = IndexView::open(self.txn)?;
+        let view = IndexView::open(self.txn, self.held)?;
         Ok(self.index.get_or_init(|| view))
     }
 
@@ -145,9 +148,11 @@ impl<'t> Snapshot<'t> {
     }
 }
 
-/// Runs `query` for `agent`: at most `limit` contacts from `start`.
+/// Runs `query` for `agent`: at most `limit` contacts from `start`, on the snapshot
+/// `txn` and the unlogged blocks `held` taken with it.
 pub fn run(
     txn: &ReadTransaction,
+    held: &Held,
     agent: &str,
     query: &Query,
     start: &Start,
@@ -163,7 +168,7 @@ pub fn run(
         .get((agent, query.sort_field.as_str()))?
         .map_or(0, |v| v.value());
     let has_tail = with_value < agent_total;
-    let snap = Snapshot::open(txn)?;
+    let snap = Snapshot::open(txn, held)?;
     let (offset, after) = match start {
         Start::Offset(n) => (usize::try_from(*n).unwrap_or(usize::MAX), None),
         Start::After(pos) => (0, Some(pos)),

@@ -12,6 +12,8 @@ use super::codec::{
 };
 use super::contacts::{self, find_contact};
 use super::index;
+use super::journal;
+use super::lsm::unlogged::{Unlogged, INDEX_JOURNAL};
 use super::lsm::IndexLimits;
 use super::merger::{Kick, Merger};
 use super::query::{self, QueryLimits, QueryPage, Start};
@@ -33,6 +35,7 @@ pub const DB_FILE: &str = "contactd.redb";
 
 pub struct RedbStore {
     db: Arc<Database>,
+    unlogged: Arc<Unlogged>,
     writer: Arc<Writer>,
     merger: Merger,
     path: PathBuf,
@@ -55,10 +58,16 @@ impl RedbStore {
         prepare(&db)?;
         let db = Arc::new(db);
         let kick = Kick::default();
-        let writer = Arc::new(Writer::start(Arc::clone(&db), kick.clone())?);
+        let unlogged = Arc::new(Unlogged::default());
+        let writer = Arc::new(Writer::start(
+            Arc::clone(&db),
+            kick.clone(),
+            Arc::clone(&unlogged),
+        )?);
         let merger = Merger::start(Arc::clone(&db), Arc::clone(&writer), kick)?;
         Ok(Self {
             db,
+            unlogged,
             writer,
             merger,
             path,
@@ -89,8 +98,8 @@ impl RedbStore {
 
     /// Verifies that every index agrees with the contacts table (`contactd check`).
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        let txn = self.db.begin_read()?;
-        check::run(&txn)
+        let (txn, held) = self.unlogged.begin_read(&self.db)?;
+        check::run(&txn, &held)
     }
 
     /// Stops the index merger (a merge in flight resumes at the next open), finishes
@@ -169,6 +178,15 @@ fn prepare(db: &Database) -> Result<(), StoreError> {
             tracing::info!(contacts = built, "built the sort and word indexes");
         }
     }
+    // Created even when empty: readers open it.
+    txn.open_table(INDEX_JOURNAL)?;
+    let replayed = journal::replay(&txn, IndexLimits::default())?;
+    if replayed > 0 {
+        tracing::info!(
+            contacts = replayed,
+            "indexed the contacts of the last write again"
+        );
+    }
     txn.commit()?;
     Ok(())
 }
@@ -239,8 +257,8 @@ impl Store for RedbStore {
         start: &Start,
         limit: usize,
     ) -> Result<QueryPage, StoreError> {
-        let txn = self.db.begin_read()?;
-        query::run(&txn, agent, query, start, limit, self.limits)
+        let (txn, held) = self.unlogged.begin_read(&self.db)?;
+        query::run(&txn, &held, agent, query, start, limit, self.limits)
     }
 
     fn attributes(&self, agent: &str) -> Result<Vec<AttributeDef>, StoreError> {
@@ -360,13 +378,13 @@ impl Store for RedbStore {
         chunk: usize,
         sink: &mut dyn FnMut(Vec<Contact>) -> bool,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read()?;
+        let (txn, held) = self.unlogged.begin_read(&self.db)?;
         let Some(query) = query else {
             return export_all(&txn, agent, chunk, sink);
         };
         let mut start = Start::Offset(0);
         loop {
-            let page = query::run(&txn, agent, query, &start, chunk, self.limits)?;
+            let page = query::run(&txn, &held, agent, query, &start, chunk, self.limits)?;
             let next = page.next;
             if !page.contacts.is_empty() && !sink(page.contacts) {
                 return Ok(());
@@ -547,6 +565,105 @@ mod tests {
             .unwrap()
     }
 
+    /// Query parameters as the API hands them over.
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// The external ids a search finds.
+    fn found(store: &RedbStore, agent: &str, q: &str) -> Vec<String> {
+        use crate::domain::query::Query;
+        let query = Query::parse(&params(&[("q", q)]), &Default::default()).unwrap();
+        let page = store
+            .query_contacts(agent, &query, &Start::Offset(0), 10)
+            .unwrap();
+        page.contacts.into_iter().map(|c| c.external_id).collect()
+    }
+
+    /// Creates agent `id`.
+    fn create_agent(rt: &tokio::runtime::Runtime, store: &RedbStore, id: &str) {
+        let agent = Agent {
+            id: id.into(),
+            name: id.into(),
+            created_at: 0,
+            contact_count: 0,
+        };
+        rt.block_on(store.create_agent(agent)).unwrap();
+    }
+
+    /// Upserts contacts `(external id, name)` into `agent`.
+    fn upsert_names(
+        rt: &tokio::runtime::Runtime,
+        store: &RedbStore,
+        agent: &str,
+        rows: &[(&str, &str)],
+    ) {
+        let mut issues = crate::domain::Issues::new();
+        let entries: Vec<ContactInput> = rows
+            .iter()
+            .map(|(ext, name)| {
+                let body = serde_json::json!({"external_id": ext, "name": name});
+                ContactInput::parse(&body, "", &mut issues).unwrap()
+            })
+            .collect();
+        rt.block_on(store.upsert_contacts(
+            agent.into(),
+            entries,
+            OnDuplicate::Update,
+            UnknownPolicy::Define,
+        ))
+        .unwrap();
+    }
+
+    /// The last write's index changes are in the journal, not the log, until the next
+    /// write; reads see them at once, and a store stopped in between indexes those
+    /// contacts again when it opens.
+    #[test]
+    fn the_last_writes_index_changes_survive_a_stop_through_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let upsert = |store: &RedbStore, rows: &[(&str, &str)]| upsert_names(&rt, store, "a", rows);
+        let journaled = |store: &RedbStore| {
+            let txn = store.db.begin_read().unwrap();
+            txn.open_table(INDEX_JOURNAL).unwrap().len().unwrap()
+        };
+        {
+            // However few contacts a write changes, they go through the journal.
+            let store = RedbStore::open(dir.path())
+                .unwrap()
+                .with_index_limits(IndexLimits {
+                    inline_below: 0,
+                    ..IndexLimits::default()
+                });
+            create_agent(&rt, &store, "a");
+            upsert(&store, &[("u0", "Ada Lovelace"), ("u1", "Grace Hopper")]);
+            assert_eq!(journaled(&store), 1);
+            assert_eq!(found(&store, "a", "hop"), ["u1"]);
+            // The next write logs the first one's block and journals its own.
+            upsert(&store, &[("u0", "Ada King"), ("u2", "Alan Turing")]);
+            assert_eq!(journaled(&store), 1);
+            assert_eq!(found(&store, "a", "king"), ["u0"]);
+            assert!(found(&store, "a", "lovelace").is_empty());
+            assert_eq!(store.check().unwrap().problem_count, 0);
+            store.shutdown();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(journaled(&store), 0);
+        // A write of a few contacts logs its block itself.
+        upsert(&store, &[("u3", "Edsger Dijkstra")]);
+        assert_eq!(journaled(&store), 0);
+        assert_eq!(found(&store, "a", "dijkstra"), ["u3"]);
+        let report = store.check().unwrap();
+        assert_eq!(report.problem_count, 0, "{:?}", report.problems);
+        assert_eq!(found(&store, "a", "king"), ["u0"]);
+        assert_eq!(found(&store, "a", "turing"), ["u2"]);
+        assert!(found(&store, "a", "lovelace").is_empty());
+        assert_eq!(found(&store, "a", "hop"), ["u1"]);
+    }
+
     #[test]
     fn a_version_2_data_dir_gets_its_indexes_built_at_open() {
         use crate::domain::query::Query;
@@ -554,29 +671,13 @@ mod tests {
         let rt = runtime();
         {
             let store = RedbStore::open(dir.path()).unwrap();
-            let agent = Agent {
-                id: "a".into(),
-                name: "a".into(),
-                created_at: 0,
-                contact_count: 0,
-            };
-            rt.block_on(store.create_agent(agent)).unwrap();
-            let mut issues = crate::domain::Issues::new();
-            let entries: Vec<ContactInput> = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let body = serde_json::json!({"external_id": format!("u{i}"), "name": name});
-                    ContactInput::parse(&body, "", &mut issues).unwrap()
-                })
-                .collect();
-            rt.block_on(store.upsert_contacts(
-                "a".into(),
-                entries,
-                OnDuplicate::Update,
-                UnknownPolicy::Define,
-            ))
-            .unwrap();
+            create_agent(&rt, &store, "a");
+            let rows = [
+                ("u0", "Ada Lovelace"),
+                ("u1", "Grace Hopper"),
+                ("u2", "Alan Turing"),
+            ];
+            upsert_names(&rt, &store, "a", &rows);
             store.shutdown();
         }
         // What a schema-2 build left: no index tables, no index version (and a stale
@@ -591,12 +692,15 @@ mod tests {
                 .map(|t| t.name().to_owned())
                 .filter(|name| name.starts_with("index_run_"))
                 .collect();
-            assert!(!runs.is_empty() || txn.open_table(INDEX_LOG).unwrap().len().unwrap() > 0);
+            let logged = txn.open_table(INDEX_LOG).unwrap().len().unwrap();
+            let journaled = txn.open_table(INDEX_JOURNAL).unwrap().len().unwrap();
+            assert!(!runs.is_empty() || logged + journaled > 0);
             for name in runs {
                 txn.delete_table(redb::TableDefinition::<u32, &[u8]>::new(&name))
                     .unwrap();
             }
             txn.delete_table(INDEX_LOG).unwrap();
+            txn.delete_table(INDEX_JOURNAL).unwrap();
             txn.delete_table(INDEX_RUNS).unwrap();
             txn.delete_table(INDEX_STATE).unwrap();
             txn.delete_table(FIELD_COUNTS).unwrap();
@@ -619,12 +723,6 @@ mod tests {
             let txn = store.db.begin_read().unwrap();
             assert!(txn.list_tables().unwrap().all(|t| t.name() != "sort_index"));
         }
-        let params = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect()
-        };
         let by_name = Query::parse(&params(&[("sort", "name")]), &Default::default()).unwrap();
         let page = store
             .query_contacts("a", &by_name, &Start::Offset(0), 10)
@@ -649,7 +747,7 @@ mod tests {
             let db = Database::create(dir.path().join(DB_FILE)).unwrap();
             let first = {
                 let txn = db.begin_read().unwrap();
-                let view = IndexView::open(&txn).unwrap();
+                let view = IndexView::open(&txn, &Vec::new()).unwrap();
                 let mut words = view.range(Index::Words, &[], None, false).unwrap();
                 assert!(words.advance().unwrap());
                 words.key().to_vec()
@@ -695,6 +793,7 @@ mod tests {
                 base_entries: 8,
                 merge_step: 7,
                 idle_ms: 1,
+                inline_below: 0,
             });
         let agent = |id: &str| Agent {
             id: id.into(),
@@ -703,21 +802,8 @@ mod tests {
             contact_count: 0,
         };
         let upsert = |agent: &str, names: &[&str]| {
-            let mut issues = crate::domain::Issues::new();
-            let entries: Vec<ContactInput> = names
-                .iter()
-                .map(|name| {
-                    let body = serde_json::json!({"external_id": name, "name": name});
-                    ContactInput::parse(&body, "", &mut issues).unwrap()
-                })
-                .collect();
-            rt.block_on(store.upsert_contacts(
-                agent.into(),
-                entries,
-                OnDuplicate::Update,
-                UnknownPolicy::Define,
-            ))
-            .unwrap();
+            let rows: Vec<(&str, &str)> = names.iter().map(|n| (*n, *n)).collect();
+            upsert_names(&rt, &store, agent, &rows);
         };
         rt.block_on(store.create_agent(agent("a"))).unwrap();
         rt.block_on(store.create_agent(agent("b"))).unwrap();
@@ -766,6 +852,7 @@ mod tests {
                 base_entries: 8,
                 merge_step: 7,
                 idle_ms: 50,
+                inline_below: 0,
             });
         let agent = Agent {
             id: "default".into(),

@@ -8,9 +8,10 @@
 //! left. A storage error while applying poisons the transaction; then it is aborted
 //! and every job of the group is answered with that error.
 //!
-//! The jobs of a group hand their contact changes to the index worker through the
-//! transaction's [`Txn`]; the sorted index changes it returns are written as one block
-//! of the index log just before the commit.
+//! The jobs of a group record their contact changes in the transaction's [`Txn`]:
+//! field counts are updated and the changed contacts journaled in the transaction
+//! itself, while the index worker builds the transaction's index log block after it;
+//! the next transaction stores that block in the log (see `lsm::unlogged`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,17 +24,25 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::{self, Pairs};
-use super::index_worker::{IndexWorker, Pending};
-use super::lsm::{Changes, IndexLimits};
+use super::index_worker::{self, IndexWorker, Job as IndexJob};
+use super::journal;
+use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
+use super::lsm::{append_block, IndexLimits};
 use super::merger::Kick;
 use super::{StoreError, StoreFuture};
 
 /// A write transaction and the index changes its jobs made so far.
 pub struct Txn {
     txn: WriteTransaction,
-    /// Index changes being computed, per agent, in the order the jobs made them.
-    pending: RefCell<Vec<(String, Pending)>>,
+    /// Contact changes whose index entries are not computed yet, in the order made.
+    jobs: RefCell<Vec<IndexJob>>,
+    /// Per agent and field, how many more contacts have a value for it.
+    counts: RefCell<HashMap<String, HashMap<String, i64>>>,
+    journal: RefCell<journal::Entry>,
+    /// Journal entries whose blocks this transaction stored in the log.
+    logged: RefCell<Vec<u64>>,
     worker: Arc<IndexWorker>,
+    unlogged: Arc<Unlogged>,
     pub limits: IndexLimits,
 }
 
@@ -46,50 +55,90 @@ impl Deref for Txn {
 }
 
 impl Txn {
-    /// Has the index worker compute the index changes of contact writes (already made
-    /// or about to be made in this transaction).
-    pub fn index_contacts(&self, agent: &str, pairs: Arc<Pairs>) {
-        // A few contacts cost less to compute here than to hand over.
-        let pending = if pairs.len() < INLINE_BELOW {
-            Pending::Ready(index::compute(agent, &pairs))
-        } else {
-            self.worker.submit(agent, pairs)
-        };
-        self.pending.borrow_mut().push((agent.to_owned(), pending));
+    /// Records contact writes (already made or about to be made in this transaction)
+    /// for the indexes: their field counts and journal entry now, their index entries
+    /// once the transaction commits.
+    pub fn index_contacts(&self, agent: &str, pairs: Arc<Pairs>) -> Result<(), StoreError> {
+        index::count(
+            &pairs,
+            self.counts
+                .borrow_mut()
+                .entry(agent.to_owned())
+                .or_default(),
+        );
+        self.journal.borrow_mut().record(agent, &pairs)?;
+        self.jobs.borrow_mut().push((agent.to_owned(), pairs));
+        Ok(())
     }
 
-    /// Whether jobs changed index entries.
-    fn changed_index(&self) -> bool {
-        !self.pending.borrow().is_empty()
-    }
-
-    /// Writes the index changes gathered so far: value counts to `field_counts`, sort
-    /// and word entries as one block of the index log.
-    pub fn write_index(&self) -> Result<(), StoreError> {
-        let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let mut changes = Changes::default();
-        let mut counts: HashMap<String, HashMap<String, i64>> = HashMap::new();
-        for (agent, pending) in pending {
-            let computed = pending.wait()?;
-            changes.add_sorted(computed.changes);
-            let total = counts.entry(agent).or_default();
-            for (field, delta) in computed.counts {
-                *total.entry(field).or_default() += delta;
-            }
-        }
+    /// Adds the value count changes gathered so far to `field_counts`.
+    fn write_counts(&self) -> Result<(), StoreError> {
+        let counts = std::mem::take(&mut *self.counts.borrow_mut());
         for (agent, counts) in &counts {
             index::write_counts(&self.txn, agent, counts)?;
         }
-        changes.commit(&self.txn, self.limits)?;
         Ok(())
     }
-}
 
-/// Jobs with fewer contacts compute their index changes on the writer.
-const INLINE_BELOW: usize = 16;
+    /// Stores the blocks of earlier transactions in the log (waiting for the index
+    /// worker where needed), and drops their journal entries.
+    fn log_earlier(&self) -> Result<(), StoreError> {
+        let mut logged = self.logged.borrow_mut();
+        let mut journal = self.txn.open_table(INDEX_JOURNAL)?;
+        for (seq, slot) in self.unlogged.all() {
+            if logged.contains(&seq) {
+                continue;
+            }
+            if let Some(block) = slot.wait()? {
+                append_block(&self.txn, &block, self.limits)?;
+            }
+            journal.remove(seq)?;
+            logged.push(seq);
+        }
+        Ok(())
+    }
+
+    /// Writes every index change made so far to the log now, this transaction's
+    /// included (before an agent's entries are removed, which reads them).
+    pub fn log_now(&self) -> Result<(), StoreError> {
+        self.write_counts()?;
+        self.log_earlier()?;
+        let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
+        self.journal.borrow_mut().clear();
+        if let Some(block) = index_worker::build(&jobs) {
+            append_block(&self.txn, &block, self.limits)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the transaction's index work before its commit: field counts, earlier
+    /// transactions' blocks, and this one's journal entry. Returns the journal sequence
+    /// number and the slot of its own block, if it changed contacts.
+    fn finish_index(&self) -> Result<Option<(u64, Arc<Slot>)>, StoreError> {
+        self.write_counts()?;
+        self.log_earlier()?;
+        let contacts: usize = self.jobs.borrow().iter().map(|(_, p)| p.len()).sum();
+        if contacts < self.limits.inline_below {
+            // A few contacts cost less to index here than to hand over.
+            self.log_now()?;
+            return Ok(None);
+        }
+        let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
+        let journal = self.journal.borrow();
+        if jobs.is_empty() || journal.is_empty() {
+            return Ok(None);
+        }
+        let seq = {
+            let mut table = self.txn.open_table(INDEX_JOURNAL)?;
+            let seq = self.unlogged.next_seq();
+            table.insert(seq, journal.bytes())?;
+            seq
+        };
+        let slot = Arc::new(Slot::default());
+        self.worker.seal(jobs, Arc::clone(&slot));
+        Ok(Some((seq, slot)))
+    }
+}
 
 /// Most jobs that share one commit.
 const MAX_GROUP: usize = 64;
@@ -108,15 +157,20 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread; `kick` is woken after every commit (index merges may be due).
-    pub fn start(db: Arc<Database>, kick: Kick) -> Result<Self, StoreError> {
+    /// Starts the thread; `kick` is woken after every commit (index merges may be due);
+    /// `unlogged` holds the blocks of committed transactions not yet in the log.
+    pub fn start(
+        db: Arc<Database>,
+        kick: Kick,
+        unlogged: Arc<Unlogged>,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let limits = Arc::new(Mutex::new(IndexLimits::default()));
         let shared = Arc::clone(&limits);
         let worker = Arc::new(IndexWorker::start()?);
         let thread = std::thread::Builder::new()
             .name("contactd-writer".into())
-            .spawn(move || run(&db, rx, &shared, &kick, &worker))?;
+            .spawn(move || run(&db, rx, &shared, &kick, &worker, &unlogged))?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -200,6 +254,7 @@ fn run(
     limits: &Mutex<IndexLimits>,
     kick: &Kick,
     worker: &Arc<IndexWorker>,
+    unlogged: &Arc<Unlogged>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
@@ -212,8 +267,12 @@ fn run(
         let mut txn = match db.begin_write() {
             Ok(txn) => Txn {
                 txn,
-                pending: RefCell::new(Vec::new()),
+                jobs: RefCell::new(Vec::new()),
+                counts: RefCell::new(HashMap::new()),
+                journal: RefCell::new(journal::Entry::default()),
+                logged: RefCell::new(Vec::new()),
                 worker: Arc::clone(worker),
+                unlogged: Arc::clone(unlogged),
                 limits: *limits.lock(),
             },
             Err(err) => {
@@ -236,11 +295,24 @@ fn run(
             poisoned |= bad;
             completions.push(complete);
         }
-        let wrote = txn.changed_index();
-        let written = if poisoned { Ok(()) } else { txn.write_index() };
-        if let Err(err) = &written {
-            tracing::error!(error = %err, "cannot write the index log");
-            poisoned = true;
+        let finished = if poisoned {
+            Ok(None)
+        } else {
+            txn.finish_index()
+        };
+        let own = match finished {
+            Ok(own) => own,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot write the index changes");
+                poisoned = true;
+                None
+            }
+        };
+        let logged = std::mem::take(&mut *txn.logged.borrow_mut());
+        let wrote = own.is_some() || !logged.is_empty();
+        // A snapshot that holds the journal entry must find the slot.
+        if let Some((seq, slot)) = &own {
+            unlogged.add(*seq, Arc::clone(slot));
         }
         let outcome = if poisoned {
             if let Err(err) = txn.txn.abort() {
@@ -253,8 +325,16 @@ fn run(
             txn.txn.commit().map_err(StoreError::from)
         };
         match &outcome {
-            Ok(()) => kick.wake(wrote),
-            Err(err) => tracing::error!(error = %err, "write transaction failed"),
+            Ok(()) => {
+                unlogged.remove(&logged);
+                kick.wake(wrote);
+            }
+            Err(err) => {
+                if let Some((seq, _)) = own {
+                    unlogged.remove(&[seq]);
+                }
+                tracing::error!(error = %err, "write transaction failed");
+            }
         }
         for complete in completions {
             complete(outcome.clone());

@@ -121,6 +121,11 @@ impl Block {
         })
     }
 
+    /// The encoded block.
+    pub fn bytes(&self) -> &[u8] {
+        self.raw()
+    }
+
     fn raw(&self) -> &[u8] {
         match &*self.bytes {
             Bytes::Stored(guard) => guard.value(),

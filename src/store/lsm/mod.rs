@@ -5,8 +5,11 @@
 //! 5–15×. Here the indexes are instead:
 //!
 //! - the **index log** (`index_log`): each write transaction that changes index entries
-//!   adds one sorted [`block`] of them (key + present/removed), one redb value, so a
-//!   write costs a few pages however many entries it changes;
+//!   gets one sorted [`block`] of them (key + present/removed), one redb value, so a
+//!   write costs a few pages however many entries it changes. The index worker builds
+//!   the block after the transaction, and the next write transaction stores it; until
+//!   then the transaction's entry in the index journal (`index_journal`) stands for it
+//!   and readers take the block from memory ([`unlogged`]);
 //! - **runs**: immutable sorted runs of chunks (`index_run_<id>`, chunk number →
 //!   block, plus the first key of every chunk under [`DIRECTORY`]), listed with their
 //!   entry counts in `index_runs`. A larger id is a newer run.
@@ -19,16 +22,19 @@
 //! beside the writer ([`compaction`]). Removed keys are kept as tombstones until a merge
 //! includes the oldest run.
 //!
-//! Readers see one snapshot of the log and the runs and merge them ([`merge`]): for a
-//! key the newest source wins. Everything lives in the redb file and changes only inside
+//! Readers see one snapshot of the log and the runs, plus the blocks of the journal
+//! entries in that snapshot, and merge them ([`merge`]): for a key the newest source
+//! wins. The log, the runs and the journal live in the redb file and change only inside
 //! write transactions, so a read snapshot is consistent and a crash loses nothing that
-//! was committed.
+//! was committed: opening the store writes the blocks of journal entries left behind
+//! (`store::journal::replay`).
 //!
 //! Keys are the index's byte key (see `keys`) behind one tag byte naming the index.
 
 pub mod block;
 pub mod compaction;
 pub mod merge;
+pub mod unlogged;
 
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
@@ -38,6 +44,7 @@ use redb::{
 use self::block::{Block, BlockBuilder};
 use self::compaction::{RunBuilder, INDEX_MERGES};
 use self::merge::{ChunkTable, Chunks, Merged, Run, Single};
+use self::unlogged::{Held, INDEX_JOURNAL};
 use super::StoreError;
 
 /// Sequence number → a block of index changes.
@@ -102,6 +109,9 @@ pub struct IndexLimits {
     /// Milliseconds without writes after which the log is flushed and runs of
     /// comparable size are merged (see `compaction::plan_idle`).
     pub idle_ms: u64,
+    /// A write transaction that changes fewer contacts builds its log block itself
+    /// rather than journaling them for the index worker (see `unlogged`).
+    pub inline_below: usize,
 }
 
 impl Default for IndexLimits {
@@ -114,6 +124,7 @@ impl Default for IndexLimits {
             base_entries: 16 << 10,
             merge_step: 512 << 10,
             idle_ms: 1000,
+            inline_below: 256,
         }
     }
 }
@@ -140,8 +151,19 @@ pub struct Sources<T> {
 pub type IndexView = Sources<ReadOnlyTable<u32, &'static [u8]>>;
 
 impl IndexView {
-    pub fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+    /// The indexes as `txn` has them: its log and runs, and the blocks of its journal
+    /// entries not yet logged, from `held` (taken with the snapshot).
+    pub fn open(txn: &ReadTransaction, held: &Held) -> Result<Self, StoreError> {
         let mut log = Vec::new();
+        for row in txn.open_table(INDEX_JOURNAL)?.iter()?.rev() {
+            let seq = row?.0.value();
+            let slot = held.iter().find(|(s, _)| *s == seq).ok_or_else(|| {
+                StoreError::Corrupt(format!("index journal entry {seq} has no block"))
+            })?;
+            if let Some(block) = slot.1.wait()? {
+                log.push(Single(block));
+            }
+        }
         let table = txn.open_table(INDEX_LOG)?;
         for row in table.range::<u64>(..)?.rev() {
             log.push(Single(Block::stored(row?.1)?));
@@ -343,17 +365,12 @@ impl Changes {
         self.ops.len() + self.sorted.iter().map(Sorted::len).sum::<usize>()
     }
 
-    /// Writes the changes as one log block (the last change of a key wins), then flushes
-    /// the log into a run and plans merges as the limits say; returns whether it
-    /// flushed (merges may be due: see [`compaction`]).
-    pub fn commit(
-        &mut self,
-        txn: &WriteTransaction,
-        limits: IndexLimits,
-    ) -> Result<bool, StoreError> {
+    /// The changes as one log block (the last change of a key wins); `None` when there
+    /// are none.
+    pub fn into_block(mut self) -> Option<Block> {
         self.seal();
         if self.sorted.is_empty() {
-            return Ok(false);
+            return None;
         }
         let runs = std::mem::take(&mut self.sorted);
         let bytes: usize = runs
@@ -373,26 +390,45 @@ impl Changes {
             [only] => only.0.iter().for_each(&mut push),
             _ => merge_sorted(&runs, &mut push),
         }
-        let size = builder.size() as u64;
-        let blocks = {
-            let mut log = txn.open_table(INDEX_LOG)?;
-            let seq = log.last()?.map_or(0, |(k, _)| k.value() + 1);
-            log.insert(seq, builder.finish().as_slice())?;
-            log.len()?
-        };
-        let bytes = {
-            let mut state = txn.open_table(INDEX_STATE)?;
-            let bytes = state.get(META_LOG_BYTES)?.map_or(0, |v| v.value()) + size;
-            state.insert(META_LOG_BYTES, bytes)?;
-            bytes
-        };
-        if blocks >= limits.log_blocks || bytes >= limits.log_bytes {
-            flush(txn, limits)?;
-            compaction::plan_all(txn, limits)?;
-            return Ok(true);
-        }
-        Ok(false)
+        Block::owned(builder.finish()).ok()
     }
+
+    /// Writes the changes as one log block (see [`append_block`]).
+    pub fn commit(self, txn: &WriteTransaction, limits: IndexLimits) -> Result<bool, StoreError> {
+        match self.into_block() {
+            Some(block) => append_block(txn, &block, limits),
+            None => Ok(false),
+        }
+    }
+}
+
+/// Adds a block of changes (newer than every change so far) to the log, then flushes the
+/// log into a run and plans merges as the limits say; returns whether it flushed
+/// (merges may be due: see [`compaction`]).
+pub fn append_block(
+    txn: &WriteTransaction,
+    block: &Block,
+    limits: IndexLimits,
+) -> Result<bool, StoreError> {
+    let size = block.bytes().len() as u64;
+    let blocks = {
+        let mut log = txn.open_table(INDEX_LOG)?;
+        let seq = log.last()?.map_or(0, |(k, _)| k.value() + 1);
+        log.insert(seq, block.bytes())?;
+        log.len()?
+    };
+    let bytes = {
+        let mut state = txn.open_table(INDEX_STATE)?;
+        let bytes = state.get(META_LOG_BYTES)?.map_or(0, |v| v.value()) + size;
+        state.insert(META_LOG_BYTES, bytes)?;
+        bytes
+    };
+    if blocks >= limits.log_blocks || bytes >= limits.log_bytes {
+        flush(txn, limits)?;
+        compaction::plan_all(txn, limits)?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Passes the changes of several sorted runs to `out` in key order; for a key in more
@@ -517,8 +553,8 @@ pub fn remove_prefix(
     }
 }
 
-/// Deletes the log and every run (before the indexes are built anew), creating the
-/// tables when missing.
+/// Deletes the log, the journal and every run (before the indexes are built anew),
+/// creating the tables when missing.
 pub fn clear(txn: &WriteTransaction) -> Result<(), StoreError> {
     // Every run table, listed or not (an unfinished merge's output).
     let names: Vec<String> = txn
@@ -539,6 +575,8 @@ pub fn clear(txn: &WriteTransaction) -> Result<(), StoreError> {
     drop(state);
     txn.open_table(INDEX_LOG)?.retain(|_, _| false)?;
     txn.open_table(INDEX_STATE)?.insert(META_LOG_BYTES, 0)?;
+    // What the journal records is rebuilt from the contacts as well.
+    txn.open_table(INDEX_JOURNAL)?.retain(|_, _| false)?;
     Ok(())
 }
 
@@ -560,6 +598,7 @@ mod tests {
         // Merges of more than 40 entries take several steps.
         merge_step: 40,
         idle_ms: 1,
+        inline_below: 0,
     };
 
     /// A database with the index tables created and empty.
@@ -727,7 +766,7 @@ mod tests {
                 }
 
                 let txn = db.begin_read().unwrap();
-                let view = IndexView::open(&txn).unwrap();
+                let view = IndexView::open(&txn, &Vec::new()).unwrap();
                 for index in [Index::Sort, Index::Words] {
                     for descending in [false, true] {
                         let upper = upper.as_deref();
@@ -794,7 +833,7 @@ mod tests {
             let txn = db.begin_read().unwrap();
             let merging = !txn.open_table(INDEX_MERGES).unwrap().is_empty().unwrap();
             let runs = txn.open_table(INDEX_RUNS).unwrap().len().unwrap();
-            let view = IndexView::open(&txn).unwrap();
+            let view = IndexView::open(&txn, &Vec::new()).unwrap();
             let want: Vec<Vec<u8>> = model.iter().cloned().collect();
             assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
             (merging, runs)
@@ -881,7 +920,7 @@ mod tests {
         merge_rounds(&db, &mut after, usize::MAX);
         let txn = db.begin_read().unwrap();
         assert!(compaction::pending(&txn).unwrap().is_empty());
-        let view = IndexView::open(&txn).unwrap();
+        let view = IndexView::open(&txn, &Vec::new()).unwrap();
         let want: Vec<Vec<u8>> = model.iter().cloned().collect();
         assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
         drop(view);
@@ -893,7 +932,7 @@ mod tests {
         assert_eq!(apply_step(&txn, late, TINY).unwrap(), Applied::Stale);
         txn.commit().unwrap();
         let txn = db.begin_read().unwrap();
-        let view = IndexView::open(&txn).unwrap();
+        let view = IndexView::open(&txn, &Vec::new()).unwrap();
         assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
         drop(view);
         drop(txn);
@@ -948,7 +987,7 @@ mod tests {
         while idle(&mut progress) {}
         assert_eq!(state(), (0, vec![507]));
         let txn = db.begin_read().unwrap();
-        let view = IndexView::open(&txn).unwrap();
+        let view = IndexView::open(&txn, &Vec::new()).unwrap();
         assert_eq!(view_range(&view, Index::Words, &[], None, false).len(), 507);
     }
 
@@ -987,7 +1026,7 @@ mod tests {
         remove_prefix(&txn, Index::Words, &[0], &[1], TINY).unwrap();
         txn.commit().unwrap();
         let txn = db.begin_read().unwrap();
-        let view = IndexView::open(&txn).unwrap();
+        let view = IndexView::open(&txn, &Vec::new()).unwrap();
         let left = view_range(&view, Index::Words, &[], None, false);
         assert_eq!(left, keys[256..].to_vec());
     }

@@ -1,0 +1,128 @@
+//! Log blocks on their way: the index changes of committed transactions that the index
+//! log does not hold yet.
+//!
+//! A write transaction does not wait for its index changes to be computed. It records
+//! the contacts it changed in the index journal (see `store::journal`) and hands them to
+//! the index worker, which builds the transaction's log block into a [`Slot`]; the next
+//! write transaction stores that block in the log and drops the journal entry. Until
+//! then, readers whose snapshot holds the journal entry read the block from its slot
+//! (waiting for the worker if it is not built yet).
+//!
+//! Slots are keyed by journal sequence number. The writer adds a slot before the
+//! commit that writes its journal entry, and removes it after the commit that logs its
+//! block. A reader takes its snapshot and the slots together ([`Unlogged::begin_read`]),
+//! and a slot is only removed while no reader is doing so, so every journal entry a
+//! snapshot holds has its slot among those the reader took.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
+
+use super::block::Block;
+use crate::store::StoreError;
+
+/// Journal sequence number → the contacts a transaction changed (see `store::journal`).
+pub const INDEX_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("index_journal");
+
+/// The log block of one transaction, once the index worker has built it.
+#[derive(Default)]
+pub struct Slot {
+    block: Mutex<Option<Result<Option<Block>, StoreError>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    /// Stores the built block (`None`: the transaction changed no index entry).
+    pub fn fill(&self, block: Result<Option<Block>, StoreError>) {
+        let mut held = self.block.lock();
+        if held.is_none() {
+            *held = Some(block);
+            self.ready.notify_all();
+        }
+    }
+
+    /// The block, once built.
+    pub fn wait(&self) -> Result<Option<Block>, StoreError> {
+        let mut held = self.block.lock();
+        loop {
+            if let Some(block) = held.as_ref() {
+                return block.clone();
+            }
+            self.ready.wait(&mut held);
+        }
+    }
+}
+
+/// Slots taken with a snapshot, by journal sequence number.
+pub type Held = Vec<(u64, Arc<Slot>)>;
+
+/// The slots of the journal entries not yet logged (shared by the writer and readers).
+#[derive(Default)]
+pub struct Unlogged {
+    slots: RwLock<BTreeMap<u64, Arc<Slot>>>,
+    /// The next journal sequence number (the journal is empty when a store opens).
+    next: AtomicU64,
+}
+
+impl Unlogged {
+    pub fn next_seq(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A read snapshot and the slots of every journal entry it may hold.
+    pub fn begin_read(&self, db: &Database) -> Result<(ReadTransaction, Held), StoreError> {
+        let slots = self.slots.read();
+        let txn = db.begin_read()?;
+        let held = slots.iter().map(|(&seq, slot)| (seq, Arc::clone(slot)));
+        Ok((txn, held.collect()))
+    }
+
+    /// Every slot (for the writer: those of committed transactions, between its
+    /// transactions).
+    pub fn all(&self) -> Held {
+        let slots = self.slots.read();
+        slots
+            .iter()
+            .map(|(&seq, slot)| (seq, Arc::clone(slot)))
+            .collect()
+    }
+
+    pub fn add(&self, seq: u64, slot: Arc<Slot>) {
+        self.slots.write().insert(seq, slot);
+    }
+
+    pub fn remove(&self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut slots = self.slots.write();
+        for seq in seqs {
+            slots.remove(seq);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_waits_for_the_block() {
+        let slot = Arc::new(Slot::default());
+        let reader = {
+            let slot = Arc::clone(&slot);
+            std::thread::spawn(move || slot.wait().unwrap().map(|b| b.len()))
+        };
+        let mut builder = super::super::block::BlockBuilder::default();
+        builder.push(b"k", true);
+        slot.fill(Ok(Some(Block::owned(builder.finish()).unwrap())));
+        assert_eq!(reader.join().unwrap(), Some(1));
+        // The first result stands.
+        slot.fill(Ok(None));
+        assert_eq!(slot.wait().unwrap().map(|b| b.len()), Some(1));
+    }
+}
