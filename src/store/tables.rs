@@ -40,8 +40,9 @@ pub const META_INDEX_VERSION: &str = "index_version";
 /// Version 2 moved them from one B-tree table each into the log and runs of `lsm`;
 /// version 3 records merges in flight in `index_merges` (several at once, carried out
 /// by the merger thread) instead of one in `index_state`; version 4 gives a phone number
-/// one word per digit group start instead of one per group (see `domain::search`).
-pub const INDEX_VERSION: u64 = 4;
+/// one word per digit group start instead of one per group (see `domain::search`);
+/// version 5 stores run chunks packed (see `lsm::block::PackedBuilder`).
+pub const INDEX_VERSION: u64 = 5;
 
 /// The layout this build writes. Version 2 added `custom_attributes` and contact
 /// records with typed values; a version-1 data dir is upgraded at open (the new table

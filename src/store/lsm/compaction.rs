@@ -23,7 +23,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
-use super::block::BlockBuilder;
+use super::block::{BlockBuilder, PackedBuilder, PACKED_OVERHEAD};
 use super::merge::{ChunkTable, Chunks, Merged, Run};
 use super::{
     drop_runs, flush, next_run_id, open_run_read, run_name, run_sizes, run_table, IndexLimits,
@@ -186,7 +186,7 @@ pub fn pending(txn: &ReadTransaction) -> Result<Vec<Plan>, StoreError> {
 /// Builds a run's chunks and its directory (the first key of every chunk) from entries
 /// given in key order.
 pub struct RunBuilder {
-    chunk: BlockBuilder,
+    chunk: PackedBuilder,
     firsts: BlockBuilder,
     full: Vec<Vec<u8>>,
     entries: u64,
@@ -196,7 +196,7 @@ pub struct RunBuilder {
 impl RunBuilder {
     pub fn new(chunk_bytes: usize) -> Self {
         Self {
-            chunk: BlockBuilder::with_capacity(chunk_bytes),
+            chunk: PackedBuilder::with_capacity(chunk_bytes),
             firsts: BlockBuilder::default(),
             full: Vec::new(),
             entries: 0,
@@ -205,11 +205,12 @@ impl RunBuilder {
     }
 
     pub fn push(&mut self, key: &[u8], present: bool) {
-        // An entry adds its key, its flag byte and an offset.
-        if !self.chunk.is_empty() && self.chunk.size() + key.len() + 5 > self.budget() {
+        // An entry adds at most its key and `PACKED_OVERHEAD`.
+        if !self.chunk.is_empty() && self.chunk.size() + key.len() + PACKED_OVERHEAD > self.budget()
+        {
             let full = std::mem::replace(
                 &mut self.chunk,
-                BlockBuilder::with_capacity(self.chunk_bytes),
+                PackedBuilder::with_capacity(self.chunk_bytes),
             );
             self.full.push(full.finish());
         }
@@ -450,7 +451,7 @@ mod tests {
             let mut read = Vec::new();
             for (i, chunk) in chunks.into_iter().enumerate() {
                 prop_assert!(chunk.len() <= chunk_bytes - LEAF_OVERHEAD, "{} bytes", chunk.len());
-                let block = Block::owned(chunk).unwrap();
+                let block = super::super::block::unpack(&chunk).unwrap();
                 prop_assert_eq!(directory.key(i), block.key(0));
                 read.extend((0..block.len()).map(|j| (block.key(j).to_vec(), block.get(j).1)));
             }

@@ -4,7 +4,7 @@
 
 use redb::{ReadOnlyTable, ReadableTable, Table};
 
-use super::block::Block;
+use super::block::{unpack, Block};
 use crate::store::StoreError;
 
 /// A sorted source made of chunks, each a [`Block`], in key order.
@@ -37,23 +37,21 @@ impl Chunks for Single {
     }
 }
 
-/// Where a run's chunks are read from: a table of a read snapshot, or one opened in a
-/// write transaction (whose values are copied out).
+/// Where a run's chunks are read from (packed: see `block::PackedBuilder`): a table of
+/// a read snapshot, or one opened in a write transaction.
 pub trait ChunkTable {
     fn chunk(&self, i: u32) -> Result<Option<Block>, StoreError>;
 }
 
 impl ChunkTable for ReadOnlyTable<u32, &'static [u8]> {
     fn chunk(&self, i: u32) -> Result<Option<Block>, StoreError> {
-        self.get(i)?.map(Block::stored).transpose()
+        self.get(i)?.map(|guard| unpack(guard.value())).transpose()
     }
 }
 
 impl ChunkTable for Table<'_, u32, &'static [u8]> {
     fn chunk(&self, i: u32) -> Result<Option<Block>, StoreError> {
-        self.get(i)?
-            .map(|guard| Block::owned(guard.value().to_vec()))
-            .transpose()
+        self.get(i)?.map(|guard| unpack(guard.value())).transpose()
     }
 }
 

@@ -220,7 +220,9 @@ fn open_run_write(
     let name = run_name(id);
     let table = txn.open_table(run_table(&name))?;
     let firsts = table
-        .chunk(DIRECTORY)?
+        .get(DIRECTORY)?
+        .map(|guard| Block::owned(guard.value().to_vec()))
+        .transpose()?
         .ok_or_else(|| StoreError::Corrupt(format!("index run {id} has no directory")))?;
     Ok(Run { id, firsts, table })
 }
