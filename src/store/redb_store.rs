@@ -475,6 +475,7 @@ fn put_key(txn: &WriteTransaction, key: &ApiKey) -> Result<(), StoreError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::lsm::unlogged::Held;
     use crate::store::lsm::{Changes, Index, IndexView, INDEX_LOG, INDEX_RUNS, INDEX_STATE};
     use crate::store::tables::{FIELD_COUNTS, META_INDEX_VERSION};
     use redb::{ReadableTableMetadata, TableHandle};
@@ -747,7 +748,7 @@ mod tests {
             let db = Database::create(dir.path().join(DB_FILE)).unwrap();
             let first = {
                 let txn = db.begin_read().unwrap();
-                let view = IndexView::open(&txn, &Vec::new()).unwrap();
+                let view = IndexView::open(&txn, &Held::default()).unwrap();
                 let mut words = view.range(Index::Words, &[], None, false).unwrap();
                 assert!(words.advance().unwrap());
                 words.key().to_vec()

@@ -398,7 +398,7 @@ pub fn round(
                 .inputs(&runs)
                 .into_iter()
                 .rev()
-                .map(|id| open_run_read(&txn, id))
+                .map(|id| open_run_read(&txn, id, None))
                 .collect::<Result<Vec<_>, _>>()?;
             let state = progress
                 .entry(plan.output)

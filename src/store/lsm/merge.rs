@@ -4,7 +4,10 @@
 
 use redb::{ReadOnlyTable, ReadableTable, Table};
 
+use std::sync::Arc;
+
 use super::block::{unpack, Block};
+use super::cache::ChunkCache;
 use crate::store::StoreError;
 
 /// A sorted source made of chunks, each a [`Block`], in key order.
@@ -55,11 +58,13 @@ impl ChunkTable for Table<'_, u32, &'static [u8]> {
     }
 }
 
-/// An immutable sorted run: its chunks and the first key of each.
+/// An immutable sorted run: its chunks and the first key of each, and where readers
+/// keep unpacked chunks.
 pub struct Run<T> {
     pub id: u64,
     pub firsts: Block,
     pub table: T,
+    pub cache: Option<Arc<ChunkCache>>,
 }
 
 impl<T: ChunkTable> Chunks for Run<T> {
@@ -74,7 +79,14 @@ impl<T: ChunkTable> Chunks for Run<T> {
     fn load(&self, i: usize) -> Result<Block, StoreError> {
         let missing = || StoreError::Corrupt(format!("index run {} lacks chunk {i}", self.id));
         let i = u32::try_from(i).map_err(|_| missing())?;
-        self.table.chunk(i)?.ok_or_else(missing)
+        if let Some(block) = self.cache.as_ref().and_then(|c| c.get(self.id, i)) {
+            return Ok(block);
+        }
+        let block = self.table.chunk(i)?.ok_or_else(missing)?;
+        if let Some(cache) = &self.cache {
+            cache.insert(self.id, i, block.clone());
+        }
+        Ok(block)
     }
 }
 

@@ -32,9 +32,12 @@
 //! Keys are the index's byte key (see `keys`) behind one tag byte naming the index.
 
 pub mod block;
+pub mod cache;
 pub mod compaction;
 pub mod merge;
 pub mod unlogged;
+
+use std::sync::Arc;
 
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
@@ -42,6 +45,7 @@ use redb::{
 };
 
 use self::block::{Block, BlockBuilder};
+use self::cache::ChunkCache;
 use self::compaction::{RunBuilder, INDEX_MERGES};
 use self::merge::{ChunkTable, Chunks, Merged, Run, Single};
 use self::unlogged::{Held, INDEX_JOURNAL};
@@ -157,7 +161,7 @@ impl IndexView {
         let mut log = Vec::new();
         for row in txn.open_table(INDEX_JOURNAL)?.iter()?.rev() {
             let seq = row?.0.value();
-            let slot = held.iter().find(|(s, _)| *s == seq).ok_or_else(|| {
+            let slot = held.slots.iter().find(|(s, _)| *s == seq).ok_or_else(|| {
                 StoreError::Corrupt(format!("index journal entry {seq} has no block"))
             })?;
             if let Some(block) = slot.1.wait()? {
@@ -170,7 +174,8 @@ impl IndexView {
         }
         let mut runs = Vec::new();
         for row in txn.open_table(INDEX_RUNS)?.iter()?.rev() {
-            runs.push(open_run_read(txn, row?.0.value())?);
+            let cache = held.cache.clone();
+            runs.push(open_run_read(txn, row?.0.value(), cache)?);
         }
         Ok(Self { log, runs })
     }
@@ -197,9 +202,11 @@ impl<'txn> Sources<Table<'txn, u32, &'static [u8]>> {
     }
 }
 
+/// Run `id` of a snapshot; `cache` keeps the chunks it unpacks for later reads.
 fn open_run_read(
     txn: &ReadTransaction,
     id: u64,
+    cache: Option<Arc<ChunkCache>>,
 ) -> Result<Run<ReadOnlyTable<u32, &'static [u8]>>, StoreError> {
     let name = run_name(id);
     let table = txn.open_table(run_table(&name))?;
@@ -210,6 +217,7 @@ fn open_run_read(
         id,
         firsts: Block::stored(firsts)?,
         table,
+        cache,
     })
 }
 
@@ -224,7 +232,12 @@ fn open_run_write(
         .map(|guard| Block::owned(guard.value().to_vec()))
         .transpose()?
         .ok_or_else(|| StoreError::Corrupt(format!("index run {id} has no directory")))?;
-    Ok(Run { id, firsts, table })
+    Ok(Run {
+        id,
+        firsts,
+        table,
+        cache: None,
+    })
 }
 
 impl<T: ChunkTable> Sources<T> {
@@ -768,7 +781,7 @@ mod tests {
                 }
 
                 let txn = db.begin_read().unwrap();
-                let view = IndexView::open(&txn, &Vec::new()).unwrap();
+                let view = IndexView::open(&txn, &Held::default()).unwrap();
                 for index in [Index::Sort, Index::Words] {
                     for descending in [false, true] {
                         let upper = upper.as_deref();
@@ -835,7 +848,7 @@ mod tests {
             let txn = db.begin_read().unwrap();
             let merging = !txn.open_table(INDEX_MERGES).unwrap().is_empty().unwrap();
             let runs = txn.open_table(INDEX_RUNS).unwrap().len().unwrap();
-            let view = IndexView::open(&txn, &Vec::new()).unwrap();
+            let view = IndexView::open(&txn, &Held::default()).unwrap();
             let want: Vec<Vec<u8>> = model.iter().cloned().collect();
             assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
             (merging, runs)
@@ -904,7 +917,7 @@ mod tests {
             .inputs(&runs)
             .into_iter()
             .rev()
-            .map(|id| open_run_read(&read, id).unwrap())
+            .map(|id| open_run_read(&read, id, None).unwrap())
             .collect();
         let late = compaction::build_step(
             &inputs,
@@ -922,7 +935,7 @@ mod tests {
         merge_rounds(&db, &mut after, usize::MAX);
         let txn = db.begin_read().unwrap();
         assert!(compaction::pending(&txn).unwrap().is_empty());
-        let view = IndexView::open(&txn, &Vec::new()).unwrap();
+        let view = IndexView::open(&txn, &Held::default()).unwrap();
         let want: Vec<Vec<u8>> = model.iter().cloned().collect();
         assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
         drop(view);
@@ -934,7 +947,7 @@ mod tests {
         assert_eq!(apply_step(&txn, late, TINY).unwrap(), Applied::Stale);
         txn.commit().unwrap();
         let txn = db.begin_read().unwrap();
-        let view = IndexView::open(&txn, &Vec::new()).unwrap();
+        let view = IndexView::open(&txn, &Held::default()).unwrap();
         assert_eq!(view_range(&view, Index::Sort, &[], None, false), want);
         drop(view);
         drop(txn);
@@ -989,7 +1002,7 @@ mod tests {
         while idle(&mut progress) {}
         assert_eq!(state(), (0, vec![507]));
         let txn = db.begin_read().unwrap();
-        let view = IndexView::open(&txn, &Vec::new()).unwrap();
+        let view = IndexView::open(&txn, &Held::default()).unwrap();
         assert_eq!(view_range(&view, Index::Words, &[], None, false).len(), 507);
     }
 
@@ -1028,7 +1041,7 @@ mod tests {
         remove_prefix(&txn, Index::Words, &[0], &[1], TINY).unwrap();
         txn.commit().unwrap();
         let txn = db.begin_read().unwrap();
-        let view = IndexView::open(&txn, &Vec::new()).unwrap();
+        let view = IndexView::open(&txn, &Held::default()).unwrap();
         let left = view_range(&view, Index::Words, &[], None, false);
         assert_eq!(left, keys[256..].to_vec());
     }

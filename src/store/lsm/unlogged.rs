@@ -22,6 +22,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
 
 use super::block::Block;
+use super::cache::ChunkCache;
 use crate::store::StoreError;
 
 /// Journal sequence number → the contacts a transaction changed (see `store::journal`).
@@ -56,15 +57,34 @@ impl Slot {
     }
 }
 
-/// Slots taken with a snapshot, by journal sequence number.
-pub type Held = Vec<(u64, Arc<Slot>)>;
-
-/// The slots of the journal entries not yet logged (shared by the writer and readers).
+/// What a reader takes with its snapshot: the slots by journal sequence number, and the
+/// cache of unpacked run chunks.
 #[derive(Default)]
+pub struct Held {
+    pub slots: Vec<(u64, Arc<Slot>)>,
+    pub cache: Option<Arc<ChunkCache>>,
+}
+
+/// The slots of the journal entries not yet logged (shared by the writer and readers),
+/// and the readers' chunk cache.
 pub struct Unlogged {
     slots: RwLock<BTreeMap<u64, Arc<Slot>>>,
+    cache: Arc<ChunkCache>,
     /// The next journal sequence number (the journal is empty when a store opens).
     next: AtomicU64,
+}
+
+/// Bytes of unpacked run chunks the readers keep.
+const CACHE_BYTES: usize = 64 << 20;
+
+impl Default for Unlogged {
+    fn default() -> Self {
+        Self {
+            slots: RwLock::default(),
+            cache: Arc::new(ChunkCache::new(CACHE_BYTES)),
+            next: AtomicU64::default(),
+        }
+    }
 }
 
 impl Unlogged {
@@ -77,12 +97,16 @@ impl Unlogged {
         let slots = self.slots.read();
         let txn = db.begin_read()?;
         let held = slots.iter().map(|(&seq, slot)| (seq, Arc::clone(slot)));
-        Ok((txn, held.collect()))
+        let held = Held {
+            slots: held.collect(),
+            cache: Some(Arc::clone(&self.cache)),
+        };
+        Ok((txn, held))
     }
 
     /// Every slot (for the writer: those of committed transactions, between its
     /// transactions).
-    pub fn all(&self) -> Held {
+    pub fn all(&self) -> Vec<(u64, Arc<Slot>)> {
         let slots = self.slots.read();
         slots
             .iter()
