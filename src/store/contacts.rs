@@ -93,9 +93,9 @@ impl<'txn> Tables<'txn> {
     /// Email index removals go first, so an address freed by one contact can be taken
     /// by another in the same request.
     fn apply(&mut self, agent: &str, changes: Pairs) -> Result<(), StoreError> {
-        // Field counts and the journal entry now; the index entries after the commit.
+        // Field counts now; the index entries when the transaction finishes.
         let changes = Arc::new(changes);
-        self.txn.index_contacts(agent, Arc::clone(&changes))?;
+        self.txn.index_contacts(agent, Arc::clone(&changes));
         for (before, after) in changes.iter() {
             let Some(old) = before else { continue };
             let new_key = after.as_ref().and_then(Contact::email_key);

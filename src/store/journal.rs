@@ -74,10 +74,6 @@ impl Entry {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
-
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-    }
 }
 
 /// One recorded contact: its agent, number and earlier record.

@@ -11,9 +11,10 @@
 //! The jobs of a group record their contact changes in the transaction's [`Txn`]:
 //! field counts are updated and the changed contacts journaled in the transaction
 //! itself, while the index worker builds the transaction's index log block after it;
-//! the next transaction stores that block in the log (see `lsm::unlogged`).
+//! the next transaction stores that block in the log (see `lsm::unlogged`). A
+//! transaction that changes only a few contacts builds and stores its block itself.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::index::{self, Pairs};
 use super::index_worker::{self, IndexWorker, Job as IndexJob};
 use super::journal;
+use super::lsm::block::Block;
 use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
 use super::lsm::{append_block, IndexLimits};
 use super::merger::Kick;
@@ -38,9 +40,10 @@ pub struct Txn {
     jobs: RefCell<Vec<IndexJob>>,
     /// Per agent and field, how many more contacts have a value for it.
     counts: RefCell<HashMap<String, HashMap<String, i64>>>,
-    journal: RefCell<journal::Entry>,
     /// Journal entries whose blocks this transaction stored in the log.
     logged: RefCell<Vec<u64>>,
+    /// Whether this transaction added index changes to the log.
+    appended: Cell<bool>,
     worker: Arc<IndexWorker>,
     unlogged: Arc<Unlogged>,
     pub limits: IndexLimits,
@@ -56,9 +59,9 @@ impl Deref for Txn {
 
 impl Txn {
     /// Records contact writes (already made or about to be made in this transaction)
-    /// for the indexes: their field counts and journal entry now, their index entries
-    /// once the transaction commits.
-    pub fn index_contacts(&self, agent: &str, pairs: Arc<Pairs>) -> Result<(), StoreError> {
+    /// for the indexes: their field counts now, their index entries when the
+    /// transaction finishes (see [`Txn::finish_index`]).
+    pub fn index_contacts(&self, agent: &str, pairs: Arc<Pairs>) {
         index::count(
             &pairs,
             self.counts
@@ -66,8 +69,12 @@ impl Txn {
                 .entry(agent.to_owned())
                 .or_default(),
         );
-        self.journal.borrow_mut().record(agent, &pairs)?;
         self.jobs.borrow_mut().push((agent.to_owned(), pairs));
+    }
+
+    fn append(&self, block: &Block) -> Result<(), StoreError> {
+        append_block(&self.txn, block, self.limits)?;
+        self.appended.set(true);
         Ok(())
     }
 
@@ -90,7 +97,7 @@ impl Txn {
                 continue;
             }
             if let Some(block) = slot.wait()? {
-                append_block(&self.txn, &block, self.limits)?;
+                self.append(&block)?;
             }
             journal.remove(seq)?;
             logged.push(seq);
@@ -104,9 +111,8 @@ impl Txn {
         self.write_counts()?;
         self.log_earlier()?;
         let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
-        self.journal.borrow_mut().clear();
         if let Some(block) = index_worker::build(&jobs) {
-            append_block(&self.txn, &block, self.limits)?;
+            self.append(&block)?;
         }
         Ok(())
     }
@@ -124,8 +130,11 @@ impl Txn {
             return Ok(None);
         }
         let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
-        let journal = self.journal.borrow();
-        if jobs.is_empty() || journal.is_empty() {
+        let mut journal = journal::Entry::default();
+        for (agent, pairs) in &jobs {
+            journal.record(agent, pairs)?;
+        }
+        if journal.is_empty() {
             return Ok(None);
         }
         let seq = {
@@ -269,8 +278,8 @@ fn run(
                 txn,
                 jobs: RefCell::new(Vec::new()),
                 counts: RefCell::new(HashMap::new()),
-                journal: RefCell::new(journal::Entry::default()),
                 logged: RefCell::new(Vec::new()),
+                appended: Cell::new(false),
                 worker: Arc::clone(worker),
                 unlogged: Arc::clone(unlogged),
                 limits: *limits.lock(),
@@ -309,7 +318,7 @@ fn run(
             }
         };
         let logged = std::mem::take(&mut *txn.logged.borrow_mut());
-        let wrote = own.is_some() || !logged.is_empty();
+        let wrote = own.is_some() || txn.appended.get();
         // A snapshot that holds the journal entry must find the slot.
         if let Some((seq, slot)) = &own {
             unlogged.add(*seq, Arc::clone(slot));
