@@ -38,9 +38,19 @@ pub fn find_contact(
     if let Some(bytes) = contacts.get((agent, target))? {
         return decode_contact(bytes.value()).map(Some);
     }
-    let Some(n) = ids::parse_contact_id(target) else {
-        return Ok(None);
-    };
+    match ids::parse_contact_id(target) {
+        Some(n) => contact_by_number(contacts, by_id, agent, n),
+        None => Ok(None),
+    }
+}
+
+/// Finds contact number `n` of `agent` through the id index.
+pub fn contact_by_number(
+    contacts: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    by_id: &impl ReadableTable<(&'static str, u64), &'static str>,
+    agent: &str,
+    n: u64,
+) -> Result<Option<Contact>, StoreError> {
     let Some(ext) = by_id.get((agent, n))? else {
         return Ok(None);
     };

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::codec::{decode_contact, encode_contact};
+use super::contacts::contact_by_number;
 use super::index::{self, Pairs};
 use super::lsm::unlogged::INDEX_JOURNAL;
 use super::lsm::{Changes, IndexLimits};
@@ -146,13 +147,7 @@ pub fn replay(txn: &WriteTransaction, limits: IndexLimits) -> Result<usize, Stor
     for key in &order {
         let before = first.remove(key).flatten();
         let (agent, id) = key;
-        let now = match by_id.get((agent.as_str(), *id))? {
-            Some(ext) => contacts
-                .get((agent.as_str(), ext.value()))?
-                .map(|bytes| decode_contact(bytes.value()))
-                .transpose()?,
-            None => None,
-        };
+        let now = contact_by_number(&contacts, &by_id, agent, *id)?;
         match per_agent.last_mut() {
             Some((last, pairs)) if last == agent => pairs.push((before, now)),
             _ => per_agent.push((agent.clone(), vec![(before, now)])),

@@ -110,6 +110,11 @@ impl Txn {
     pub fn log_now(&self) -> Result<(), StoreError> {
         self.write_counts()?;
         self.log_earlier()?;
+        self.log_own()
+    }
+
+    /// Builds this transaction's block of the changes so far and stores it in the log.
+    fn log_own(&self) -> Result<(), StoreError> {
         let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
         if let Some(block) = index_worker::build(&jobs) {
             self.append(&block)?;
@@ -126,7 +131,7 @@ impl Txn {
         let contacts: usize = self.jobs.borrow().iter().map(|(_, p)| p.len()).sum();
         if contacts < self.limits.inline_below {
             // A few contacts cost less to index here than to hand over.
-            self.log_now()?;
+            self.log_own()?;
             return Ok(None);
         }
         let jobs = std::mem::take(&mut *self.jobs.borrow_mut());

@@ -96,9 +96,8 @@ impl Unlogged {
     pub fn begin_read(&self, db: &Database) -> Result<(ReadTransaction, Held), StoreError> {
         let slots = self.slots.read();
         let txn = db.begin_read()?;
-        let held = slots.iter().map(|(&seq, slot)| (seq, Arc::clone(slot)));
         let held = Held {
-            slots: held.collect(),
+            slots: cloned(&slots),
             cache: Some(Arc::clone(&self.cache)),
         };
         Ok((txn, held))
@@ -107,11 +106,7 @@ impl Unlogged {
     /// Every slot (for the writer: those of committed transactions, between its
     /// transactions).
     pub fn all(&self) -> Vec<(u64, Arc<Slot>)> {
-        let slots = self.slots.read();
-        slots
-            .iter()
-            .map(|(&seq, slot)| (seq, Arc::clone(slot)))
-            .collect()
+        cloned(&self.slots.read())
     }
 
     pub fn add(&self, seq: u64, slot: Arc<Slot>) {
@@ -127,6 +122,13 @@ impl Unlogged {
             slots.remove(seq);
         }
     }
+}
+
+fn cloned(slots: &BTreeMap<u64, Arc<Slot>>) -> Vec<(u64, Arc<Slot>)> {
+    slots
+        .iter()
+        .map(|(&seq, slot)| (seq, Arc::clone(slot)))
+        .collect()
 }
 
 #[cfg(test)]
