@@ -5,6 +5,7 @@
 mod check;
 mod codec;
 mod contacts;
+mod file;
 mod index;
 mod index_worker;
 mod journal;

@@ -11,6 +11,7 @@ use super::codec::{
     encode_key,
 };
 use super::contacts::{self, find_contact};
+use super::file;
 use super::index;
 use super::journal;
 use super::lsm::unlogged::{Unlogged, INDEX_JOURNAL};
@@ -48,7 +49,7 @@ impl RedbStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(DB_FILE);
-        let db = match Database::create(&path) {
+        let db = match file::open(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::AlreadyOpen(path))
