@@ -1,12 +1,7 @@
 //! The index worker: a thread beside the writer that turns each write transaction's
 //! contact changes into the transaction's index log block (`index::compute`, then one
-//! sorted block) and puts it in the transaction's [`Slot`].
-//!
-//! The writer hands each job's changes over as the job runs ([`IndexWorker::add`]), so
-//! the worker computes their keys while the writer goes on with the next jobs, and seals
-//! the transaction's block when it finishes ([`IndexWorker::seal`]). A transaction that
-//! changed few contacts waits for its block and stores it itself; a larger one does not
-//! wait: the next transaction stores it in the log (see `lsm::unlogged`).
+//! sorted block) and puts it in the transaction's [`Slot`]. The writer does not wait
+//! for it: the next transaction stores the block in the log (see `lsm::unlogged`).
 //!
 //! Computing the keys, sorting them and merging the jobs' changes into one block took
 //! about a fifth of the writer thread's time at a million contacts, and the writer
@@ -27,27 +22,25 @@ use super::StoreError;
 /// The contact changes of one job: its agent and each contact before and after.
 pub type Job = (String, Arc<Pairs>);
 
-/// A slot to fill with the block of the jobs added since the last one.
-struct Sealing(Arc<Slot>);
+/// One transaction's jobs, in the order they ran, and where their block goes.
+struct Task {
+    jobs: Vec<Job>,
+    slot: Arc<Slot>,
+}
 
-impl Drop for Sealing {
-    /// A slot dropped unfilled (the thread stopped or panicked) fails, so no reader or
-    /// writer waits for it forever.
+impl Drop for Task {
+    /// A task dropped unbuilt (the thread stopped or panicked) fails its slot, so no
+    /// reader waits for it forever.
     fn drop(&mut self) {
-        self.0
+        self.slot
             .fill(Err(StoreError::Backend("the index worker stopped".into())));
     }
 }
 
-enum Message {
-    Add(Job),
-    Seal(Sealing),
-}
-
-/// The thread and the way to it; dropping it stops the thread once the queued messages
-/// are done.
+/// The thread and the way to it; dropping it stops the thread once the queued tasks are
+/// done.
 pub struct IndexWorker {
-    tx: Mutex<Option<Sender<Message>>>,
+    tx: Mutex<Option<Sender<Task>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -63,21 +56,13 @@ pub fn build(jobs: &[Job]) -> Option<Block> {
 
 impl IndexWorker {
     pub fn start() -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel::<Message>();
+        let (tx, rx) = mpsc::channel::<Task>();
         let thread = std::thread::Builder::new()
             .name("contactd-indexer".into())
             .spawn(move || {
-                let mut changes = Changes::default();
-                for message in rx {
-                    match message {
-                        Message::Add((agent, pairs)) => {
-                            changes.add_sorted(index::compute(&agent, &pairs));
-                        }
-                        Message::Seal(sealing) => {
-                            let block = std::mem::take(&mut changes).into_block();
-                            sealing.0.fill(Ok(block));
-                        }
-                    }
+                for task in rx {
+                    let block = build(&task.jobs);
+                    task.slot.fill(Ok(block));
                 }
             })?;
         Ok(Self {
@@ -86,24 +71,16 @@ impl IndexWorker {
         })
     }
 
-    fn send(&self, message: Message) -> Result<(), Message> {
-        match self.tx.lock().as_ref() {
-            Some(tx) => tx.send(message).map_err(|failed| failed.0),
-            None => Err(message),
-        }
-    }
-
-    /// Hands over the changes of a job of the current transaction.
-    pub fn add(&self, job: Job) {
-        // Should the thread be gone, `seal` builds the block from all the jobs.
-        let _ = self.send(Message::Add(job));
-    }
-
-    /// Has the block of the jobs added since the last seal built into `slot`; `jobs`
-    /// are those jobs, to build from here and now should the thread be gone.
-    pub fn seal(&self, jobs: &[Job], slot: Arc<Slot>) {
-        if let Err(Message::Seal(sealing)) = self.send(Message::Seal(Sealing(slot))) {
-            sealing.0.fill(Ok(build(jobs)));
+    /// Queues the block of `jobs` for `slot`. Should the thread be gone, it is built
+    /// here and now.
+    pub fn seal(&self, jobs: Vec<Job>, slot: Arc<Slot>) {
+        let task = Task { jobs, slot };
+        let sent = match self.tx.lock().as_ref() {
+            Some(tx) => tx.send(task).map_err(|failed| failed.0),
+            None => Err(task),
+        };
+        if let Err(task) = sent {
+            task.slot.fill(Ok(build(&task.jobs)));
         }
     }
 }
@@ -156,11 +133,8 @@ mod tests {
         let slots: Vec<Arc<Slot>> = transactions
             .iter()
             .map(|jobs| {
-                for job in jobs {
-                    worker.add(job.clone());
-                }
                 let slot = Arc::new(Slot::default());
-                worker.seal(jobs, Arc::clone(&slot));
+                worker.seal(jobs.clone(), Arc::clone(&slot));
                 slot
             })
             .collect();
@@ -187,8 +161,7 @@ mod tests {
         let pairs: Pairs = vec![(None, Some(contact(1, "Ada")))];
         let slot = Arc::new(Slot::default());
         let jobs = vec![("a".to_owned(), Arc::new(pairs))];
-        worker.add(jobs[0].clone());
-        worker.seal(&jobs, Arc::clone(&slot));
+        worker.seal(jobs.clone(), Arc::clone(&slot));
         let got = keys(slot.wait().unwrap());
         assert!(!got.is_empty());
         assert_eq!(got, keys(build(&jobs)));

@@ -620,11 +620,11 @@ mod tests {
         .unwrap();
     }
 
-    /// A write's index changes stay in memory, with the changed contacts in the
-    /// journal, until `log_blocks` writes have gathered; reads see them at once, and a
-    /// store stopped in between indexes those contacts again when it opens.
+    /// The last write's index changes are in the journal, not the log, until the next
+    /// write; reads see them at once, and a store stopped in between indexes those
+    /// contacts again when it opens.
     #[test]
-    fn recent_writes_index_changes_survive_a_stop_through_the_journal() {
+    fn the_last_writes_index_changes_survive_a_stop_through_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         let upsert = |store: &RedbStore, rows: &[(&str, &str)]| upsert_names(&rt, store, "a", rows);
@@ -632,15 +632,21 @@ mod tests {
             let txn = store.db.begin_read().unwrap();
             txn.open_table(INDEX_JOURNAL).unwrap().len().unwrap()
         };
-        let blocks = IndexLimits::default().log_blocks;
         {
-            let store = RedbStore::open(dir.path()).unwrap();
+            // However few contacts a write changes, they go through the journal.
+            let store = RedbStore::open(dir.path())
+                .unwrap()
+                .with_index_limits(IndexLimits {
+                    inline_below: 0,
+                    ..IndexLimits::default()
+                });
             create_agent(&rt, &store, "a");
             upsert(&store, &[("u0", "Ada Lovelace"), ("u1", "Grace Hopper")]);
             assert_eq!(journaled(&store), 1);
             assert_eq!(found(&store, "a", "hop"), ["u1"]);
+            // The next write logs the first one's block and journals its own.
             upsert(&store, &[("u0", "Ada King"), ("u2", "Alan Turing")]);
-            assert_eq!(journaled(&store), 2);
+            assert_eq!(journaled(&store), 1);
             assert_eq!(found(&store, "a", "king"), ["u0"]);
             assert!(found(&store, "a", "lovelace").is_empty());
             assert_eq!(store.check().unwrap().problem_count, 0);
@@ -648,23 +654,16 @@ mod tests {
         }
         let store = RedbStore::open(dir.path()).unwrap();
         assert_eq!(journaled(&store), 0);
+        // A write of a few contacts logs its block itself.
+        upsert(&store, &[("u3", "Edsger Dijkstra")]);
+        assert_eq!(journaled(&store), 0);
+        assert_eq!(found(&store, "a", "dijkstra"), ["u3"]);
         let report = store.check().unwrap();
         assert_eq!(report.problem_count, 0, "{:?}", report.problems);
         assert_eq!(found(&store, "a", "king"), ["u0"]);
         assert_eq!(found(&store, "a", "turing"), ["u2"]);
         assert!(found(&store, "a", "lovelace").is_empty());
         assert_eq!(found(&store, "a", "hop"), ["u1"]);
-        // The write after `log_blocks` of them stores theirs in a run.
-        for n in 0..blocks {
-            upsert(&store, &[(&format!("v{n}"), "Edsger Dijkstra")]);
-        }
-        assert_eq!(journaled(&store), blocks);
-        upsert(&store, &[("w", "Barbara Liskov")]);
-        assert_eq!(journaled(&store), 1);
-        assert_eq!(found(&store, "a", "dijkstra").len() as u64, blocks);
-        assert_eq!(found(&store, "a", "liskov"), ["w"]);
-        let report = store.check().unwrap();
-        assert_eq!(report.problem_count, 0, "{:?}", report.problems);
     }
 
     #[test]
@@ -796,6 +795,7 @@ mod tests {
                 base_entries: 8,
                 merge_step: 7,
                 idle_ms: 1,
+                inline_below: 0,
             });
         let agent = |id: &str| Agent {
             id: id.into(),
@@ -854,6 +854,8 @@ mod tests {
                 base_entries: 8,
                 merge_step: 7,
                 idle_ms: 50,
+                // One contact per write: each builds its block itself, as by default.
+                inline_below: IndexLimits::default().inline_below,
             });
         let agent = Agent {
             id: "default".into(),
@@ -864,8 +866,7 @@ mod tests {
         rt.block_on(store.create_agent(agent)).unwrap();
         let layout = || {
             let txn = store.db.begin_read().unwrap();
-            let log = txn.open_table(INDEX_LOG).unwrap().len().unwrap()
-                + txn.open_table(INDEX_JOURNAL).unwrap().len().unwrap();
+            let log = txn.open_table(INDEX_LOG).unwrap().len().unwrap();
             let merges = txn.open_table(INDEX_MERGES).unwrap().len().unwrap();
             let runs = txn.open_table(INDEX_RUNS).unwrap().len().unwrap();
             (log, merges, runs)

@@ -9,12 +9,10 @@
 //! and every job of the group is answered with that error.
 //!
 //! The jobs of a group record their contact changes in the transaction's [`Txn`]:
-//! field counts are updated in the transaction itself, and each job's changes go to the
-//! index worker as it runs, which computes their index entries meanwhile and builds the
-//! transaction's block after it. The transaction journals the changed contacts and
-//! commits without waiting for the block; blocks stay in memory until `log_blocks` of
-//! them have gathered, and then a transaction merges them into a new run and drops
-//! their journal entries (see `lsm::unlogged`).
+//! field counts are updated and the changed contacts journaled in the transaction
+//! itself, while the index worker builds the transaction's index log block after it;
+//! the next transaction stores that block in the log (see `lsm::unlogged`). A
+//! transaction that changes only a few contacts builds and stores its block itself.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -27,11 +25,11 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::{self, Pairs};
-use super::index_worker::{IndexWorker, Job as IndexJob};
+use super::index_worker::{self, IndexWorker, Job as IndexJob};
 use super::journal;
 use super::lsm::block::Block;
 use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
-use super::lsm::{flush_blocks, IndexLimits};
+use super::lsm::{append_block, IndexLimits};
 use super::merger::Kick;
 use super::{StoreError, StoreFuture};
 
@@ -42,9 +40,9 @@ pub struct Txn {
     jobs: RefCell<Vec<IndexJob>>,
     /// Per agent and field, how many more contacts have a value for it.
     counts: RefCell<HashMap<String, HashMap<String, i64>>>,
-    /// Journal entries whose blocks this transaction stored in a run.
+    /// Journal entries whose blocks this transaction stored in the log.
     logged: RefCell<Vec<u64>>,
-    /// Whether this transaction added index changes to the runs.
+    /// Whether this transaction added index changes to the log.
     appended: Cell<bool>,
     worker: Arc<IndexWorker>,
     unlogged: Arc<Unlogged>,
@@ -71,26 +69,13 @@ impl Txn {
                 .entry(agent.to_owned())
                 .or_default(),
         );
-        let job = (agent.to_owned(), pairs);
-        self.worker.add(job.clone());
-        self.jobs.borrow_mut().push(job);
+        self.jobs.borrow_mut().push((agent.to_owned(), pairs));
     }
 
-    /// Has the index worker seal the block of the changes recorded since the last seal
-    /// (none: `None`), and returns the jobs it holds and the slot it goes to.
-    fn seal(&self) -> Option<(Vec<IndexJob>, Arc<Slot>)> {
-        let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
-        if jobs.is_empty() {
-            return None;
-        }
-        let slot = Arc::new(Slot::default());
-        self.worker.seal(&jobs, Arc::clone(&slot));
-        Some((jobs, slot))
-    }
-
-    /// Drops the changes recorded since the last seal (the transaction is aborted).
-    fn discard_index(&self) {
-        self.seal();
+    fn append(&self, block: &Block) -> Result<(), StoreError> {
+        append_block(&self.txn, block, self.limits)?;
+        self.appended.set(true);
+        Ok(())
     }
 
     /// Adds the value count changes gathered so far to `field_counts`.
@@ -102,70 +87,54 @@ impl Txn {
         Ok(())
     }
 
-    /// Merges the blocks of earlier transactions still held in memory (waiting for
-    /// the index worker where needed), and `own` (this transaction's), into a new run
-    /// and drops their journal entries: when they number `log_blocks` or hold
-    /// `log_bytes`, or when `force`d. Until then they stay in memory, and their journal
-    /// entries stand for them (see `lsm::unlogged`).
-    fn flush_pending(&self, own: Option<&Block>, force: bool) -> Result<(), StoreError> {
+    /// Stores the blocks of earlier transactions in the log (waiting for the index
+    /// worker where needed), and drops their journal entries.
+    fn log_earlier(&self) -> Result<(), StoreError> {
         let mut logged = self.logged.borrow_mut();
-        let pending: Vec<(u64, Arc<Slot>)> = self
-            .unlogged
-            .all()
-            .into_iter()
-            .filter(|(seq, _)| !logged.contains(seq))
-            .collect();
-        let mut blocks = Vec::with_capacity(pending.len() + 1);
-        for (_, slot) in &pending {
-            if let Some(block) = slot.wait()? {
-                blocks.push(block);
-            }
-        }
-        blocks.extend(own.cloned());
-        let bytes: u64 = blocks.iter().map(|b| b.bytes().len() as u64).sum();
-        let due = pending.len() as u64 >= self.limits.log_blocks || bytes >= self.limits.log_bytes;
-        if !(force || due) {
-            return Ok(());
-        }
-        if !blocks.is_empty() {
-            flush_blocks(&self.txn, &blocks, self.limits)?;
-            self.appended.set(true);
-        }
         let mut journal = self.txn.open_table(INDEX_JOURNAL)?;
-        for (seq, _) in pending {
+        for (seq, slot) in self.unlogged.all() {
+            if logged.contains(&seq) {
+                continue;
+            }
+            if let Some(block) = slot.wait()? {
+                self.append(&block)?;
+            }
             journal.remove(seq)?;
             logged.push(seq);
         }
         Ok(())
     }
 
-    /// Writes every index change made so far to the runs now, this transaction's
+    /// Writes every index change made so far to the log now, this transaction's
     /// included (before an agent's entries are removed, which reads them).
     pub fn log_now(&self) -> Result<(), StoreError> {
         self.write_counts()?;
-        let own = match self.seal() {
-            Some((_, slot)) => slot.wait()?,
-            None => None,
-        };
-        self.flush_pending(own.as_ref(), true)
+        self.log_earlier()?;
+        self.log_own()
     }
 
-    /// Writes the index changes of earlier transactions still held in memory to the
-    /// runs (once writes have stopped for a while, see `merger`).
-    pub fn flush_all(&self) -> Result<(), StoreError> {
-        self.flush_pending(None, true)
+    /// Builds this transaction's block of the changes so far and stores it in the log.
+    fn log_own(&self) -> Result<(), StoreError> {
+        let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
+        if let Some(block) = index_worker::build(&jobs) {
+            self.append(&block)?;
+        }
+        Ok(())
     }
 
-    /// Finishes the transaction's index work before its commit: field counts, the
-    /// earlier transactions' blocks when a flush is due, and this one's journal entry.
-    /// Returns the journal sequence number and the slot of its own block, if it changed
-    /// contacts.
+    /// Finishes the transaction's index work before its commit: field counts, earlier
+    /// transactions' blocks, and this one's journal entry. Returns the journal sequence
+    /// number and the slot of its own block, if it changed contacts.
     fn finish_index(&self) -> Result<Option<(u64, Arc<Slot>)>, StoreError> {
         self.write_counts()?;
-        self.flush_pending(None, false)?;
-        let Some((jobs, slot)) = self.seal() else {
+        self.log_earlier()?;
+        let contacts: usize = self.jobs.borrow().iter().map(|(_, p)| p.len()).sum();
+        if contacts < self.limits.inline_below {
+            // A few contacts cost less to index here than to hand over.
+            self.log_own()?;
             return Ok(None);
-        };
+        }
+        let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
         let mut journal = journal::Entry::default();
         for (agent, pairs) in &jobs {
             journal.record(agent, pairs)?;
@@ -179,6 +148,8 @@ impl Txn {
             table.insert(seq, journal.bytes())?;
             seq
         };
+        let slot = Arc::new(Slot::default());
+        self.worker.seal(jobs, Arc::clone(&slot));
         Ok(Some((seq, slot)))
     }
 }
@@ -351,8 +322,6 @@ fn run(
                 None
             }
         };
-        // An aborted transaction's changes must not reach the next one's block.
-        txn.discard_index();
         let logged = std::mem::take(&mut *txn.logged.borrow_mut());
         let wrote = own.is_some() || txn.appended.get();
         // A snapshot that holds the journal entry must find the slot.
@@ -384,55 +353,5 @@ fn run(
         for complete in completions {
             complete(outcome.clone());
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::store::index_worker;
-    use crate::store::samples::named as contact;
-
-    fn keys(block: &Block) -> Vec<(Vec<u8>, bool)> {
-        (0..block.len())
-            .map(|i| (block.get(i).0.to_vec(), block.get(i).1))
-            .collect()
-    }
-
-    /// The changes a job handed to the index worker before its transaction was aborted
-    /// must not end up in the next transaction's block.
-    #[test]
-    fn an_aborted_transaction_leaves_no_index_changes_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(super::super::file::open(&dir.path().join("t.redb")).unwrap());
-        let unlogged = Arc::new(Unlogged::default());
-        let writer =
-            Writer::start(Arc::clone(&db), Kick::default(), Arc::clone(&unlogged)).unwrap();
-        let aborted: Pairs = vec![(None, Some(contact(1, "Ada")))];
-        let failed = writer.submit_blocking(move |txn| {
-            txn.index_contacts("a", Arc::new(aborted));
-            Err::<(), _>(StoreError::Backend("the disk is full".into()))
-        });
-        assert!(failed.is_err());
-        let kept: IndexJob = (
-            "a".to_owned(),
-            Arc::new(vec![(None, Some(contact(2, "Grace")))]),
-        );
-        let job = kept.clone();
-        writer
-            .submit_blocking(move |txn| {
-                txn.index_contacts(&job.0, job.1);
-                Ok(())
-            })
-            .unwrap();
-        writer.shutdown();
-        let expected = keys(&index_worker::build(&[kept]).unwrap());
-        let held: Vec<_> = unlogged
-            .all()
-            .into_iter()
-            .map(|(_, slot)| keys(&slot.wait().unwrap().unwrap()))
-            .collect();
-        assert_eq!(held, vec![expected]);
     }
 }

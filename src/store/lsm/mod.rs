@@ -4,21 +4,18 @@
 //! large tree (each one copied and written at commit), which cut write throughput by
 //! 5–15×. Here the indexes are instead:
 //!
-//! - **blocks in memory** ([`unlogged`]): each write transaction that changes index
-//!   entries gets one sorted [`block`] of them (key + present/removed), built by the
-//!   index worker after the transaction and kept in memory; the transaction's entry in
-//!   the index journal (`index_journal`), a few bytes per contact, stands for it in the
-//!   redb file;
-//! - the **index log** (`index_log`): blocks stored as redb values, written where a
-//!   transaction has no journal entry to stand for them (removing an agent's entries,
-//!   journal replay at open);
+//! - the **index log** (`index_log`): each write transaction that changes index entries
+//!   gets one sorted [`block`] of them (key + present/removed), one redb value, so a
+//!   write costs a few pages however many entries it changes. The index worker builds
+//!   the block after the transaction, and the next write transaction stores it; until
+//!   then the transaction's entry in the index journal (`index_journal`) stands for it
+//!   and readers take the block from memory ([`unlogged`]);
 //! - **runs**: immutable sorted runs of chunks (`index_run_<id>`, chunk number →
 //!   block, plus the first key of every chunk under [`DIRECTORY`]), listed with their
 //!   entry counts in `index_runs`. A larger id is a newer run.
 //!
-//! When the blocks in memory, or those in the log, number `IndexLimits::log_blocks` or
-//! hold `log_bytes` bytes, the writing transaction merges them and the log into a new
-//! run (a *flush*); when `fanout` runs of the
+//! When the log holds `IndexLimits::log_blocks` blocks or `log_bytes` bytes, the
+//! writing transaction merges it into a new run (a *flush*); when `fanout` runs of the
 //! same size class are the newest, they are merged into one (size-tiered compaction), so
 //! an entry is rewritten a few times in sequential chunks rather than once per page.
 //! Merges are planned by the flushing transaction and carried out by the merger thread
@@ -29,8 +26,8 @@
 //! entries in that snapshot, and merge them ([`merge`]): for a key the newest source
 //! wins. The log, the runs and the journal live in the redb file and change only inside
 //! write transactions, so a read snapshot is consistent and a crash loses nothing that
-//! was committed: opening the store recomputes the blocks of journal entries left
-//! behind and writes them to the log (`store::journal::replay`).
+//! was committed: opening the store writes the blocks of journal entries left behind
+//! (`store::journal::replay`).
 //!
 //! Keys are the index's byte key (see `keys`) behind one tag byte naming the index.
 
@@ -64,11 +61,10 @@ pub const INDEX_STATE: TableDefinition<&str, u64> = TableDefinition::new("index_
 pub const DIRECTORY: u32 = u32::MAX;
 
 const META_NEXT_RUN: &str = "index_next_run";
+const META_LOG_BYTES: &str = "index_log_bytes";
 
 const RUN_PREFIX: &str = "index_run_";
-const LEGACY_STATE: [&str; 6] = [
-    // The log's byte count, kept until index layout 5.
-    "index_log_bytes",
+const LEGACY_STATE: [&str; 5] = [
     "merge_output",
     "merge_from",
     "merge_to",
@@ -101,9 +97,9 @@ impl Index {
 /// entries; tests shrink them so a few contacts go through flushes and merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexLimits {
-    /// Blocks (in memory, or in the log) that trigger a flush.
+    /// Log blocks that trigger a flush.
     pub log_blocks: u64,
-    /// Bytes of blocks (in memory, or in the log) that trigger a flush.
+    /// Log bytes that trigger a flush.
     pub log_bytes: u64,
     /// Target size of a run's chunk.
     pub chunk_bytes: usize,
@@ -117,6 +113,9 @@ pub struct IndexLimits {
     /// Milliseconds without writes after which the log is flushed and runs of
     /// comparable size are merged (see `compaction::plan_idle`).
     pub idle_ms: u64,
+    /// A write transaction that changes fewer contacts builds its log block itself
+    /// rather than journaling them for the index worker (see `unlogged`).
+    pub inline_below: usize,
 }
 
 impl Default for IndexLimits {
@@ -129,6 +128,7 @@ impl Default for IndexLimits {
             base_entries: 16 << 10,
             merge_step: 512 << 10,
             idle_ms: 1000,
+            inline_below: 256,
         }
     }
 }
@@ -425,17 +425,18 @@ pub fn append_block(
     block: &Block,
     limits: IndexLimits,
 ) -> Result<bool, StoreError> {
-    let (blocks, bytes) = {
+    let size = block.bytes().len() as u64;
+    let blocks = {
         let mut log = txn.open_table(INDEX_LOG)?;
         let seq = log.last()?.map_or(0, |(k, _)| k.value() + 1);
         log.insert(seq, block.bytes())?;
-        // A few blocks at most: summed here rather than kept in a counter, which would
-        // dirty one more table per write.
-        let mut bytes = 0;
-        for row in log.iter()? {
-            bytes += row?.1.value().len() as u64;
-        }
-        (log.len()?, bytes)
+        log.len()?
+    };
+    let bytes = {
+        let mut state = txn.open_table(INDEX_STATE)?;
+        let bytes = state.get(META_LOG_BYTES)?.map_or(0, |v| v.value()) + size;
+        state.insert(META_LOG_BYTES, bytes)?;
+        bytes
     };
     if blocks >= limits.log_blocks || bytes >= limits.log_bytes {
         flush(txn, limits)?;
@@ -477,35 +478,14 @@ fn merge_sorted(runs: &[Sorted], out: &mut impl FnMut(&Op)) {
     }
 }
 
-/// Merges `newer` (blocks newer than the log's, oldest first) and the log into a new
-/// run, empties the log, and plans merges as the limits say.
-pub fn flush_blocks(
-    txn: &WriteTransaction,
-    newer: &[Block],
-    limits: IndexLimits,
-) -> Result<(), StoreError> {
-    flush_with(txn, newer, limits)?;
-    compaction::plan_all(txn, limits)
-}
-
 /// Merges the log into a new run and empties it.
 fn flush(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> {
-    flush_with(txn, &[], limits)
-}
-
-/// Merges `newer` (oldest first) and the log into a new run and empties the log.
-fn flush_with(
-    txn: &WriteTransaction,
-    newer: &[Block],
-    limits: IndexLimits,
-) -> Result<(), StoreError> {
-    let mut log: Vec<Single> = newer.iter().rev().cloned().map(Single).collect();
-    {
+    let log: Vec<Single> = {
         let table = txn.open_table(INDEX_LOG)?;
-        for row in table.iter()?.rev() {
-            log.push(Single(Block::owned(row?.1.value().to_vec())?));
-        }
-    }
+        let rows = table.iter()?.rev();
+        rows.map(|row| Ok(Single(Block::owned(row?.1.value().to_vec())?)))
+            .collect::<Result<_, StoreError>>()?
+    };
     let bottom = txn.open_table(INDEX_RUNS)?.is_empty()?;
     let sources: Vec<&dyn Chunks> = log.iter().map(|s| s as &dyn Chunks).collect();
     let mut merged = Merged::new(&sources, Vec::new(), vec![u8::MAX; 2], false, !bottom, 0)?;
@@ -530,6 +510,7 @@ fn flush_with(
         txn.open_table(INDEX_RUNS)?.insert(id, entries)?;
     }
     txn.open_table(INDEX_LOG)?.retain(|_, _| false)?;
+    txn.open_table(INDEX_STATE)?.insert(META_LOG_BYTES, 0)?;
     Ok(())
 }
 
@@ -601,13 +582,14 @@ pub fn clear(txn: &WriteTransaction) -> Result<(), StoreError> {
     }
     txn.open_table(INDEX_RUNS)?.retain(|_, _| false)?;
     txn.open_table(INDEX_MERGES)?.retain(|_, _| false)?;
-    // The log's old byte counter, and the record of the single merge of index layout 2.
+    // The record of the single merge of index layout 2.
     let mut state = txn.open_table(INDEX_STATE)?;
     for key in LEGACY_STATE {
         state.remove(key)?;
     }
     drop(state);
     txn.open_table(INDEX_LOG)?.retain(|_, _| false)?;
+    txn.open_table(INDEX_STATE)?.insert(META_LOG_BYTES, 0)?;
     // What the journal records is rebuilt from the contacts as well.
     txn.open_table(INDEX_JOURNAL)?.retain(|_, _| false)?;
     Ok(())
@@ -631,6 +613,7 @@ mod tests {
         // Merges of more than 40 entries take several steps.
         merge_step: 40,
         idle_ms: 1,
+        inline_below: 0,
     };
 
     /// A database with the index tables created and empty.

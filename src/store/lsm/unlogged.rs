@@ -1,17 +1,16 @@
-//! Blocks held in memory: the index changes of committed transactions that the runs
-//! do not hold yet.
+//! Log blocks on their way: the index changes of committed transactions that the index
+//! log does not hold yet.
 //!
 //! A write transaction does not wait for its index changes to be computed. It records
 //! the contacts it changed in the index journal (see `store::journal`) and hands them to
-//! the index worker, which builds the transaction's block into a [`Slot`]. The blocks
-//! stay here until `IndexLimits::log_blocks` of them have gathered (or writes stop for
-//! a while); then a write transaction merges them into a new run and drops their
-//! journal entries. Until then, readers whose snapshot holds a journal entry read its
-//! block from the slot (waiting for the worker if it is not built yet).
+//! the index worker, which builds the transaction's log block into a [`Slot`]; the next
+//! write transaction stores that block in the log and drops the journal entry. Until
+//! then, readers whose snapshot holds the journal entry read the block from its slot
+//! (waiting for the worker if it is not built yet).
 //!
 //! Slots are keyed by journal sequence number. The writer adds a slot before the
-//! commit that writes its journal entry, and removes it after the commit that stores
-//! its block in a run. A reader takes its snapshot and the slots together ([`Unlogged::begin_read`]),
+//! commit that writes its journal entry, and removes it after the commit that logs its
+//! block. A reader takes its snapshot and the slots together ([`Unlogged::begin_read`]),
 //! and a slot is only removed while no reader is doing so, so every journal entry a
 //! snapshot holds has its slot among those the reader took.
 
