@@ -40,6 +40,9 @@ pub struct SettingFlags {
     /// Data directory [config: data_dir]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// Most MiB of database pages kept in memory [config: cache_mb]
+    #[arg(long, global = true, value_name = "MIB")]
+    pub cache_mb: Option<String>,
     /// Largest JSON body in bytes [config: max_body_bytes]
     #[arg(long, global = true, value_name = "BYTES")]
     pub max_body_bytes: Option<String>,
@@ -75,6 +78,7 @@ impl SettingFlags {
         let flags = [
             ("listen", &self.listen),
             ("data_dir", &self.data_dir),
+            ("cache_mb", &self.cache_mb),
             ("max_body_bytes", &self.max_body_bytes),
             ("max_connections", &self.max_connections),
             ("header_read_timeout_secs", &self.header_read_timeout_secs),
@@ -394,7 +398,8 @@ fn describe(err: &StoreError, data_dir: &Path, endpoint: &str) -> String {
 }
 
 fn open(config: &Config, endpoint: &str) -> Result<RedbStore, String> {
-    RedbStore::open(&config.data_dir).map_err(|err| describe(&err, &config.data_dir, endpoint))
+    RedbStore::open_with_cache(&config.data_dir, config.cache_bytes())
+        .map_err(|err| describe(&err, &config.data_dir, endpoint))
 }
 
 fn print_json(value: &Value) {

@@ -32,6 +32,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "directory holding the database file contactd.redb",
     },
     Setting {
+        key: "cache_mb",
+        default: "2048",
+        help: "most MiB of database pages kept in memory (read from disk when evicted)",
+    },
+    Setting {
         key: "max_body_bytes",
         default: "8388608",
         help: "largest accepted JSON request body, in bytes (413 beyond)",
@@ -86,6 +91,8 @@ pub const ADMIN_KEY_ENV: &str = "CONTACTD_ADMIN_KEY";
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Most MiB of database pages the store keeps in memory.
+    pub cache_mb: u64,
     pub max_body_bytes: u64,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
@@ -100,6 +107,13 @@ pub struct Config {
     pub import_max_bytes: u64,
     /// Time one import request may take.
     pub import_timeout: Duration,
+}
+
+impl Config {
+    /// `cache_mb` in bytes (saturating on a 32-bit target).
+    pub fn cache_bytes(&self) -> usize {
+        usize::try_from(self.cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
 }
 
 /// The environment variable for a config key.
@@ -240,6 +254,7 @@ pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
         listen,
         unknown_attributes,
         data_dir: PathBuf::from(data_dir),
+        cache_mb: number("cache_mb", 1)?,
         max_body_bytes: number("max_body_bytes", 1)?,
         max_connections: usize::try_from(number("max_connections", 1)?)
             .map_err(|_| fail("max_connections", "too large".into()))?,
@@ -313,6 +328,7 @@ pub fn to_toml(config: &Config) -> String {
     let lines = [
         ("listen", quote(&config.listen.to_string())),
         ("data_dir", quote(&config.data_dir.display().to_string())),
+        ("cache_mb", config.cache_mb.to_string()),
         ("max_body_bytes", config.max_body_bytes.to_string()),
         ("max_connections", config.max_connections.to_string()),
         (
@@ -371,6 +387,22 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.max_body_bytes, 8 * 1024 * 1024);
+        // The store's own default, which tests and `RedbStore::open` use.
+        assert_eq!(config.cache_bytes(), crate::store::DEFAULT_CACHE);
+    }
+
+    #[test]
+    fn the_cache_size_is_a_positive_number_of_mib() {
+        let config = resolve(&sources("cache_mb = 64", &[], &[])).unwrap();
+        assert_eq!(config.cache_bytes(), 64 << 20);
+        let err = resolve(&sources("cache_mb = 0", &[], &[])).unwrap_err();
+        assert_eq!(err.key, "cache_mb");
+        assert!(err.message.contains("at least 1"), "{}", err.message);
+        let err = resolve(&sources("", &[("CONTACTD_CACHE_MB", "lots")], &[])).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.origin.as_str()),
+            ("cache_mb", "CONTACTD_CACHE_MB")
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StoreError> {
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || RedbStore::open(&data_dir))
+    let cache = config.cache_bytes();
+    let store = tokio::task::spawn_blocking(move || RedbStore::open_with_cache(&data_dir, cache))
         .await
         .map_err(|err| StoreError::Backend(format!("open task failed: {err}")))??;
     let store = Arc::new(store);

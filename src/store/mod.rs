@@ -31,6 +31,7 @@ use crate::domain::{
 
 pub use check::CheckReport;
 pub use codec::{decode_contact, encode_contact};
+pub use file::DEFAULT_CACHE;
 pub use lsm::IndexLimits;
 pub use query::{QueryLimits, QueryPage, Start};
 pub use redb_store::{RedbStore, DB_FILE};

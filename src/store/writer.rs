@@ -11,8 +11,9 @@
 //! The jobs of a group record their contact changes in the transaction's [`Txn`]:
 //! field counts are updated and the changed contacts journaled in the transaction
 //! itself, while the index worker builds the transaction's index log block after it;
-//! the next transaction stores that block in the log (see `lsm::unlogged`). A
-//! transaction that changes only a few contacts builds and stores its block itself.
+//! the next transaction stores that block in the log (see `lsm::unlogged`), however
+//! few contacts it changed: building the block during the commit's `fdatasync`, on
+//! another thread, is cheaper than building it before.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -128,12 +129,6 @@ impl Txn {
     fn finish_index(&self) -> Result<Option<(u64, Arc<Slot>)>, StoreError> {
         self.write_counts()?;
         self.log_earlier()?;
-        let contacts: usize = self.jobs.borrow().iter().map(|(_, p)| p.len()).sum();
-        if contacts < self.limits.inline_below {
-            // A few contacts cost less to index here than to hand over.
-            self.log_own()?;
-            return Ok(None);
-        }
         let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
         let mut journal = journal::Entry::default();
         for (agent, pairs) in &jobs {

@@ -351,7 +351,8 @@ proptest! {
             store = store.with_query_limits(contactd::store::QueryLimits { cap, in_memory, run, max_runs, words });
         }
         // Written in small batches with tiny index limits, the indexes are read from
-        // several log blocks and runs (merged, some holding removed entries).
+        // several log blocks and runs (merged, some holding removed entries), and from
+        // memory (every write journals its contacts).
         let batch = match batch {
             Some(n) => {
                 store = store.with_index_limits(contactd::store::IndexLimits {
@@ -362,8 +363,6 @@ proptest! {
                     base_entries: 8,
                     merge_step: 5,
                     idle_ms: 1,
-                    // Every write journals its contacts: reads take blocks from memory.
-                    inline_below: 0,
                 });
                 n
             }

@@ -113,9 +113,6 @@ pub struct IndexLimits {
     /// Milliseconds without writes after which the log is flushed and runs of
     /// comparable size are merged (see `compaction::plan_idle`).
     pub idle_ms: u64,
-    /// A write transaction that changes fewer contacts builds its log block itself
-    /// rather than journaling them for the index worker (see `unlogged`).
-    pub inline_below: usize,
 }
 
 impl Default for IndexLimits {
@@ -128,7 +125,6 @@ impl Default for IndexLimits {
             base_entries: 16 << 10,
             merge_step: 512 << 10,
             idle_ms: 1000,
-            inline_below: 256,
         }
     }
 }
@@ -613,7 +609,6 @@ mod tests {
         // Merges of more than 40 entries take several steps.
         merge_step: 40,
         idle_ms: 1,
-        inline_below: 0,
     };
 
     /// A database with the index tables created and empty.
