@@ -598,6 +598,7 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     // Earlier jobs of this transaction may have index changes for the agent.
     txn.log_now()?;
     index::delete_agent(txn, agent_id, txn.limits)?;
+    txn.logged_elsewhere();
     let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
     for name in agent_rows(&attributes, agent_id)? {
         attributes.remove((agent_id, name.as_str()))?;

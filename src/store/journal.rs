@@ -19,6 +19,7 @@ use redb::{ReadableTable, WriteTransaction};
 use super::codec::{decode_contact, encode_contact};
 use super::contacts::contact_by_number;
 use super::index::{self, Pairs};
+use super::lsm::block::Block;
 use super::lsm::unlogged::INDEX_JOURNAL;
 use super::lsm::{Changes, IndexLimits};
 use super::tables::{CONTACTS, CONTACTS_BY_ID};
@@ -132,6 +133,27 @@ pub fn replay(txn: &WriteTransaction, limits: IndexLimits) -> Result<usize, Stor
     if entries.is_empty() {
         return Ok(0);
     }
+    let (changes, contacts) = changes_since(txn, entries)?;
+    changes.commit(txn, limits)?;
+    txn.open_table(INDEX_JOURNAL)?.retain(|_, _| false)?;
+    Ok(contacts)
+}
+
+/// The log block of one journal entry (`None`: no index entry changed), computed from
+/// the contacts as `txn` has them now: for a transaction whose block the index worker
+/// failed to build. Later changes of the same contacts are in later blocks, which
+/// remove or keep what this one adds.
+pub fn block_of(txn: &WriteTransaction, entry: &[u8]) -> Result<Option<Block>, StoreError> {
+    let (changes, _) = changes_since(txn, vec![decode(entry)?])?;
+    Ok(changes.into_block())
+}
+
+/// The index changes from the records journaled in `entries` (oldest first) to the
+/// contacts as `txn` has them, and how many contacts they cover.
+fn changes_since(
+    txn: &WriteTransaction,
+    entries: Vec<Vec<Recorded>>,
+) -> Result<(Changes, usize), StoreError> {
     // Per contact, the record before its first change: the index has its entries.
     let mut first: HashMap<(String, u64), Option<Contact>> = HashMap::new();
     let mut order = Vec::new();
@@ -157,9 +179,7 @@ pub fn replay(txn: &WriteTransaction, limits: IndexLimits) -> Result<usize, Stor
     for (agent, pairs) in &per_agent {
         changes.add_sorted(index::compute(agent, pairs));
     }
-    changes.commit(txn, limits)?;
-    txn.open_table(INDEX_JOURNAL)?.retain(|_, _| false)?;
-    Ok(order.len())
+    Ok((changes, order.len()))
 }
 
 #[cfg(test)]

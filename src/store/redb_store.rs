@@ -666,6 +666,43 @@ mod tests {
         assert_eq!(found(&store, "a", "hop"), ["u1"]);
     }
 
+    /// A write whose block the index worker failed to build (a panic fills its slot with
+    /// an error) is indexed from its journal entry by the next write, which commits:
+    /// before, every later write failed until a restart.
+    #[test]
+    fn a_block_the_worker_failed_to_build_is_computed_from_the_journal() {
+        use crate::store::lsm::unlogged::Slot;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        // No idle flush in between: it would log the block first.
+        let store = RedbStore::open(dir.path())
+            .unwrap()
+            .with_index_limits(IndexLimits {
+                idle_ms: 600_000,
+                ..IndexLimits::default()
+            });
+        create_agent(&rt, &store, "a");
+        upsert_names(
+            &rt,
+            &store,
+            "a",
+            &[("u0", "Ada Lovelace"), ("u1", "Grace Hopper")],
+        );
+        upsert_names(&rt, &store, "a", &[("u0", "Ada King")]);
+        let pending = store.unlogged.all();
+        assert_eq!(pending.len(), 1, "the last write's block is not logged yet");
+        let failed = Arc::new(Slot::default());
+        failed.fill(Err(StoreError::Backend("the index worker stopped".into())));
+        store.unlogged.add(pending[0].0, failed);
+        upsert_names(&rt, &store, "a", &[("u2", "Alan Turing")]);
+        assert_eq!(found(&store, "a", "king"), ["u0"]);
+        assert!(found(&store, "a", "lovelace").is_empty());
+        assert_eq!(found(&store, "a", "hopper"), ["u1"]);
+        assert_eq!(found(&store, "a", "turing"), ["u2"]);
+        let report = store.check().unwrap();
+        assert_eq!(report.problem_count, 0, "{:?}", report.problems);
+    }
+
     #[test]
     fn a_version_2_data_dir_gets_its_indexes_built_at_open() {
         use crate::domain::query::Query;
@@ -903,6 +940,21 @@ mod tests {
         assert_eq!(page.contacts.len(), 11);
         let report = store.check().unwrap();
         assert_eq!(report.problem_count, 0, "{:?}", report.problems);
+        // Deleting the agent, the last write, logs the removal of its entries; that too
+        // must wake the merger for an idle flush (it did not when nothing else was
+        // pending, and the removals stayed in the log).
+        rt.block_on(store.delete_agent("default".into())).unwrap();
+        assert!(layout().0 > 0, "the removals are logged");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while layout().0 > 0 || layout().1 > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log was not flushed after the agent's deletion: {:?}",
+                layout()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(store.check().unwrap().problem_count, 0);
     }
 
     #[test]

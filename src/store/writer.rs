@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::index::{self, Pairs};
@@ -89,7 +89,9 @@ impl Txn {
     }
 
     /// Stores the blocks of earlier transactions in the log (waiting for the index
-    /// worker where needed), and drops their journal entries.
+    /// worker where needed), and drops their journal entries. A block the worker failed
+    /// to build is computed here from the journal entry, so one failure does not stop
+    /// every later write.
     fn log_earlier(&self) -> Result<(), StoreError> {
         let mut logged = self.logged.borrow_mut();
         let mut journal = self.txn.open_table(INDEX_JOURNAL)?;
@@ -97,13 +99,30 @@ impl Txn {
             if logged.contains(&seq) {
                 continue;
             }
-            if let Some(block) = slot.wait()? {
+            let block = match slot.wait() {
+                Ok(block) => block,
+                Err(err) => {
+                    tracing::error!(error = %err, seq, "the index worker built no block; computing it from the journal");
+                    let entry = journal.get(seq)?.map(|e| e.value().to_vec());
+                    let entry = entry.ok_or_else(|| {
+                        StoreError::Corrupt(format!("index journal entry {seq} is missing"))
+                    })?;
+                    journal::block_of(&self.txn, &entry)?
+                }
+            };
+            if let Some(block) = block {
                 self.append(&block)?;
             }
             journal.remove(seq)?;
             logged.push(seq);
         }
         Ok(())
+    }
+
+    /// Notes that index changes were written to the log directly (not through this
+    /// `Txn`), so that the merger is woken for them after the commit.
+    pub fn logged_elsewhere(&self) {
+        self.appended.set(true);
     }
 
     /// Writes every index change made so far to the log now, this transaction's
