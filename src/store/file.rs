@@ -24,10 +24,9 @@ use redb::{BackendError, Database, DatabaseError, StorageBackend};
 /// redb's page size (its default, which the store keeps).
 pub const PAGE: u64 = 4096;
 
-/// The page cache of [`open`] when none is given (the `cache_mb` default). At a million
-/// contacts the file holds about 1.3 GB of pages, the indexes' runs included; with
-/// redb's default of 1 GiB the merger's reads of runs evicted the pages of the
-/// contacts' trees that every write walks.
+/// The page cache when none is given (the `cache_mb` default). At a million contacts
+/// the file holds about 1.3 GB of pages, the indexes' runs included: more than redb's
+/// default of 1 GiB keeps.
 pub const DEFAULT_CACHE: usize = 2 << 30;
 
 /// Opens (or creates) the database at `path` over [`PageWrites`] of the file, keeping

@@ -905,6 +905,18 @@ mod tests {
             let runs = txn.open_table(INDEX_RUNS).unwrap().len().unwrap();
             (log, merges, runs)
         };
+        // Waits until the log is flushed and no merge is left in flight.
+        let tidied = |after: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while layout().0 > 0 || layout().1 > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the indexes were not tidied after {after}: {:?}",
+                    layout()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        };
         // Twice: the second round's writes must wake the merger again.
         for round in 0..2 {
             let mut issues = crate::domain::Issues::new();
@@ -920,15 +932,7 @@ mod tests {
                 ))
                 .unwrap();
             }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while layout().0 > 0 || layout().1 > 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the indexes were not tidied in round {round}: {:?}",
-                    layout()
-                );
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            tidied(&format!("round {round}"));
         }
         let (_, _, runs) = layout();
         assert!(runs <= 2, "{runs} runs after idle merges");
@@ -945,15 +949,7 @@ mod tests {
         // pending, and the removals stayed in the log).
         rt.block_on(store.delete_agent("default".into())).unwrap();
         assert!(layout().0 > 0, "the removals are logged");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while layout().0 > 0 || layout().1 > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the log was not flushed after the agent's deletion: {:?}",
-                layout()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        tidied("the agent's deletion");
         assert_eq!(store.check().unwrap().problem_count, 0);
     }
 
