@@ -42,20 +42,10 @@ pub(super) fn sources(
     for term in &query.terms {
         let mut start = keys::prefix(&[agent.as_bytes()]);
         keys::push_escaped(&mut start, term.as_bytes());
-        // The term's words first (cheap: a few entries per word): when none is common,
-        // their contact numbers are the whole answer.
-        let source = match word_runs(snap.index()?, agent, &start, limits)? {
-            Some((rare, runs)) if runs.is_empty() => Source::Ids(rare),
-            Some((rare, runs)) => {
-                match collect(snap.index()?, Index::Words, &start, None, streamable_cap)? {
-                    Some(ids) => Source::Ids(ids),
-                    None => Source::Runs(Index::Words, rare, runs),
-                }
-            }
-            None => match collect(snap.index()?, Index::Words, &start, None, streamable_cap)? {
-                Some(ids) => Source::Ids(ids),
-                None => Source::Unindexed,
-            },
+        let source = match word_runs(snap.index()?, agent, &start, limits, streamable_cap)? {
+            Some((ids, runs)) if runs.is_empty() => Source::Ids(ids),
+            Some((rare, runs)) => Source::Runs(Index::Words, rare, runs),
+            None => Source::Unindexed,
         };
         out.push(source);
     }
@@ -138,23 +128,27 @@ pub(super) fn collect(
     Ok(Some(ids))
 }
 
-/// The words that start with the escaped term `start` (after the agent's segment):
-/// the contact numbers of the rare ones (at most `limits.run` entries each), sorted, and
-/// the key prefixes of the common ones, to be streamed; `None` past `limits.words`
-/// distinct words or `limits.max_runs` common ones.
+/// The words that start with the escaped term `start` (after the agent's segment), in
+/// one pass: the contact numbers of the words read whole, sorted, and the key prefixes of
+/// the common words, to be streamed. While the term has at most `cap` entries every word
+/// is read whole (so with no common word the numbers are the term's whole answer); past
+/// that, a word is cut once it has more than `limits.run` entries, and the range jumps
+/// past it. `None` past `cap` entries and `limits.words` distinct words or
+/// `limits.max_runs` common ones.
 pub(super) fn word_runs(
     view: &IndexView,
     agent: &str,
     start: &[u8],
     limits: QueryLimits,
+    cap: usize,
 ) -> Result<Option<RareAndCommon>, StoreError> {
     let agent_len = keys::prefix(&[agent.as_bytes()]).len();
     let malformed = || StoreError::Corrupt("a malformed word index key".into());
-    let mut rare = Vec::new();
+    let mut whole = Vec::new();
     let mut runs = Vec::new();
     let mut seen = 0;
-    // The word being read: its key prefix and its contact numbers so far. Rare words are
-    // read in one pass; the range is opened again only to jump past a common word.
+    let mut read = 0usize;
+    // The word being read: its key prefix and its contact numbers so far.
     let mut current: Option<(Vec<u8>, Vec<u64>)> = None;
     let end = keys::successor(start);
     let mut range = view.range(Index::Words, start, end.as_deref(), false)?;
@@ -163,38 +157,39 @@ pub(super) fn word_runs(
         let key = Some(range.key()).filter(|k| more && k.starts_with(start));
         let Some(key) = key else {
             if let Some((_, ids)) = current.take() {
-                rare.extend(ids);
+                whole.extend(ids);
             }
             break;
         };
         let id = keys::id_of(key).ok_or_else(malformed)?;
-        if let Some((run, ids)) = &mut current {
-            if key.starts_with(run.as_slice()) {
-                if ids.len() < limits.run {
+        read += 1;
+        if let Some((word, ids)) = &mut current {
+            if key.starts_with(word.as_slice()) {
+                if read <= cap || ids.len() < limits.run {
                     ids.push(id);
                     continue;
                 }
                 if runs.len() == limits.max_runs {
                     return Ok(None);
                 }
-                let past = keys::prefix_end(run);
-                runs.push(std::mem::take(run));
+                let past = keys::prefix_end(word);
+                runs.push(std::mem::take(word));
                 current = None;
                 range.seek(&past)?;
                 continue;
             }
         }
         if let Some((_, ids)) = current.take() {
-            rare.extend(ids);
+            whole.extend(ids);
         }
         seen += 1;
-        if seen > limits.words {
+        if seen > limits.words && read > cap {
             return Ok(None);
         }
         let (word, _) = keys::split_seg(&key[agent_len..]).ok_or_else(malformed)?;
         current = Some((keys::prefix(&[agent.as_bytes(), &word]), vec![id]));
     }
-    rare.sort_unstable();
-    rare.dedup();
-    Ok(Some((rare, runs)))
+    whole.sort_unstable();
+    whole.dedup();
+    Ok(Some((whole, runs)))
 }
