@@ -387,7 +387,7 @@ impl AttributeChange {
 }
 
 /// One agent's definitions during a write, plus those this write defines on the fly.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Schema {
     defs: BTreeMap<String, AttributeDef>,
     created: Vec<String>,
@@ -424,6 +424,21 @@ impl Schema {
     /// The definition of `name`, if any.
     pub fn definition(&self, name: &str) -> Option<&AttributeDef> {
         self.defs.get(name)
+    }
+
+    /// A point to return to with [`Schema::roll_back`]: how many definitions were made
+    /// on the fly so far.
+    pub fn mark(&self) -> usize {
+        self.created.len()
+    }
+
+    /// Forgets the definitions made on the fly since `mark` (for an entry that is
+    /// rejected after its values were typed). Cheaper than keeping a copy of the schema:
+    /// definitions are only ever added here.
+    pub fn roll_back(&mut self, mark: usize) {
+        for name in self.created.drain(mark.min(self.created.len())..) {
+            self.defs.remove(&name);
+        }
     }
 
     /// Definitions made on the fly by `type_values` calls, in order.
@@ -507,5 +522,60 @@ impl Schema {
             }
         }
         typed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn raw_values() -> impl Strategy<Value = BTreeMap<String, Value>> {
+        let name = prop_oneof![
+            Just("plan"),
+            Just("ltv"),
+            Just("vip"),
+            Just("bad name"),
+            Just("x")
+        ];
+        let value = prop_oneof![
+            Just(Value::Null),
+            Just(json!("pro")),
+            Just(json!(540)),
+            Just(json!(true)),
+        ];
+        proptest::collection::btree_map(name.prop_map(str::to_owned), value, 0..4)
+    }
+
+    proptest! {
+        /// Rolling back to a mark leaves the schema as it was at the mark, whatever was
+        /// defined on the fly (by typing values or by declaring) after it.
+        #[test]
+        fn roll_back_returns_to_the_mark(
+            before in raw_values(),
+            after in proptest::collection::vec(raw_values(), 0..3),
+            declared in proptest::option::of(prop_oneof![Just("ltv"), Just("since")]),
+        ) {
+            let mut schema = Schema::new([AttributeDef {
+                name: "x".into(),
+                label: "x".into(),
+                kind: AttrType::Number,
+                description: None,
+                archived: false,
+                created_at: 0,
+            }]);
+            let mut issues = Issues::new();
+            schema.type_values(&before, None, UnknownPolicy::Define, "", 1, &mut issues);
+            let at_mark = schema.clone();
+            let mark = schema.mark();
+            if let Some(name) = declared {
+                schema.declare(name, AttrType::Date, 2);
+            }
+            for raw in &after {
+                schema.type_values(raw, None, UnknownPolicy::Define, "", 2, &mut issues);
+            }
+            schema.roll_back(mark);
+            prop_assert_eq!(schema, at_mark);
+        }
     }
 }

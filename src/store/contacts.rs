@@ -284,22 +284,43 @@ impl<'txn> Batch<'txn> {
         entry: &ContactInput,
         prefix: &str,
     ) -> Result<Result<Planned, Rejected>, StoreError> {
-        let agent_id = self.agent_id.clone();
-        let agent_id = agent_id.as_str();
         let ext = match &entry.external_id {
             Field::Set(ext) => ext.clone(),
             Field::Absent | Field::Clear => ids::new_external_id(),
         };
-        if !self.state.contains_key(&ext) {
-            let stored = self.tables.load(agent_id, &ext)?;
-            self.state.insert(ext.clone(), (stored.clone(), stored));
-            self.order.push(ext.clone());
-        }
-        let (stored, current) = self.state.get(&ext).cloned().unwrap_or_default();
+        // The entry's contact as stored and as the entries before left it, taken out of
+        // `state` (rather than copied) and put back once planned.
+        let (stored, current) = match self.state.remove(&ext) {
+            Some(pair) => pair,
+            None => {
+                let stored = self.tables.load(&self.agent_id, &ext)?;
+                self.order.push(ext.clone());
+                (stored.clone(), stored)
+            }
+        };
+        let planned = self.plan_loaded(entry, prefix, &ext, stored.as_ref(), current.as_ref());
+        let next = match &planned {
+            Ok(Ok(Planned::Created(next) | Planned::Updated(next))) => Some(next.clone()),
+            _ => current,
+        };
+        self.state.insert(ext, (stored, next));
+        planned
+    }
+
+    /// [`Batch::plan`] for the contact `ext` as `stored` and as the entries before left
+    /// it (`current`).
+    fn plan_loaded(
+        &mut self,
+        entry: &ContactInput,
+        prefix: &str,
+        ext: &str,
+        stored: Option<&Contact>,
+        current: Option<&Contact>,
+    ) -> Result<Result<Planned, Rejected>, StoreError> {
         let judged = if self.import.is_some() {
-            &current
+            current
         } else {
-            &stored
+            stored
         };
         if let Some(existing) = judged {
             match self.on_duplicate {
@@ -307,18 +328,15 @@ impl<'txn> Batch<'txn> {
                 OnDuplicate::Skip => return Ok(Ok(Planned::Skipped(existing.clone()))),
                 OnDuplicate::Error => {
                     let mut conflicts = Issues::new();
-                    conflicts.push(join(prefix, "external_id"), held_by(&ext));
+                    conflicts.push(join(prefix, "external_id"), held_by(ext));
                     return Ok(Err(Rejected::Conflict(conflicts)));
                 }
             }
         }
         let mut invalid = Issues::new();
-        let schema_before = entry
-            .custom_attributes
-            .as_ref()
-            .map(|_| self.schema.clone());
+        let mark = self.schema.mark();
         let attributes = entry.custom_attributes.as_ref().map(|raw| {
-            let existing = current.as_ref().map(|c| &c.custom_attributes);
+            let existing = current.map(|c| &c.custom_attributes);
             let merged = self.import_values(raw, existing);
             let raw = merged.as_ref().unwrap_or(raw);
             let path = join(prefix, "custom_attributes");
@@ -326,24 +344,20 @@ impl<'txn> Batch<'txn> {
                 .type_values(raw, existing, self.policy, &path, self.now, &mut invalid)
         });
         if !invalid.is_empty() {
-            if let Some(schema) = schema_before {
-                self.schema = schema;
-            }
+            self.schema.roll_back(mark);
             return Ok(Err(Rejected::Invalid(invalid)));
         }
-        let next = entry.apply(current.as_ref(), &ext, self.next_id, self.now, attributes);
-        let old_key = current.as_ref().and_then(Contact::email_key);
+        let next = entry.apply(current, ext, self.next_id, self.now, attributes);
+        let old_key = current.and_then(Contact::email_key);
         let new_key = next.email_key();
         if new_key != old_key {
             if let Some(key) = &new_key {
                 let owner = match self.email_owner.get(key) {
                     Some(owner) => owner.clone(),
-                    None => self.tables.email_owner(agent_id, key)?,
+                    None => self.tables.email_owner(&self.agent_id, key)?,
                 };
-                if let Some(owner) = owner.filter(|o| *o != ext) {
-                    if let Some(schema) = schema_before {
-                        self.schema = schema;
-                    }
+                if let Some(owner) = owner.filter(|o| o != ext) {
+                    self.schema.roll_back(mark);
                     let mut conflicts = Issues::new();
                     conflicts.push(join(prefix, "email"), held_by(&owner));
                     return Ok(Err(Rejected::Conflict(conflicts)));
@@ -353,15 +367,12 @@ impl<'txn> Batch<'txn> {
                 self.email_owner.insert(key, None);
             }
             if let Some(key) = new_key {
-                self.email_owner.insert(key, Some(ext.clone()));
+                self.email_owner.insert(key, Some(ext.to_owned()));
             }
         }
         let created = current.is_none();
         if created {
             self.next_id += 1;
-        }
-        if let Some(slot) = self.state.get_mut(&ext) {
-            slot.1 = Some(next.clone());
         }
         Ok(Ok(if created {
             Planned::Created(next)
