@@ -19,6 +19,18 @@ pub const CORE_FIELDS: [&str; 6] = [
 /// Prefix of custom attribute fields in `sort` and `filter[...]`.
 pub const ATTR_PREFIX: &str = "custom_attributes.";
 
+/// Appends `text` lower-cased (as `char::to_lowercase` does; ASCII, which most
+/// contact data is, without decoding characters).
+fn push_lower(buf: &mut String, text: &str) {
+    if text.is_ascii() {
+        let start = buf.len();
+        buf.push_str(text);
+        buf[start..].make_ascii_lowercase();
+    } else {
+        buf.extend(text.chars().flat_map(char::to_lowercase));
+    }
+}
+
 /// Calls `f` with every word a search term may be a prefix of: external id (whole and
 /// its words), name words, email (whole address, local part, domain, and their words),
 /// phone digits (see `phone_terms`). Words are lower-cased and may repeat; `f` returns
@@ -27,14 +39,14 @@ pub fn visit_terms(contact: &Contact, f: &mut dyn FnMut(&str) -> bool) -> bool {
     let mut buf = String::new();
     let lower = |text: &str, buf: &mut String| {
         buf.clear();
-        buf.extend(text.chars().flat_map(char::to_lowercase));
+        push_lower(buf, text);
     };
     // Lower-cased words of a text: split on anything that is not a letter or a digit.
     let words = |text: &str, buf: &mut String, f: &mut dyn FnMut(&str) -> bool| {
         for word in text.split(|c: char| !c.is_alphanumeric()) {
             if !word.is_empty() {
                 buf.clear();
-                buf.extend(word.chars().flat_map(char::to_lowercase));
+                push_lower(buf, word);
                 if !f(buf) {
                     return false;
                 }
@@ -317,6 +329,19 @@ mod tests {
                 .iter()
                 .all(|t| words.iter().any(|w| w.starts_with(t.as_str())));
             prop_assert_eq!(matches_terms(&c, &wanted), reference);
+        }
+
+        /// The ASCII shortcut lower-cases as `char::to_lowercase` does, after any text
+        /// already in the buffer.
+        #[test]
+        fn push_lower_agrees_with_char_lowercase(
+            head in "[a-zA-Zİ]{0,3}",
+            text in prop_oneof!["[ -~]{0,12}", "\\PC{0,12}"],
+        ) {
+            let mut buf = head.clone();
+            push_lower(&mut buf, &text);
+            let lowered: String = text.chars().flat_map(char::to_lowercase).collect();
+            prop_assert_eq!(buf, format!("{head}{lowered}"));
         }
 
         #[test]

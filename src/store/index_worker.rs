@@ -47,10 +47,9 @@ pub struct IndexWorker {
 /// The log block of `jobs` (later jobs' changes win): `None` when they change no index
 /// entry.
 pub fn build(jobs: &[Job]) -> Option<Block> {
+    let writes = jobs.iter().map(|(agent, pairs)| (agent.as_str(), &**pairs));
     let mut changes = Changes::default();
-    for (agent, pairs) in jobs {
-        changes.add_sorted(index::compute(agent, pairs));
-    }
+    changes.add_sorted(index::compute(writes));
     changes.into_block()
 }
 

@@ -176,9 +176,11 @@ fn changes_since(
         }
     }
     let mut changes = Changes::default();
-    for (agent, pairs) in &per_agent {
-        changes.add_sorted(index::compute(agent, pairs));
-    }
+    changes.add_sorted(index::compute(
+        per_agent
+            .iter()
+            .map(|(agent, pairs)| (agent.as_str(), pairs)),
+    ));
     Ok((changes, order.len()))
 }
 
