@@ -71,16 +71,13 @@ pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
 /// Contact changes of one write: each contact before and after (either may be absent).
 pub type Pairs = Vec<(Option<Contact>, Option<Contact>)>;
 
-/// The index changes of several writes, each contacts of an agent, in the order made:
-/// the sort and word entries that differ, sorted once (the last change of a key wins).
-/// Pure: the index worker runs it beside the writer (see `index_worker`).
-pub fn compute<'a>(writes: impl IntoIterator<Item = (&'a str, &'a Pairs)>) -> Sorted {
+/// The index changes of `pairs`, contacts of `agent`: the sort and word entries that
+/// differ. Pure: the index worker runs it beside the writer (see `index_worker`).
+pub fn compute(agent: &str, pairs: &[(Option<Contact>, Option<Contact>)]) -> Sorted {
     let mut ops = Vec::new();
-    for (agent, pairs) in writes {
-        for (before, after) in pairs {
-            if before != after {
-                record(agent, before.as_ref(), after.as_ref(), &mut ops);
-            }
+    for (before, after) in pairs {
+        if before != after {
+            record(agent, before.as_ref(), after.as_ref(), &mut ops);
         }
     }
     Sorted::new(ops)

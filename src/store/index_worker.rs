@@ -47,9 +47,10 @@ pub struct IndexWorker {
 /// The log block of `jobs` (later jobs' changes win): `None` when they change no index
 /// entry.
 pub fn build(jobs: &[Job]) -> Option<Block> {
-    let writes = jobs.iter().map(|(agent, pairs)| (agent.as_str(), &**pairs));
     let mut changes = Changes::default();
-    changes.add_sorted(index::compute(writes));
+    for (agent, pairs) in jobs {
+        changes.add_sorted(index::compute(agent, pairs));
+    }
     changes.into_block()
 }
 

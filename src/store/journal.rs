@@ -176,11 +176,9 @@ fn changes_since(
         }
     }
     let mut changes = Changes::default();
-    changes.add_sorted(index::compute(
-        per_agent
-            .iter()
-            .map(|(agent, pairs)| (agent.as_str(), pairs)),
-    ));
+    for (agent, pairs) in &per_agent {
+        changes.add_sorted(index::compute(agent, pairs));
+    }
     Ok((changes, order.len()))
 }
 

@@ -391,15 +391,11 @@ impl Changes {
             .sum();
         let mut builder = BlockBuilder::with_capacity(bytes);
         let mut key = Vec::new();
-        let mut push = |(index, bytes, present): &Op| {
+        for (index, bytes, present) in &merge_runs(runs).0 {
             key.clear();
             key.push(index.tag());
             key.extend_from_slice(bytes);
             builder.push(&key, *present);
-        };
-        match runs.as_slice() {
-            [only] => only.0.iter().for_each(&mut push),
-            _ => merge_sorted(&runs, &mut push),
         }
         Block::owned(builder.finish()).ok()
     }
@@ -442,36 +438,47 @@ pub fn append_block(
     Ok(false)
 }
 
-/// Passes the changes of several sorted runs to `out` in key order; for a key in more
-/// than one run, only the change of the latest run.
-fn merge_sorted(runs: &[Sorted], out: &mut impl FnMut(&Op)) {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    let head = |run: usize, at: usize| {
-        runs[run]
-            .0
-            .get(at)
-            .map(|op| Reverse((op.0.tag(), op.1.as_slice(), run, at)))
-    };
-    let mut heap: BinaryHeap<_> = (0..runs.len()).filter_map(|run| head(run, 0)).collect();
-    while let Some(Reverse((tag, key, mut run, mut at))) = heap.pop() {
-        // Equal keys pop in run order: the last one popped is the latest change.
-        loop {
-            if let Some(next) = head(run, at + 1) {
-                heap.push(next);
-            }
-            match heap.peek() {
-                Some(Reverse((t, k, ..))) if *t == tag && *k == key => {
-                    let Some(Reverse((_, _, r, a))) = heap.pop() else {
-                        break;
-                    };
-                    (run, at) = (r, a);
-                }
-                _ => break,
+/// Merges sorted runs of changes (oldest first) into one; for a key in more than one
+/// run, only the change of the latest run is kept. Adjacent runs are merged in pairs,
+/// round after round: each round compares every entry once, in order, where a heap over
+/// all runs costs several comparisons per entry.
+fn merge_runs(mut runs: Vec<Sorted>) -> Sorted {
+    while runs.len() > 1 {
+        let mut next = Vec::with_capacity(runs.len().div_ceil(2));
+        let mut pairs = runs.into_iter();
+        while let Some(older) = pairs.next() {
+            next.push(match pairs.next() {
+                Some(newer) => merge_two(older, newer),
+                None => older,
+            });
+        }
+        runs = next;
+    }
+    runs.pop().unwrap_or_default()
+}
+
+/// Merges two sorted runs; on a key in both, the `newer` run's change wins.
+fn merge_two(older: Sorted, newer: Sorted) -> Sorted {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let mut older = older.0.into_iter().peekable();
+    let mut newer = newer.0.into_iter().peekable();
+    loop {
+        let order = match (older.peek(), newer.peek()) {
+            (Some(a), Some(b)) => (a.0.tag(), a.1.as_slice()).cmp(&(b.0.tag(), b.1.as_slice())),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => break,
+        };
+        match order {
+            std::cmp::Ordering::Less => out.extend(older.next()),
+            std::cmp::Ordering::Greater => out.extend(newer.next()),
+            std::cmp::Ordering::Equal => {
+                older.next();
+                out.extend(newer.next());
             }
         }
-        out(&runs[run].0[at]);
     }
+    Sorted(out)
 }
 
 /// Merges the log into a new run and empties it.
@@ -715,8 +722,7 @@ mod tests {
                 .windows(2)
                 .map(|w| Sorted::new(ops[w[0]..w[1]].to_vec()))
                 .collect();
-            let mut merged = Vec::new();
-            merge_sorted(&pieces, &mut |op: &super::Op| merged.push(op.clone()));
+            let merged = merge_runs(pieces).0;
             let mut last: std::collections::BTreeMap<(u8, Vec<u8>), bool> = Default::default();
             for (index, key, present) in &ops {
                 last.insert((index.tag(), key.clone()), *present);
