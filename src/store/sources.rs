@@ -133,8 +133,8 @@ pub(super) fn collect(
 /// the common words, to be streamed. While the term has at most `cap` entries every word
 /// is read whole (so with no common word the numbers are the term's whole answer); past
 /// that, a word is cut once it has more than `limits.run` entries, and the range jumps
-/// past it. `None` past `cap` entries and `limits.words` distinct words or
-/// `limits.max_runs` common ones.
+/// past it (from the start when the run directories show the term to be large). `None`
+/// past `cap` entries and `limits.words` distinct words or `limits.max_runs` common ones.
 pub(super) fn word_runs(
     view: &IndexView,
     agent: &str,
@@ -147,10 +147,15 @@ pub(super) fn word_runs(
     let mut whole = Vec::new();
     let mut runs = Vec::new();
     let mut seen = 0;
-    let mut read = 0usize;
+    let end = keys::successor(start);
+    // A term the run directories already show to be large cuts its common words from
+    // the start, rather than reading `cap` entries to find that out.
+    let large = end
+        .as_deref()
+        .is_some_and(|end| view.surely_more_than(Index::Words, start, end, cap as u64));
+    let mut read = if large { cap } else { 0 };
     // The word being read: its key prefix and its contact numbers so far.
     let mut current: Option<(Vec<u8>, Vec<u64>)> = None;
-    let end = keys::successor(start);
     let mut range = view.range(Index::Words, start, end.as_deref(), false)?;
     loop {
         let more = range.advance()?;

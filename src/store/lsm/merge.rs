@@ -91,7 +91,7 @@ impl<T: ChunkTable> Chunks for Run<T> {
 }
 
 /// How many of `0..n` satisfy `pred`, which holds for a prefix of them.
-fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+pub(super) fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
     let (mut lo, mut hi) = (0, n);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;

@@ -145,6 +145,8 @@ impl IndexLimits {
 pub struct Sources<T> {
     log: Vec<Single>,
     runs: Vec<Run<T>>,
+    /// Entries in each run of `runs`, in the same order.
+    run_entries: Vec<u64>,
 }
 
 /// What a read snapshot sees of the indexes.
@@ -169,11 +171,18 @@ impl IndexView {
             log.push(Single(Block::stored(row?.1)?));
         }
         let mut runs = Vec::new();
+        let mut run_entries = Vec::new();
         for row in txn.open_table(INDEX_RUNS)?.iter()?.rev() {
+            let (id, entries) = row?;
             let cache = held.cache.clone();
-            runs.push(open_run_read(txn, row?.0.value(), cache)?);
+            runs.push(open_run_read(txn, id.value(), cache)?);
+            run_entries.push(entries.value());
         }
-        Ok(Self { log, runs })
+        Ok(Self {
+            log,
+            runs,
+            run_entries,
+        })
     }
 }
 
@@ -184,17 +193,21 @@ impl<'txn> Sources<Table<'txn, u32, &'static [u8]>> {
         for row in txn.open_table(INDEX_LOG)?.iter()?.rev() {
             log.push(Single(Block::owned(row?.1.value().to_vec())?));
         }
-        let ids: Vec<u64> = txn
+        let sizes: Vec<(u64, u64)> = txn
             .open_table(INDEX_RUNS)?
             .iter()?
             .rev()
-            .map(|row| row.map(|(id, _)| id.value()))
+            .map(|row| row.map(|(id, n)| (id.value(), n.value())))
             .collect::<Result<_, _>>()?;
         let mut runs = Vec::new();
-        for id in ids {
+        for &(id, _) in &sizes {
             runs.push(open_run_write(txn, id)?);
         }
-        Ok(Self { log, runs })
+        Ok(Self {
+            log,
+            runs,
+            run_entries: sizes.into_iter().map(|(_, n)| n).collect(),
+        })
     }
 }
 
@@ -263,6 +276,29 @@ impl<T: ChunkTable> Sources<T> {
             None => vec![index.tag() + 1],
         };
         Merged::new(&self.all(), tagged(lower), upper, descending, false, 1)
+    }
+
+    /// Whether the keys of `index` from `lower` to below `upper` surely outnumber `n`,
+    /// judged from the runs' chunk directories alone (no chunk is read): some run has
+    /// whole chunks inside the range whose entries, at that run's average per chunk, are
+    /// more than twice `n`. An estimate for choosing how to read a range, never for what
+    /// a read returns; `false` says nothing.
+    pub fn surely_more_than(&self, index: Index, lower: &[u8], upper: &[u8], n: u64) -> bool {
+        let tagged = |key: &[u8]| [&[index.tag()], key].concat();
+        let (lower, upper) = (tagged(lower), tagged(upper));
+        self.runs
+            .iter()
+            .zip(&self.run_entries)
+            .any(|(run, &entries)| {
+                let chunks = run.count();
+                // Chunk `i` lies inside the range when its first key is at or above `lower`
+                // and the next chunk's first key is at or below `upper`.
+                let from = merge::partition(chunks, |i| run.first(i) < lower.as_slice());
+                let upto = merge::partition(chunks, |i| run.first(i) <= upper.as_slice());
+                let whole = upto.saturating_sub(1).saturating_sub(from) as u64;
+                let per_chunk = entries / (chunks.max(1) as u64);
+                whole.saturating_mul(per_chunk) > n.saturating_mul(2)
+            })
     }
 
     /// Whether `index` holds `key`.
@@ -953,6 +989,75 @@ mod tests {
         drop(view);
         drop(txn);
         assert_eq!(unlisted_runs(&db), 0);
+    }
+
+    /// The directory estimate says "more than n" for a range that holds several whole
+    /// chunks' worth of entries, and not for a range within a chunk or two, or past the
+    /// keys; it sees runs only, not the log.
+    #[test]
+    fn a_range_is_surely_large_only_when_whole_chunks_show_it() {
+        let (_dir, db) = empty_db();
+        // Every commit flushes its block into a run of chunks of a few keys each.
+        let limits = IndexLimits {
+            log_blocks: 1,
+            chunk_bytes: 64,
+            ..TINY
+        };
+        let txn = db.begin_write().unwrap();
+        let mut changes = Changes::default();
+        for k in 0..600u32 {
+            changes.put(Index::Words, format!("w{k:05}").into_bytes());
+        }
+        changes.commit(&txn, limits).unwrap();
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let view = IndexView::open(&txn, &Held::default()).unwrap();
+        let count = |lower: &str, upper: &str| {
+            view_range(
+                &view,
+                Index::Words,
+                lower.as_bytes(),
+                Some(upper.as_bytes()),
+                false,
+            )
+            .len() as u64
+        };
+        assert_eq!(count("w", "x"), 600);
+        for (lower, upper, n, large) in [
+            ("w", "x", 100, true),
+            ("w", "x", 600, false),
+            ("w00100", "w00400", 50, true),
+            ("w00100", "w00104", 2, false),
+            ("x", "y", 0, false),
+        ] {
+            let said = view.surely_more_than(Index::Words, lower.as_bytes(), upper.as_bytes(), n);
+            assert_eq!(said, large, "{lower}..{upper} more than {n}");
+            if said {
+                assert!(count(lower, upper) > n);
+            }
+            assert!(!view.surely_more_than(Index::Sort, lower.as_bytes(), upper.as_bytes(), n));
+        }
+
+        // In the log only (not flushed), the same keys give no estimate.
+        let (_dir, db) = empty_db();
+        let txn = db.begin_write().unwrap();
+        let mut changes = Changes::default();
+        for k in 0..600u32 {
+            changes.put(Index::Words, format!("w{k:05}").into_bytes());
+        }
+        changes
+            .commit(
+                &txn,
+                IndexLimits {
+                    log_blocks: 4,
+                    ..limits
+                },
+            )
+            .unwrap();
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let view = IndexView::open(&txn, &Held::default()).unwrap();
+        assert!(!view.surely_more_than(Index::Words, b"w", b"x", 0));
     }
 
     /// Once writes stop, the log is flushed and runs of comparable size are merged; a
