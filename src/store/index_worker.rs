@@ -1,7 +1,8 @@
 //! The index worker: a thread beside the writer that turns each write transaction's
-//! contact changes into the transaction's index log block (`index::compute`, then one
+//! contact changes into the transaction's index block (`index::compute`, then one
 //! sorted block) and puts it in the transaction's [`Slot`]. The writer does not wait
-//! for it: the next transaction stores the block in the log (see `lsm::unlogged`).
+//! for it: the block waits in memory until a later transaction stores it in a run (see
+//! `lsm::unlogged`).
 //!
 //! Computing the keys, sorting them and merging the jobs' changes into one block took
 //! about a fifth of the writer thread's time at a million contacts, and the writer
@@ -44,7 +45,7 @@ pub struct IndexWorker {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The log block of `jobs` (later jobs' changes win): `None` when they change no index
+/// The index block of `jobs` (later jobs' changes win): `None` when they change no index
 /// entry.
 pub fn build(jobs: &[Job]) -> Option<Block> {
     let mut changes = Changes::default();

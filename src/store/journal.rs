@@ -1,6 +1,6 @@
 //! The index journal: what a write transaction records, in the same transaction, of
-//! the contacts it changed, so that index changes not yet in the index log survive a
-//! crash (see `lsm::unlogged`).
+//! the contacts it changed, so that index changes waiting in memory (not yet in a run)
+//! survive a crash (see `lsm::unlogged`).
 //!
 //! An entry lists, for each contact changed, its agent, its number and its record as it
 //! was before the transaction (none for a new contact). The index entries before the

@@ -2,8 +2,8 @@
 //! beside the writer. It reads the inputs on its own snapshot and builds the output's
 //! chunks, then hands each step to the writer, which stores it in a write transaction
 //! like any other job. It wakes after every commit and sleeps while no merge is in
-//! flight. Once writes have stopped for `IndexLimits::idle_ms`, it has the log flushed
-//! and runs of comparable size merged (`compaction::plan_idle`), so reads open fewer
+//! flight. Once writes have stopped for `IndexLimits::idle_ms`, it has the waiting
+//! blocks and the log flushed (`Txn::flush_now`) and runs of comparable size merged (`compaction::plan_idle`), so reads open fewer
 //! sources.
 
 use std::collections::HashMap;
@@ -119,7 +119,10 @@ fn run(db: &Database, writer: &Writer, kick: &Kick) {
             Wake::Commit(wrote) => dirty |= wrote,
             Wake::Idle if dirty => {
                 dirty = false;
-                let planned = writer.submit_blocking(|txn| plan_idle(txn, txn.limits));
+                let planned = writer.submit_blocking(|txn| {
+                    txn.flush_now()?;
+                    plan_idle(txn, txn.limits)
+                });
                 match planned {
                     Ok(_) => {}
                     Err(StoreError::Closed) => return,

@@ -89,7 +89,7 @@ impl RedbStore {
         self
     }
 
-    /// Changes when the index log is flushed and index runs are merged (see
+    /// Changes when index blocks are flushed and index runs are merged (see
     /// [`IndexLimits`]); results are the same, only speed differs. For tests.
     #[must_use]
     pub fn with_index_limits(self, limits: IndexLimits) -> Self {
@@ -625,45 +625,73 @@ mod tests {
         .unwrap();
     }
 
-    /// The last write's index changes are in the journal, not the log, until the next
-    /// write; reads see them at once, and a store stopped in between indexes those
-    /// contacts again when it opens.
+    /// A write's index changes wait in the journal (and, built, in memory) until
+    /// `log_blocks` writes' changes do; the next write then stores them in a new run,
+    /// not the log. Reads see them at once, and a store stopped in between indexes
+    /// those contacts again when it opens.
     #[test]
-    fn the_last_writes_index_changes_survive_a_stop_through_the_journal() {
+    fn index_changes_wait_in_the_journal_and_survive_a_stop() {
+        use crate::store::lsm::{INDEX_LOG, INDEX_RUNS};
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
+        // No idle flush in between: it would flush what waits.
+        let limits = IndexLimits {
+            log_blocks: 3,
+            idle_ms: 600_000,
+            ..IndexLimits::default()
+        };
+        let open = || {
+            RedbStore::open(dir.path())
+                .unwrap()
+                .with_index_limits(limits)
+        };
         let upsert = |store: &RedbStore, rows: &[(&str, &str)]| upsert_names(&rt, store, "a", rows);
-        let journaled = |store: &RedbStore| {
+        // Journal entries, log blocks and runs.
+        let layout = |store: &RedbStore| {
             let txn = store.db.begin_read().unwrap();
-            txn.open_table(INDEX_JOURNAL).unwrap().len().unwrap()
+            let journal = txn.open_table(INDEX_JOURNAL).unwrap().len().unwrap();
+            let log = txn.open_table(INDEX_LOG).unwrap().len().unwrap();
+            let runs = txn.open_table(INDEX_RUNS).unwrap().len().unwrap();
+            (journal, log, runs)
         };
         {
             // However few contacts a write changes, they go through the journal.
-            let store = RedbStore::open(dir.path()).unwrap();
+            let store = open();
             create_agent(&rt, &store, "a");
             upsert(&store, &[("u0", "Ada Lovelace"), ("u1", "Grace Hopper")]);
-            assert_eq!(journaled(&store), 1);
+            assert_eq!(layout(&store), (1, 0, 0));
             assert_eq!(found(&store, "a", "hop"), ["u1"]);
-            // The next write logs the first one's block and journals its own.
             upsert(&store, &[("u0", "Ada King"), ("u2", "Alan Turing")]);
-            assert_eq!(journaled(&store), 1);
+            assert_eq!(layout(&store), (2, 0, 0));
             assert_eq!(found(&store, "a", "king"), ["u0"]);
             assert!(found(&store, "a", "lovelace").is_empty());
             assert_eq!(store.check().unwrap().problem_count, 0);
             store.shutdown();
         }
-        let store = RedbStore::open(dir.path()).unwrap();
-        assert_eq!(journaled(&store), 0);
-        // Opening logged the replayed block; a write of one contact is journaled too.
+        let store = open();
+        // Opening logged the replayed changes of both entries as one block.
+        assert_eq!(layout(&store), (0, 1, 0));
         upsert(&store, &[("u3", "Edsger Dijkstra")]);
-        assert_eq!(journaled(&store), 1);
+        upsert(&store, &[("u4", "Barbara Liskov")]);
+        upsert(&store, &[("u5", "John Backus")]);
+        assert_eq!(layout(&store), (3, 1, 0));
         assert_eq!(found(&store, "a", "dijkstra"), ["u3"]);
+        // Three wait: the next write stores them and the log in one run.
+        upsert(&store, &[("u6", "Frances Allen")]);
+        assert_eq!(layout(&store), (1, 0, 1));
         let report = store.check().unwrap();
         assert_eq!(report.problem_count, 0, "{:?}", report.problems);
-        assert_eq!(found(&store, "a", "king"), ["u0"]);
-        assert_eq!(found(&store, "a", "turing"), ["u2"]);
+        for (word, ext) in [
+            ("king", "u0"),
+            ("turing", "u2"),
+            ("hop", "u1"),
+            ("liskov", "u4"),
+            ("backus", "u5"),
+            ("allen", "u6"),
+        ] {
+            assert_eq!(found(&store, "a", word), [ext], "{word}");
+        }
         assert!(found(&store, "a", "lovelace").is_empty());
-        assert_eq!(found(&store, "a", "hop"), ["u1"]);
     }
 
     /// A write whose block the index worker failed to build (a panic fills its slot with
@@ -674,7 +702,7 @@ mod tests {
         use crate::store::lsm::unlogged::Slot;
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
-        // No idle flush in between: it would log the block first.
+        // No idle flush in between: it would store the blocks first.
         let store = RedbStore::open(dir.path())
             .unwrap()
             .with_index_limits(IndexLimits {
@@ -690,11 +718,17 @@ mod tests {
         );
         upsert_names(&rt, &store, "a", &[("u0", "Ada King")]);
         let pending = store.unlogged.all();
-        assert_eq!(pending.len(), 1, "the last write's block is not logged yet");
+        assert_eq!(pending.len(), 2, "both writes' blocks wait");
         let failed = Arc::new(Slot::default());
         failed.fill(Err(StoreError::Backend("the index worker stopped".into())));
         store.unlogged.add(pending[0].0, failed);
+        // Far fewer than `log_blocks` wait, but the failure makes them due.
         upsert_names(&rt, &store, "a", &[("u2", "Alan Turing")]);
+        assert_eq!(
+            store.unlogged.all().len(),
+            1,
+            "only the last write's block waits"
+        );
         assert_eq!(found(&store, "a", "king"), ["u0"]);
         assert!(found(&store, "a", "lovelace").is_empty());
         assert_eq!(found(&store, "a", "hopper"), ["u1"]);
@@ -901,11 +935,13 @@ mod tests {
         let layout = || {
             let txn = store.db.begin_read().unwrap();
             let log = txn.open_table(INDEX_LOG).unwrap().len().unwrap();
+            let journal = txn.open_table(INDEX_JOURNAL).unwrap().len().unwrap();
             let merges = txn.open_table(INDEX_MERGES).unwrap().len().unwrap();
             let runs = txn.open_table(INDEX_RUNS).unwrap().len().unwrap();
-            (log, merges, runs)
+            (log + journal, merges, runs)
         };
-        // Waits until the log is flushed and no merge is left in flight.
+        // Waits until the log and the blocks waiting in memory are flushed and no merge
+        // is left in flight.
         let tidied = |after: &str| {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while layout().0 > 0 || layout().1 > 0 {

@@ -10,10 +10,10 @@
 //!
 //! The jobs of a group record their contact changes in the transaction's [`Txn`]:
 //! field counts are updated and the changed contacts journaled in the transaction
-//! itself, while the index worker builds the transaction's index log block after it;
-//! the next transaction stores that block in the log (see `lsm::unlogged`), however
-//! few contacts it changed: building the block during the commit's `fdatasync`, on
-//! another thread, is cheaper than building it before.
+//! itself, while the index worker builds the transaction's index block after it; the
+//! block waits in memory until a later transaction stores the waiting blocks in a run
+//! (see `lsm::unlogged`), however few contacts it changed: building the block during
+//! the commit's `fdatasync`, on another thread, is cheaper than building it before.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -30,7 +30,7 @@ use super::index_worker::{self, IndexWorker, Job as IndexJob};
 use super::journal;
 use super::lsm::block::Block;
 use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
-use super::lsm::{append_block, IndexLimits};
+use super::lsm::{store_blocks, IndexLimits};
 use super::merger::Kick;
 use super::{StoreError, StoreFuture};
 
@@ -41,9 +41,9 @@ pub struct Txn {
     jobs: RefCell<Vec<IndexJob>>,
     /// Per agent and field, how many more contacts have a value for it.
     counts: RefCell<HashMap<String, HashMap<String, i64>>>,
-    /// Journal entries whose blocks this transaction stored in the log.
+    /// Journal entries whose blocks this transaction stored in a run.
     logged: RefCell<Vec<u64>>,
-    /// Whether this transaction added index changes to the log.
+    /// Whether this transaction added index changes to a run or the log.
     appended: Cell<bool>,
     worker: Arc<IndexWorker>,
     unlogged: Arc<Unlogged>,
@@ -73,12 +73,6 @@ impl Txn {
         self.jobs.borrow_mut().push((agent.to_owned(), pairs));
     }
 
-    fn append(&self, block: &Block) -> Result<(), StoreError> {
-        append_block(&self.txn, block, self.limits)?;
-        self.appended.set(true);
-        Ok(())
-    }
-
     /// Adds the value count changes gathered so far to `field_counts`.
     fn write_counts(&self) -> Result<(), StoreError> {
         let counts = std::mem::take(&mut *self.counts.borrow_mut());
@@ -88,35 +82,56 @@ impl Txn {
         Ok(())
     }
 
-    /// Stores the blocks of earlier transactions in the log (waiting for the index
-    /// worker where needed), and drops their journal entries. A block the worker failed
-    /// to build is computed here from the journal entry, so one failure does not stop
-    /// every later write.
-    fn log_earlier(&self) -> Result<(), StoreError> {
+    /// Stores the blocks of earlier transactions (and `own`, this one's, if given) in a
+    /// new run once they are due or `now`, waiting for the index worker where needed,
+    /// and drops their journal entries. They are due when `IndexLimits::log_blocks` of
+    /// them wait, or `log_bytes` of built blocks, or the worker failed to build one:
+    /// that block is computed here from the journal entry, so reads fail only until the
+    /// next write and one failure does not stop every later write.
+    fn flush_earlier(&self, now: bool, own: Option<Block>) -> Result<(), StoreError> {
         let mut logged = self.logged.borrow_mut();
-        let mut journal = self.txn.open_table(INDEX_JOURNAL)?;
-        for (seq, slot) in self.unlogged.all() {
-            if logged.contains(&seq) {
-                continue;
+        let mut pending = self.unlogged.all();
+        pending.retain(|(seq, _)| !logged.contains(seq));
+        let due = || {
+            let built: usize = pending.iter().filter_map(|(_, s)| s.built_bytes()).sum();
+            pending.len() as u64 >= self.limits.log_blocks.max(1)
+                || built as u64 >= self.limits.log_bytes
+                || pending.iter().any(|(_, slot)| slot.failed())
+        };
+        if own.is_none() && (pending.is_empty() || !(now || due())) {
+            return Ok(());
+        }
+        let mut blocks = Vec::with_capacity(pending.len() + 1);
+        {
+            let mut journal = self.txn.open_table(INDEX_JOURNAL)?;
+            for (seq, slot) in pending {
+                let block = match slot.wait() {
+                    Ok(block) => block,
+                    Err(err) => {
+                        tracing::error!(error = %err, seq, "the index worker built no block; computing it from the journal");
+                        let entry = journal.get(seq)?.map(|e| e.value().to_vec());
+                        let entry = entry.ok_or_else(|| {
+                            StoreError::Corrupt(format!("index journal entry {seq} is missing"))
+                        })?;
+                        journal::block_of(&self.txn, &entry)?
+                    }
+                };
+                blocks.extend(block);
+                journal.remove(seq)?;
+                logged.push(seq);
             }
-            let block = match slot.wait() {
-                Ok(block) => block,
-                Err(err) => {
-                    tracing::error!(error = %err, seq, "the index worker built no block; computing it from the journal");
-                    let entry = journal.get(seq)?.map(|e| e.value().to_vec());
-                    let entry = entry.ok_or_else(|| {
-                        StoreError::Corrupt(format!("index journal entry {seq} is missing"))
-                    })?;
-                    journal::block_of(&self.txn, &entry)?
-                }
-            };
-            if let Some(block) = block {
-                self.append(&block)?;
-            }
-            journal.remove(seq)?;
-            logged.push(seq);
+        }
+        blocks.extend(own);
+        if !blocks.is_empty() {
+            store_blocks(&self.txn, &blocks, self.limits)?;
+            self.appended.set(true);
         }
         Ok(())
+    }
+
+    /// Stores every earlier transaction's block in a run now (an idle moment).
+    pub fn flush_now(&self) -> Result<(), StoreError> {
+        self.flush_earlier(true, None)
     }
 
     /// Notes that index changes were written to the log directly (not through this
@@ -125,21 +140,12 @@ impl Txn {
         self.appended.set(true);
     }
 
-    /// Writes every index change made so far to the log now, this transaction's
-    /// included (before an agent's entries are removed, which reads them).
+    /// Stores every index change made so far in a run now, this transaction's included
+    /// (before an agent's entries are removed, which reads the log and the runs).
     pub fn log_now(&self) -> Result<(), StoreError> {
         self.write_counts()?;
-        self.log_earlier()?;
-        self.log_own()
-    }
-
-    /// Builds this transaction's block of the changes so far and stores it in the log.
-    fn log_own(&self) -> Result<(), StoreError> {
         let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
-        if let Some(block) = index_worker::build(&jobs) {
-            self.append(&block)?;
-        }
-        Ok(())
+        self.flush_earlier(true, index_worker::build(&jobs))
     }
 
     /// Finishes the transaction's index work before its commit: field counts, earlier
@@ -147,7 +153,7 @@ impl Txn {
     /// number and the slot of its own block, if it changed contacts.
     fn finish_index(&self) -> Result<Option<(u64, Arc<Slot>)>, StoreError> {
         self.write_counts()?;
-        self.log_earlier()?;
+        self.flush_earlier(false, None)?;
         let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
         let mut journal = journal::Entry::default();
         for (agent, pairs) in &jobs {
@@ -186,7 +192,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the thread; `kick` is woken after every commit (index merges may be due);
-    /// `unlogged` holds the blocks of committed transactions not yet in the log.
+    /// `unlogged` holds the blocks of committed transactions not yet in a run.
     pub fn start(
         db: Arc<Database>,
         kick: Kick,

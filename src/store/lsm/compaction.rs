@@ -1,8 +1,9 @@
 //! Merging runs (size-tiered compaction) without holding up the writer.
 //!
-//! The transaction that flushes the log also *plans* a merge when one is due and
-//! records it in `index_merges` (its inputs, a contiguous range of run ids, and the id
-//! reserved for its output). Carrying a merge out is split in two:
+//! The transaction that flushes (waiting blocks and the log into a new run) also
+//! *plans* a merge when one is due and records it in `index_merges` (its inputs, a
+//! contiguous range of run ids, and the id reserved for its output). Carrying a merge
+//! out is split in two:
 //!
 //! - [`build_step`] reads the inputs from any snapshot (runs are immutable, so every
 //!   snapshot that lists them agrees) and builds the next chunks of the output — the
@@ -143,7 +144,7 @@ pub fn plan_idle(txn: &WriteTransaction, limits: IndexLimits) -> Result<bool, St
     }
     let mut changed = false;
     if !txn.open_table(INDEX_LOG)?.is_empty()? {
-        flush(txn, limits)?;
+        flush(txn, limits, &[])?;
         changed = true;
         if plan(txn, limits)? {
             return Ok(true);

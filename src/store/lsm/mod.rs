@@ -4,30 +4,35 @@
 //! large tree (each one copied and written at commit), which cut write throughput by
 //! 5–15×. Here the indexes are instead:
 //!
-//! - the **index log** (`index_log`): each write transaction that changes index entries
-//!   gets one sorted [`block`] of them (key + present/removed), one redb value, so a
-//!   write costs a few pages however many entries it changes. The index worker builds
-//!   the block after the transaction, and the next write transaction stores it; until
-//!   then the transaction's entry in the index journal (`index_journal`) stands for it
-//!   and readers take the block from memory ([`unlogged`]);
+//! - **blocks waiting in memory** ([`unlogged`]): each write transaction that changes
+//!   contacts records them in the index journal (`index_journal`), and the index worker
+//!   builds the transaction's sorted [`block`] of index changes (key + present/removed)
+//!   after it. Readers take the blocks of the journal entries in their snapshot from
+//!   memory;
 //! - **runs**: immutable sorted runs of chunks (`index_run_<id>`, chunk number →
 //!   block, plus the first key of every chunk under [`DIRECTORY`]), listed with their
-//!   entry counts in `index_runs`. A larger id is a newer run.
+//!   entry counts in `index_runs`. A larger id is a newer run;
+//! - the **index log** (`index_log`): blocks stored as redb values. Only opening a
+//!   store writes them now, the changes of journal entries a stopped process left
+//!   behind (and older builds wrote one per transaction); the next flush takes them in.
 //!
-//! When the log holds `IndexLimits::log_blocks` blocks or `log_bytes` bytes, the
-//! writing transaction merges it into a new run (a *flush*); when `fanout` runs of the
-//! same size class are the newest, they are merged into one (size-tiered compaction), so
-//! an entry is rewritten a few times in sequential chunks rather than once per page.
-//! Merges are planned by the flushing transaction and carried out by the merger thread
-//! beside the writer ([`compaction`]). Removed keys are kept as tombstones until a merge
-//! includes the oldest run.
+//! When `IndexLimits::log_blocks` transactions' blocks wait (or `log_bytes` of them),
+//! the next write transaction merges them and the log into a new run (a *flush*,
+//! [`store_blocks`]) and drops their journal entries. Earlier builds stored every
+//! block in the log first, which wrote each index entry once more: about a third of
+//! the index bytes that single upserts wrote at a million contacts. When `fanout` runs of the same size class are the
+//! newest, they are merged into one (size-tiered compaction), so an entry is rewritten
+//! a few times in sequential chunks rather than once per page. Merges are planned by
+//! the flushing transaction and carried out by the merger thread beside the writer
+//! ([`compaction`]). Removed keys are kept as tombstones until a merge includes the
+//! oldest run.
 //!
 //! Readers see one snapshot of the log and the runs, plus the blocks of the journal
 //! entries in that snapshot, and merge them ([`merge`]): for a key the newest source
-//! wins. The log, the runs and the journal live in the redb file and change only inside
+//! wins. The journal, the log and the runs live in the redb file and change only inside
 //! write transactions, so a read snapshot is consistent and a crash loses nothing that
-//! was committed: opening the store writes the blocks of journal entries left behind
-//! (`store::journal::replay`).
+//! was committed: opening the store computes the changes of the journal entries left
+//! behind and logs them (`store::journal::replay`).
 //!
 //! Keys are the index's byte key (see `keys`) behind one tag byte naming the index.
 
@@ -93,13 +98,14 @@ impl Index {
     }
 }
 
-/// When the log is flushed and runs are merged. The defaults suit millions of
+/// When waiting blocks are flushed and runs are merged. The defaults suit millions of
 /// entries; tests shrink them so a few contacts go through flushes and merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexLimits {
-    /// Log blocks that trigger a flush.
+    /// Blocks waiting in memory (transactions' index changes) that trigger a flush;
+    /// likewise blocks in the log (which opening a store writes).
     pub log_blocks: u64,
-    /// Log bytes that trigger a flush.
+    /// Bytes of waiting (or of logged) blocks that trigger a flush.
     pub log_bytes: u64,
     /// Target size of a run's chunk.
     pub chunk_bytes: usize,
@@ -467,7 +473,7 @@ pub fn append_block(
         bytes
     };
     if blocks >= limits.log_blocks || bytes >= limits.log_bytes {
-        flush(txn, limits)?;
+        flush(txn, limits, &[])?;
         compaction::plan_all(txn, limits)?;
         return Ok(true);
     }
@@ -518,11 +524,29 @@ fn merge_two(older: Sorted, newer: Sorted) -> Sorted {
 }
 
 /// Merges the log into a new run and empties it.
-fn flush(txn: &WriteTransaction, limits: IndexLimits) -> Result<(), StoreError> {
+/// Stores `blocks` (oldest first, each newer than everything in the log and the runs)
+/// in a new run, together with whatever the log holds, and plans the merges that are
+/// then due: the writer's flush of the blocks of earlier transactions, which go from
+/// memory straight into a run (see [`unlogged`]).
+pub fn store_blocks(
+    txn: &WriteTransaction,
+    blocks: &[Block],
+    limits: IndexLimits,
+) -> Result<(), StoreError> {
+    flush(txn, limits, blocks)?;
+    compaction::plan_all(txn, limits)
+}
+
+/// Merges the log and `newer` (blocks newer than the log, oldest first) into a new run
+/// and empties the log.
+fn flush(txn: &WriteTransaction, limits: IndexLimits, newer: &[Block]) -> Result<(), StoreError> {
     let log: Vec<Single> = {
         let table = txn.open_table(INDEX_LOG)?;
         let rows = table.iter()?.rev();
-        rows.map(|row| Ok(Single(Block::owned(row?.1.value().to_vec())?)))
+        let stored = rows.map(|row| Ok(Single(Block::owned(row?.1.value().to_vec())?)));
+        let newest_first = newer.iter().rev().map(|b| Ok(Single(b.clone())));
+        newest_first
+            .chain(stored)
             .collect::<Result<_, StoreError>>()?
     };
     let bottom = txn.open_table(INDEX_RUNS)?.is_empty()?;

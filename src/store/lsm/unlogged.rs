@@ -1,18 +1,19 @@
-//! Log blocks on their way: the index changes of committed transactions that the index
-//! log does not hold yet.
+//! Blocks waiting in memory: the index changes of committed transactions that no run
+//! (nor the index log) holds yet.
 //!
 //! A write transaction does not wait for its index changes to be computed. It records
 //! the contacts it changed in the index journal (see `store::journal`) and hands them to
-//! the index worker, which builds the transaction's log block into a [`Slot`]; the next
-//! write transaction stores that block in the log and drops the journal entry. Until
-//! then, readers whose snapshot holds the journal entry read the block from its slot
-//! (waiting for the worker if it is not built yet).
+//! the index worker, which builds the transaction's block into a [`Slot`]. Once
+//! `IndexLimits::log_blocks` blocks wait, the next write transaction merges them into a
+//! new run and drops their journal entries (see `lsm::store_blocks`). Until then,
+//! readers whose snapshot holds a journal entry read its block from the slot (waiting
+//! for the worker if it is not built yet).
 //!
 //! Slots are keyed by journal sequence number. The writer adds a slot before the
-//! commit that writes its journal entry, and removes it after the commit that logs its
-//! block. A reader takes its snapshot and the slots together ([`Unlogged::begin_read`]),
-//! and a slot is only removed while no reader is doing so, so every journal entry a
-//! snapshot holds has its slot among those the reader took.
+//! commit that writes its journal entry, and removes it after the commit that stores
+//! its block in a run. A reader takes its snapshot and the slots together
+//! ([`Unlogged::begin_read`]), and a slot is only removed while no reader is doing so,
+//! so every journal entry a snapshot holds has its slot among those the reader took.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +29,7 @@ use crate::store::StoreError;
 /// Journal sequence number → the contacts a transaction changed (see `store::journal`).
 pub const INDEX_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("index_journal");
 
-/// The log block of one transaction, once the index worker has built it.
+/// The index block of one transaction, once the index worker has built it.
 #[derive(Default)]
 pub struct Slot {
     block: Mutex<Option<Result<Option<Block>, StoreError>>>,
@@ -43,6 +44,21 @@ impl Slot {
             *held = Some(block);
             self.ready.notify_all();
         }
+    }
+
+    /// The encoded size of the block, if it is built (`Some(0)` for none or a failure),
+    /// without waiting.
+    pub fn built_bytes(&self) -> Option<usize> {
+        let held = self.block.lock();
+        held.as_ref().map(|built| match built {
+            Ok(Some(block)) => block.bytes().len(),
+            Ok(None) | Err(_) => 0,
+        })
+    }
+
+    /// Whether the worker failed to build the block.
+    pub fn failed(&self) -> bool {
+        matches!(*self.block.lock(), Some(Err(_)))
     }
 
     /// The block, once built.
@@ -65,7 +81,7 @@ pub struct Held {
     pub cache: Option<Arc<ChunkCache>>,
 }
 
-/// The slots of the journal entries not yet logged (shared by the writer and readers),
+/// The slots of the journal entries not yet in a run (shared by the writer and readers),
 /// and the readers' chunk cache.
 pub struct Unlogged {
     slots: RwLock<BTreeMap<u64, Arc<Slot>>>,
