@@ -190,7 +190,7 @@ fn prepare(db: &Database) -> Result<(), StoreError> {
     if replayed > 0 {
         tracing::info!(
             contacts = replayed,
-            "indexed the contacts of the last write again"
+            "indexed again the contacts of the writes whose index changes were still waiting"
         );
     }
     txn.commit()?;
