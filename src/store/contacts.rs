@@ -607,7 +607,7 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
     by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
     // Earlier jobs of this transaction may have index changes for the agent.
-    txn.log_now()?;
+    txn.flush_all_now()?;
     index::delete_agent(txn, agent_id, txn.limits)?;
     txn.logged_elsewhere();
     let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;

@@ -42,7 +42,7 @@ pub struct Txn {
     /// Per agent and field, how many more contacts have a value for it.
     counts: RefCell<HashMap<String, HashMap<String, i64>>>,
     /// Journal entries whose blocks this transaction stored in a run.
-    logged: RefCell<Vec<u64>>,
+    flushed: RefCell<Vec<u64>>,
     /// Whether this transaction added index changes to a run or the log.
     appended: Cell<bool>,
     worker: Arc<IndexWorker>,
@@ -89,14 +89,17 @@ impl Txn {
     /// that block is computed here from the journal entry, so reads fail only until the
     /// next write and one failure does not stop every later write.
     fn flush_earlier(&self, now: bool, own: Option<Block>) -> Result<(), StoreError> {
-        let mut logged = self.logged.borrow_mut();
+        let mut flushed = self.flushed.borrow_mut();
         let mut pending = self.unlogged.all();
-        pending.retain(|(seq, _)| !logged.contains(seq));
+        pending.retain(|(seq, _)| !flushed.contains(seq));
         let due = || {
-            let built: usize = pending.iter().filter_map(|(_, s)| s.built_bytes()).sum();
             pending.len() as u64 >= self.limits.log_blocks.max(1)
-                || built as u64 >= self.limits.log_bytes
                 || pending.iter().any(|(_, slot)| slot.failed())
+                || pending
+                    .iter()
+                    .filter_map(|(_, slot)| slot.built_bytes())
+                    .sum::<usize>() as u64
+                    >= self.limits.log_bytes
         };
         if own.is_none() && (pending.is_empty() || !(now || due())) {
             return Ok(());
@@ -118,7 +121,7 @@ impl Txn {
                 };
                 blocks.extend(block);
                 journal.remove(seq)?;
-                logged.push(seq);
+                flushed.push(seq);
             }
         }
         blocks.extend(own);
@@ -142,7 +145,7 @@ impl Txn {
 
     /// Stores every index change made so far in a run now, this transaction's included
     /// (before an agent's entries are removed, which reads the log and the runs).
-    pub fn log_now(&self) -> Result<(), StoreError> {
+    pub fn flush_all_now(&self) -> Result<(), StoreError> {
         self.write_counts()?;
         let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
         self.flush_earlier(true, index_worker::build(&jobs))
@@ -303,7 +306,7 @@ fn run(
                 txn,
                 jobs: RefCell::new(Vec::new()),
                 counts: RefCell::new(HashMap::new()),
-                logged: RefCell::new(Vec::new()),
+                flushed: RefCell::new(Vec::new()),
                 appended: Cell::new(false),
                 worker: Arc::clone(worker),
                 unlogged: Arc::clone(unlogged),
@@ -342,7 +345,7 @@ fn run(
                 None
             }
         };
-        let logged = std::mem::take(&mut *txn.logged.borrow_mut());
+        let flushed = std::mem::take(&mut *txn.flushed.borrow_mut());
         let wrote = own.is_some() || txn.appended.get();
         // A snapshot that holds the journal entry must find the slot.
         if let Some((seq, slot)) = &own {
@@ -360,7 +363,7 @@ fn run(
         };
         match &outcome {
             Ok(()) => {
-                unlogged.remove(&logged);
+                unlogged.remove(&flushed);
                 kick.wake(wrote);
             }
             Err(err) => {

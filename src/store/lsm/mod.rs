@@ -473,8 +473,7 @@ pub fn append_block(
         bytes
     };
     if blocks >= limits.log_blocks || bytes >= limits.log_bytes {
-        flush(txn, limits, &[])?;
-        compaction::plan_all(txn, limits)?;
+        store_blocks(txn, &[], limits)?;
         return Ok(true);
     }
     Ok(false)
