@@ -3,8 +3,8 @@
 //! chunks, then hands each step to the writer, which stores it in a write transaction
 //! like any other job. It wakes after every commit and sleeps while no merge is in
 //! flight. Once writes have stopped for `IndexLimits::idle_ms`, it has the waiting
-//! blocks and the log flushed (`Txn::flush_now`) and runs of comparable size merged (`compaction::plan_idle`), so reads open fewer
-//! sources.
+//! blocks and the log flushed (`Txn::flush_now`) and runs of comparable size merged
+//! (`compaction::plan_idle`), so reads open fewer sources.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -20,12 +20,12 @@
 //! the next write transaction merges them and the log into a new run (a *flush*,
 //! [`store_blocks`]) and drops their journal entries. Earlier builds stored every
 //! block in the log first, which wrote each index entry once more: about a third of
-//! the index bytes that single upserts wrote at a million contacts. When `fanout` runs of the same size class are the
-//! newest, they are merged into one (size-tiered compaction), so an entry is rewritten
-//! a few times in sequential chunks rather than once per page. Merges are planned by
-//! the flushing transaction and carried out by the merger thread beside the writer
-//! ([`compaction`]). Removed keys are kept as tombstones until a merge includes the
-//! oldest run.
+//! the index bytes that single upserts wrote at a million contacts. When `fanout` runs
+//! of the same size class are the newest, they are merged into one (size-tiered
+//! compaction), so an entry is rewritten a few times in sequential chunks rather than
+//! once per page. Merges are planned by the flushing transaction and carried out by the
+//! merger thread beside the writer ([`compaction`]). Removed keys are kept as
+//! tombstones until a merge includes the oldest run.
 //!
 //! Readers see one snapshot of the log and the runs, plus the blocks of the journal
 //! entries in that snapshot, and merge them ([`merge`]): for a key the newest source
@@ -522,7 +522,6 @@ fn merge_two(older: Sorted, newer: Sorted) -> Sorted {
     Sorted(out)
 }
 
-/// Merges the log into a new run and empties it.
 /// Stores `blocks` (oldest first, each newer than everything in the log and the runs)
 /// in a new run, together with whatever the log holds, and plans the merges that are
 /// then due: the writer's flush of the blocks of earlier transactions, which go from
