@@ -133,7 +133,7 @@ fn upsert(rt: &Runtime, store: &RedbStore, inputs: Vec<contactd::domain::Contact
             AGENT.to_owned(),
             inputs,
             OnDuplicate::Update,
-            UnknownPolicy::Define,
+            UnknownPolicy::Define.into(),
         ))
         .expect("upsert failed");
     black_box(outcome);

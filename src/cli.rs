@@ -65,6 +65,9 @@ pub struct SettingFlags {
     /// [config: custom_attributes.unknown]
     #[arg(long, global = true, value_name = "POLICY")]
     pub custom_attributes_unknown: Option<String>,
+    /// Most custom attribute definitions per agent [config: custom_attributes.max_per_agent]
+    #[arg(long, global = true, value_name = "N")]
+    pub custom_attributes_max_per_agent: Option<String>,
     /// Largest import upload in bytes [config: import.max_bytes]
     #[arg(long, global = true, value_name = "BYTES")]
     pub import_max_bytes: Option<String>,
@@ -86,6 +89,10 @@ impl SettingFlags {
             ("shutdown_grace_secs", &self.shutdown_grace_secs),
             ("log_level", &self.log_level),
             ("custom_attributes.unknown", &self.custom_attributes_unknown),
+            (
+                "custom_attributes.max_per_agent",
+                &self.custom_attributes_max_per_agent,
+            ),
             ("import.max_bytes", &self.import_max_bytes),
             ("import.timeout_secs", &self.import_timeout_secs),
         ];

@@ -72,6 +72,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "custom attribute keys without a definition: define, strip or reject",
     },
     Setting {
+        key: "custom_attributes.max_per_agent",
+        default: "1000",
+        help: "most custom attribute definitions one agent may have (400 beyond)",
+    },
+    Setting {
         key: "import.max_bytes",
         default: "1073741824",
         help: "largest import upload in bytes, and largest after gunzip (413 beyond)",
@@ -101,6 +106,8 @@ pub struct Config {
     pub log_level: String,
     /// What writes do with custom attribute keys that have no definition.
     pub unknown_attributes: UnknownPolicy,
+    /// Most custom attribute definitions per agent.
+    pub max_attributes_per_agent: usize,
     /// Admin key to create on first run instead of a generated one.
     pub admin_key: Option<String>,
     /// Largest import upload (and its size after gunzip).
@@ -262,6 +269,8 @@ pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
         request_timeout: Duration::from_secs(number("request_timeout_secs", 1)?),
         shutdown_grace: Duration::from_secs(number("shutdown_grace_secs", 0)?),
         log_level,
+        max_attributes_per_agent: usize::try_from(number("custom_attributes.max_per_agent", 1)?)
+            .map_err(|_| fail("custom_attributes.max_per_agent", "too large".into()))?,
         admin_key,
         import_max_bytes: number("import.max_bytes", 1)?,
         import_timeout: Duration::from_secs(number("import.timeout_secs", 1)?),
@@ -352,6 +361,10 @@ pub fn to_toml(config: &Config) -> String {
     out.push_str(&format!(
         "unknown = {}\n",
         quote(config.unknown_attributes.as_str())
+    ));
+    out.push_str(&format!(
+        "max_per_agent = {}\n",
+        config.max_attributes_per_agent
     ));
     out.push_str("\n[import]\n");
     out.push_str(&format!("max_bytes = {}\n", config.import_max_bytes));

@@ -40,6 +40,12 @@ pub async fn serve(
         .await
         .map_err(|err| StoreError::Backend(format!("open task failed: {err}")))??;
     let store = Arc::new(store);
+    // The store holds the data dir's lock now, so no other process is importing.
+    match api::remove_stale_spools(&config.data_dir) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed import files left by an earlier run"),
+        Err(err) => tracing::warn!(error = %err, "cannot look for stale import files"),
+    }
     match bootstrap::first_run(store.as_ref(), config.admin_key.as_deref()).await? {
         FirstRun::GeneratedKey(key) => println!("{}", bootstrap::banner(&key)),
         FirstRun::ChosenKey => {

@@ -356,7 +356,7 @@ pub fn preload_store(rt: &Runtime, store: &Arc<RedbStore>, workload: &Arc<Worklo
                                 AGENT.to_owned(),
                                 to_inputs(&contacts),
                                 OnDuplicate::Update,
-                                UnknownPolicy::Define,
+                                UnknownPolicy::Define.into(),
                             )
                             .await?;
                     }

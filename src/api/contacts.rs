@@ -249,7 +249,7 @@ pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
     }
     let outcome = match app
         .store
-        .upsert_contacts(agent, entries, on_duplicate, app.unknown_attributes)
+        .upsert_contacts(agent, entries, on_duplicate, app.attribute_rules)
         .await
     {
         Err(StoreError::Conflict(issues)) => {
@@ -306,7 +306,7 @@ pub async fn patch(
         target: id,
         input,
         field_prefix: prefix.to_owned(),
-        policy: app.unknown_attributes,
+        rules: app.attribute_rules,
     };
     let contact = app.store.patch_contact(patch).await?;
     Ok(success(contact.to_json()))

@@ -31,7 +31,10 @@ pub async fn create(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
     app.agent_in_scope(&ctx.key, &agent).await?;
     let body = app.body_json(&mut ctx).await?;
     let def = attribute::parse_new(&body, unix_now()).map_err(ApiError::invalid_data)?;
-    let def = app.store.create_attribute(agent, def).await?;
+    let def = app
+        .store
+        .create_attribute(agent, def, app.attribute_rules.max_per_agent)
+        .await?;
     Ok(success(def.to_json()))
 }
 

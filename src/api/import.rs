@@ -1,21 +1,23 @@
 //! `POST /api/v1/chatbots/{chatbotId}/contacts/import`: a CSV, JSON or NDJSON file
 //! (gzip allowed). The upload is streamed to a temporary file in the data dir (never
-//! held in memory), read once to check the file as a whole — so a malformed file is
-//! one 400 before anything is written — and read again to write it, 1000 rows per
-//! transaction, each row upserted on its own: bad rows are reported, good ones written.
+//! held in memory), decompressed as it arrives so that `import.max_bytes` bounds what
+//! is stored and read (a gzip bomb is refused the moment it passes the limit). The file
+//! is read once to check it as a whole — so a malformed file is one 400 before anything
+//! is written — and read again to write it, in transactions of at most 1000 rows (and
+//! [`CHUNK_BYTES`]), each row upserted on its own: bad rows are reported, good ones
+//! written.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::HeaderMap;
-use tokio::io::AsyncWriteExt;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::contacts::parse_on_duplicate;
@@ -24,10 +26,18 @@ use crate::bulk::{read_rows, FileError, Row};
 use crate::domain::bulk::{is_written_date, Format, ImportReport, RowError};
 use crate::domain::{AttrType, ContactInput, Field, Issues};
 use crate::http::{ApiError, Response};
+use crate::store::data_dir::private_file;
 use crate::store::{ImportOptions, ImportRow, OnDuplicate};
 
-/// Rows per write transaction.
+/// Most rows per write transaction.
 pub const CHUNK_ROWS: usize = 1000;
+/// Most bytes of rows (as [`weight`] counts them) per write transaction: a thousand
+/// rows of the largest valid contacts would hold gigabytes.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+/// Spool files are named `import-<16 hex digits>.tmp`.
+const SPOOL_PREFIX: &str = "import-";
+const SPOOL_SUFFIX: &str = ".tmp";
 
 pub async fn import(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
@@ -41,7 +51,14 @@ pub async fn import(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
         .body
         .take()
         .ok_or_else(|| ApiError::Internal("request body read twice".into()))?;
-    let spool = Spool::receive(body, &ctx.headers, &app.spool_dir, app.import_max_bytes).await?;
+    let spool = Spool::receive(
+        body,
+        &ctx.headers,
+        &app.spool_dir,
+        gzip,
+        app.import_max_bytes,
+    )
+    .await?;
 
     let owned = agent.clone();
     let defs = app.read(move |s| s.attributes(&owned)).await?;
@@ -49,9 +66,6 @@ pub async fn import(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
 
     let input = Input {
         path: spool.path.clone(),
-        gzip,
-        limit: app.import_max_bytes,
-        overflowed: Arc::new(AtomicBool::new(false)),
         format,
         types: types.clone(),
         first_row,
@@ -62,12 +76,9 @@ pub async fn import(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
             .await
             .map_err(|err| ApiError::Internal(format!("import check failed: {err}")))?
     };
-    let checked = checked.map_err(|FileError(msg)| {
-        if input.overflowed.load(Ordering::Relaxed) {
-            too_large(app.import_max_bytes)
-        } else {
-            ApiError::invalid_field("file", &msg)
-        }
+    let checked = checked.map_err(|err| match err {
+        FileError::Invalid(msg) => ApiError::invalid_field("file", &msg),
+        too_long @ FileError::RecordTooLong { .. } => ApiError::TooLarge(too_long.to_string()),
     })?;
     for (name, kind) in &checked.declared {
         if let Some(defined) = types.get(name).filter(|t| *t != kind) {
@@ -103,11 +114,28 @@ pub async fn import(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
     reader
         .await
         .map_err(|err| ApiError::Internal(format!("import reader failed: {err}")))?
-        .map_err(|FileError(msg)| {
-            ApiError::Internal(format!("the spooled import changed: {msg}"))
-        })?;
+        .map_err(|err| ApiError::Internal(format!("the spooled import changed: {err}")))?;
     drop(spool);
     Ok(success(report.to_json()))
+}
+
+/// Removes the spool files an earlier process left behind (an upload cut off by a
+/// crash or kill); returns how many. Run at start, before any import can begin.
+pub fn remove_stale_spools(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(SPOOL_PREFIX)
+            && name.ends_with(SPOOL_SUFFIX)
+            && entry.file_type()?.is_file()
+        {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The file's format, from its `Content-Type`.
@@ -146,16 +174,30 @@ fn too_large(limit: u64) -> ApiError {
     ))
 }
 
-/// The upload in a temporary file, removed when dropped.
+/// The upload, decompressed, in a temporary file readable by the owner only; removed
+/// when dropped.
 struct Spool {
     path: PathBuf,
 }
 
+/// Why spooling stopped.
+enum SpoolError {
+    /// More than `import.max_bytes`, before or after decompression.
+    TooLarge,
+    /// Not a gzip stream, though `Content-Encoding` said so.
+    NotGzip(String),
+    Io(std::io::Error),
+}
+
 impl Spool {
+    /// Streams `body` into the spool file. The file is written on a blocking thread as
+    /// frames arrive, through a gzip decoder when `gzip`; either side counts bytes, and
+    /// the upload stops as soon as one passes `limit`.
     async fn receive(
         mut body: Incoming,
         headers: &HeaderMap,
         dir: &Path,
+        gzip: bool,
         limit: u64,
     ) -> Result<Self, ApiError> {
         let declared = headers
@@ -165,35 +207,64 @@ impl Spool {
         if declared.is_some_and(|len| len > limit) {
             return Err(too_large(limit));
         }
-        let path = dir.join(format!("import-{:016x}.tmp", rand::random::<u64>()));
-        let spool = Self { path };
-        let mut file = tokio::fs::File::create(&spool.path)
-            .await
+        let name = format!("{SPOOL_PREFIX}{:016x}{SPOOL_SUFFIX}", rand::random::<u64>());
+        let spool = Self {
+            path: dir.join(name),
+        };
+        let file = private_file()
+            .write(true)
+            .create_new(true)
+            .open(&spool.path)
             .map_err(|err| ApiError::Internal(format!("cannot create the import spool: {err}")))?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut sink = SpoolWriter::new(file, gzip, limit);
+            while let Some(data) = rx.blocking_recv() {
+                sink.write(&data)?;
+            }
+            sink.finish()
+        });
         let mut received = 0u64;
+        let mut upload = Ok(());
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|err| {
-                tracing::debug!(error = %err, "import upload failed");
-                ApiError::invalid_field("file", "the upload broke off")
-            })?;
-            let Ok(data) = frame.into_data() else {
-                continue;
+            let data = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+                Err(err) => {
+                    tracing::debug!(error = %err, "import upload failed");
+                    upload = Err(ApiError::invalid_field("file", "the upload broke off"));
+                    break;
+                }
             };
             received += data.len() as u64;
             if received > limit {
-                return Err(too_large(limit));
+                upload = Err(too_large(limit));
+                break;
             }
-            file.write_all(&data)
-                .await
-                .map_err(|err| ApiError::Internal(format!("cannot spool the import: {err}")))?;
+            // A closed channel means the writer stopped: its result says why.
+            if tx.send(data).await.is_err() {
+                break;
+            }
         }
-        file.flush()
+        drop(tx);
+        let written = writer
             .await
-            .map_err(|err| ApiError::Internal(format!("cannot spool the import: {err}")))?;
-        if received == 0 {
-            return Err(ApiError::invalid_field("file", "the file is empty"));
+            .map_err(|err| ApiError::Internal(format!("import spool writer failed: {err}")))?;
+        upload?;
+        match written {
+            Ok(0) => Err(ApiError::invalid_field("file", "the file is empty")),
+            Ok(_) => Ok(spool),
+            Err(SpoolError::TooLarge) => Err(too_large(limit)),
+            Err(SpoolError::NotGzip(msg)) => Err(ApiError::invalid_field(
+                "file",
+                &format!("is not valid gzip (Content-Encoding: gzip): {msg}"),
+            )),
+            Err(SpoolError::Io(err)) => Err(ApiError::Internal(format!(
+                "cannot spool the import: {err}"
+            ))),
         }
-        Ok(spool)
     }
 }
 
@@ -203,44 +274,110 @@ impl Drop for Spool {
     }
 }
 
+/// Writes the upload to the spool file, decompressing it first when it is gzip, and
+/// fails once more than `limit` bytes would be stored.
+enum SpoolWriter {
+    Plain(Counted),
+    Gzip(flate2::write::MultiGzDecoder<Counted>),
+}
+
+/// The spool file, refusing to grow past `limit` bytes.
+struct Counted {
+    file: BufWriter<File>,
+    written: u64,
+    limit: u64,
+    overflowed: bool,
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written + buf.len() as u64 > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("import.max_bytes passed"));
+        }
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl SpoolWriter {
+    fn new(file: File, gzip: bool, limit: u64) -> Self {
+        let counted = Counted {
+            file: BufWriter::with_capacity(256 * 1024, file),
+            written: 0,
+            limit,
+            overflowed: false,
+        };
+        if gzip {
+            Self::Gzip(flate2::write::MultiGzDecoder::new(counted))
+        } else {
+            Self::Plain(counted)
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
+        let written = match self {
+            Self::Plain(out) => out.write_all(data),
+            Self::Gzip(decoder) => decoder.write_all(data),
+        };
+        written.map_err(|err| self.error(err))
+    }
+
+    /// Ends the stream (a gzip stream must be complete); the bytes stored.
+    fn finish(self) -> Result<u64, SpoolError> {
+        let mut out = match self {
+            Self::Plain(out) => out,
+            Self::Gzip(mut decoder) => {
+                if let Err(err) = decoder.try_finish() {
+                    return Err(if decoder.get_ref().overflowed {
+                        SpoolError::TooLarge
+                    } else {
+                        SpoolError::NotGzip(err.to_string())
+                    });
+                }
+                decoder.finish().map_err(SpoolError::Io)?
+            }
+        };
+        out.flush().map_err(SpoolError::Io)?;
+        Ok(out.written)
+    }
+
+    fn error(&self, err: std::io::Error) -> SpoolError {
+        match self {
+            Self::Plain(out) if out.overflowed => SpoolError::TooLarge,
+            Self::Gzip(decoder) if decoder.get_ref().overflowed => SpoolError::TooLarge,
+            Self::Gzip(_) if err.kind() != std::io::ErrorKind::Other => {
+                SpoolError::NotGzip(err.to_string())
+            }
+            _ => SpoolError::Io(err),
+        }
+    }
+}
+
 /// How to read the spooled file.
 #[derive(Debug, Clone)]
 struct Input {
     path: PathBuf,
-    gzip: bool,
-    limit: u64,
     format: Format,
     types: BTreeMap<String, AttrType>,
     first_row: u64,
-    /// Set when the content turned out larger than `limit`.
-    overflowed: Arc<AtomicBool>,
 }
 
 impl Input {
-    /// The file's content, decompressed, and never more than `limit` bytes of it.
-    fn open(&self) -> Result<Box<dyn Read + Send>, FileError> {
-        let file = File::open(&self.path)
-            .map_err(|err| FileError(format!("cannot read the spooled import: {err}")))?;
-        let file = BufReader::new(file);
-        let inner: Box<dyn Read + Send> = if self.gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(file))
-        } else {
-            Box::new(file)
-        };
-        Ok(Box::new(Capped {
-            inner,
-            left: self.limit,
-            overflowed: Arc::clone(&self.overflowed),
-        }))
-    }
-
     fn read(
         &self,
         sink: &mut dyn FnMut(Row) -> bool,
     ) -> Result<Option<Vec<(String, AttrType)>>, FileError> {
+        let file = File::open(&self.path)
+            .map_err(|err| FileError::Invalid(format!("cannot read the spooled import: {err}")))?;
         let mut columns = None;
         read_rows(
-            self.open()?,
+            BufReader::new(file),
             self.format,
             &self.types,
             self.first_row,
@@ -248,24 +385,6 @@ impl Input {
             sink,
         )?;
         Ok(columns.map(|c| c.declared()))
-    }
-}
-
-/// A reader that fails once more than `left` bytes were read (a gzip bomb stops here).
-struct Capped {
-    inner: Box<dyn Read + Send>,
-    left: u64,
-    overflowed: Arc<AtomicBool>,
-}
-
-impl Read for Capped {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
-            self.overflowed.store(true, Ordering::Relaxed);
-            std::io::Error::other("the decompressed import is larger than import.max_bytes")
-        })?;
-        Ok(n)
     }
 }
 
@@ -309,11 +428,13 @@ fn check(input: &Input) -> Result<Checked, FileError> {
     Ok(Checked { rows, declared })
 }
 
-/// Up to [`CHUNK_ROWS`] rows: those ready to write, and those that already failed.
+/// Up to [`CHUNK_ROWS`] rows (and about [`CHUNK_BYTES`]): those ready to write, and
+/// those that already failed.
 #[derive(Default)]
 struct Chunk {
     rows: Vec<ImportRow>,
     errors: Vec<RowError>,
+    bytes: usize,
 }
 
 /// Reads the file again, sending chunks of parsed rows.
@@ -321,11 +442,14 @@ fn chunks(input: &Input, tx: &mpsc::Sender<Chunk>) -> Result<(), FileError> {
     let mut chunk = Chunk::default();
     let mut open = true;
     input.read(&mut |row| {
+        if let Ok(object) = &row.object {
+            chunk.bytes += weight(object);
+        }
         match parse_row(row) {
             Ok(ok) => chunk.rows.push(ok),
             Err(err) => chunk.errors.push(err),
         }
-        if chunk.rows.len() + chunk.errors.len() == CHUNK_ROWS {
+        if chunk.rows.len() + chunk.errors.len() == CHUNK_ROWS || chunk.bytes >= CHUNK_BYTES {
             open = tx.blocking_send(std::mem::take(&mut chunk)).is_ok();
         }
         open
@@ -334,6 +458,18 @@ fn chunks(input: &Input, tx: &mpsc::Sender<Chunk>) -> Result<(), FileError> {
         let _ = tx.blocking_send(chunk);
     }
     Ok(())
+}
+
+/// About how many bytes a row takes in memory: its text, plus a little per value.
+fn weight(value: &Value) -> usize {
+    const PER_VALUE: usize = 32;
+    PER_VALUE
+        + match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(weight).sum(),
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + weight(v)).sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
 }
 
 /// A row as an upsert, or why it cannot be one.
@@ -391,7 +527,7 @@ async fn write_chunk(
                 ImportOptions {
                     declared: declared.to_vec(),
                     on_duplicate,
-                    policy: app.unknown_attributes,
+                    rules: app.attribute_rules,
                     merge_attributes: format == Format::Csv,
                 },
             )

@@ -1,5 +1,6 @@
 //! `/api/v1/keys` (extension): create, list and revoke API keys. Admin only.
 
+use hyper::header::{HeaderValue, CACHE_CONTROL};
 use serde_json::Value;
 
 use super::{require_admin, success, App, Ctx};
@@ -74,7 +75,12 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Response, ApiError> {
     };
     let mut data = key.to_json();
     data["key"] = Value::String(plaintext);
-    Ok(success(data))
+    // The plaintext key is in this answer: no cache may keep it.
+    let mut response = success(data);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 pub async fn revoke(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {

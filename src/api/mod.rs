@@ -12,12 +12,14 @@ mod health;
 mod import;
 mod keys;
 
+pub use import::remove_stale_spools;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::AUTHORIZATION;
+use hyper::header::{HeaderValue, AUTHORIZATION, X_CONTENT_TYPE_OPTIONS};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
@@ -25,7 +27,7 @@ use self::cache::Cache;
 use crate::auth;
 use crate::config::Config;
 use crate::domain::ApiKey;
-use crate::domain::UnknownPolicy;
+use crate::domain::AttributeRules;
 use crate::http::body::{query_pairs, read_json};
 use crate::http::error::json_response;
 use crate::http::{router, ApiError, Response, Route};
@@ -35,7 +37,7 @@ use crate::store::{Store, StoreError};
 pub struct App {
     store: Arc<dyn Store>,
     max_body_bytes: u64,
-    unknown_attributes: UnknownPolicy,
+    attribute_rules: AttributeRules,
     /// Where import uploads are spooled (the data dir).
     spool_dir: PathBuf,
     import_max_bytes: u64,
@@ -61,7 +63,10 @@ impl App {
         Self {
             store,
             max_body_bytes: config.max_body_bytes,
-            unknown_attributes: config.unknown_attributes,
+            attribute_rules: AttributeRules {
+                unknown: config.unknown_attributes,
+                max_per_agent: config.max_attributes_per_agent,
+            },
             spool_dir: config.data_dir.clone(),
             import_max_bytes: config.import_max_bytes,
             import_timeout: config.import_timeout,
@@ -89,10 +94,17 @@ impl App {
         }
     }
 
+    /// Every answer says `X-Content-Type-Options: nosniff`: a JSON body is never to be
+    /// read as anything else.
     async fn handle(&self, req: Request<Incoming>) -> Response {
-        self.dispatch(req)
+        let mut response = self
+            .dispatch(req)
             .await
-            .unwrap_or_else(ApiError::into_response)
+            .unwrap_or_else(ApiError::into_response);
+        response
+            .headers_mut()
+            .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        response
     }
 
     async fn dispatch(&self, req: Request<Incoming>) -> Result<Response, ApiError> {
@@ -107,6 +119,12 @@ impl App {
                 .join(", ");
             return Err(ApiError::MethodNotAllowed(allow));
         }
+        // HEAD is GET without the body: hyper leaves the body out of the answer.
+        let method = if parts.method == Method::HEAD {
+            Method::GET
+        } else {
+            parts.method
+        };
         match &route {
             Route::Health => return Ok(health::get()),
             Route::Dashboard => return Ok(dashboard::index(&parts.headers)),
@@ -114,7 +132,6 @@ impl App {
             _ => {}
         }
         let key = self.authenticate(&parts.headers).await?;
-        let method = parts.method;
         let ctx = Ctx {
             key,
             query: query_pairs(parts.uri.query()),
@@ -175,6 +192,12 @@ impl App {
     }
 
     async fn authenticate(&self, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+        // Which of two keys would count is ambiguous (proxies disagree): refuse both.
+        if headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+            return Err(ApiError::BadRequest(
+                "Send one Authorization header, not several.",
+            ));
+        }
         let token = auth::bearer_token(headers.get(AUTHORIZATION).map(|v| v.as_bytes()))?;
         let digest = auth::digest(token);
         let stored = match self.keys.get(&digest) {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use super::{connect, describe_error, request, send, Target, EXIT_ERROR};
-use crate::bulk::{csv_line, csv_reader, read_rows, FileError, Row};
+use crate::bulk::{csv_line, csv_reader, read_rows, Row};
 use crate::domain::bulk::Format;
 
 /// Most rows per request (see `read_chunks`).
@@ -261,7 +261,7 @@ fn count_rows(input: Box<dyn Read>, format: Format) -> Result<u64, String> {
                     true
                 },
             )
-            .map_err(|FileError(msg)| msg)?;
+            .map_err(|err| err.to_string())?;
         }
     }
     Ok(n)
@@ -370,7 +370,7 @@ fn read_chunks(
                     true
                 },
             )
-            .map_err(|FileError(msg)| msg)?;
+            .map_err(|err| err.to_string())?;
             if let Some(err) = failure {
                 return Err(err);
             }

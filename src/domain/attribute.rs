@@ -161,6 +161,32 @@ impl UnknownPolicy {
     }
 }
 
+/// How writes treat attribute definitions: keys without one (`custom_attributes.unknown`)
+/// and how many one agent may have (`custom_attributes.max_per_agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttributeRules {
+    pub unknown: UnknownPolicy,
+    pub max_per_agent: usize,
+}
+
+impl Default for AttributeRules {
+    fn default() -> Self {
+        Self {
+            unknown: UnknownPolicy::default(),
+            max_per_agent: 1000,
+        }
+    }
+}
+
+impl From<UnknownPolicy> for AttributeRules {
+    fn from(unknown: UnknownPolicy) -> Self {
+        Self {
+            unknown,
+            ..Self::default()
+        }
+    }
+}
+
 /// Checks an attribute name: `^[a-zA-Z][a-zA-Z0-9_-]{0,63}$` and not a core field.
 pub fn check_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
@@ -386,25 +412,46 @@ impl AttributeChange {
     }
 }
 
-/// One agent's definitions during a write, plus those this write defines on the fly.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One agent's definitions during a write, plus those this write defines on the fly
+/// under `rules`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Schema {
     defs: BTreeMap<String, AttributeDef>,
     created: Vec<String>,
+    rules: AttributeRules,
+}
+
+/// Why a definition cannot be added: the agent has `max` already.
+pub fn too_many_definitions(max: usize) -> String {
+    format!(
+        "the agent already has {max} custom attribute definitions, the most allowed (custom_attributes.max_per_agent)"
+    )
 }
 
 impl Schema {
-    pub fn new(defs: impl IntoIterator<Item = AttributeDef>) -> Self {
+    /// The stored definitions `defs`, extended under `rules`.
+    pub fn new(defs: impl IntoIterator<Item = AttributeDef>, rules: AttributeRules) -> Self {
         Self {
             defs: defs.into_iter().map(|d| (d.name.clone(), d)).collect(),
             created: Vec::new(),
+            rules,
         }
     }
 
+    pub fn rules(&self) -> AttributeRules {
+        self.rules
+    }
+
+    /// Whether one more definition fits.
+    fn has_room(&self) -> bool {
+        self.defs.len() < self.rules.max_per_agent
+    }
+
     /// Defines `name` as `kind` unless it is defined already (an import's typed CSV
-    /// column); saved with the definitions `type_values` makes.
+    /// column); saved with the definitions `type_values` makes. Without room it does
+    /// nothing: a value for it then meets the limit in `type_values`.
     pub fn declare(&mut self, name: &str, kind: AttrType, now: i64) {
-        if self.defs.contains_key(name) || check_name(name).is_err() {
+        if self.defs.contains_key(name) || check_name(name).is_err() || !self.has_room() {
             return;
         }
         self.created.push(name.to_owned());
@@ -454,7 +501,6 @@ impl Schema {
         &mut self,
         raw: &BTreeMap<String, Value>,
         existing: Option<&BTreeMap<String, AttrValue>>,
-        policy: UnknownPolicy,
         path: &str,
         now: i64,
         issues: &mut Issues,
@@ -472,7 +518,7 @@ impl Schema {
             let at = join(path, name);
             let def = match self.defs.get(name) {
                 Some(def) => def,
-                None => match policy {
+                None => match self.rules.unknown {
                     UnknownPolicy::Strip => continue,
                     UnknownPolicy::Reject => {
                         issues.push(at, format!("no custom attribute '{name}' is defined"));
@@ -486,6 +532,16 @@ impl Schema {
                             issues.push(
                                 at,
                                 format!("cannot define a custom attribute with this name: {msg}"),
+                            );
+                            continue;
+                        }
+                        if !self.has_room() {
+                            issues.push(
+                                at,
+                                format!(
+                                    "cannot define custom attribute '{name}': {}",
+                                    too_many_definitions(self.rules.max_per_agent)
+                                ),
                             );
                             continue;
                         }
@@ -563,19 +619,42 @@ mod tests {
                 description: None,
                 archived: false,
                 created_at: 0,
-            }]);
+            }], AttributeRules::default());
             let mut issues = Issues::new();
-            schema.type_values(&before, None, UnknownPolicy::Define, "", 1, &mut issues);
+            schema.type_values(&before, None, "", 1, &mut issues);
             let at_mark = schema.clone();
             let mark = schema.mark();
             if let Some(name) = declared {
                 schema.declare(name, AttrType::Date, 2);
             }
             for raw in &after {
-                schema.type_values(raw, None, UnknownPolicy::Define, "", 2, &mut issues);
+                schema.type_values(raw, None, "", 2, &mut issues);
             }
             schema.roll_back(mark);
             prop_assert_eq!(schema, at_mark);
         }
+    }
+
+    #[test]
+    fn definitions_on_the_fly_stop_at_the_limit_naming_the_key() {
+        let mut schema = Schema::new(
+            [],
+            AttributeRules {
+                unknown: UnknownPolicy::Define,
+                max_per_agent: 2,
+            },
+        );
+        let raw: BTreeMap<String, Value> = [("a", 1), ("b", 2), ("c", 3)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+        let mut issues = Issues::new();
+        let typed = schema.type_values(&raw, None, "users[0].custom_attributes", 1, &mut issues);
+        assert_eq!(schema.created().count(), 2);
+        assert!(!typed.contains_key("c"));
+        let fields: Vec<_> = issues.as_slice().iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(fields, ["users[0].custom_attributes.c"]);
+        schema.declare("d", AttrType::Date, 1);
+        assert!(schema.definition("d").is_none());
     }
 }

@@ -18,7 +18,7 @@ pub mod search;
 
 pub use agent::{Agent, AgentInput};
 pub use attr::AttrValue;
-pub use attribute::{AttrType, AttributeDef, Schema, UnknownPolicy};
+pub use attribute::{AttrType, AttributeDef, AttributeRules, Schema, UnknownPolicy};
 pub use contact::{Contact, ContactInput, Field, StripeAccount};
 pub use issues::{Issue, Issues};
 pub use key::{ApiKey, Scope};

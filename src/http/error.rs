@@ -2,7 +2,7 @@
 //! into a status and a JSON body. Internal details are logged, never sent.
 
 use bytes::Bytes;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
@@ -101,10 +101,27 @@ impl ApiError {
             }
         };
         let mut response = json_response(status, &body);
-        if let Self::MethodNotAllowed(allow) = &self {
-            if let Ok(value) = HeaderValue::from_str(allow) {
-                response.headers_mut().insert(ALLOW, value);
+        let headers = response.headers_mut();
+        match &self {
+            Self::MethodNotAllowed(allow) => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    headers.insert(ALLOW, value);
+                }
             }
+            // RFC 6750: a 401 names the scheme, and says when the token was the problem.
+            Self::NoApiKey => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"contactd\""),
+                );
+            }
+            Self::InvalidApiKey => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"contactd\", error=\"invalid_token\""),
+                );
+            }
+            _ => {}
         }
         response
     }
@@ -141,6 +158,10 @@ impl From<StoreError> for ApiError {
             | StoreError::KeyNotFound
             | StoreError::AttributeNotFound => Self::NotFound,
             StoreError::AgentExists => Self::Conflict("Chatbot already exists", Vec::new()),
+            StoreError::LastAdminKey => Self::Conflict(
+                "This is the last active admin key; create another admin key before revoking it.",
+                Vec::new(),
+            ),
             StoreError::AttributeExists => {
                 Self::Conflict("Custom attribute already exists", Vec::new())
             }

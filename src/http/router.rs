@@ -25,17 +25,19 @@ pub enum Route {
 }
 
 impl Route {
-    /// The methods this route answers, as listed in the `Allow` header of a 405.
+    /// The methods this route answers, as listed in the `Allow` header of a 405. `HEAD`
+    /// is answered wherever `GET` is (RFC 9110), as `GET` without the body.
     pub fn allowed(&self) -> &'static [Method] {
+        const GET: &[Method] = &[Method::GET, Method::HEAD];
         match self {
-            Self::Health | Self::Dashboard | Self::Asset(_) => &[Method::GET],
-            Self::Agents | Self::Contacts(_) | Self::Keys => &[Method::GET, Method::POST],
-            Self::Agent(_) => &[Method::GET, Method::DELETE],
+            Self::Health | Self::Dashboard | Self::Asset(_) | Self::Export(_) => GET,
+            Self::Agents | Self::Contacts(_) | Self::Keys | Self::Attributes(_) => {
+                &[Method::GET, Method::HEAD, Method::POST]
+            }
+            Self::Agent(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Self::Import(_) => &[Method::POST],
-            Self::Export(_) => &[Method::GET],
-            Self::Contact(..) => &[Method::GET, Method::PATCH, Method::DELETE],
-            Self::Attributes(_) => &[Method::GET, Method::POST],
-            Self::Attribute(..) => &[Method::GET, Method::PUT],
+            Self::Contact(..) => &[Method::GET, Method::HEAD, Method::PATCH, Method::DELETE],
+            Self::Attribute(..) => &[Method::GET, Method::HEAD, Method::PUT],
             Self::Key(_) => &[Method::DELETE],
         }
     }

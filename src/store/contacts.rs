@@ -24,8 +24,8 @@ use super::{
 };
 use crate::domain::issues::join;
 use crate::domain::{
-    ids, Agent, AttrType, AttrValue, AttributeDef, Contact, ContactInput, Field, Issues, Schema,
-    UnknownPolicy,
+    ids, Agent, AttrType, AttrValue, AttributeDef, AttributeRules, Contact, ContactInput, Field,
+    Issues, Schema, UnknownPolicy,
 };
 
 /// Finds a contact by external id, falling back to `contact_<n>`.
@@ -183,9 +183,13 @@ pub fn agent_attributes(
     Ok(defs)
 }
 
-fn load_schema(txn: &WriteTransaction, agent_id: &str) -> Result<Schema, StoreError> {
+fn load_schema(
+    txn: &WriteTransaction,
+    agent_id: &str,
+    rules: AttributeRules,
+) -> Result<Schema, StoreError> {
     let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
-    Ok(Schema::new(agent_attributes(&table, agent_id)?))
+    Ok(Schema::new(agent_attributes(&table, agent_id)?, rules))
 }
 
 /// Writes the definitions a request made on the fly.
@@ -218,7 +222,6 @@ struct Batch<'txn> {
     state: HashMap<String, (Option<Contact>, Option<Contact>)>,
     email_owner: HashMap<String, Option<String>>,
     on_duplicate: OnDuplicate,
-    policy: UnknownPolicy,
     now: i64,
     /// Set for an import: how its rows differ from `POST /contacts` entries.
     import: Option<ImportMode>,
@@ -252,11 +255,11 @@ impl<'txn> Batch<'txn> {
         txn: &'txn Txn,
         agent_id: &str,
         on_duplicate: OnDuplicate,
-        policy: UnknownPolicy,
+        rules: AttributeRules,
         now: i64,
     ) -> Result<Self, StoreError> {
         let first_id = next_contact_id(txn)?;
-        let schema = load_schema(txn, agent_id)?;
+        let schema = load_schema(txn, agent_id, rules)?;
         let tables = Tables::open(txn)?;
         let agent = tables.agent(agent_id)?;
         Ok(Self {
@@ -270,7 +273,6 @@ impl<'txn> Batch<'txn> {
             state: HashMap::new(),
             email_owner: HashMap::new(),
             on_duplicate,
-            policy,
             now,
             import: None,
         })
@@ -341,7 +343,7 @@ impl<'txn> Batch<'txn> {
             let raw = merged.as_ref().unwrap_or(raw);
             let path = join(prefix, "custom_attributes");
             self.schema
-                .type_values(raw, existing, self.policy, &path, self.now, &mut invalid)
+                .type_values(raw, existing, &path, self.now, &mut invalid)
         });
         if !invalid.is_empty() {
             self.schema.roll_back(mark);
@@ -391,7 +393,7 @@ impl<'txn> Batch<'txn> {
         existing: Option<&BTreeMap<String, AttrValue>>,
     ) -> Option<BTreeMap<String, Value>> {
         let mode = self.import.as_ref()?;
-        if self.policy == UnknownPolicy::Define {
+        if self.schema.rules().unknown == UnknownPolicy::Define {
             for (name, value) in raw {
                 if let Some(kind) = mode.declared.get(name).filter(|_| !value.is_null()) {
                     self.schema.declare(name, *kind, self.now);
@@ -443,10 +445,10 @@ pub fn upsert(
     agent_id: &str,
     entries: Vec<ContactInput>,
     on_duplicate: OnDuplicate,
-    policy: UnknownPolicy,
+    rules: AttributeRules,
     now: i64,
 ) -> Result<UpsertOutcome, StoreError> {
-    let mut batch = Batch::open(txn, agent_id, on_duplicate, policy, now)?;
+    let mut batch = Batch::open(txn, agent_id, on_duplicate, rules, now)?;
     let mut invalid = Issues::new();
     let mut conflicts = Issues::new();
     let mut outcome = UpsertOutcome {
@@ -493,7 +495,7 @@ pub fn import(
     options: &ImportOptions,
     now: i64,
 ) -> Result<ImportOutcome, StoreError> {
-    let mut batch = Batch::open(txn, agent_id, options.on_duplicate, options.policy, now)?;
+    let mut batch = Batch::open(txn, agent_id, options.on_duplicate, options.rules, now)?;
     batch.import = Some(ImportMode {
         declared: options.declared.iter().cloned().collect(),
         merge_attributes: options.merge_attributes,
@@ -534,7 +536,7 @@ pub fn import(
 
 /// `PATCH /contacts/{id}`: only sent fields change; `external_id` renames.
 pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreError> {
-    let mut schema = load_schema(txn, &req.agent)?;
+    let mut schema = load_schema(txn, &req.agent, req.rules)?;
     let mut tables = Tables::open(txn)?;
     tables.agent(&req.agent)?;
     let current = find_contact(&tables.contacts, &tables.by_id, &req.agent, &req.target)?
@@ -554,7 +556,6 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
         schema.type_values(
             raw,
             Some(&current.custom_attributes),
-            req.policy,
             &path,
             now,
             &mut invalid,

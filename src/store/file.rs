@@ -13,7 +13,6 @@
 //! (Readahead still makes large folios, but in the measurements the writes were what
 //! mattered: advising random access as well changed nothing measurable.)
 
-use std::fs::OpenOptions;
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
@@ -32,7 +31,7 @@ pub const DEFAULT_CACHE: usize = 2 << 30;
 /// Opens (or creates) the database at `path` over [`PageWrites`] of the file, keeping
 /// at most `cache_bytes` of its pages in memory.
 pub fn open(path: &Path, cache_bytes: usize) -> Result<Database, DatabaseError> {
-    let file = OpenOptions::new()
+    let file = super::data_dir::private_file()
         .read(true)
         .write(true)
         .create(true)

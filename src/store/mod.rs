@@ -5,6 +5,7 @@
 mod check;
 mod codec;
 mod contacts;
+pub mod data_dir;
 mod file;
 mod index;
 mod index_worker;
@@ -26,7 +27,7 @@ use std::pin::Pin;
 use crate::domain::attribute::AttributeChange;
 use crate::domain::query::Query;
 use crate::domain::{
-    Agent, ApiKey, AttrType, AttributeDef, Contact, ContactInput, Issue, UnknownPolicy,
+    Agent, ApiKey, AttrType, AttributeDef, AttributeRules, Contact, ContactInput, Issue,
 };
 
 pub use check::CheckReport;
@@ -73,7 +74,7 @@ pub struct ImportOptions {
     /// first row that is written with a value for it.
     pub declared: Vec<(String, AttrType)>,
     pub on_duplicate: OnDuplicate,
-    pub policy: UnknownPolicy,
+    pub rules: AttributeRules,
     /// A row's attributes update only those attributes (CSV, where an empty cell means
     /// "not set"), instead of replacing the contact's set (JSON, as `POST /contacts`).
     pub merge_attributes: bool,
@@ -112,7 +113,7 @@ pub struct PatchRequest {
     pub target: String,
     pub input: ContactInput,
     pub field_prefix: String,
-    pub policy: UnknownPolicy,
+    pub rules: AttributeRules,
 }
 
 /// Everything the rest of the server needs from storage.
@@ -150,13 +151,13 @@ pub trait Store: Send + Sync + 'static {
     fn create_key(&self, key: ApiKey) -> StoreFuture<ApiKey>;
     fn revoke_key(&self, id: String) -> StoreFuture<ApiKey>;
     /// Upserts in order, typing custom attributes against the agent's schema and
-    /// handling keys without a definition by `policy`; all or nothing.
+    /// defining keys without a definition by `rules`; all or nothing.
     fn upsert_contacts(
         &self,
         agent: String,
         entries: Vec<ContactInput>,
         on_duplicate: OnDuplicate,
-        policy: UnknownPolicy,
+        rules: AttributeRules,
     ) -> StoreFuture<UpsertOutcome>;
     /// One chunk of an import, in one transaction: rows that fail are left out (and
     /// change nothing) and are reported, the others written.
@@ -178,7 +179,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact>;
     fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact>;
-    fn create_attribute(&self, agent: String, def: AttributeDef) -> StoreFuture<AttributeDef>;
+    /// Defines an attribute, unless the agent has `max_per_agent` definitions already.
+    fn create_attribute(
+        &self,
+        agent: String,
+        def: AttributeDef,
+        max_per_agent: usize,
+    ) -> StoreFuture<AttributeDef>;
     fn update_attribute(
         &self,
         agent: String,
@@ -194,6 +201,8 @@ pub enum StoreError {
     AgentExists,
     ContactNotFound,
     KeyNotFound,
+    /// Revoking this key would leave no active admin key.
+    LastAdminKey,
     AttributeNotFound,
     AttributeExists,
     /// Values that do not fit the stored schema (wrong type, archived, unknown key);
@@ -203,6 +212,8 @@ pub enum StoreError {
     Conflict(Vec<Issue>),
     /// Another process (usually a running server) holds the database file.
     AlreadyOpen(PathBuf),
+    /// The data dir cannot be used safely (its permissions); the text says how to fix it.
+    DataDir(String),
     /// The data was written by an incompatible version.
     Incompatible(String),
     /// A stored record could not be decoded.
@@ -220,6 +231,10 @@ impl std::fmt::Display for StoreError {
             Self::AgentExists => write!(f, "agent already exists"),
             Self::ContactNotFound => write!(f, "contact not found"),
             Self::KeyNotFound => write!(f, "key not found"),
+            Self::LastAdminKey => write!(
+                f,
+                "this is the last active admin key; create another admin key before revoking it"
+            ),
             Self::AttributeNotFound => write!(f, "custom attribute not found"),
             Self::AttributeExists => write!(f, "custom attribute already exists"),
             Self::Invalid(issues) => write!(f, "invalid: {} issue(s)", issues.len()),
@@ -229,6 +244,7 @@ impl std::fmt::Display for StoreError {
                 "the database {} is in use by another process (is the server running?)",
                 path.display()
             ),
+            Self::DataDir(msg) => write!(f, "{msg}"),
             Self::Incompatible(msg) => write!(f, "incompatible data: {msg}"),
             Self::Corrupt(msg) => write!(f, "corrupt record: {msg}"),
             Self::Backend(msg) => write!(f, "storage error: {msg}"),

@@ -11,6 +11,7 @@ use super::codec::{
     encode_key,
 };
 use super::contacts::{self, find_contact};
+use super::data_dir;
 use super::file;
 use super::index;
 use super::journal;
@@ -27,9 +28,12 @@ use super::{
     unix_now, ContactPage, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
     Store, StoreError, StoreFuture, UpsertOutcome,
 };
+use crate::domain::attribute::too_many_definitions;
 use crate::domain::attribute::AttributeChange;
 use crate::domain::query::Query;
-use crate::domain::{Agent, ApiKey, AttributeDef, Contact, ContactInput, Scope, UnknownPolicy};
+use crate::domain::{
+    Agent, ApiKey, AttributeDef, AttributeRules, Contact, ContactInput, Issue, Scope,
+};
 
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "contactd.redb";
@@ -52,7 +56,7 @@ impl RedbStore {
 
     /// [`RedbStore::open`], keeping at most `cache_bytes` of database pages in memory.
     pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)?;
+        data_dir::prepare(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let db = match file::open(&path, cache_bytes) {
             Ok(db) => db,
@@ -122,7 +126,19 @@ impl Drop for RedbStore {
     }
 }
 
-/// Creates every table and checks or records the schema version.
+/// Whether an active admin key other than `id` exists: revoking the last one would
+/// lock every client out until the server is stopped.
+fn other_admin_key(table: &redb::Table<&[u8], &[u8]>, id: &str) -> Result<bool, StoreError> {
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let key = decode_key(k.value(), v.value())?;
+        if key.id != id && !key.revoked && key.scope.is_admin() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Every contact of the agent in the primary key's order (external id): one sequential
 /// walk, no index lookups.
 fn export_all(
@@ -152,6 +168,7 @@ fn export_all(
     Ok(())
 }
 
+/// Creates every table and checks or records the schema version.
 fn prepare(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     {
@@ -347,6 +364,9 @@ impl Store for RedbStore {
                 }
             }
             let mut key = found.ok_or(StoreError::KeyNotFound)?;
+            if !key.revoked && key.scope.is_admin() && !other_admin_key(&table, &key.id)? {
+                return Err(StoreError::LastAdminKey);
+            }
             if !key.revoked {
                 key.revoked = true;
                 table.insert(key.digest.as_slice(), encode_key(&key).as_slice())?;
@@ -360,10 +380,10 @@ impl Store for RedbStore {
         agent: String,
         entries: Vec<ContactInput>,
         on_duplicate: OnDuplicate,
-        policy: UnknownPolicy,
+        rules: AttributeRules,
     ) -> StoreFuture<UpsertOutcome> {
         self.writer.submit(move |txn| {
-            contacts::upsert(txn, &agent, entries, on_duplicate, policy, unix_now())
+            contacts::upsert(txn, &agent, entries, on_duplicate, rules, unix_now())
         })
     }
 
@@ -412,18 +432,34 @@ impl Store for RedbStore {
             .submit(move |txn| contacts::delete(txn, &agent, &target))
     }
 
-    fn create_attribute(&self, agent: String, def: AttributeDef) -> StoreFuture<AttributeDef> {
+    fn create_attribute(
+        &self,
+        agent: String,
+        def: AttributeDef,
+        max_per_agent: usize,
+    ) -> StoreFuture<AttributeDef> {
         self.writer.submit(move |txn| {
             if txn.open_table(AGENTS)?.get(agent.as_str())?.is_none() {
                 return Err(StoreError::AgentNotFound);
             }
-            let exists = txn
-                .open_table(CUSTOM_ATTRIBUTES)?
-                .get((agent.as_str(), def.name.as_str()))?
-                .is_some();
-            if exists {
+            let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+            if table.get((agent.as_str(), def.name.as_str()))?.is_some() {
                 return Err(StoreError::AttributeExists);
             }
+            let mut defined = 0;
+            for row in table.range((agent.as_str(), "")..)?.take(max_per_agent) {
+                if row?.0.value().0 != agent {
+                    break;
+                }
+                defined += 1;
+            }
+            if defined >= max_per_agent {
+                return Err(StoreError::Invalid(vec![Issue {
+                    field: "name".into(),
+                    message: too_many_definitions(max_per_agent),
+                }]));
+            }
+            drop(table);
             put_attribute(txn, &agent, &def)?;
             Ok(def)
         })
@@ -620,7 +656,7 @@ mod tests {
             agent.into(),
             entries,
             OnDuplicate::Update,
-            UnknownPolicy::Define,
+            AttributeRules::default(),
         ))
         .unwrap();
     }
@@ -964,7 +1000,7 @@ mod tests {
                     "default".into(),
                     vec![entry],
                     OnDuplicate::Update,
-                    UnknownPolicy::Define,
+                    AttributeRules::default(),
                 ))
                 .unwrap();
             }

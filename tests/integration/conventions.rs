@@ -33,17 +33,17 @@ async fn unknown_route_is_404_resource_not_found() {
 async fn wrong_method_is_405_with_allow_header() {
     let s = TestServer::start().await;
     let cases = [
-        (Method::PUT, CONTACTS.to_owned(), "GET, POST"),
-        (Method::TRACE, CONTACTS.to_owned(), "GET, POST"),
+        (Method::PUT, CONTACTS.to_owned(), "GET, HEAD, POST"),
+        (Method::TRACE, CONTACTS.to_owned(), "GET, HEAD, POST"),
         (
             Method::from_bytes(b"QUERY").unwrap(),
             contact_path("x"),
-            "GET, PATCH, DELETE",
+            "GET, HEAD, PATCH, DELETE",
         ),
         (
             Method::POST,
             "/api/v1/chatbots/default".to_owned(),
-            "GET, DELETE",
+            "GET, HEAD, DELETE",
         ),
         (Method::GET, "/api/v1/keys/key_1".to_owned(), "DELETE"),
     ];

@@ -167,9 +167,9 @@ proptest! {
             description: None,
             archived: *archived,
             created_at: 0,
-        }));
+        }), policy.into());
         let mut issues = Issues::new();
-        let typed = schema.type_values(&raw, None, policy, "users[4].custom_attributes", 0, &mut issues);
+        let typed = schema.type_values(&raw, None, "users[4].custom_attributes", 0, &mut issues);
         for issue in issues.as_slice() {
             let name = issue.field.strip_prefix("users[4].custom_attributes.");
             prop_assert!(name.is_some_and(|n| raw.contains_key(n)), "{}", issue.field);
@@ -204,7 +204,7 @@ proptest! {
                 .map(|i| ContactInput::parse(&json!({"external_id": format!("e{i}")}), "", &mut issues).unwrap())
                 .collect();
             if !entries.is_empty() {
-                store.upsert_contacts("a".into(), entries, OnDuplicate::Update, UnknownPolicy::Define).await.unwrap();
+                store.upsert_contacts("a".into(), entries, OnDuplicate::Update, UnknownPolicy::Define.into()).await.unwrap();
             }
             for d in &deletions {
                 let _ = store.delete_contact("a".into(), format!("e{d}")).await;
@@ -387,7 +387,7 @@ proptest! {
             let mut entries = entries.into_iter().peekable();
             while entries.peek().is_some() {
                 let chunk: Vec<ContactInput> = entries.by_ref().take(batch).collect();
-                let outcome = store.upsert_contacts("a".into(), chunk, OnDuplicate::Update, UnknownPolicy::Define).await.unwrap();
+                let outcome = store.upsert_contacts("a".into(), chunk, OnDuplicate::Update, UnknownPolicy::Define.into()).await.unwrap();
                 all.extend(outcome.contacts);
             }
             all
@@ -449,7 +449,7 @@ proptest! {
             if round < WRITE_ROUNDS {
                 let mut issues = Issues::new();
                 let fresh = ContactInput::parse(&json!({"external_id": format!("new{round}"), "name": "Sam New"}), "", &mut issues).unwrap();
-                rt.block_on(store.upsert_contacts("a".into(), vec![fresh], OnDuplicate::Update, UnknownPolicy::Define)).unwrap();
+                rt.block_on(store.upsert_contacts("a".into(), vec![fresh], OnDuplicate::Update, UnknownPolicy::Define.into())).unwrap();
             }
             round += 1;
         }
