@@ -226,6 +226,7 @@ impl Spool {
         });
         let mut received = 0u64;
         let mut upload = Ok(());
+        let mut refused = false;
         while let Some(frame) = body.frame().await {
             let data = match frame {
                 Ok(frame) => match frame.into_data() {
@@ -241,14 +242,19 @@ impl Spool {
             received += data.len() as u64;
             if received > limit {
                 upload = Err(too_large(limit));
+                refused = true;
                 break;
             }
             // A closed channel means the writer stopped: its result says why.
             if tx.send(data).await.is_err() {
+                refused = true;
                 break;
             }
         }
         drop(tx);
+        if refused {
+            tokio::spawn(discard(body, limit));
+        }
         let written = writer
             .await
             .map_err(|err| ApiError::Internal(format!("import spool writer failed: {err}")))?;
@@ -267,6 +273,26 @@ impl Spool {
         }
     }
 }
+
+/// Reads and drops what a client still sends after its upload was refused, for at most
+/// [`DISCARD_TIME`] and `limit` bytes, so that the answer reaches it: a client busy
+/// sending sees an abruptly closed connection, not the answer (nginx's lingering close).
+async fn discard(mut body: Incoming, limit: u64) {
+    let mut left = limit;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match left.checked_sub(len) {
+                Some(rest) => left = rest,
+                None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
+/// How long a refused upload is read past.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for Spool {
     fn drop(&mut self) {

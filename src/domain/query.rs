@@ -11,7 +11,8 @@ use super::contact::Contact;
 use super::date;
 use super::issues::Issues;
 use super::search::{
-    attr_key, float_key, int_key, matches_terms, normalise_term, sort_key, ATTR_PREFIX, CORE_FIELDS,
+    attr_key, float_key, int_key, matches_terms, normalise_term, sort_key, text_key, ATTR_PREFIX,
+    CORE_FIELDS,
 };
 use super::AttrValue;
 
@@ -118,7 +119,7 @@ fn value_key(kind: Kind, text: &str) -> Result<Vec<u8>, &'static str> {
         Kind::Seconds => seconds(text)
             .map(int_key)
             .ok_or("must be Unix seconds or an ISO 8601 date"),
-        Kind::Text => Ok(text.to_lowercase().into_bytes()),
+        Kind::Text => Ok(text_key(text)),
         Kind::Exact => Ok(text.as_bytes().to_vec()),
         Kind::Attr(AttrType::Text) => Ok(attr_key(&AttrValue::Text(text.to_owned()))),
         Kind::Attr(AttrType::Number) => match text.trim().parse::<f64>() {

@@ -145,6 +145,24 @@ pub fn matches_terms(contact: &Contact, terms_wanted: &[String]) -> bool {
     missing.is_empty()
 }
 
+/// Bytes of a text's sort key: a longer text sorts by its first [`MAX_TEXT_KEY`] bytes
+/// (lower-cased), then by contact number, as MySQL sorts by `max_sort_length` bytes.
+/// It keeps index keys small: a text attribute may hold 4096 characters.
+pub const MAX_TEXT_KEY: usize = 1024;
+
+/// The sort key of a text: lower-cased, cut to at most [`MAX_TEXT_KEY`] bytes at a
+/// character boundary.
+pub fn text_key(text: &str) -> Vec<u8> {
+    let mut lower = String::with_capacity(text.len().min(MAX_TEXT_KEY + 4));
+    for c in text.chars().flat_map(char::to_lowercase) {
+        if lower.len() + c.len_utf8() > MAX_TEXT_KEY {
+            break;
+        }
+        lower.push(c);
+    }
+    lower.into_bytes()
+}
+
 /// An order-preserving byte encoding of an `i64`.
 pub fn int_key(n: i64) -> Vec<u8> {
     (n as u64 ^ (1 << 63)).to_be_bytes().to_vec()
@@ -170,7 +188,7 @@ pub fn attr_key(value: &AttrValue) -> Vec<u8> {
         #[allow(clippy::cast_precision_loss)]
         AttrValue::Int(i) => (2, float_key(*i as f64)),
         AttrValue::Float(f) => (2, float_key(*f)),
-        AttrValue::Text(s) => (3, s.to_lowercase().into_bytes()),
+        AttrValue::Text(s) => (3, text_key(s)),
         AttrValue::Date(ms) => (4, int_key(*ms)),
     };
     body.insert(0, tag);
@@ -180,7 +198,7 @@ pub fn attr_key(value: &AttrValue) -> Vec<u8> {
 /// The sort key of `field` (a core column or `custom_attributes.<name>`) for a contact,
 /// or `None` when the contact has no value there.
 pub fn sort_key(contact: &Contact, field: &str) -> Option<Vec<u8>> {
-    let text = |s: &Option<String>| s.as_ref().map(|s| s.to_lowercase().into_bytes());
+    let text = |s: &Option<String>| s.as_deref().map(text_key);
     match field {
         "created_at" => Some(int_key(contact.created_at)),
         "updated_at" => Some(int_key(contact.updated_at)),
@@ -230,6 +248,19 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         }
+    }
+
+    #[test]
+    fn text_keys_keep_the_first_1024_bytes_at_a_character_boundary() {
+        assert_eq!(text_key("Sam RIVERA"), b"sam rivera");
+        let long = format!("{}{}", "a".repeat(1023), "\u{e9}tail");
+        assert_eq!(
+            text_key(&long),
+            "a".repeat(1023).into_bytes(),
+            "é would not fit"
+        );
+        let longer = "B".repeat(5000);
+        assert_eq!(text_key(&longer), "b".repeat(1024).into_bytes());
     }
 
     #[test]

@@ -901,6 +901,7 @@ mod tests {
                 fanout: 2,
                 base_entries: 8,
                 merge_step: 7,
+                merge_step_bytes: 1 << 20,
                 idle_ms: 1,
             });
         let agent = |id: &str| Agent {
@@ -959,6 +960,7 @@ mod tests {
                 fanout: 3,
                 base_entries: 8,
                 merge_step: 7,
+                merge_step_bytes: 1 << 20,
                 idle_ms: 50,
             });
         let agent = Agent {

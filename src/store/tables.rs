@@ -42,7 +42,7 @@ pub const META_INDEX_VERSION: &str = "index_version";
 /// by the merger thread) instead of one in `index_state`; version 4 gives a phone number
 /// one word per digit group start instead of one per group (see `domain::search`);
 /// version 5 stores run chunks packed (see `lsm::block::PackedBuilder`).
-pub const INDEX_VERSION: u64 = 5;
+pub const INDEX_VERSION: u64 = 6;
 
 /// The layout this build writes. Version 2 added `custom_attributes` and contact
 /// records with typed values; a version-1 data dir is upgraded at open (the new table

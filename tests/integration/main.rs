@@ -15,6 +15,7 @@ mod compat;
 mod contacts;
 mod conventions;
 mod hardening;
+mod import_memory;
 mod keys;
 mod listing;
 mod process;

@@ -25,9 +25,16 @@ impl Proc {
     // The child is waited for in `Drop` (and by `terminate`), which the lint cannot see.
     #[allow(clippy::zombie_processes)]
     pub fn start(data_dir: &Path, admin_key: Option<&str>) -> Self {
+        Self::start_with(data_dir, admin_key, &[])
+    }
+
+    /// [`Proc::start`] with more flags.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_with(data_dir: &Path, admin_key: Option<&str>, flags: &[&str]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .env_remove("CONTACTD_ADMIN_KEY")
             .env("CONTACTD_LOG_LEVEL", "warn")
             .stdout(Stdio::piped())

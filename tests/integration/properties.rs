@@ -362,6 +362,7 @@ proptest! {
                     fanout: 2,
                     base_entries: 8,
                     merge_step: 5,
+                    merge_step_bytes: 1 << 20,
                     idle_ms: 1,
                 });
                 n

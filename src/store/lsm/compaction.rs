@@ -294,7 +294,7 @@ pub fn build_step<T: ChunkTable>(
     let sources: Vec<&dyn Chunks> = runs.iter().map(|r| r as &dyn Chunks).collect();
     let lower = std::mem::take(&mut progress.resume);
     let mut merged = Merged::new(&sources, lower, vec![u8::MAX; 2], false, !plan.bottom, 0)?
-        .with_limit(budget.max(1));
+        .with_limit(budget.max(1), limits.merge_step_bytes.max(1));
     while merged.advance()? {
         progress.run.push(merged.raw_key(), merged.present());
     }

@@ -225,10 +225,12 @@ pub struct Merged<'a> {
     present: bool,
     /// Cursors at the current key besides the chosen one (scratch).
     ties: Vec<usize>,
-    /// Source entries read so far (kept, superseded or removed).
+    /// Source entries read so far (kept, superseded or removed), and their key bytes.
     consumed: u64,
-    /// Stop once this many source entries were read (see [`Merged::with_limit`]).
-    limit: Option<u64>,
+    consumed_bytes: u64,
+    /// Stop once this many source entries, or key bytes, were read (see
+    /// [`Merged::with_limit`]).
+    limit: Option<(u64, u64)>,
     stopped: bool,
 }
 
@@ -259,16 +261,18 @@ impl<'a> Merged<'a> {
             present: false,
             ties: Vec::new(),
             consumed: 0,
+            consumed_bytes: 0,
             limit: None,
             stopped: false,
         })
     }
 
     /// Makes `advance` stop (returning `false`, with [`Merged::stopped`] set) once
-    /// `limit` source entries were read, counting entries skipped as removed or
-    /// superseded: a bound on the work, not on what is returned.
-    pub fn with_limit(mut self, limit: u64) -> Self {
-        self.limit = Some(limit);
+    /// `entries` source entries, or `bytes` bytes of their keys, were read, counting
+    /// entries skipped as removed or superseded: a bound on the work and the memory of
+    /// what is built from it, not on what is returned.
+    pub fn with_limit(mut self, entries: u64, bytes: u64) -> Self {
+        self.limit = Some((entries, bytes));
         self
     }
 
@@ -284,7 +288,9 @@ impl<'a> Merged<'a> {
             let Some(first) = self.cursors.first() else {
                 return Ok(false);
             };
-            if self.limit.is_some_and(|limit| self.consumed >= limit) {
+            if self.limit.is_some_and(|(entries, bytes)| {
+                self.consumed >= entries || self.consumed_bytes >= bytes
+            }) {
                 self.stopped = true;
                 return Ok(false);
             }
@@ -321,6 +327,7 @@ impl<'a> Merged<'a> {
             self.present = flag;
             self.ties.push(best);
             self.consumed += self.ties.len() as u64;
+            self.consumed_bytes += (self.key.len() * self.ties.len()) as u64;
             let mut exhausted = false;
             for &i in &self.ties {
                 let cursor = &mut self.cursors[i];

@@ -116,6 +116,9 @@ pub struct IndexLimits {
     /// Most entries of its inputs a merge reads per step (one write transaction stores
     /// each step's chunks).
     pub merge_step: u64,
+    /// Most key bytes of its inputs a merge reads per step: the step's chunks are held
+    /// in memory until stored, and keys may be long (a text attribute's value).
+    pub merge_step_bytes: u64,
     /// Milliseconds without writes after which the log is flushed and runs of
     /// comparable size are merged (see `compaction::plan_idle`).
     pub idle_ms: u64,
@@ -130,6 +133,7 @@ impl Default for IndexLimits {
             fanout: 6,
             base_entries: 16 << 10,
             merge_step: 512 << 10,
+            merge_step_bytes: 16 << 20,
             idle_ms: 1000,
         }
     }
@@ -673,6 +677,7 @@ mod tests {
         base_entries: 3,
         // Merges of more than 40 entries take several steps.
         merge_step: 40,
+        merge_step_bytes: 1 << 20,
         idle_ms: 1,
     };
 
