@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use unicode_normalization::UnicodeNormalization;
 
 use super::attr::{AttrValue, MAX_ATTRIBUTES};
 use super::ids;
@@ -123,9 +124,23 @@ fn opt_string(value: &Option<String>) -> Value {
     value.clone().map_or(Value::Null, Value::String)
 }
 
-/// Lower-cases an email for case-insensitive uniqueness.
+/// The form in which two emails are one for uniqueness and lookups: Unicode NFC with
+/// full case folding (`straße@` = `STRASSE@`), and the domain as IDNA ASCII
+/// (`bücher.de` = `xn--bcher-kva.de`). A domain IDNA refuses is case-folded instead.
 pub fn email_key(email: &str) -> String {
-    email.to_lowercase()
+    let fold = |text: &str| -> String {
+        let folded = caseless::default_case_fold_str(&text.nfc().collect::<String>());
+        folded.nfc().collect()
+    };
+    match email.rsplit_once('@') {
+        Some((local, domain)) => {
+            let domain = idna::domain_to_ascii(domain)
+                .map(|ascii| ascii.to_ascii_lowercase())
+                .unwrap_or_else(|_| fold(domain));
+            format!("{}@{domain}", fold(local))
+        }
+        None => fold(email),
+    }
 }
 
 /// Checks an email address: syntax and length.
@@ -249,8 +264,8 @@ fn parse_external_id(value: Option<&Value>, prefix: &str, issues: &mut Issues) -
     match value {
         None => Field::Absent,
         Some(Value::Null) => Field::Clear,
-        Some(Value::String(s)) => match ids::check_external_id(s) {
-            Ok(()) => Field::Set(s.clone()),
+        Some(Value::String(s)) => match ids::external_id(s) {
+            Ok(id) => Field::Set(id),
             Err(msg) => {
                 issues.push(path, msg);
                 Field::Absent

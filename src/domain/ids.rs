@@ -1,6 +1,7 @@
 //! Identifiers: agent ids, external ids, `contact_<n>` ids, and random id generation.
 
 use rand::Rng;
+use unicode_normalization::UnicodeNormalization;
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -31,18 +32,51 @@ pub fn new_agent_id() -> String {
     random_base62(16)
 }
 
-/// Checks an external id: 1 to 255 bytes, no control characters.
-pub fn check_external_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
+/// Characters an external id may not hold although they are not control characters:
+/// invisible ones (zero-width spaces and joiners, the word joiner, the byte order mark)
+/// and bidirectional formatting, which make two ids that look the same differ.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{061C}'
+            | '\u{FEFF}'
+    )
+}
+
+/// An external id in its one canonical spelling: checked (1 to 255 bytes; no control,
+/// zero-width or bidirectional formatting characters; no surrounding spaces) and in
+/// Unicode NFC, so canonically equivalent spellings (`José` composed or with a
+/// combining accent) are one id.
+pub fn external_id(raw: &str) -> Result<String, &'static str> {
+    if raw.is_empty() {
         return Err("must not be empty");
     }
+    if raw.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    if raw.chars().any(is_invisible) {
+        return Err("must not contain zero-width or bidirectional formatting characters");
+    }
+    if raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace) {
+        return Err("must not start or end with a space");
+    }
+    let id: String = raw.nfc().collect();
     if id.len() > 255 {
         return Err("must be at most 255 bytes");
     }
-    if id.chars().any(char::is_control) {
-        return Err("must not contain control characters");
-    }
-    Ok(())
+    Ok(id)
+}
+
+/// An id given to find a contact (a path segment, a filter value): its canonical
+/// spelling when it is a valid external id, else as given (it then finds nothing, or
+/// a contact stored before the rules, under its old spelling).
+pub fn lookup_id(raw: &str) -> String {
+    external_id(raw).unwrap_or_else(|_| raw.to_owned())
 }
 
 /// A fresh external id for a contact created without one.
@@ -81,10 +115,33 @@ mod tests {
 
     #[test]
     fn external_ids_reject_control_characters_and_length() {
-        assert!(check_external_id("user/8821 ü").is_ok());
-        assert!(check_external_id("a\nb").is_err());
-        assert!(check_external_id(&"x".repeat(256)).is_err());
-        assert!(check_external_id(&"x".repeat(255)).is_ok());
+        assert!(external_id("user/8821 ü").is_ok());
+        assert!(external_id("a\nb").is_err());
+        assert!(external_id(&"x".repeat(256)).is_err());
+        assert!(external_id(&"x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn external_ids_are_nfc_and_refuse_invisible_characters_and_surrounding_spaces() {
+        let composed = "Jos\u{e9}";
+        let decomposed = "Jose\u{301}";
+        assert_eq!(external_id(decomposed).unwrap(), composed);
+        assert_eq!(external_id(composed).unwrap(), composed);
+        for bad in [
+            "a\u{200B}b",
+            "a\u{200D}b",
+            "\u{FEFF}a",
+            "a\u{202E}b",
+            "a\u{2067}b",
+            "a\u{200F}",
+            " a",
+            "a ",
+            "a\u{00A0}",
+        ] {
+            assert!(external_id(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(lookup_id(decomposed), composed);
+        assert_eq!(lookup_id(" legacy "), " legacy ");
     }
 
     #[test]
@@ -99,7 +156,7 @@ mod tests {
     #[test]
     fn generated_ids_are_valid() {
         assert!(check_agent_id(&new_agent_id()).is_ok());
-        assert!(check_external_id(&new_external_id()).is_ok());
+        assert!(external_id(&new_external_id()).is_ok());
         assert_ne!(new_external_id(), new_external_id());
     }
 }

@@ -7,8 +7,9 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::attribute::AttrType;
-use super::contact::Contact;
+use super::contact::{email_key, Contact};
 use super::date;
+use super::ids;
 use super::issues::Issues;
 use super::search::{
     attr_key, float_key, int_key, matches_terms, normalise_term, sort_key, text_key, ATTR_PREFIX,
@@ -90,6 +91,8 @@ enum Kind {
     Seconds,
     /// Compared case-insensitively.
     Text,
+    /// Compared as emails are (see `contact::email_key`).
+    Email,
     /// Compared byte for byte (external_id).
     Exact,
     Attr(AttrType),
@@ -98,7 +101,8 @@ enum Kind {
 fn field_kind(field: &str, schema: &BTreeMap<String, AttrType>) -> Option<Kind> {
     match field {
         "created_at" | "updated_at" => Some(Kind::Seconds),
-        "name" | "email" | "phonenumber" => Some(Kind::Text),
+        "name" | "phonenumber" => Some(Kind::Text),
+        "email" => Some(Kind::Email),
         "external_id" => Some(Kind::Exact),
         _ => field
             .strip_prefix(ATTR_PREFIX)
@@ -120,7 +124,8 @@ fn value_key(kind: Kind, text: &str) -> Result<Vec<u8>, &'static str> {
             .map(int_key)
             .ok_or("must be Unix seconds or an ISO 8601 date"),
         Kind::Text => Ok(text_key(text)),
-        Kind::Exact => Ok(text.as_bytes().to_vec()),
+        Kind::Email => Ok(email_key(text).into_bytes()),
+        Kind::Exact => Ok(ids::lookup_id(text).into_bytes()),
         Kind::Attr(AttrType::Text) => Ok(attr_key(&AttrValue::Text(text.to_owned()))),
         Kind::Attr(AttrType::Number) => match text.trim().parse::<f64>() {
             Ok(f) if f.is_finite() => Ok([vec![2], float_key(f)].concat()),

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::attr::AttrValue;
-use super::contact::Contact;
+use super::contact::{email_key, Contact};
 
 /// The core columns a list can be sorted and filtered by.
 pub const CORE_FIELDS: [&str; 6] = [
@@ -203,7 +203,7 @@ pub fn sort_key(contact: &Contact, field: &str) -> Option<Vec<u8>> {
         "created_at" => Some(int_key(contact.created_at)),
         "updated_at" => Some(int_key(contact.updated_at)),
         "name" => text(&contact.name),
-        "email" => text(&contact.email),
+        "email" => contact.email.as_deref().map(|e| email_key(e).into_bytes()),
         "phonenumber" => text(&contact.phonenumber),
         "external_id" => Some(contact.external_id.as_bytes().to_vec()),
         _ => field

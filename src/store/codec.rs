@@ -1,38 +1,56 @@
-//! Record encoding: one version byte, then bincode. A new layout gets a new version
-//! byte and a decoder for the old one, so old data dirs keep loading.
+//! Record encoding: one version byte, then bincode, then a checksum (see
+//! `store::seal`) over the record and the key it is stored under, so a changed byte in
+//! either is detected when the record is read. A new layout gets a new version byte;
+//! older layouts are decoded only by the upgrade that rewrites them
+//! (`decode_legacy_*`), so a damaged version byte cannot pass an unsealed record off
+//! as a current one.
 
 use bincode::config::{self, Configuration};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use super::seal::{seal_for, unseal_for};
 use super::StoreError;
 use crate::domain::{Agent, ApiKey, AttrType, AttributeDef, Contact, Scope};
 
-/// Contacts before typed attributes: no `Date` value variant. Decoded, never written.
+/// Contacts before typed attributes: no `Date` value variant. Legacy.
 const CONTACT_V1: u8 = 1;
-/// Contacts with typed attributes (`AttrValue::Date`). Written now.
+/// Contacts with typed attributes (`AttrValue::Date`), unsealed. Legacy.
 const CONTACT_V2: u8 = 2;
+/// Version 2, sealed. Written now.
+const CONTACT_V3: u8 = 3;
+/// Unsealed agents, keys and attribute definitions. Legacy.
 const AGENT_V1: u8 = 1;
 const KEY_V1: u8 = 1;
 const ATTRIBUTE_V1: u8 = 1;
+/// Version 1, sealed. Written now.
+const AGENT_V2: u8 = 2;
+const KEY_V2: u8 = 2;
+const ATTRIBUTE_V2: u8 = 2;
 
 fn cfg() -> Configuration {
     config::standard()
 }
 
-fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+/// `version`, the encoded `value`, and a seal over them and `key`.
+fn encode<T: Serialize>(version: u8, value: &T, key: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.push(version);
     // Encoding plain structs into a Vec cannot fail: no I/O, no unsupported types.
     bincode::serde::encode_into_std_write(value, &mut out, cfg())
         .map(|_| ())
         .unwrap_or_else(|err| unreachable!("bincode encode into Vec failed: {err}"));
+    seal_for(key, &mut out);
     out
 }
 
 fn decode_body<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, StoreError> {
-    bincode::serde::decode_from_slice(body, cfg())
-        .map(|(value, _)| value)
-        .map_err(|err| StoreError::Corrupt(format!("{what}: {err}")))
+    match bincode::serde::decode_from_slice(body, cfg()) {
+        Ok((value, read)) if read == body.len() => Ok(value),
+        Ok(_) => Err(StoreError::Corrupt(format!(
+            "{what}: bytes after the record"
+        ))),
+        Err(err) => Err(StoreError::Corrupt(format!("{what}: {err}"))),
+    }
 }
 
 fn unknown_version(what: &str, version: u8) -> StoreError {
@@ -41,25 +59,91 @@ fn unknown_version(what: &str, version: u8) -> StoreError {
     ))
 }
 
-fn decode<T: DeserializeOwned>(what: &str, expected: u8, bytes: &[u8]) -> Result<T, StoreError> {
-    match bytes.split_first() {
-        Some((&version, body)) if version == expected => decode_body(what, body),
-        Some((&version, _)) => Err(unknown_version(what, version)),
+/// Decodes a sealed record of version `expected`, stored under `key`.
+fn decode<T: DeserializeOwned>(
+    what: &str,
+    expected: u8,
+    bytes: &[u8],
+    key: &[&[u8]],
+) -> Result<T, StoreError> {
+    match bytes.first() {
+        Some(&version) if version == expected => {
+            let sealed = unseal_for(key, bytes, what)?;
+            decode_body(what, &sealed[1..])
+        }
+        Some(&version) => Err(unknown_version(what, version)),
         None => Err(StoreError::Corrupt(format!("{what}: empty record"))),
     }
 }
 
-pub fn encode_contact(contact: &Contact) -> Vec<u8> {
-    encode(CONTACT_V2, contact)
+/// Decodes an unsealed record of version `legacy` or a sealed one of `current`.
+fn decode_legacy<T: DeserializeOwned>(
+    what: &str,
+    legacy: u8,
+    current: u8,
+    bytes: &[u8],
+    key: &[&[u8]],
+) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&version, body)) if version == legacy => decode_body(what, body),
+        _ => decode(what, current, bytes, key),
+    }
 }
 
-/// Decodes a contact record of any version this build knows.
+pub fn encode_contact(contact: &Contact) -> Vec<u8> {
+    encode(CONTACT_V3, contact, &[])
+}
+
+/// Decodes a contact record (the current, sealed version). Its external id is checked
+/// against the key by the caller that knows it.
 pub fn decode_contact(bytes: &[u8]) -> Result<Contact, StoreError> {
+    decode("contact", CONTACT_V3, bytes, &[])
+}
+
+/// Decodes the contact record stored under external id `ext`: a record that names
+/// another one is damage (the key changed, or the value).
+pub fn decode_stored_contact(ext: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
+    let contact = decode_contact(bytes)?;
+    if contact.external_id != ext {
+        return Err(StoreError::Corrupt(format!(
+            "the contact stored under '{ext}' is '{}'",
+            contact.external_id
+        )));
+    }
+    Ok(contact)
+}
+
+/// Checks that an index entry for contact number `id` (or with email key `email`)
+/// found a contact that has it: a mismatch means an index entry changed.
+pub fn expect_contact(
+    contact: Contact,
+    id: Option<u64>,
+    email: Option<&str>,
+) -> Result<Contact, StoreError> {
+    if id.is_some_and(|id| id != contact.id) {
+        return Err(StoreError::Corrupt(format!(
+            "the id index names '{}' for contact {}, which is contact {}",
+            contact.external_id,
+            id.unwrap_or_default(),
+            contact.id
+        )));
+    }
+    if email.is_some_and(|email| contact.email_key().as_deref() != Some(email)) {
+        return Err(StoreError::Corrupt(format!(
+            "the email index names '{}' for an email it does not have",
+            contact.external_id
+        )));
+    }
+    Ok(contact)
+}
+
+/// Decodes a contact record of any version this build knows (the upgrade's, and the
+/// golden-file test's).
+pub fn decode_legacy_contact(bytes: &[u8]) -> Result<Contact, StoreError> {
     match bytes.split_first() {
         Some((&CONTACT_V2, body)) => decode_body("contact", body),
         Some((&CONTACT_V1, body)) => decode_body::<v1::Contact>("contact v1", body).map(Into::into),
-        Some((&version, _)) => Err(unknown_version("contact", version)),
-        None => Err(StoreError::Corrupt("contact: empty record".into())),
+        _ => decode_contact(bytes),
     }
 }
 
@@ -146,17 +230,27 @@ struct AgentRecord {
 
 pub fn encode_agent(agent: &Agent) -> Vec<u8> {
     encode(
-        AGENT_V1,
+        AGENT_V2,
         &AgentRecord {
             name: agent.name.clone(),
             created_at: agent.created_at,
             contact_count: agent.contact_count,
         },
+        &[agent.id.as_bytes()],
     )
 }
 
 pub fn decode_agent(id: &str, bytes: &[u8]) -> Result<Agent, StoreError> {
-    let rec: AgentRecord = decode("agent", AGENT_V1, bytes)?;
+    agent_from(id, decode("agent", AGENT_V2, bytes, &[id.as_bytes()])?)
+}
+
+/// [`decode_agent`] for the upgrade: unsealed records too.
+pub fn decode_legacy_agent(id: &str, bytes: &[u8]) -> Result<Agent, StoreError> {
+    let key: &[&[u8]] = &[id.as_bytes()];
+    agent_from(id, decode_legacy("agent", AGENT_V1, AGENT_V2, bytes, key)?)
+}
+
+fn agent_from(id: &str, rec: AgentRecord) -> Result<Agent, StoreError> {
     Ok(Agent {
         id: id.to_owned(),
         name: rec.name,
@@ -178,7 +272,7 @@ struct KeyRecord {
 
 pub fn encode_key(key: &ApiKey) -> Vec<u8> {
     encode(
-        KEY_V1,
+        KEY_V2,
         &KeyRecord {
             id: key.id.clone(),
             name: key.name.clone(),
@@ -190,11 +284,23 @@ pub fn encode_key(key: &ApiKey) -> Vec<u8> {
             created_at: key.created_at,
             revoked: key.revoked,
         },
+        &[key.digest.as_slice()],
     )
 }
 
 pub fn decode_key(digest: &[u8], bytes: &[u8]) -> Result<ApiKey, StoreError> {
-    let rec: KeyRecord = decode("api key", KEY_V1, bytes)?;
+    key_from(digest, decode("api key", KEY_V2, bytes, &[digest])?)
+}
+
+/// [`decode_key`] for the upgrade: unsealed records too.
+pub fn decode_legacy_key(digest: &[u8], bytes: &[u8]) -> Result<ApiKey, StoreError> {
+    key_from(
+        digest,
+        decode_legacy("api key", KEY_V1, KEY_V2, bytes, &[digest])?,
+    )
+}
+
+fn key_from(digest: &[u8], rec: KeyRecord) -> Result<ApiKey, StoreError> {
     let digest: [u8; 32] = digest
         .try_into()
         .map_err(|_| StoreError::Corrupt("api key digest is not 32 bytes".into()))?;
@@ -228,9 +334,9 @@ fn kind_code(kind: AttrType) -> u8 {
     }
 }
 
-pub fn encode_attribute(def: &AttributeDef) -> Vec<u8> {
+pub fn encode_attribute(agent: &str, def: &AttributeDef) -> Vec<u8> {
     encode(
-        ATTRIBUTE_V1,
+        ATTRIBUTE_V2,
         &AttributeRecord {
             label: def.label.clone(),
             kind: kind_code(def.kind),
@@ -238,11 +344,29 @@ pub fn encode_attribute(def: &AttributeDef) -> Vec<u8> {
             archived: def.archived,
             created_at: def.created_at,
         },
+        &[agent.as_bytes(), def.name.as_bytes()],
     )
 }
 
-pub fn decode_attribute(name: &str, bytes: &[u8]) -> Result<AttributeDef, StoreError> {
-    let rec: AttributeRecord = decode("custom attribute", ATTRIBUTE_V1, bytes)?;
+pub fn decode_attribute(agent: &str, name: &str, bytes: &[u8]) -> Result<AttributeDef, StoreError> {
+    let key: &[&[u8]] = &[agent.as_bytes(), name.as_bytes()];
+    attribute_from(name, decode("custom attribute", ATTRIBUTE_V2, bytes, key)?)
+}
+
+/// [`decode_attribute`] for the upgrade: unsealed records too.
+pub fn decode_legacy_attribute(
+    agent: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<AttributeDef, StoreError> {
+    let key: &[&[u8]] = &[agent.as_bytes(), name.as_bytes()];
+    attribute_from(
+        name,
+        decode_legacy("custom attribute", ATTRIBUTE_V1, ATTRIBUTE_V2, bytes, key)?,
+    )
+}
+
+fn attribute_from(name: &str, rec: AttributeRecord) -> Result<AttributeDef, StoreError> {
     let kind = match rec.kind {
         0 => AttrType::Text,
         1 => AttrType::Number,
@@ -277,9 +401,39 @@ mod tests {
         ));
         assert!(matches!(decode_contact(&[]), Err(StoreError::Corrupt(_))));
         assert!(matches!(
-            decode_contact(&[1, 0xff]),
+            decode_legacy_contact(&[1, 0xff]),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_changed_byte_in_a_record_or_its_key_is_detected() {
+        let contact = crate::store::samples::named(7, "Ada");
+        let bytes = encode_contact(&contact);
+        assert_eq!(decode_contact(&bytes).unwrap(), contact);
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert!(decode_contact(&damaged).is_err(), "byte {i}");
+        }
+        let agent = Agent {
+            id: "bot".into(),
+            name: "Bot".into(),
+            created_at: 1,
+            contact_count: 2,
+        };
+        let bytes = encode_agent(&agent);
+        assert_eq!(decode_agent("bot", &bytes).unwrap(), agent);
+        assert!(
+            decode_agent("bou", &bytes).is_err(),
+            "stored under another key"
+        );
+        let mut legacy = bytes.clone();
+        legacy[0] = AGENT_V1;
+        assert!(
+            decode_agent("bot", &legacy).is_err(),
+            "an unsealed version is not read outside the upgrade"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use serde_json::Value;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::codec::{
-    decode_agent, decode_attribute, decode_contact, encode_agent, encode_attribute, encode_contact,
+    decode_agent, decode_attribute, decode_stored_contact, encode_agent, encode_attribute,
+    encode_contact, expect_contact,
 };
 use super::index::{self, Pairs};
 use super::tables::{
@@ -35,8 +36,9 @@ pub fn find_contact(
     agent: &str,
     target: &str,
 ) -> Result<Option<Contact>, StoreError> {
-    if let Some(bytes) = contacts.get((agent, target))? {
-        return decode_contact(bytes.value()).map(Some);
+    let ext = ids::lookup_id(target);
+    if let Some(bytes) = contacts.get((agent, ext.as_str()))? {
+        return decode_stored_contact(&ext, bytes.value()).map(Some);
     }
     match ids::parse_contact_id(target) {
         Some(n) => contact_by_number(contacts, by_id, agent, n),
@@ -56,7 +58,10 @@ pub fn contact_by_number(
     };
     let ext = ext.value().to_owned();
     match contacts.get((agent, ext.as_str()))? {
-        Some(bytes) => decode_contact(bytes.value()).map(Some),
+        Some(bytes) => {
+            let contact = decode_stored_contact(&ext, bytes.value())?;
+            expect_contact(contact, Some(n), None).map(Some)
+        }
         None => Err(StoreError::Corrupt(format!(
             "id index names '{ext}' but no such contact exists"
         ))),
@@ -91,7 +96,7 @@ impl<'txn> Tables<'txn> {
     fn load(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         self.contacts
             .get((agent, ext))?
-            .map(|b| decode_contact(b.value()))
+            .map(|b| decode_stored_contact(ext, b.value()))
             .transpose()
     }
 
@@ -178,7 +183,7 @@ pub fn agent_attributes(
         if agent != agent_id {
             break;
         }
-        defs.push(decode_attribute(name, value.value())?);
+        defs.push(decode_attribute(agent_id, name, value.value())?);
     }
     Ok(defs)
 }
@@ -198,7 +203,7 @@ fn save_created(txn: &WriteTransaction, agent_id: &str, schema: &Schema) -> Resu
     for def in schema.created() {
         table.insert(
             (agent_id, def.name.as_str()),
-            encode_attribute(def).as_slice(),
+            encode_attribute(agent_id, def).as_slice(),
         )?;
     }
     Ok(())

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::codec::decode_contact;
+use super::codec::decode_stored_contact;
 use super::keys;
 use super::lsm::{self, Changes, Index, IndexLimits, Op, Sorted};
 use super::tables::{CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION};
@@ -298,7 +298,7 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
             }
             current = Some(agent.to_owned());
         }
-        let contact = decode_contact(value.value())?;
+        let contact = decode_stored_contact(key.value().1, value.value())?;
         record(agent, None, Some(&contact), &mut ops);
         let pair = [(None, Some(contact))];
         count(&pair, &mut counts);

@@ -8,9 +8,9 @@
 //! now; their difference is what the entry's log block holds. When the store is opened,
 //! [`replay`] computes that difference for every entry left and writes it to the log.
 //!
-//! An entry is `1` (the format), then per contact: the agent's length (u16) and bytes,
+//! An entry is `2` (the format), then per contact: the agent's length (u16) and bytes,
 //! the contact number (u64), and the length (u32, `u32::MAX` for none) and bytes of its
-//! earlier record; integers little-endian.
+//! earlier record; integers little-endian; then its checksum (see `store::seal`).
 
 use std::collections::HashMap;
 
@@ -22,11 +22,12 @@ use super::index::{self, Pairs};
 use super::lsm::block::Block;
 use super::lsm::unlogged::INDEX_JOURNAL;
 use super::lsm::{Changes, IndexLimits};
+use super::seal::{seal, unseal};
 use super::tables::{CONTACTS, CONTACTS_BY_ID};
 use super::StoreError;
 use crate::domain::Contact;
 
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 const NONE: u32 = u32::MAX;
 
 /// The journal entry of one transaction, being written.
@@ -73,8 +74,11 @@ impl Entry {
         self.bytes.is_empty()
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The entry as stored: sealed.
+    pub fn sealed(&self) -> Vec<u8> {
+        let mut bytes = self.bytes.clone();
+        seal(&mut bytes);
+        bytes
     }
 }
 
@@ -82,7 +86,8 @@ impl Entry {
 pub type Recorded = (String, u64, Option<Contact>);
 
 /// The contacts an entry records, in the order recorded.
-pub fn decode(bytes: &[u8]) -> Result<Vec<Recorded>, StoreError> {
+pub fn decode(sealed: &[u8]) -> Result<Vec<Recorded>, StoreError> {
+    let bytes = unseal(sealed, "an index journal entry")?;
     let corrupt = || StoreError::Corrupt("a malformed index journal entry".into());
     let mut rest = match bytes.split_first() {
         None => return Ok(Vec::new()),
@@ -218,7 +223,9 @@ mod tests {
                 entry.record(agent, &pairs).unwrap();
             }
             prop_assert_eq!(entry.is_empty(), want.is_empty());
-            prop_assert_eq!(decode(entry.bytes()).unwrap(), want);
+            if !want.is_empty() {
+                prop_assert_eq!(decode(&entry.sealed()).unwrap(), want);
+            }
         }
     }
 
@@ -228,8 +235,8 @@ mod tests {
         entry
             .record("a", &vec![(Some(contact(1, "Ada")), None)])
             .unwrap();
-        let bytes = entry.bytes();
-        for cut in 2..bytes.len() {
+        let bytes = entry.sealed();
+        for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         assert!(decode(&[9]).is_err());

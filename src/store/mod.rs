@@ -15,9 +15,11 @@ mod lsm;
 mod merger;
 mod query;
 mod redb_store;
+mod seal;
 mod sources;
 mod streams;
 mod tables;
+mod upgrade;
 mod writer;
 
 use std::future::Future;
@@ -31,7 +33,7 @@ use crate::domain::{
 };
 
 pub use check::CheckReport;
-pub use codec::{decode_contact, encode_contact};
+pub use codec::{decode_contact, decode_legacy_contact, encode_contact};
 pub use file::DEFAULT_CACHE;
 pub use lsm::IndexLimits;
 pub use query::{QueryLimits, QueryPage, Start};
@@ -255,24 +257,39 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-macro_rules! backend_from {
+impl From<redb::Error> for StoreError {
+    /// redb's `Corrupted` is damage to the file; anything else is the backend failing.
+    fn from(err: redb::Error) -> Self {
+        match err {
+            redb::Error::Corrupted(msg) => Self::Corrupt(format!("the database file: {msg}")),
+            other => Self::Backend(other.to_string()),
+        }
+    }
+}
+
+macro_rules! through_redb_error {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(err: $t) -> Self {
-                Self::Backend(err.to_string())
+                redb::Error::from(err).into()
             }
         }
     )*};
 }
-backend_from!(
-    redb::Error,
+through_redb_error!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
     redb::DatabaseError,
-    std::io::Error
+    redb::SetDurabilityError
 );
+
+impl From<std::io::Error> for StoreError {
+    fn from(err: std::io::Error) -> Self {
+        Self::Backend(err.to_string())
+    }
+}
 
 /// Current Unix time in seconds.
 pub(crate) fn unix_now() -> i64 {

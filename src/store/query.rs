@@ -32,7 +32,7 @@ use std::ops::Bound;
 
 use redb::{AccessGuard, ReadOnlyTable, ReadTransaction};
 
-use super::codec::{decode_agent, decode_contact};
+use super::codec::{decode_agent, decode_stored_contact, expect_contact};
 use super::keys;
 use super::lsm::unlogged::Held;
 use super::lsm::{Index, IndexView};
@@ -127,7 +127,7 @@ impl<'t> Snapshot<'t> {
     pub(super) fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         self.contacts
             .get((agent, ext))?
-            .map(|bytes| decode_contact(bytes.value()))
+            .map(|bytes| decode_stored_contact(ext, bytes.value()))
             .transpose()
     }
 
@@ -140,7 +140,7 @@ impl<'t> Snapshot<'t> {
 
     fn by_id(&self, agent: &str, id: u64) -> Result<Contact, StoreError> {
         match self.by_id.get((agent, id))? {
-            Some(ext) => self.indexed(agent, ext.value()),
+            Some(ext) => expect_contact(self.indexed(agent, ext.value())?, Some(id), None),
             None => Err(StoreError::Corrupt(format!(
                 "an index names contact {id} but the id index does not"
             ))),
@@ -385,15 +385,21 @@ fn ordered<'a>(
             }
             "external_id" => {
                 let key = after_value.map(|(k, _)| String::from_utf8_lossy(&k).into_owned());
-                str_range(&snap.contacts, agent, key.as_deref(), desc, |v| {
-                    decode_contact(v.value())
+                str_range(&snap.contacts, agent, key.as_deref(), desc, |ext, v| {
+                    decode_stored_contact(ext, v.value())
                 })?
             }
             "email" => {
                 let key = after_value.map(|(k, _)| String::from_utf8_lossy(&k).into_owned());
-                str_range(&snap.by_email, agent, key.as_deref(), desc, move |ext| {
-                    snap.indexed(agent, ext.value())
-                })?
+                str_range(
+                    &snap.by_email,
+                    agent,
+                    key.as_deref(),
+                    desc,
+                    move |email, ext| {
+                        expect_contact(snap.indexed(agent, ext.value())?, None, Some(email))
+                    },
+                )?
             }
             _ => {
                 let start = keys::prefix(&[agent.as_bytes(), field.as_bytes()]);
@@ -434,7 +440,7 @@ fn str_range<'a, V, T>(
     agent: &str,
     after: Option<&str>,
     descending: bool,
-    value: impl Fn(AccessGuard<'_, V>) -> Result<T, StoreError> + 'a,
+    value: impl Fn(&str, AccessGuard<'_, V>) -> Result<T, StoreError> + 'a,
 ) -> Result<Results<'a, T>, StoreError>
 where
     V: redb::Value + 'static,
@@ -451,8 +457,8 @@ where
     };
     let range = table.range::<(&str, &str)>(bounds)?;
     let rows = range.map(move |row| {
-        let (_, v) = row?;
-        value(v)
+        let (k, v) = row?;
+        value(k.value().1, v)
     });
     Ok(if descending {
         Box::new(rows.rev())

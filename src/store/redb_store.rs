@@ -7,8 +7,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::check::{self, CheckReport};
 use super::codec::{
-    decode_agent, decode_attribute, decode_contact, decode_key, encode_agent, encode_attribute,
-    encode_key,
+    decode_agent, decode_attribute, decode_key, decode_stored_contact, encode_agent,
+    encode_attribute, encode_key,
 };
 use super::contacts::{self, find_contact};
 use super::data_dir;
@@ -23,6 +23,7 @@ use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_INITIALIZED, META_SCHEMA_VERSION, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION,
 };
+use super::upgrade;
 use super::writer::Writer;
 use super::{
     unix_now, ContactPage, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
@@ -157,7 +158,7 @@ fn export_all(
         if key.value().0 != agent {
             break;
         }
-        batch.push(decode_contact(value.value())?);
+        batch.push(decode_stored_contact(key.value().1, value.value())?);
         if batch.len() == chunk && !sink(std::mem::replace(&mut batch, Vec::with_capacity(chunk))) {
             return Ok(());
         }
@@ -168,27 +169,35 @@ fn export_all(
     Ok(())
 }
 
-/// Creates every table and checks or records the schema version.
+/// Creates every table and checks or records the schema version, upgrading an older
+/// data dir first.
 fn prepare(db: &Database) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
-    {
-        let mut meta = txn.open_table(META)?;
-        let stored = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
-        match stored {
-            None => {
-                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
-            }
-            Some(v) if v == SCHEMA_VERSION => {}
-            Some(v) if (OLDEST_SCHEMA_VERSION..SCHEMA_VERSION).contains(&v) => {
-                tracing::info!(from = v, to = SCHEMA_VERSION, "upgrading the data dir layout");
-                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
-            }
-            Some(v) => {
-                return Err(StoreError::Incompatible(format!(
-                    "the data dir has schema version {v}; this build reads versions {OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION}"
-                )))
-            }
+    let stored = {
+        let txn = db.begin_read()?;
+        match txn.open_table(META) {
+            Ok(meta) => meta.get(META_SCHEMA_VERSION)?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(err) => return Err(err.into()),
         }
+    };
+    match stored {
+        None => {}
+        Some(v) if v == SCHEMA_VERSION => {}
+        Some(v) if (OLDEST_SCHEMA_VERSION..SCHEMA_VERSION).contains(&v) => {
+            tracing::info!(from = v, to = SCHEMA_VERSION, "upgrading the data dir layout");
+            upgrade::to_sealed_nfc(db)?;
+        }
+        Some(v) => {
+            return Err(StoreError::Incompatible(format!(
+                "the data dir has schema version {v}; this build reads versions {OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION}"
+            )))
+        }
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_quick_repair(true);
+    {
+        txn.open_table(META)?
+            .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         txn.open_table(CONTACTS)?;
         txn.open_table(CONTACTS_BY_EMAIL)?;
         txn.open_table(CONTACTS_BY_ID)?;
@@ -294,7 +303,9 @@ impl Store for RedbStore {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
         let found = table.get((agent, name))?;
-        found.map(|b| decode_attribute(name, b.value())).transpose()
+        found
+            .map(|b| decode_attribute(agent, name, b.value()))
+            .transpose()
     }
 
     fn initialize(&self, agent: Agent, admin_key: ApiKey) -> StoreFuture<bool> {
@@ -476,7 +487,7 @@ impl Store for RedbStore {
                 let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
                 let found = table.get((agent.as_str(), name.as_str()))?;
                 match found {
-                    Some(bytes) => decode_attribute(&name, bytes.value())?,
+                    Some(bytes) => decode_attribute(&agent, &name, bytes.value())?,
                     None => return Err(StoreError::AttributeNotFound),
                 }
             };
@@ -496,8 +507,10 @@ fn put_attribute(
     agent: &str,
     def: &AttributeDef,
 ) -> Result<(), StoreError> {
-    txn.open_table(CUSTOM_ATTRIBUTES)?
-        .insert((agent, def.name.as_str()), encode_attribute(def).as_slice())?;
+    txn.open_table(CUSTOM_ATTRIBUTES)?.insert(
+        (agent, def.name.as_str()),
+        encode_attribute(agent, def).as_slice(),
+    )?;
     Ok(())
 }
 

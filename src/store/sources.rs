@@ -2,6 +2,7 @@
 //! (a set of contact numbers), runs of contact numbers to stream, or nothing usable
 //! (contacts are then checked one by one). See `query` for how they are combined.
 
+use super::codec::expect_contact;
 use super::keys;
 use super::lsm::{Index, IndexView};
 use super::query::{QueryLimits, Snapshot};
@@ -57,7 +58,11 @@ pub(super) fn sources(
                 let ext = snap.by_email.get((agent, text(key).as_str()))?;
                 let ext = ext.map(|e| e.value().to_owned());
                 let found = match ext {
-                    Some(ext) => Some(snap.indexed(agent, &ext)?),
+                    Some(ext) => Some(expect_contact(
+                        snap.indexed(agent, &ext)?,
+                        None,
+                        Some(&text(key)),
+                    )?),
                     None => None,
                 };
                 Source::Ids(found.map(|c| vec![c.id]).unwrap_or_default())

@@ -5,7 +5,7 @@ use redb::TableDefinition;
 
 /// `(agent_id, external_id)` → versioned contact record.
 pub const CONTACTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("contacts");
-/// `(agent_id, lower-cased email)` → external_id.
+/// `(agent_id, email key)` → external_id; see `domain::contact::email_key`.
 pub const CONTACTS_BY_EMAIL: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("contacts_by_email");
 /// `(agent_id, contact number)` → external_id: creation order and `contact_<n>` lookup.
@@ -41,14 +41,18 @@ pub const META_INDEX_VERSION: &str = "index_version";
 /// version 3 records merges in flight in `index_merges` (several at once, carried out
 /// by the merger thread) instead of one in `index_state`; version 4 gives a phone number
 /// one word per digit group start instead of one per group (see `domain::search`);
-/// version 5 stores run chunks packed (see `lsm::block::PackedBuilder`).
+/// version 5 stores run chunks packed (see `lsm::block::PackedBuilder`); version 6
+/// seals blocks, chunks and journal entries with a checksum and cuts text sort keys to
+/// 1024 bytes (see `domain::search::text_key`).
 pub const INDEX_VERSION: u64 = 6;
 
 /// The layout this build writes. Version 2 added `custom_attributes` and contact
 /// records with typed values; a version-1 data dir is upgraded at open (the new table
 /// is created; old contact records keep their version byte and are decoded as such).
 /// Version 3 added the sort and word indexes, built at open; the bump keeps older
-/// builds, which would not maintain them, from writing to the data dir.
-pub const SCHEMA_VERSION: u64 = 3;
+/// builds, which would not maintain them, from writing to the data dir. Version 4
+/// seals every record with a checksum, keeps external ids in NFC and keys the email
+/// index by Unicode-folded emails (see `upgrade`).
+pub const SCHEMA_VERSION: u64 = 4;
 /// The oldest layout this build can upgrade.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;

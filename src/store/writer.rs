@@ -168,7 +168,7 @@ impl Txn {
         let seq = {
             let mut table = self.txn.open_table(INDEX_JOURNAL)?;
             let seq = self.unlogged.next_seq();
-            table.insert(seq, journal.bytes())?;
+            table.insert(seq, journal.sealed().as_slice())?;
             seq
         };
         let slot = Arc::new(Slot::default());
@@ -325,6 +325,10 @@ fn run(
         if let Err(err) = txn.txn.set_durability(Durability::Immediate) {
             tracing::error!(error = %err, "cannot set durability");
         }
+        // Each commit records redb's allocator state, so opening the file after a crash
+        // need not walk (and checksum) every page: one damaged page must not make the
+        // whole file unopenable.
+        txn.txn.set_quick_repair(true);
         let mut poisoned = false;
         let mut completions = Vec::with_capacity(group.len());
         for job in group {

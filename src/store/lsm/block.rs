@@ -4,12 +4,14 @@
 //! follows, then the data: entry `i` is `data[offsets[i]..offsets[i + 1]]`, a key
 //! followed by one flag byte (1 = the key is present, 0 = it was removed). Entries are
 //! in ascending key order without repeats, so a key is found by binary search without
-//! decoding anything.
+//! decoding anything. Blocks and packed blocks end in a checksum (see `store::seal`),
+//! checked whenever one is read from the database.
 
 use std::sync::Arc;
 
 use redb::AccessGuard;
 
+use crate::store::seal::{seal, unseal, SEAL};
 use crate::store::StoreError;
 
 const PRESENT: u8 = 1;
@@ -61,9 +63,10 @@ impl BlockBuilder {
 
     /// The encoded size so far.
     pub fn size(&self) -> usize {
-        4 + 4 * self.offsets.len().max(1) + self.data.len()
+        4 + 4 * self.offsets.len().max(1) + self.data.len() + SEAL
     }
 
+    /// The encoded block, sealed.
     pub fn finish(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size());
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
@@ -74,6 +77,7 @@ impl BlockBuilder {
             out.extend_from_slice(&offset.to_le_bytes());
         }
         out.extend_from_slice(&self.data);
+        seal(&mut out);
         out
     }
 }
@@ -102,10 +106,11 @@ impl Block {
     }
 
     fn new(bytes: Bytes) -> Result<Self, StoreError> {
-        let raw = match &bytes {
+        let sealed = match &bytes {
             Bytes::Stored(guard) => guard.value(),
             Bytes::Owned(vec) => vec.as_slice(),
         };
+        let raw = unseal(sealed, "an index block")?;
         let len = raw
             .get(..4)
             .map(|n| u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize)
@@ -117,16 +122,18 @@ impl Block {
         })
     }
 
-    /// The encoded block.
+    /// The encoded block, sealed, as it is stored.
     pub fn bytes(&self) -> &[u8] {
-        self.raw()
-    }
-
-    fn raw(&self) -> &[u8] {
         match &*self.bytes {
             Bytes::Stored(guard) => guard.value(),
             Bytes::Owned(vec) => vec.as_slice(),
         }
+    }
+
+    /// The block without its seal (checked when the block was made).
+    fn raw(&self) -> &[u8] {
+        let sealed = self.bytes();
+        &sealed[..sealed.len() - SEAL]
     }
 
     /// Entries in the block.
@@ -229,13 +236,15 @@ impl PackedBuilder {
 
     /// The encoded size so far.
     pub fn size(&self) -> usize {
-        4 + self.data.len()
+        4 + self.data.len() + SEAL
     }
 
+    /// The encoded block, sealed.
     pub fn finish(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size());
         out.extend_from_slice(&self.len.to_le_bytes());
         out.extend_from_slice(&self.data);
+        seal(&mut out);
         out
     }
 }
@@ -262,7 +271,8 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<usize> {
 }
 
 /// The block a [`PackedBuilder`] encoded.
-pub fn unpack(bytes: &[u8]) -> Result<Block, StoreError> {
+pub fn unpack(sealed: &[u8]) -> Result<Block, StoreError> {
+    let bytes = unseal(sealed, "an index chunk")?;
     let corrupt = || StoreError::Corrupt("a malformed packed index block".into());
     let n = bytes
         .get(..4)
@@ -351,9 +361,13 @@ mod tests {
     fn a_truncated_block_is_an_error() {
         let mut builder = BlockBuilder::default();
         builder.push(b"a", true);
-        let mut bytes = builder.finish();
-        bytes.truncate(6);
-        assert!(Block::owned(bytes).is_err());
+        let bytes = builder.finish();
+        for cut in 0..bytes.len() {
+            assert!(Block::owned(bytes[..cut].to_vec()).is_err());
+        }
+        let mut flipped = bytes.clone();
+        flipped[5] ^= 1;
+        assert!(Block::owned(flipped).is_err());
         assert!(Block::owned(Vec::new()).is_err());
     }
 }
