@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 
 use crate::bootstrap::FirstRun;
 use crate::config::Config;
-use crate::store::{RedbStore, StoreError};
+use crate::store::{RedbStore, Store, StoreError};
 
 /// Opens the store in `config.data_dir`, initializes it on first run, prints
 /// `listening on <addr>`, serves until `shutdown` resolves, then drains connections and
@@ -46,14 +46,17 @@ pub async fn serve(
         Ok(removed) => tracing::info!(removed, "removed import files left by an earlier run"),
         Err(err) => tracing::warn!(error = %err, "cannot look for stale import files"),
     }
-    match bootstrap::first_run(store.as_ref(), config.admin_key.as_deref()).await? {
-        FirstRun::GeneratedKey(key) => println!("{}", bootstrap::banner(&key)),
-        FirstRun::ChosenKey => {
-            tracing::info!(
-                "first run: created agent 'default' and the admin key from CONTACTD_ADMIN_KEY"
-            );
+    // A damaged store refuses writes, the first run's included: it serves what it can.
+    if store.damage().is_none() {
+        match bootstrap::first_run(store.as_ref(), config.admin_key.as_deref()).await? {
+            FirstRun::GeneratedKey(key) => println!("{}", bootstrap::banner(&key)),
+            FirstRun::ChosenKey => {
+                tracing::info!(
+                    "first run: created agent 'default' and the admin key from CONTACTD_ADMIN_KEY"
+                );
+            }
+            FirstRun::AlreadyDone => {}
         }
-        FirstRun::AlreadyDone => {}
     }
     let addr = listener.local_addr()?;
     println!("listening on {addr}");

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
-use tokio::sync::mpsc;
 
 use super::contacts::{first, parse_query};
 use super::{App, Ctx};
@@ -39,32 +38,33 @@ pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Response, Api
     let owned = agent.clone();
     let defs = app.read(move |s| s.attributes(&owned)).await?;
 
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (out, body) = http::stream(4);
     let store = app.store();
     tokio::task::spawn_blocking(move || {
         let mut writer = ExportWriter::new(format, defs);
-        if tx.blocking_send(Ok(Bytes::from(writer.start()))).is_err() {
+        if !out.send_blocking(Bytes::from(writer.start())) {
             return;
         }
         let mut open = true;
         let result = store.export_contacts(&agent, query.as_ref(), CHUNK, &mut |contacts| {
-            open = tx
-                .blocking_send(Ok(Bytes::from(writer.rows(&contacts))))
-                .is_ok();
+            open = out.send_blocking(Bytes::from(writer.rows(&contacts)));
             open
         });
         match result {
             Ok(()) if open => {
-                let _ = tx.blocking_send(Ok(Bytes::from(writer.end())));
+                if out.send_blocking(Bytes::from(writer.end())) {
+                    out.finish_blocking();
+                }
             }
             Ok(()) => {}
+            // Dropping `out` unfinished breaks the response off: the client must not
+            // take what it got for the whole export.
             Err(err) => {
-                tracing::error!(error = %err, "export failed part-way");
-                let _ = tx.blocking_send(Err(std::io::Error::other(err.to_string())));
+                tracing::error!(error = %err, agent, "export failed part-way; the response is broken off")
             }
         }
     });
-    let mut response = hyper::Response::new(http::channel(rx));
+    let mut response = hyper::Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,

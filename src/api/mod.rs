@@ -126,7 +126,7 @@ impl App {
             parts.method
         };
         match &route {
-            Route::Health => return Ok(health::get()),
+            Route::Health => return Ok(health::get(self)),
             Route::Dashboard => return Ok(dashboard::index(&parts.headers)),
             Route::Asset(name) => return dashboard::asset(&parts.headers, name, parts.uri.query()),
             _ => {}

@@ -215,12 +215,46 @@ async fn run_export(args: &ExportArgs) -> Result<u64, String> {
             .to_bytes();
         return Err(describe_error(status, &bytes));
     }
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            File::create(path).map_err(|err| format!("cannot create {}: {err}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
+    match &args.output {
+        None => {
+            copy_body(
+                &mut body,
+                &mut std::io::BufWriter::new(std::io::stdout().lock()),
+            )
+            .await
+        }
+        Some(path) => {
+            // Written beside the output and renamed into place once complete, so a
+            // broken export never leaves a file that looks whole.
+            let partial = partial_path(path);
+            let result = async {
+                let file = File::create(&partial)
+                    .map_err(|err| format!("cannot create {}: {err}", partial.display()))?;
+                let written = copy_body(&mut body, &mut std::io::BufWriter::new(file)).await?;
+                std::fs::rename(&partial, path).map_err(|err| {
+                    format!("cannot move the export to {}: {err}", path.display())
+                })?;
+                Ok(written)
+            }
+            .await;
+            if result.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            result
+        }
+    }
+}
+
+/// Where an export to `path` is written until it is complete.
+fn partial_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Copies the answer's body to `out`; the bytes copied. A body that breaks off (the
+/// server stopped the export part-way) is an error.
+async fn copy_body(body: &mut hyper::body::Incoming, out: &mut impl Write) -> Result<u64, String> {
     let mut written = 0u64;
     while let Some(frame) = body.frame().await {
         let frame =

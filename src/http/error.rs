@@ -35,6 +35,8 @@ pub enum ApiError {
     /// 415 with a specific message.
     UnsupportedMedia(String),
     Timeout,
+    /// 503 with a specific message: the server cannot do this now (writes refused).
+    Unavailable(String),
     /// 500; the text goes to the log only.
     Internal(String),
 }
@@ -92,6 +94,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 message("Request timed out"),
             ),
+            Self::Unavailable(msg) => (StatusCode::SERVICE_UNAVAILABLE, message(msg)),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (
@@ -167,6 +170,9 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Invalid(issues) => Self::InvalidData(issues),
             StoreError::Conflict(issues) => Self::Conflict(CONTACT_CONFLICT, issues),
+            StoreError::Damaged(detail) => Self::Unavailable(format!(
+                "The database is damaged, so writes are refused: {detail}. Reads that do not touch the damage still work; see Operations in the README (contactd check, contactd salvage)."
+            )),
             other => Self::Internal(other.to_string()),
         }
     }

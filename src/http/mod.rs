@@ -29,15 +29,51 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// A body streamed from a channel, chunk by chunk; an error ends the response
-/// abruptly (the client sees a truncated body, never a short but well-formed one).
-pub fn channel(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Body {
-    ChannelBody(rx).boxed()
+/// A body streamed by a blocking producer through a [`StreamWriter`], chunk by chunk.
+/// It ends well-formed only once the writer calls [`StreamWriter::finish`]; a writer
+/// dropped before that (an error, a panic) ends the response abruptly — no terminating
+/// chunk — so the client sees a broken transfer, never a short but complete-looking one.
+pub fn stream(capacity: usize) -> (StreamWriter, Body) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (
+        StreamWriter { tx },
+        StreamBody {
+            rx,
+            finished: false,
+        }
+        .boxed(),
+    )
 }
 
-struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+enum Piece {
+    Data(Bytes),
+    End,
+}
 
-impl hyper::body::Body for ChannelBody {
+/// The producing side of a [`stream`].
+pub struct StreamWriter {
+    tx: mpsc::Sender<Piece>,
+}
+
+impl StreamWriter {
+    /// Sends a chunk, waiting while the client reads slowly; `false` once the client
+    /// is gone.
+    pub fn send_blocking(&self, bytes: Bytes) -> bool {
+        self.tx.blocking_send(Piece::Data(bytes)).is_ok()
+    }
+
+    /// Ends the body well-formed.
+    pub fn finish_blocking(self) {
+        let _ = self.tx.blocking_send(Piece::End);
+    }
+}
+
+struct StreamBody {
+    rx: mpsc::Receiver<Piece>,
+    finished: bool,
+}
+
+impl hyper::body::Body for StreamBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -45,8 +81,18 @@ impl hyper::body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        self.rx.poll_recv(cx).map(|piece| match piece {
+            Some(Piece::Data(bytes)) => Some(Ok(Frame::data(bytes))),
+            Some(Piece::End) => {
+                self.finished = true;
+                None
+            }
+            None => Some(Err(std::io::Error::other(
+                "the stream stopped before its end",
+            ))),
+        })
     }
 }

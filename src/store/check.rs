@@ -1,4 +1,6 @@
-//! `contactd check`: verifies that every index agrees with the contacts table.
+//! `contactd check`: verifies a data dir without changing it. It opens the file
+//! read-only, reads every table past any damage (see `scan`), checks every record's
+//! checksum, and verifies that every index agrees with the contacts table.
 //!
 //! For each contact it recomputes the entries it should have (id index, email index,
 //! sort index, word index, field counts) and looks up the B-tree ones; then it counts
@@ -9,20 +11,31 @@
 //! The sort and word indexes (log-structured, see `lsm`) are read in one ordered pass
 //! per agent instead of a lookup per entry: the count and a sum of hashes of the keys
 //! read must equal those of the keys expected. Only when they differ is the agent's
-//! expected set built in memory and compared key by key, to name the differences.
+//! expected set built (sorted once) and compared with the index in one merge pass, to
+//! name the differences. Everything is linear in the contacts, but for sorting.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::path::Path;
+use std::sync::Arc;
 
-use redb::{ReadTransaction, ReadableTable};
+use redb::{ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable};
 
-use super::codec::{decode_agent, decode_contact};
+use super::codec::{decode_agent, decode_attribute, decode_key, decode_stored_contact};
+use super::damage::{unpanic, MARKER};
 use super::index::{counted_fields, sort_keys, word_keys};
+use super::journal;
 use super::keys;
-use super::lsm::unlogged::Held;
+use super::lsm::unlogged::{Held, Slot};
 use super::lsm::{Index, IndexView};
-use super::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS};
+use super::redb_store::DB_FILE;
+use super::scan::{walk_numbers, walk_pairs};
+use super::tables::{
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, FIELD_COUNTS,
+    META, META_NEXT_CONTACT_ID,
+};
 use super::StoreError;
+use crate::domain::{ids, Contact};
 
 /// Most problems listed; the count covers all.
 const MAX_LISTED: usize = 100;
@@ -34,7 +47,10 @@ pub struct CheckReport {
     pub contacts: u64,
     pub index_entries: u64,
     pub problem_count: u64,
-    /// The first problems, one line each.
+    /// How many of the problems are damage: unreadable pages, records that fail their
+    /// checksum or name another key.
+    pub damage_count: u64,
+    /// The first problems, one line each; damage first says so.
     pub problems: Vec<String>,
 }
 
@@ -45,6 +61,66 @@ impl CheckReport {
             self.problems.push(text);
         }
     }
+
+    fn damage(&mut self, text: String) {
+        self.damage_count += 1;
+        self.problem(format!("damaged: {text}"));
+    }
+}
+
+/// Opens the data dir's file read-only: nothing is written to it, whatever it holds.
+pub fn open_read_only(data_dir: &Path) -> Result<ReadOnlyDatabase, StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Backend(format!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    match redb::Builder::new()
+        .set_cache_size(256 << 20)
+        .open_read_only(&path)
+    {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::AlreadyOpen(path)),
+        Err(redb::DatabaseError::RepairAborted) => Err(StoreError::Backend(format!(
+            "{} was not closed cleanly and records no allocator state (a build before checksums wrote it): start and stop `contactd serve` once to repair it, or salvage it",
+            path.display()
+        ))),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Checks the data dir without changing it; `progress` hears how many contacts were
+/// checked so far.
+pub fn run_offline(data_dir: &Path, progress: &dyn Fn(u64)) -> Result<CheckReport, StoreError> {
+    let db = open_read_only(data_dir)?;
+    let txn = db.begin_read()?;
+    let mut report = CheckReport::default();
+    if let Ok(text) = std::fs::read_to_string(data_dir.join(MARKER)) {
+        report.damage(format!(
+            "the data dir is marked damaged ({MARKER}): {}",
+            text.trim()
+        ));
+    }
+    // The index changes of the last writes, waiting in the journal: a store opened on
+    // the dir would index them again, so they count as indexed.
+    let held = match unpanic("the index journal", || journal::pending_block(&txn)) {
+        Ok(block) => {
+            let slot = Arc::new(Slot::default());
+            slot.fill(Ok(block));
+            Held {
+                slots: vec![(0, slot)],
+                cache: None,
+            }
+        }
+        Err(err) => {
+            report.damage(format!("the index journal: {err}"));
+            Held::default()
+        }
+    };
+    run(&txn, &held, progress, &mut report)?;
+    Ok(report)
 }
 
 /// The entries of one agent in one index, summarised: how many, and the wrapping sum
@@ -63,7 +139,7 @@ impl Digest {
     }
 }
 
-/// Expected entries of one agent.
+/// Expected entries of one agent, and what its tables were found to hold.
 #[derive(Default)]
 struct Expected {
     contacts: u64,
@@ -71,10 +147,13 @@ struct Expected {
     sort: Digest,
     words: Digest,
     fields: HashMap<String, u64>,
+    /// Entries read from `contacts_by_id` and `contacts_by_email`.
+    ids_found: u64,
+    emails_found: u64,
 }
 
 /// The keys a contact should have in an index.
-fn expected_keys(index: Index, agent: &str, contact: &crate::domain::Contact) -> BTreeSet<Vec<u8>> {
+fn expected_keys(index: Index, agent: &str, contact: &Contact) -> BTreeSet<Vec<u8>> {
     match index {
         Index::Sort => sort_keys(agent, contact),
         Index::Words => word_keys(agent, contact),
@@ -113,7 +192,7 @@ fn digest(view: &IndexView, index: Index, agent: &str) -> Result<Digest, StoreEr
 }
 
 /// Names the differences between the agent's entries in an index and the expected
-/// ones (built from its contacts).
+/// ones (built from its contacts, sorted once): one merge pass over both.
 fn differences(
     txn: &ReadTransaction,
     view: &IndexView,
@@ -122,79 +201,132 @@ fn differences(
     report: &mut CheckReport,
 ) -> Result<(), StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
-    let mut expected = BTreeSet::new();
-    for row in contacts.range((agent, "")..)? {
-        let (key, value) = row?;
-        if key.value().0 != agent {
-            break;
+    let mut expected = Vec::new();
+    walk_pairs(&contacts, &|| Vec::new(), &mut |a, ext, value| {
+        if a == agent {
+            if let Ok(contact) = decode_stored_contact(ext, value.value()) {
+                expected.extend(expected_keys(index, agent, &contact));
+            }
         }
-        if let Ok(contact) = decode_contact(value.value()) {
-            expected.append(&mut expected_keys(index, agent, &contact));
-        }
-    }
+    });
+    expected.sort_unstable();
+    expected.dedup();
     let start = keys::prefix(&[agent.as_bytes()]);
     let end = keys::prefix_end(&start);
     let mut range = view.range(index, &start, Some(&end), false)?;
     let name = index_name(index);
+    let mut want = expected.iter().peekable();
     while range.advance()? {
-        if !expected.remove(range.key()) {
+        let key = range.key();
+        while let Some(missing) = want.next_if(|k| k.as_slice() < key) {
+            report.problem(format!("agent {agent}: {name} lacks {}", describe(missing)));
+        }
+        if want.next_if(|k| k.as_slice() == key).is_none() {
             report.problem(format!(
                 "agent {agent}: {name} has a stray entry {}",
-                describe(range.key())
+                describe(key)
             ));
         }
     }
-    for key in expected {
-        report.problem(format!("agent {agent}: {name} lacks {}", describe(&key)));
+    for missing in want {
+        report.problem(format!("agent {agent}: {name} lacks {}", describe(missing)));
     }
     Ok(())
 }
 
-/// Checks the snapshot `txn`; `held` are the unlogged blocks taken with it.
-pub fn run(txn: &ReadTransaction, held: &Held) -> Result<CheckReport, StoreError> {
+/// Checks the snapshot `txn` into `report`; `held` are the unlogged blocks taken with
+/// it. Damage is reported and read past; only a failure to open a table stops it.
+pub fn run(
+    txn: &ReadTransaction,
+    held: &Held,
+    progress: &dyn Fn(u64),
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
     let by_id = txn.open_table(CONTACTS_BY_ID)?;
     let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
     let view = IndexView::open(txn, held)?;
-    let mut by_agents: HashMap<&str, u64> = HashMap::new();
     let counts = txn.open_table(FIELD_COUNTS)?;
-    let mut report = CheckReport::default();
     let mut expected: HashMap<String, Expected> = HashMap::new();
 
-    for row in contacts.iter()? {
-        let (key, value) = row?;
-        let (agent, ext) = key.value();
+    let agents = read_agents(txn, report)?;
+    check_small_tables(txn, report)?;
+    let agent_ids: Vec<String> = agents.iter().map(|(id, _)| id.clone()).collect();
+
+    // The id and email indexes, counted per agent, read past damage.
+    for gap in walk_numbers(&by_id, &agent_ids, &mut |agent, _, _| {
+        expected.entry(agent.to_owned()).or_default().ids_found += 1;
+    }) {
+        report.damage(format!("contacts_by_id {gap}"));
+    }
+    for gap in walk_pairs(&by_email, &|| Vec::new(), &mut |agent, _, _| {
+        expected.entry(agent.to_owned()).or_default().emails_found += 1;
+    }) {
+        report.damage(format!("contacts_by_email {gap}"));
+    }
+
+    // Every contact: its record, and the entries it should have. Past damage in the
+    // contacts table, the walk resumes at the next external id the id index names.
+    let hints = || id_index_names(&by_id, &agent_ids);
+    let mut max_id = 0u64;
+    let gaps = walk_pairs(&contacts, &hints, &mut |agent, ext, value| {
         report.contacts += 1;
+        if report.contacts.is_multiple_of(10_000) {
+            progress(report.contacts);
+        }
         let exp = expected.entry(agent.to_owned()).or_default();
         exp.contacts += 1;
-        let contact = match decode_contact(value.value()) {
+        let contact = match decode_stored_contact(ext, value.value()) {
             Ok(c) => c,
             Err(err) => {
-                report.problem(format!("{agent}/{ext}: record does not decode: {err}"));
-                continue;
+                report.damage(format!("contact {agent}/{ext}: {err}"));
+                return;
             }
         };
-        if contact.external_id != ext {
+        max_id = max_id.max(contact.id);
+        if let Ok(canonical) = ids::external_id(ext) {
+            if canonical != ext {
+                report.problem(format!(
+                    "{agent}/{ext:?}: the external id is not in NFC, and its NFC spelling {canonical:?} belongs to another contact; reach it as contact_{} and rename it",
+                    contact.id
+                ));
+            }
+        }
+        let lookups = unpanic("an index lookup", || {
+            let id_entry = by_id
+                .get((agent, contact.id))?
+                .map(|v| v.value().to_owned());
+            let email = contact.email_key();
+            let email_entry = match &email {
+                Some(key) => by_email
+                    .get((agent, key.as_str()))?
+                    .map(|v| v.value().to_owned()),
+                None => None,
+            };
+            Ok((id_entry, email, email_entry))
+        });
+        let (id_entry, email, email_entry) = match lookups {
+            Ok(found) => found,
+            Err(err) => {
+                report.damage(format!("the indexes of {agent}/{ext}: {err}"));
+                return;
+            }
+        };
+        if id_entry.as_deref() != Some(ext) {
             report.problem(format!(
-                "{agent}/{ext}: the record says external_id '{}'",
-                contact.external_id
+                "{agent}/{ext}: contacts_by_id[{}] is {id_entry:?}, expected '{ext}'",
+                contact.id
             ));
         }
-        match by_id.get((agent, contact.id))? {
-            Some(v) if v.value() == ext => {}
-            other => report.problem(format!(
-                "{agent}/{ext}: contacts_by_id[{}] is {:?}, expected '{ext}'",
-                contact.id,
-                other.map(|v| v.value().to_owned())
-            )),
-        }
-        if let Some(email) = contact.email_key() {
+        if let Some(email) = email {
             exp.emails += 1;
-            match by_email.get((agent, email.as_str()))? {
-                Some(v) if v.value() == ext => {}
-                other => report.problem(format!(
-                    "{agent}/{ext}: contacts_by_email['{email}'] is {:?}, expected '{ext}'",
-                    other.map(|v| v.value().to_owned())
+            match email_entry {
+                Some(holder) if holder == ext => {}
+                Some(holder) => report.problem(format!(
+                    "{agent}/{ext}: contacts_by_email['{email}'] names '{holder}' (two contacts with one email, equal under Unicode folding, or a damaged index)"
+                )),
+                None => report.problem(format!(
+                    "{agent}/{ext}: contacts_by_email lacks '{email}'"
                 )),
             }
         }
@@ -207,42 +339,44 @@ pub fn run(txn: &ReadTransaction, held: &Held) -> Result<CheckReport, StoreError
         for field in counted_fields(&contact) {
             *exp.fields.entry(field).or_default() += 1;
         }
+    });
+    for gap in gaps {
+        report.damage(format!("contacts {gap}"));
     }
+    progress(report.contacts);
+    check_next_id(txn, max_id, report)?;
 
-    for row in txn.open_table(AGENTS)?.iter()? {
-        let (key, value) = row?;
-        let agent = key.value();
-        report.agents += 1;
+    let mut by_index: HashMap<&str, u64> = HashMap::new();
+    for (agent, stored) in &agents {
         let exp = expected.remove(agent).unwrap_or_default();
-        let stored = decode_agent(agent, value.value())?.contact_count;
-        if stored != exp.contacts {
-            report.problem(format!(
-                "agent {agent}: its contact count says {stored}, the contacts table holds {}",
-                exp.contacts
-            ));
-        }
-        let ids = by_id.range((agent, 0)..=(agent, u64::MAX))?.count() as u64;
-        if ids != exp.contacts {
-            report.problem(format!(
-                "agent {agent}: contacts_by_id holds {ids} entries, expected {}",
-                exp.contacts
-            ));
-        }
-        let mut emails = 0;
-        for row in by_email.range((agent, "")..)? {
-            if row?.0.value().0 != agent {
-                break;
+        if let Some(stored) = stored {
+            if *stored != exp.contacts {
+                report.problem(format!(
+                    "agent {agent}: its contact count says {stored}, the contacts table holds {}",
+                    exp.contacts
+                ));
             }
-            emails += 1;
         }
-        if emails != exp.emails {
+        if exp.ids_found != exp.contacts {
             report.problem(format!(
-                "agent {agent}: contacts_by_email holds {emails} entries, expected {}",
-                exp.emails
+                "agent {agent}: contacts_by_id holds {} entries, expected {}",
+                exp.ids_found, exp.contacts
+            ));
+        }
+        if exp.emails_found != exp.emails {
+            report.problem(format!(
+                "agent {agent}: contacts_by_email holds {} entries, expected {}",
+                exp.emails_found, exp.emails
             ));
         }
         for (index, want) in [(Index::Sort, exp.sort), (Index::Words, exp.words)] {
-            let have = digest(&view, index, agent)?;
+            let have = match unpanic("an index read", || digest(&view, index, agent)) {
+                Ok(have) => have,
+                Err(err) => {
+                    report.damage(format!("agent {agent}: {}: {err}", index_name(index)));
+                    continue;
+                }
+            };
             if have != want {
                 if have.entries != want.entries {
                     report.problem(format!(
@@ -252,12 +386,153 @@ pub fn run(txn: &ReadTransaction, held: &Held) -> Result<CheckReport, StoreError
                         want.entries
                     ));
                 }
-                differences(txn, &view, index, agent, &mut report)?;
+                if let Err(err) = unpanic("an index read", || {
+                    differences(txn, &view, index, agent, report)
+                }) {
+                    report.damage(format!("agent {agent}: {}: {err}", index_name(index)));
+                }
             }
             report.index_entries += have.entries;
-            *by_agents.entry(index_name(index)).or_default() += have.entries;
+            *by_index.entry(index_name(index)).or_default() += have.entries;
         }
-        let mut fields = exp.fields;
+        check_field_counts(&counts, agent, exp.fields, report);
+        report.index_entries += exp.ids_found + exp.emails_found;
+    }
+    // Entries outside every agent's range (an agent that no longer exists).
+    for index in [Index::Sort, Index::Words] {
+        let name = index_name(index);
+        let all = unpanic("an index read", || {
+            let mut range = view.range(index, &[], None, false)?;
+            let mut all = 0u64;
+            while range.advance()? {
+                all += 1;
+            }
+            Ok(all)
+        });
+        match all {
+            Ok(all) => {
+                let listed = by_index.get(name).copied().unwrap_or_default();
+                if all != listed {
+                    report.problem(format!(
+                        "{name} holds {} entries of agents that do not exist",
+                        all.saturating_sub(listed)
+                    ));
+                }
+            }
+            Err(err) => report.damage(format!("{name}: {err}")),
+        }
+    }
+    let mut orphans: Vec<_> = expected
+        .into_iter()
+        .filter(|(_, exp)| exp.contacts > 0)
+        .map(|(agent, _)| agent)
+        .collect();
+    orphans.sort();
+    for agent in orphans {
+        report.problem(format!(
+            "contacts of agent '{agent}' exist but the agent does not"
+        ));
+    }
+    Ok(())
+}
+
+/// Every agent, with its stored contact count (`None`: its record is damaged).
+fn read_agents(
+    txn: &ReadTransaction,
+    report: &mut CheckReport,
+) -> Result<Vec<(String, Option<u64>)>, StoreError> {
+    let table = txn.open_table(AGENTS)?;
+    let mut agents = Vec::new();
+    let read = unpanic("a range read", || {
+        for row in table.iter()? {
+            let (key, value) = row?;
+            let id = key.value().to_owned();
+            let count = match decode_agent(&id, value.value()) {
+                Ok(agent) => Some(agent.contact_count),
+                Err(err) => {
+                    report.damage(format!("agent {id}: {err}"));
+                    None
+                }
+            };
+            agents.push((id, count));
+        }
+        Ok(())
+    });
+    if let Err(err) = read {
+        report.damage(format!(
+            "agents: unreadable after {} agents: {err}",
+            agents.len()
+        ));
+    }
+    report.agents = agents.len() as u64;
+    Ok(agents)
+}
+
+/// Keys and attribute definitions: every record's checksum.
+fn check_small_tables(txn: &ReadTransaction, report: &mut CheckReport) -> Result<(), StoreError> {
+    let keys = txn.open_table(API_KEYS)?;
+    let read = unpanic("a range read", || {
+        for row in keys.iter()? {
+            let (digest, value) = row?;
+            if let Err(err) = decode_key(digest.value(), value.value()) {
+                report.damage(format!("an api key: {err}"));
+            }
+        }
+        Ok(())
+    });
+    if let Err(err) = read {
+        report.damage(format!("api_keys: {err}"));
+    }
+    let attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
+    for gap in walk_pairs(&attributes, &|| Vec::new(), &mut |agent, name, value| {
+        if let Err(err) = decode_attribute(agent, name, value.value()) {
+            report.damage(format!("custom attribute {agent}/{name}: {err}"));
+        }
+    }) {
+        report.damage(format!("custom_attributes {gap}"));
+    }
+    Ok(())
+}
+
+/// The external ids the id index names, sorted: where a walk of the contacts table
+/// can resume past damage.
+fn id_index_names(
+    by_id: &redb::ReadOnlyTable<(&'static str, u64), &'static str>,
+    agents: &[String],
+) -> Vec<(String, String)> {
+    let mut names = Vec::new();
+    walk_numbers(by_id, agents, &mut |agent, _, ext| {
+        names.push((agent.to_owned(), ext.value().to_owned()));
+    });
+    names.sort_unstable();
+    names
+}
+
+/// The next contact number must be above every number given out.
+fn check_next_id(
+    txn: &ReadTransaction,
+    max_id: u64,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    let next = txn
+        .open_table(META)?
+        .get(META_NEXT_CONTACT_ID)?
+        .map_or(1, |v| v.value());
+    if max_id >= next {
+        report.problem(format!(
+            "meta next_contact_id is {next}, but contact {max_id} exists"
+        ));
+    }
+    Ok(())
+}
+
+fn check_field_counts(
+    counts: &redb::ReadOnlyTable<(&'static str, &'static str), u64>,
+    agent: &str,
+    mut fields: HashMap<String, u64>,
+    report: &mut CheckReport,
+) {
+    let read = unpanic("a range read", || {
         for row in counts.range((agent, "")..)? {
             let (key, value) = row?;
             let (a, field) = key.value();
@@ -272,35 +547,15 @@ pub fn run(txn: &ReadTransaction, held: &Held) -> Result<CheckReport, StoreError
                 ));
             }
         }
-        for (field, want) in fields {
-            report.problem(format!(
-                "agent {agent}: field_counts['{field}'] is missing, expected {want}"
-            ));
-        }
-        report.index_entries += ids + emails;
+        Ok(())
+    });
+    if let Err(err) = read {
+        report.damage(format!("field_counts of agent {agent}: {err}"));
+        return;
     }
-    // Entries outside every agent's range (an agent that no longer exists).
-    for index in [Index::Sort, Index::Words] {
-        let mut range = view.range(index, &[], None, false)?;
-        let mut all = 0u64;
-        while range.advance()? {
-            all += 1;
-        }
-        let name = index_name(index);
-        let listed = by_agents.get(name).copied().unwrap_or_default();
-        if all != listed {
-            report.problem(format!(
-                "{name} holds {} entries of agents that do not exist",
-                all.saturating_sub(listed)
-            ));
-        }
-    }
-    let mut orphans: Vec<_> = expected.into_keys().collect();
-    orphans.sort();
-    for agent in orphans {
+    for (field, want) in fields {
         report.problem(format!(
-            "contacts of agent '{agent}' exist but the agent does not"
+            "agent {agent}: field_counts['{field}'] is missing, expected {want}"
         ));
     }
-    Ok(report)
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::codec::{decode_contact, encode_contact};
 use super::contacts::contact_by_number;
@@ -138,7 +138,11 @@ pub fn replay(txn: &WriteTransaction, limits: IndexLimits) -> Result<usize, Stor
     if entries.is_empty() {
         return Ok(0);
     }
-    let (changes, contacts) = changes_since(txn, entries)?;
+    let (changes, contacts) = {
+        let contacts = txn.open_table(CONTACTS)?;
+        let by_id = txn.open_table(CONTACTS_BY_ID)?;
+        changes_since(&contacts, &by_id, entries)?
+    };
     changes.commit(txn, limits)?;
     txn.open_table(INDEX_JOURNAL)?.retain(|_, _| false)?;
     Ok(contacts)
@@ -149,14 +153,39 @@ pub fn replay(txn: &WriteTransaction, limits: IndexLimits) -> Result<usize, Stor
 /// failed to build. Later changes of the same contacts are in later blocks, which
 /// remove or keep what this one adds.
 pub fn block_of(txn: &WriteTransaction, entry: &[u8]) -> Result<Option<Block>, StoreError> {
-    let (changes, _) = changes_since(txn, vec![decode(entry)?])?;
+    let contacts = txn.open_table(CONTACTS)?;
+    let by_id = txn.open_table(CONTACTS_BY_ID)?;
+    let (changes, _) = changes_since(&contacts, &by_id, vec![decode(entry)?])?;
+    Ok(changes.into_block())
+}
+
+/// The index changes of every journal entry in a read snapshot, as one block (`None`:
+/// no entry, or no index entry changed): what a store opened on it would index again,
+/// for a reader that cannot write (`contactd check`).
+pub fn pending_block(txn: &ReadTransaction) -> Result<Option<Block>, StoreError> {
+    let journal = match txn.open_table(INDEX_JOURNAL) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let mut entries = Vec::new();
+    for row in journal.iter()? {
+        entries.push(decode(row?.1.value())?);
+    }
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let contacts = txn.open_table(CONTACTS)?;
+    let by_id = txn.open_table(CONTACTS_BY_ID)?;
+    let (changes, _) = changes_since(&contacts, &by_id, entries)?;
     Ok(changes.into_block())
 }
 
 /// The index changes from the records journaled in `entries` (oldest first) to the
-/// contacts as `txn` has them, and how many contacts they cover.
+/// contacts as the tables have them, and how many contacts they cover.
 fn changes_since(
-    txn: &WriteTransaction,
+    contacts: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    by_id: &impl ReadableTable<(&'static str, u64), &'static str>,
     entries: Vec<Vec<Recorded>>,
 ) -> Result<(Changes, usize), StoreError> {
     // Per contact, the record before its first change: the index has its entries.
@@ -168,13 +197,11 @@ fn changes_since(
             slot.insert(before);
         }
     }
-    let contacts = txn.open_table(CONTACTS)?;
-    let by_id = txn.open_table(CONTACTS_BY_ID)?;
     let mut per_agent: Vec<(String, Pairs)> = Vec::new();
     for key in &order {
         let before = first.remove(key).flatten();
         let (agent, id) = key;
-        let now = contact_by_number(&contacts, &by_id, agent, *id)?;
+        let now = contact_by_number(contacts, by_id, agent, *id)?;
         match per_agent.last_mut() {
             Some((last, pairs)) if last == agent => pairs.push((before, now)),
             _ => per_agent.push((agent.clone(), vec![(before, now)])),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use redb::Database;
 
+use super::damage::{unpanic, Damage};
 use super::lsm::compaction::{self, apply_step, plan_idle, Progress};
 use super::writer::Writer;
 use super::StoreError;
@@ -84,11 +85,16 @@ pub struct Merger {
 
 impl Merger {
     /// Starts the thread (it looks for merges left in flight at once).
-    pub fn start(db: Arc<Database>, writer: Arc<Writer>, kick: Kick) -> Result<Self, StoreError> {
+    pub fn start(
+        db: Arc<Database>,
+        writer: Arc<Writer>,
+        kick: Kick,
+        damage: Arc<Damage>,
+    ) -> Result<Self, StoreError> {
         let signal = kick.clone();
         let thread = std::thread::Builder::new()
             .name("contactd-merger".into())
-            .spawn(move || run(&db, &writer, &signal))?;
+            .spawn(move || run(&db, &writer, &signal, &damage))?;
         kick.wake(true);
         Ok(Self {
             kick,
@@ -108,7 +114,7 @@ impl Merger {
     }
 }
 
-fn run(db: &Database, writer: &Writer, kick: &Kick) {
+fn run(db: &Database, writer: &Writer, kick: &Kick, damage: &Damage) {
     let mut progress: HashMap<u64, Progress> = HashMap::new();
     // Index entries were written since the last idle merge.
     let mut dirty = false;
@@ -131,7 +137,7 @@ fn run(db: &Database, writer: &Writer, kick: &Kick) {
             }
             Wake::Idle => continue,
         }
-        if !merge(db, writer, kick, &mut progress) {
+        if !merge(db, writer, kick, damage, &mut progress) {
             return;
         }
     }
@@ -142,6 +148,7 @@ fn merge(
     db: &Database,
     writer: &Writer,
     kick: &Kick,
+    damage: &Damage,
     progress: &mut HashMap<u64, Progress>,
 ) -> bool {
     loop {
@@ -149,13 +156,21 @@ fn merge(
             return false;
         }
         let limits = writer.limits();
-        let applied = compaction::round(db, progress, limits, |step| {
-            writer.submit_blocking(move |txn| apply_step(txn, step, txn.limits))
+        let applied = unpanic("an index merge", || {
+            compaction::round(db, progress, limits, |step| {
+                writer.submit_blocking(move |txn| apply_step(txn, step, txn.limits))
+            })
         });
         match applied {
             Ok(true) => {}
             Ok(false) => return true,
             Err(StoreError::Closed) => return false,
+            // Writes are refused now; the merger waits for them like the rest.
+            Err(StoreError::Damaged(_)) => return true,
+            Err(StoreError::Corrupt(detail)) => {
+                damage.record(&detail);
+                return true;
+            }
             Err(err) => {
                 tracing::error!(error = %err, "an index merge step failed");
                 // Not in a hot loop: try again after the next commit, or a pause.

@@ -5,6 +5,7 @@
 mod check;
 mod codec;
 mod contacts;
+mod damage;
 pub mod data_dir;
 mod file;
 mod index;
@@ -15,6 +16,8 @@ mod lsm;
 mod merger;
 mod query;
 mod redb_store;
+mod salvage;
+mod scan;
 mod seal;
 mod sources;
 mod streams;
@@ -32,12 +35,14 @@ use crate::domain::{
     Agent, ApiKey, AttrType, AttributeDef, AttributeRules, Contact, ContactInput, Issue,
 };
 
-pub use check::CheckReport;
+pub use check::{run_offline as check_offline, CheckReport};
 pub use codec::{decode_contact, decode_legacy_contact, encode_contact};
+pub use damage::{DamageReport, MARKER as DAMAGE_MARKER};
 pub use file::DEFAULT_CACHE;
 pub use lsm::IndexLimits;
 pub use query::{QueryLimits, QueryPage, Start};
 pub use redb_store::{RedbStore, DB_FILE};
+pub use salvage::{run as salvage, SalvageReport};
 
 /// A write that resolves after its transaction committed (or failed).
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
@@ -141,6 +146,8 @@ pub trait Store: Send + Sync + 'static {
         start: &Start,
         limit: usize,
     ) -> Result<QueryPage, StoreError>;
+    /// The damage seen in the store, if any: writes are refused then.
+    fn damage(&self) -> Option<DamageReport>;
     /// Every custom attribute definition of an agent, by name.
     fn attributes(&self, agent: &str) -> Result<Vec<AttributeDef>, StoreError>;
     fn attribute(&self, agent: &str, name: &str) -> Result<Option<AttributeDef>, StoreError>;
@@ -218,8 +225,11 @@ pub enum StoreError {
     DataDir(String),
     /// The data was written by an incompatible version.
     Incompatible(String),
-    /// A stored record could not be decoded.
+    /// Damage to the file met by an operation: a record that fails its checksum or
+    /// names another key, redb reporting corruption, or a panic reading a page.
     Corrupt(String),
+    /// Damage was seen in this data dir: writes are refused (see `damage`).
+    Damaged(String),
     /// The database itself failed (I/O, redb).
     Backend(String),
     /// The writer has shut down.
@@ -248,7 +258,8 @@ impl std::fmt::Display for StoreError {
             ),
             Self::DataDir(msg) => write!(f, "{msg}"),
             Self::Incompatible(msg) => write!(f, "incompatible data: {msg}"),
-            Self::Corrupt(msg) => write!(f, "corrupt record: {msg}"),
+            Self::Corrupt(msg) => write!(f, "damaged data: {msg}"),
+            Self::Damaged(msg) => write!(f, "the database is damaged and refuses writes: {msg}"),
             Self::Backend(msg) => write!(f, "storage error: {msg}"),
             Self::Closed => write!(f, "the store is shut down"),
         }

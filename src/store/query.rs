@@ -174,8 +174,21 @@ pub fn run(
         Start::After(pos) => (0, Some(pos)),
     };
     if query.terms.is_empty() && query.filters.is_empty() {
-        let rows = ordered(&snap, agent, query, after, has_tail)?;
-        let mut page = take_page(rows, offset, limit, |_| true, query)?;
+        let mut page = if query.sort_field == "created_at" {
+            // The offset is skipped in the id index, without loading those contacts.
+            let mut ids = id_rows(&snap, agent, after.map(|p| p.id), query.descending)?;
+            for skipped in ids.by_ref().take(offset) {
+                skipped?;
+            }
+            let rows = Box::new(ids.map(|row| {
+                let (id, ext) = row?;
+                expect_contact(snap.indexed(agent, &ext)?, Some(id), None)
+            }));
+            take_page(rows, 0, limit, |_| true, query)?
+        } else {
+            let rows = ordered(&snap, agent, query, after, has_tail)?;
+            take_page(rows, offset, limit, |_| true, query)?
+        };
         page.total = Some(agent_total);
         return Ok(page);
     }

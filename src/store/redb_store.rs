@@ -11,11 +11,12 @@ use super::codec::{
     encode_attribute, encode_key,
 };
 use super::contacts::{self, find_contact};
+use super::damage::{unpanic, Damage, DamageReport};
 use super::data_dir;
 use super::file;
 use super::index;
 use super::journal;
-use super::lsm::unlogged::{Unlogged, INDEX_JOURNAL};
+use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
 use super::lsm::IndexLimits;
 use super::merger::{Kick, Merger};
 use super::query::{self, QueryLimits, QueryPage, Start};
@@ -41,6 +42,7 @@ pub const DB_FILE: &str = "contactd.redb";
 
 pub struct RedbStore {
     db: Arc<Database>,
+    damage: Arc<Damage>,
     unlogged: Arc<Unlogged>,
     writer: Arc<Writer>,
     merger: Merger,
@@ -58,6 +60,7 @@ impl RedbStore {
     /// [`RedbStore::open`], keeping at most `cache_bytes` of database pages in memory.
     pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         data_dir::prepare(data_dir)?;
+        let damage = Arc::new(Damage::open(data_dir));
         let path = data_dir.join(DB_FILE);
         let db = match file::open(&path, cache_bytes) {
             Ok(db) => db,
@@ -66,18 +69,28 @@ impl RedbStore {
             }
             Err(err) => return Err(err.into()),
         };
-        prepare(&db)?;
+        prepare(&db, &damage)?;
         let db = Arc::new(db);
         let kick = Kick::default();
         let unlogged = Arc::new(Unlogged::default());
+        if damage.writable().is_err() {
+            hold_journal(&db, &unlogged)?;
+        }
         let writer = Arc::new(Writer::start(
             Arc::clone(&db),
             kick.clone(),
             Arc::clone(&unlogged),
+            Arc::clone(&damage),
         )?);
-        let merger = Merger::start(Arc::clone(&db), Arc::clone(&writer), kick)?;
+        let merger = Merger::start(
+            Arc::clone(&db),
+            Arc::clone(&writer),
+            kick,
+            Arc::clone(&damage),
+        )?;
         Ok(Self {
             db,
+            damage,
             unlogged,
             writer,
             merger,
@@ -102,19 +115,28 @@ impl RedbStore {
         self
     }
 
+    /// Runs a read: a panic becomes `Corrupt`, and damage is recorded (see `damage`).
+    fn guard<T>(&self, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.damage.read(unpanic("a read", read))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Verifies that every index agrees with the contacts table (`contactd check`).
+    /// Verifies every record and that every index agrees with the contacts table, on
+    /// the open store (`contactd check` does the same on a stopped one).
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let (txn, held) = self.unlogged.begin_read(&self.db)?;
-        check::run(&txn, &held)
+        let mut report = CheckReport::default();
+        check::run(&txn, &held, &|_| {}, &mut report)?;
+        Ok(report)
     }
 
     /// Stops the index merger (a merge in flight resumes at the next open), finishes
-    /// queued writes and stops the writer. The file closes when the store is dropped.
+    /// queued writes and stops the writer (see `Writer::shutdown`). The file closes
+    /// when the store is dropped.
     pub fn shutdown(&self) {
         self.merger.shutdown();
         self.writer.shutdown();
@@ -170,8 +192,9 @@ fn export_all(
 }
 
 /// Creates every table and checks or records the schema version, upgrading an older
-/// data dir first.
-fn prepare(db: &Database) -> Result<(), StoreError> {
+/// data dir first, and indexes what the journal holds; damage met while indexing is
+/// recorded in `damage` (the store then opens refusing writes).
+fn prepare(db: &Database, damage: &Damage) -> Result<(), StoreError> {
     let stored = {
         let txn = db.begin_read()?;
         match txn.open_table(META) {
@@ -193,9 +216,7 @@ fn prepare(db: &Database) -> Result<(), StoreError> {
             )))
         }
     }
-    let mut txn = db.begin_write()?;
-    txn.set_quick_repair(true);
-    {
+    let create_tables = |txn: &WriteTransaction| -> Result<(), StoreError> {
         txn.open_table(META)?
             .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         txn.open_table(CONTACTS)?;
@@ -204,68 +225,133 @@ fn prepare(db: &Database) -> Result<(), StoreError> {
         txn.open_table(AGENTS)?;
         txn.open_table(API_KEYS)?;
         txn.open_table(CUSTOM_ATTRIBUTES)?;
-    }
-    if let Some(built) = index::ensure(&txn, IndexLimits::default())? {
-        if built > 0 {
-            tracing::info!(contacts = built, "built the sort and word indexes");
+        // Created even when empty: readers open it.
+        txn.open_table(INDEX_JOURNAL)?;
+        Ok(())
+    };
+    let mut txn = db.begin_write()?;
+    txn.set_quick_repair(true);
+    create_tables(&txn)?;
+    let indexed = unpanic("indexing at open", || {
+        if let Some(built) = index::ensure(&txn, IndexLimits::default())? {
+            if built > 0 {
+                tracing::info!(contacts = built, "built the sort and word indexes");
+            }
         }
+        let replayed = journal::replay(&txn, IndexLimits::default())?;
+        if replayed > 0 {
+            tracing::info!(
+                contacts = replayed,
+                "indexed again the contacts of the writes whose index changes were still waiting"
+            );
+        }
+        Ok(())
+    });
+    match indexed {
+        Ok(()) => txn.commit()?,
+        // Damage met while indexing: the store opens refusing writes, so that what
+        // can be read still is (see `Damage`), and nothing of the indexing is kept.
+        Err(StoreError::Corrupt(detail)) => {
+            txn.abort()?;
+            damage.record(&format!("while indexing at open: {detail}"));
+            let mut txn = db.begin_write()?;
+            txn.set_quick_repair(true);
+            create_tables(&txn)?;
+            txn.commit()?;
+        }
+        Err(err) => return Err(err),
     }
-    // Created even when empty: readers open it.
-    txn.open_table(INDEX_JOURNAL)?;
-    let replayed = journal::replay(&txn, IndexLimits::default())?;
-    if replayed > 0 {
-        tracing::info!(
-            contacts = replayed,
-            "indexed again the contacts of the writes whose index changes were still waiting"
-        );
+    Ok(())
+}
+
+/// Makes the index changes the journal still holds readable, on a store that could not
+/// index them at open (damage): from a read snapshot as one block, or, if that meets
+/// the damage too, as no change — the indexes then miss those writes' changes, and
+/// every query still checks each contact it returns.
+fn hold_journal(db: &Database, unlogged: &Unlogged) -> Result<(), StoreError> {
+    let txn = db.begin_read()?;
+    let seqs: Vec<u64> = txn
+        .open_table(INDEX_JOURNAL)?
+        .iter()?
+        .map(|row| row.map(|(seq, _)| seq.value()))
+        .collect::<Result<_, _>>()?;
+    let Some(&last) = seqs.last() else {
+        return Ok(());
+    };
+    let block = match unpanic("the index journal", || journal::pending_block(&txn)) {
+        Ok(block) => block,
+        Err(err) => {
+            tracing::error!(error = %err, "the index misses the changes of the last writes before the damage");
+            None
+        }
+    };
+    let mut block = Some(block);
+    for seq in seqs {
+        let slot = Arc::new(Slot::default());
+        slot.fill(Ok(if seq == last {
+            block.take().flatten()
+        } else {
+            None
+        }));
+        unlogged.add(seq, slot);
     }
-    txn.commit()?;
+    unlogged.skip_to(last + 1);
     Ok(())
 }
 
 impl Store for RedbStore {
     fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(AGENTS)?;
-        let found = table.get(id)?;
-        found.map(|b| decode_agent(id, b.value())).transpose()
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(AGENTS)?;
+            let found = table.get(id)?;
+            found.map(|b| decode_agent(id, b.value())).transpose()
+        })
     }
 
     fn agents(&self) -> Result<Vec<Agent>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(AGENTS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push(decode_agent(k.value(), v.value())?);
-        }
-        Ok(out)
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(AGENTS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                out.push(decode_agent(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     fn key_by_digest(&self, digest: &[u8; 32]) -> Result<Option<ApiKey>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(API_KEYS)?;
-        let found = table.get(digest.as_slice())?;
-        found.map(|b| decode_key(digest, b.value())).transpose()
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(API_KEYS)?;
+            let found = table.get(digest.as_slice())?;
+            found.map(|b| decode_key(digest, b.value())).transpose()
+        })
     }
 
     fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(API_KEYS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push(decode_key(k.value(), v.value())?);
-        }
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(API_KEYS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                out.push(decode_key(k.value(), v.value())?);
+            }
+            out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(out)
+        })
     }
 
     fn contact(&self, agent: &str, target: &str) -> Result<Option<Contact>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let contacts = txn.open_table(CONTACTS)?;
-        let by_id = txn.open_table(CONTACTS_BY_ID)?;
-        find_contact(&contacts, &by_id, agent, target)
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let contacts = txn.open_table(CONTACTS)?;
+            let by_id = txn.open_table(CONTACTS_BY_ID)?;
+            find_contact(&contacts, &by_id, agent, target)
+        })
     }
 
     fn list_contacts(
@@ -289,23 +375,33 @@ impl Store for RedbStore {
         start: &Start,
         limit: usize,
     ) -> Result<QueryPage, StoreError> {
-        let (txn, held) = self.unlogged.begin_read(&self.db)?;
-        query::run(&txn, &held, agent, query, start, limit, self.limits)
+        self.guard(|| {
+            let (txn, held) = self.unlogged.begin_read(&self.db)?;
+            query::run(&txn, &held, agent, query, start, limit, self.limits)
+        })
+    }
+
+    fn damage(&self) -> Option<DamageReport> {
+        self.damage.report()
     }
 
     fn attributes(&self, agent: &str) -> Result<Vec<AttributeDef>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
-        contacts::agent_attributes(&table, agent)
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+            contacts::agent_attributes(&table, agent)
+        })
     }
 
     fn attribute(&self, agent: &str, name: &str) -> Result<Option<AttributeDef>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
-        let found = table.get((agent, name))?;
-        found
-            .map(|b| decode_attribute(agent, name, b.value()))
-            .transpose()
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+            let found = table.get((agent, name))?;
+            found
+                .map(|b| decode_attribute(agent, name, b.value()))
+                .transpose()
+        })
     }
 
     fn initialize(&self, agent: Agent, admin_key: ApiKey) -> StoreFuture<bool> {
@@ -415,22 +511,24 @@ impl Store for RedbStore {
         chunk: usize,
         sink: &mut dyn FnMut(Vec<Contact>) -> bool,
     ) -> Result<(), StoreError> {
-        let (txn, held) = self.unlogged.begin_read(&self.db)?;
-        let Some(query) = query else {
-            return export_all(&txn, agent, chunk, sink);
-        };
-        let mut start = Start::Offset(0);
-        loop {
-            let page = query::run(&txn, &held, agent, query, &start, chunk, self.limits)?;
-            let next = page.next;
-            if !page.contacts.is_empty() && !sink(page.contacts) {
-                return Ok(());
+        self.guard(|| {
+            let (txn, held) = self.unlogged.begin_read(&self.db)?;
+            let Some(query) = query else {
+                return export_all(&txn, agent, chunk, sink);
+            };
+            let mut start = Start::Offset(0);
+            loop {
+                let page = query::run(&txn, &held, agent, query, &start, chunk, self.limits)?;
+                let next = page.next;
+                if !page.contacts.is_empty() && !sink(page.contacts) {
+                    return Ok(());
+                }
+                match next {
+                    Some(pos) => start = Start::After(pos),
+                    None => return Ok(()),
+                }
             }
-            match next {
-                Some(pos) => start = Start::After(pos),
-                None => return Ok(()),
-            }
-        }
+        })
     }
 
     fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact> {
@@ -689,11 +787,10 @@ mod tests {
             idle_ms: 600_000,
             ..IndexLimits::default()
         };
-        let open = || {
-            RedbStore::open(dir.path())
-                .unwrap()
-                .with_index_limits(limits)
-        };
+        // A crash is a copy of the file as the last commit left it: a clean stop
+        // stores the waiting changes first.
+        let crashed = tempfile::tempdir().unwrap();
+        let open = |dir: &std::path::Path| RedbStore::open(dir).unwrap().with_index_limits(limits);
         let upsert = |store: &RedbStore, rows: &[(&str, &str)]| upsert_names(&rt, store, "a", rows);
         // Journal entries, log blocks and runs.
         let layout = |store: &RedbStore| {
@@ -705,7 +802,7 @@ mod tests {
         };
         {
             // However few contacts a write changes, they go through the journal.
-            let store = open();
+            let store = open(dir.path());
             create_agent(&rt, &store, "a");
             upsert(&store, &[("u0", "Ada Lovelace"), ("u1", "Grace Hopper")]);
             assert_eq!(layout(&store), (1, 0, 0));
@@ -715,9 +812,13 @@ mod tests {
             assert_eq!(found(&store, "a", "king"), ["u0"]);
             assert!(found(&store, "a", "lovelace").is_empty());
             assert_eq!(store.check().unwrap().problem_count, 0);
+            std::fs::copy(store.path(), crashed.path().join(DB_FILE)).unwrap();
             store.shutdown();
+            let txn = store.db.begin_read().unwrap();
+            let journal = txn.open_table(INDEX_JOURNAL).unwrap().len().unwrap();
+            assert_eq!(journal, 0, "a clean stop leaves no journal");
         }
-        let store = open();
+        let store = open(crashed.path());
         // Opening logged the replayed changes of both entries as one block.
         assert_eq!(layout(&store), (0, 1, 0));
         upsert(&store, &[("u3", "Edsger Dijkstra")]);

@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::damage::{unpanic, Damage};
 use super::index::{self, Pairs};
 use super::index_worker::{self, IndexWorker, Job as IndexJob};
 use super::journal;
@@ -185,7 +186,8 @@ const QUEUE_DEPTH: usize = 256;
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A job runs against the group's transaction, or is handed the error that kept the
 /// group from getting one.
-type Job = Box<dyn FnOnce(Result<&Txn, &StoreError>) -> (bool, Completion) + Send>;
+/// It returns the storage error that poisons the transaction, if it met one.
+type Job = Box<dyn FnOnce(Result<&Txn, &StoreError>) -> (Option<StoreError>, Completion) + Send>;
 
 pub struct Writer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
@@ -200,6 +202,7 @@ impl Writer {
         db: Arc<Database>,
         kick: Kick,
         unlogged: Arc<Unlogged>,
+        damage: Arc<Damage>,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let limits = Arc::new(Mutex::new(IndexLimits::default()));
@@ -207,7 +210,7 @@ impl Writer {
         let worker = Arc::new(IndexWorker::start()?);
         let thread = std::thread::Builder::new()
             .name("contactd-writer".into())
-            .spawn(move || run(&db, rx, &shared, &kick, &worker, &unlogged))?;
+            .spawn(move || run(&db, rx, &shared, &kick, &worker, &unlogged, &damage))?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -273,8 +276,14 @@ where
 {
     let (reply_tx, reply_rx) = oneshot::channel();
     let job: Job = Box::new(move |txn| {
-        let result = txn.map_err(Clone::clone).and_then(work);
-        let poisoned = matches!(result, Err(StoreError::Backend(_) | StoreError::Corrupt(_)));
+        let result = txn
+            .map_err(Clone::clone)
+            .and_then(|txn| unpanic("a write", || work(txn)));
+        // A storage error may have left the transaction half-written.
+        let poisoned = match &result {
+            Err(err @ (StoreError::Backend(_) | StoreError::Corrupt(_))) => Some(err.clone()),
+            _ => None,
+        };
         let complete: Completion = Box::new(move |commit| {
             // The caller may have gone away (timeout, closed connection); the write
             // stands either way.
@@ -292,6 +301,7 @@ fn run(
     kick: &Kick,
     worker: &Arc<IndexWorker>,
     unlogged: &Arc<Unlogged>,
+    damage: &Damage,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
@@ -301,19 +311,17 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut txn = match db.begin_write() {
-            Ok(txn) => Txn {
-                txn,
-                jobs: RefCell::new(Vec::new()),
-                counts: RefCell::new(HashMap::new()),
-                flushed: RefCell::new(Vec::new()),
-                appended: Cell::new(false),
-                worker: Arc::clone(worker),
-                unlogged: Arc::clone(unlogged),
-                limits: *limits.lock(),
-            },
+        // Nothing is written over damage.
+        if let Err(err) = damage.writable() {
+            for job in group {
+                let (_, complete) = job(Err(&err));
+                complete(Err(err.clone()));
+            }
+            continue;
+        }
+        let txn = match begin(db, worker, unlogged, *limits.lock()) {
+            Ok(txn) => txn,
             Err(err) => {
-                let err = StoreError::from(err);
                 tracing::error!(error = %err, "cannot begin a write transaction");
                 for job in group {
                     let (_, complete) = job(Err(&err));
@@ -322,20 +330,19 @@ fn run(
                 continue;
             }
         };
-        if let Err(err) = txn.txn.set_durability(Durability::Immediate) {
-            tracing::error!(error = %err, "cannot set durability");
-        }
-        // Each commit records redb's allocator state, so opening the file after a crash
-        // need not walk (and checksum) every page: one damaged page must not make the
-        // whole file unopenable.
-        txn.txn.set_quick_repair(true);
-        let mut poisoned = false;
+        let mut poisoned = None;
         let mut completions = Vec::with_capacity(group.len());
         for job in group {
             let (bad, complete) = job(Ok(&txn));
-            poisoned |= bad;
+            if let Some(err) = bad {
+                poisoned.get_or_insert(err);
+            }
             completions.push(complete);
         }
+        if let Some(StoreError::Corrupt(detail)) = &poisoned {
+            damage.record(detail);
+        }
+        let mut poisoned = poisoned.is_some();
         let finished = if poisoned {
             Ok(None)
         } else {
@@ -381,4 +388,42 @@ fn run(
             complete(outcome.clone());
         }
     }
+    // Stopping: the index changes still waiting in memory go into a run, so the next
+    // open has no journal to index again.
+    if damage.writable().is_ok() && !unlogged.all().is_empty() {
+        let flushed = begin(db, worker, unlogged, *limits.lock()).and_then(|txn| {
+            txn.flush_now()?;
+            let flushed = std::mem::take(&mut *txn.flushed.borrow_mut());
+            txn.txn.commit()?;
+            Ok(flushed)
+        });
+        match flushed {
+            Ok(seqs) => unlogged.remove(&seqs),
+            Err(err) => tracing::warn!(error = %err, "cannot store the waiting index changes"),
+        }
+    }
+}
+
+/// A write transaction for a group: durable, and recording redb's allocator state
+/// (quick repair) so that opening the file after a crash need not walk and checksum
+/// every page — one damaged page must not make the whole file unopenable.
+fn begin(
+    db: &Database,
+    worker: &Arc<IndexWorker>,
+    unlogged: &Arc<Unlogged>,
+    limits: IndexLimits,
+) -> Result<Txn, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    txn.set_quick_repair(true);
+    Ok(Txn {
+        txn,
+        jobs: RefCell::new(Vec::new()),
+        counts: RefCell::new(HashMap::new()),
+        flushed: RefCell::new(Vec::new()),
+        appended: Cell::new(false),
+        worker: Arc::clone(worker),
+        unlogged: Arc::clone(unlogged),
+        limits,
+    })
 }

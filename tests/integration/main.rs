@@ -14,6 +14,7 @@ mod common;
 mod compat;
 mod contacts;
 mod conventions;
+mod damage;
 mod hardening;
 mod import_memory;
 mod keys;

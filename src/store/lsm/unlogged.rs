@@ -86,7 +86,8 @@ pub struct Held {
 pub struct Unlogged {
     slots: RwLock<BTreeMap<u64, Arc<Slot>>>,
     cache: Arc<ChunkCache>,
-    /// The next journal sequence number (the journal is empty when a store opens).
+    /// The next journal sequence number (the journal is empty when a store opens,
+    /// unless damage kept it from being indexed: see `skip_to`).
     next: AtomicU64,
 }
 
@@ -106,6 +107,11 @@ impl Default for Unlogged {
 impl Unlogged {
     pub fn next_seq(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Starts journal sequence numbers at `next` (entries below it are held already).
+    pub fn skip_to(&self, next: u64) {
+        self.next.fetch_max(next, Ordering::Relaxed);
     }
 
     /// A read snapshot and the slots of every journal entry it may hold.

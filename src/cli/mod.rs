@@ -1,13 +1,15 @@
 //! The command line: clap definitions, configuration loading, and the subcommands that
-//! are not `serve`. Admin commands open the data dir directly, so they work only while
-//! the server is stopped; otherwise redb's file lock refuses and we say which HTTP
-//! endpoint to use instead.
+//! are not `serve` (`check` and `salvage` live in `data.rs`). Admin commands open the
+//! data dir directly, so they work only while the server is stopped; otherwise redb's
+//! file lock refuses and we say which HTTP endpoint to use instead.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
+
+mod data;
 
 use crate::auth;
 use crate::config::{self, Config, Sources};
@@ -115,9 +117,20 @@ pub enum Command {
     /// Manage API keys in the data dir (server stopped)
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Verify that every index agrees with the contacts table (server stopped);
-    /// exits 1 and lists the differences if any
+    /// Verify the data dir without changing it (server stopped): every record's
+    /// checksum, damaged pages, and that every index agrees with the contacts; exits 1
+    /// and lists the problems if any, 2 if it cannot be checked
     Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy every record that can still be read from the data dir (server stopped)
+    /// into a new one, and report what could not be read; exits 0 when nothing was
+    /// lost, 1 when some records were, 2 when nothing could be read
+    Salvage {
+        /// The new data dir: missing or empty
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -232,7 +245,7 @@ pub enum KeysCommand {
 }
 
 /// Exit code for configuration and usage errors.
-const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
@@ -263,7 +276,8 @@ pub fn main() -> ExitCode {
         }
         Command::Agents(cmd) => runtime.block_on(agents(&config, cmd)),
         Command::Keys(cmd) => runtime.block_on(keys(&config, cmd)),
-        Command::Check { json } => check(&config, json),
+        Command::Check { json } => return data::check(&config, json),
+        Command::Salvage { output, json } => return data::salvage(&config, &output, json),
         Command::Import {
             file,
             server,
@@ -393,7 +407,7 @@ async fn shutdown_signal() {
 }
 
 /// A store error as a message; `endpoint` is the HTTP call to use while the server runs.
-fn describe(err: &StoreError, data_dir: &Path, endpoint: &str) -> String {
+pub(crate) fn describe(err: &StoreError, data_dir: &Path, endpoint: &str) -> String {
     match err {
         StoreError::AlreadyOpen(path) => format!(
             "the server is running and holds the database {} (data dir {}); stop it first, or use {endpoint} instead",
@@ -409,41 +423,11 @@ fn open(config: &Config, endpoint: &str) -> Result<RedbStore, String> {
         .map_err(|err| describe(&err, &config.data_dir, endpoint))
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
-}
-
-fn check(config: &Config, json: bool) -> Result<(), String> {
-    let store = open(
-        config,
-        "GET /healthz to see it is up; stop it to run the check",
-    )?;
-    let report = store.check().map_err(|e| e.to_string())?;
-    if json {
-        print_json(&serde_json::json!({
-            "agents": report.agents,
-            "contacts": report.contacts,
-            "index_entries": report.index_entries,
-            "problem_count": report.problem_count,
-            "problems": report.problems,
-        }));
-    } else {
-        println!(
-            "checked {} agents, {} contacts, {} index entries: {} problem(s)",
-            report.agents, report.contacts, report.index_entries, report.problem_count
-        );
-        for problem in &report.problems {
-            println!("  {problem}");
-        }
-    }
-    if report.problem_count == 0 {
-        Ok(())
-    } else {
-        Err(format!("{} index problem(s) found", report.problem_count))
-    }
 }
 
 async fn agents(config: &Config, cmd: AgentsCommand) -> Result<(), String> {

@@ -1,0 +1,147 @@
+//! `contactd check` and `contactd salvage`: the data dir's health, read without
+//! changing it, and a copy of what can still be read. Both need the server stopped.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::{describe, print_json, EXIT_CONFIG};
+use crate::config::Config;
+use crate::store::{self, CheckReport, SalvageReport};
+
+/// Exit code when problems were found (check) or records lost (salvage).
+const EXIT_PROBLEMS: u8 = 1;
+/// Exit code when nothing could be checked or read.
+const EXIT_UNREADABLE: u8 = 2;
+
+/// A count of contacts on a terminal; nothing otherwise (a log, a pipe).
+fn counter(what: &'static str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {pos} contacts {msg}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    Some(bar)
+}
+
+pub fn check(config: &Config, json: bool) -> ExitCode {
+    let bar = counter("checked");
+    let report = store::check_offline(&config.data_dir, &|n| {
+        if let Some(bar) = &bar {
+            bar.set_position(n);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report: CheckReport = match report {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!(
+                "contactd check: {}",
+                describe(&err, &config.data_dir, "GET /healthz to see how it is")
+            );
+            return ExitCode::from(EXIT_UNREADABLE);
+        }
+    };
+    if json {
+        print_json(&json!({
+            "agents": report.agents,
+            "contacts": report.contacts,
+            "index_entries": report.index_entries,
+            "problem_count": report.problem_count,
+            "damage_count": report.damage_count,
+            "problems": report.problems,
+        }));
+    } else {
+        println!(
+            "checked {} agents, {} contacts, {} index entries: {} problem(s), {} of them damage",
+            report.agents,
+            report.contacts,
+            report.index_entries,
+            report.problem_count,
+            report.damage_count
+        );
+        for problem in &report.problems {
+            println!("  {problem}");
+        }
+        if report.damage_count > 0 {
+            println!(
+                "The data dir is damaged. Copy what can be read with `contactd salvage --output NEWDIR`, or restore a backup (see Operations in the README)."
+            );
+        }
+    }
+    if report.problem_count == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBLEMS)
+    }
+}
+
+pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
+    let bar = counter("copied");
+    let report = store::salvage(&config.data_dir, output, &|n| {
+        if let Some(bar) = &bar {
+            bar.set_position(n);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report: SalvageReport = match report {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!(
+                "contactd salvage: {}",
+                describe(&err, &config.data_dir, "nothing: stop it first")
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if json {
+        print_json(&json!({
+            "agents": report.agents,
+            "keys": report.keys,
+            "custom_attributes": report.attributes,
+            "contacts": report.contacts,
+            "lost_contacts": report.lost_contacts,
+            "lost_count": report.lost_count,
+            "lost": report.lost,
+        }));
+    } else {
+        println!(
+            "salvaged {} agents, {} keys, {} custom attributes, {} contacts into {}",
+            report.agents,
+            report.keys,
+            report.attributes,
+            report.contacts,
+            output.display()
+        );
+        if report.lost_anything() {
+            println!(
+                "could not read {} contact(s) and {} other thing(s):",
+                report.lost_contacts, report.lost_count
+            );
+            for line in &report.lost {
+                println!("  {line}");
+            }
+        } else {
+            println!("nothing was lost");
+        }
+        if report.keys == 0 && !report.read_nothing() {
+            println!("No API key was salvaged: create one with `contactd keys create --data-dir {} --name admin`.", output.display());
+        }
+    }
+    if report.read_nothing() {
+        ExitCode::from(EXIT_UNREADABLE)
+    } else if report.lost_anything() {
+        ExitCode::from(EXIT_PROBLEMS)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
