@@ -238,19 +238,9 @@ impl Columns {
 fn cell_value(cell: &str, kind: Option<AttrType>) -> Result<Value, String> {
     match kind {
         None | Some(AttrType::Text | AttrType::Date) => Ok(Value::String(cell.to_owned())),
-        Some(AttrType::Number) => {
-            let trimmed = cell.trim();
-            if let Ok(i) = trimmed.parse::<i64>() {
-                return Ok(json!(i));
-            }
-            trimmed
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .and_then(serde_json::Number::from_f64)
-                .map(Value::Number)
-                .ok_or_else(|| format!("must be a number, got \"{cell}\""))
-        }
+        Some(AttrType::Number) => AttrValue::parse_number(cell)
+            .map(|n| n.to_json())
+            .ok_or_else(|| format!("must be a number, got \"{cell}\"")),
         Some(AttrType::Boolean) => match cell.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Ok(Value::Bool(true)),
             "false" | "0" | "no" => Ok(Value::Bool(false)),

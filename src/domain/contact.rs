@@ -148,7 +148,10 @@ pub fn check_email(email: &str) -> Result<(), String> {
     if email.chars().count() > MAX_EMAIL_CHARS {
         return Err(format!("must be at most {MAX_EMAIL_CHARS} characters"));
     }
-    if !email_address::EmailAddress::is_valid(email) {
+    // Judged in NFC, the form it is compared in: a domain written with combining
+    // accents is the same domain.
+    let composed: String = email.nfc().collect();
+    if !email_address::EmailAddress::is_valid(&composed) {
         return Err("must be a valid email address".into());
     }
     Ok(())

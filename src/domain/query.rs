@@ -12,8 +12,7 @@ use super::date;
 use super::ids;
 use super::issues::Issues;
 use super::search::{
-    attr_key, float_key, int_key, matches_terms, normalise_term, sort_key, text_key, ATTR_PREFIX,
-    CORE_FIELDS,
+    attr_key, int_key, matches_terms, normalise_term, sort_key, text_key, ATTR_PREFIX, CORE_FIELDS,
 };
 use super::AttrValue;
 
@@ -127,10 +126,9 @@ fn value_key(kind: Kind, text: &str) -> Result<Vec<u8>, &'static str> {
         Kind::Email => Ok(email_key(text).into_bytes()),
         Kind::Exact => Ok(ids::lookup_id(text).into_bytes()),
         Kind::Attr(AttrType::Text) => Ok(attr_key(&AttrValue::Text(text.to_owned()))),
-        Kind::Attr(AttrType::Number) => match text.trim().parse::<f64>() {
-            Ok(f) if f.is_finite() => Ok([vec![2], float_key(f)].concat()),
-            _ => Err("must be a number"),
-        },
+        Kind::Attr(AttrType::Number) => AttrValue::parse_number(text)
+            .map(|n| attr_key(&n))
+            .ok_or("must be a number"),
         Kind::Attr(AttrType::Boolean) => match text {
             "true" | "1" => Ok(attr_key(&AttrValue::Bool(true))),
             "false" | "0" => Ok(attr_key(&AttrValue::Bool(false))),

@@ -180,14 +180,34 @@ pub fn float_key(f: f64) -> Vec<u8> {
     ordered.to_be_bytes().to_vec()
 }
 
+/// An order-preserving key of a number, exact over the whole i64 and u64 ranges: the
+/// nearest `f64` (as [`float_key`]), then how far the integer lies from it (two bytes,
+/// offset by 2^15). Rounding to the nearest float never reorders numbers, and below
+/// 2^53 every integer is a float, so only large integers that round to the same float
+/// need the second part; it is 0 for every float.
+pub fn number_key(value: &AttrValue) -> Vec<u8> {
+    #[allow(clippy::cast_precision_loss)]
+    let (float, exact) = match value {
+        AttrValue::Int(i) => (*i as f64, Some(i128::from(*i))),
+        AttrValue::UInt(u) => (*u as f64, Some(i128::from(*u))),
+        AttrValue::Float(f) => (*f, None),
+        _ => (0.0, None),
+    };
+    // Integer-valued (or exact) here, so the conversion is exact.
+    #[allow(clippy::cast_possible_truncation)]
+    let residual = exact.map_or(0, |n| n - float as i128);
+    let mut key = float_key(float);
+    let offset = u16::try_from(residual + 0x8000).unwrap_or(0x8000);
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
 /// Attribute values sort by kind first (booleans, numbers, text, dates), then by value:
 /// numbers numerically, text case-insensitively, dates in time order.
 pub fn attr_key(value: &AttrValue) -> Vec<u8> {
     let (tag, mut body) = match value {
         AttrValue::Bool(b) => (1, vec![u8::from(*b)]),
-        #[allow(clippy::cast_precision_loss)]
-        AttrValue::Int(i) => (2, float_key(*i as f64)),
-        AttrValue::Float(f) => (2, float_key(*f)),
+        AttrValue::Int(_) | AttrValue::UInt(_) | AttrValue::Float(_) => (2, number_key(value)),
         AttrValue::Text(s) => (3, text_key(s)),
         AttrValue::Date(ms) => (4, int_key(*ms)),
     };
@@ -247,6 +267,59 @@ mod tests {
             custom_attributes: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,
+        }
+    }
+
+    /// The exact order of two numbers of any kind.
+    fn exact_order(a: &AttrValue, b: &AttrValue) -> std::cmp::Ordering {
+        let int = |v: &AttrValue| match v {
+            AttrValue::Int(i) => Some(i128::from(*i)),
+            AttrValue::UInt(u) => Some(i128::from(*u)),
+            _ => None,
+        };
+        let float = |v: &AttrValue| match v {
+            AttrValue::Float(f) => *f,
+            _ => 0.0,
+        };
+        // A float against an integer, exactly (the floats used here are far from the
+        // ends of i128).
+        #[allow(clippy::cast_possible_truncation)]
+        let float_vs_int = |f: f64, n: i128| {
+            let floor = f.floor() as i128;
+            floor.cmp(&n).then(if f > f.floor() && floor == n {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            })
+        };
+        match (int(a), int(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (None, Some(y)) => float_vs_int(float(a), y),
+            (Some(x), None) => float_vs_int(float(b), x).reverse(),
+            (None, None) => float(a)
+                .partial_cmp(&float(b))
+                .unwrap_or(std::cmp::Ordering::Equal),
+        }
+    }
+
+    fn any_number() -> impl Strategy<Value = AttrValue> {
+        let near = |base: u64| (0u64..4096).prop_map(move |d| base - 2048 + d);
+        prop_oneof![
+            any::<i64>().prop_map(AttrValue::Int),
+            any::<u64>().prop_map(AttrValue::UInt),
+            near(u64::MAX - 4096).prop_map(AttrValue::UInt),
+            near(1 << 63).prop_map(AttrValue::UInt),
+            (-3000i64..3000).prop_map(|d| AttrValue::Int(i64::MAX - 3000 + d.abs())),
+            (-1e19f64..1e19).prop_map(AttrValue::Float),
+            (-5i64..5).prop_map(|i| AttrValue::Float(i as f64 * 0.5)),
+        ]
+    }
+
+    proptest! {
+        /// Number keys order numbers exactly, across kinds and the whole 64-bit ranges.
+        #[test]
+        fn number_keys_order_numbers_exactly(a in any_number(), b in any_number()) {
+            prop_assert_eq!(number_key(&a).cmp(&number_key(&b)), exact_order(&a, &b), "{:?} {:?}", a, b);
         }
     }
 

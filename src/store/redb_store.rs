@@ -120,6 +120,12 @@ impl RedbStore {
         self.damage.read(unpanic("a read", read))
     }
 
+    /// The database, for tests that look at its tables.
+    #[cfg(test)]
+    pub(crate) fn db_for_tests(&self) -> &Database {
+        &self.db
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

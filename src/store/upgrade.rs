@@ -231,3 +231,118 @@ fn rebuild_email_index(db: &Database, collisions: &mut Collisions) -> Result<(),
         after = Some(last);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::domain::query::Query;
+    use crate::domain::{Agent, Contact};
+    use crate::store::codec::{decode_contact, encode_agent};
+    use crate::store::query::Start;
+    use crate::store::tables::{META, META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION};
+    use crate::store::{RedbStore, Store, DB_FILE};
+
+    /// A contact record as schema 3 wrote it: version 2, unsealed.
+    fn legacy(contact: &Contact) -> Vec<u8> {
+        let mut bytes = encode_contact(contact);
+        bytes.truncate(bytes.len() - 4);
+        bytes[0] = 2;
+        bytes
+    }
+
+    fn person(id: u64, ext: &str, email: &str) -> Contact {
+        Contact {
+            email: Some(email.into()),
+            external_id: ext.into(),
+            ..crate::store::samples::named(id, "x")
+        }
+    }
+
+    /// A schema-3 data dir holding `people`, its email index keyed the old way.
+    fn schema_3(dir: &std::path::Path, people: &[Contact]) {
+        let db = Database::create(dir.join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(META_SCHEMA_VERSION, 3).unwrap();
+            meta.insert(META_INITIALIZED, 1).unwrap();
+            meta.insert(META_NEXT_CONTACT_ID, people.len() as u64 + 1)
+                .unwrap();
+            let agent = Agent {
+                id: "default".into(),
+                name: "d".into(),
+                created_at: 0,
+                contact_count: people.len() as u64,
+            };
+            txn.open_table(AGENTS)
+                .unwrap()
+                .insert("default", encode_agent(&agent).as_slice())
+                .unwrap();
+            let mut contacts = txn.open_table(CONTACTS).unwrap();
+            let mut by_id = txn.open_table(CONTACTS_BY_ID).unwrap();
+            let mut emails = txn.open_table(CONTACTS_BY_EMAIL).unwrap();
+            for c in people {
+                let ext = c.external_id.as_str();
+                contacts
+                    .insert(("default", ext), legacy(c).as_slice())
+                    .unwrap();
+                by_id.insert(("default", c.id), ext).unwrap();
+                let old_key = c.email.as_deref().unwrap().to_lowercase();
+                emails.insert(("default", old_key.as_str()), ext).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn the_upgrade_seals_records_moves_ids_to_nfc_and_reports_collisions() {
+        let dir = tempfile::tempdir().unwrap();
+        schema_3(
+            dir.path(),
+            &[
+                person(1, "Jose\u{301}", "STRASSE@x.de"),
+                person(2, "Jos\u{e9}", "stra\u{df}e@x.de"),
+                person(3, "Zoe\u{308}", "z@b\u{fc}cher.de"),
+            ],
+        );
+        let store = RedbStore::open(dir.path()).unwrap();
+        // Moved to its NFC spelling, which was free.
+        let zoe = store.contact("default", "Zo\u{eb}").unwrap().unwrap();
+        assert_eq!((zoe.id, zoe.external_id.as_str()), (3, "Zo\u{eb}"));
+        // Its NFC spelling was taken: kept apart, reachable by number.
+        let kept = store.contact("default", "contact_1").unwrap().unwrap();
+        assert_eq!(kept.external_id, "Jose\u{301}");
+        assert_eq!(
+            store.contact("default", "Jos\u{e9}").unwrap().unwrap().id,
+            2
+        );
+        // Two emails that are one now: the lower number keeps the index entry.
+        let params = vec![("filter[email]".to_owned(), "STRASSE@X.DE".to_owned())];
+        let query = Query::parse(&params, &Default::default()).unwrap();
+        let page = store
+            .query_contacts("default", &query, &Start::Offset(0), 10)
+            .unwrap();
+        assert_eq!(page.contacts.iter().map(|c| c.id).collect::<Vec<_>>(), [1]);
+        let params = vec![("filter[email]".to_owned(), "z@xn--bcher-kva.de".to_owned())];
+        let query = Query::parse(&params, &Default::default()).unwrap();
+        let page = store
+            .query_contacts("default", &query, &Start::Offset(0), 10)
+            .unwrap();
+        assert_eq!(page.contacts.len(), 1, "the email index is keyed anew");
+        // Every record sealed; the collisions are what check reports, nothing else.
+        let txn = store.db_for_tests().begin_read().unwrap();
+        for row in txn.open_table(CONTACTS).unwrap().iter().unwrap() {
+            decode_contact(row.unwrap().1.value()).unwrap();
+        }
+        let report = store.check().unwrap();
+        assert_eq!(report.damage_count, 0, "{:?}", report.problems);
+        let problems = report.problems.join("\n");
+        assert!(problems.contains("not in NFC"), "{problems}");
+        assert!(
+            problems.contains("two contacts with one email"),
+            "{problems}"
+        );
+        assert_eq!(report.problem_count, 2, "{problems}");
+    }
+}

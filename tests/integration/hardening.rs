@@ -230,3 +230,120 @@ fn the_data_dir_is_private_and_an_open_one_is_tightened_at_start() {
     );
     assert!(out.status.success());
 }
+
+#[tokio::test]
+async fn canonically_equivalent_external_ids_are_one_contact() {
+    let s = TestServer::start().await;
+    let composed = "Jos\u{e9}";
+    let decomposed = "Jose\u{301}";
+    s.upsert(json!([{"external_id": composed, "name": "first"}]))
+        .await;
+    let r = s
+        .post(
+            CONTACTS,
+            json!({"users": [{"external_id": decomposed, "name": "second"}]}),
+        )
+        .await;
+    assert_eq!(
+        r.body["meta"],
+        json!({"created": 0, "updated": 1, "skipped": 0})
+    );
+    assert_eq!(r.body["data"][0]["external_id"], composed);
+    let r = s.get(&contact_path("Jose%CC%81")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["data"]["name"], "second");
+    let r = s
+        .get(&format!("{CONTACTS}?filter[external_id]=Jose%CC%81"))
+        .await;
+    assert_eq!(r.body["total"], 1);
+}
+
+#[tokio::test]
+async fn external_ids_refuse_invisible_characters_and_surrounding_spaces() {
+    let s = TestServer::start().await;
+    for bad in [
+        "a\u{200B}b",
+        "a\u{202E}b",
+        "\u{FEFF}a",
+        " a",
+        "a ",
+        "a\u{0007}",
+    ] {
+        let r = s
+            .post(CONTACTS, json!({"users": [{"external_id": bad}]}))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(r.issue_fields(), ["users[0].external_id"], "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn emails_are_one_under_nfc_case_folding_and_idna() {
+    let s = TestServer::start().await;
+    s.upsert(json!([{"external_id": "a", "email": "straße@bücher.de"}]))
+        .await;
+    for other in [
+        "STRASSE@xn--bcher-kva.de",
+        "strasse@BÜCHER.DE",
+        "stra\u{df}e@bu\u{308}cher.de",
+    ] {
+        let r = s
+            .post(
+                CONTACTS,
+                json!({"users": [{"external_id": "b", "email": other}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{other}");
+        assert!(r.body["issues"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'a'"));
+    }
+    let r = s
+        .get(&format!(
+            "{CONTACTS}?filter[email]={}",
+            "STRASSE%40xn--bcher-kva.de"
+        ))
+        .await;
+    assert_eq!(crate::common::ext_ids(&r), ["a"]);
+    let r = s.get(&contact_path("a")).await;
+    assert_eq!(
+        r.body["data"]["email"], "straße@bücher.de",
+        "stored as sent"
+    );
+}
+
+#[tokio::test]
+async fn integers_stay_exact_over_64_bits_and_negative_zero_is_zero() {
+    let s = TestServer::start().await;
+    let body = r#"{"users":[
+        {"external_id":"max","custom_attributes":{"n":18446744073709551615,"z":-0,"min":-9223372036854775808}},
+        {"external_id":"below","custom_attributes":{"n":18446744073709551614}},
+        {"external_id":"i64","custom_attributes":{"n":9223372036854775807}},
+        {"external_id":"past","custom_attributes":{"n":9223372036854775808}}]}"#;
+    let r = s.post_contacts_bytes(body.as_bytes().to_vec()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let (_, _, raw) = s
+        .send_bytes(Method::GET, &contact_path("max"), &[], Vec::new())
+        .await;
+    let raw = String::from_utf8(raw.to_vec()).unwrap();
+    assert!(raw.contains(r#""n":18446744073709551615"#), "{raw}");
+    assert!(raw.contains(r#""min":-9223372036854775808"#), "{raw}");
+    assert!(raw.contains(r#""z":0"#), "{raw}");
+    let r = s
+        .get(&format!("{CONTACTS}?sort=-custom_attributes.n"))
+        .await;
+    assert_eq!(crate::common::ext_ids(&r), ["max", "below", "past", "i64"]);
+    let r = s
+        .get(&format!(
+            "{CONTACTS}?filter[custom_attributes.n][gt]=18446744073709551614"
+        ))
+        .await;
+    assert_eq!(crate::common::ext_ids(&r), ["max"]);
+    let r = s
+        .get(&format!(
+            "{CONTACTS}?filter[custom_attributes.n]=9223372036854775808"
+        ))
+        .await;
+    assert_eq!(crate::common::ext_ids(&r), ["past"]);
+}
