@@ -293,6 +293,7 @@ fn read_json(
     };
     match de.deserialize_seq(elements) {
         Ok(()) => {}
+        Err(err) if err.to_string().starts_with(STOPPED) => return Ok(()),
         Err(err) if err.classify() == serde_json::error::Category::Data => {
             return Err(FileError::Invalid(
                 "a JSON import is an array of contact objects ([{...}, ...])".into(),
@@ -313,6 +314,9 @@ fn too_many_values(row: u64) -> RowError {
     }
 }
 
+/// The error that ends a JSON array's read when the sink wants no more rows.
+const STOPPED: &str = "contactd: the reader stopped";
+
 /// Hands each element of a JSON array to the sink as it is parsed.
 struct Elements<'a> {
     next_row: u64,
@@ -327,23 +331,22 @@ impl<'de> Visitor<'de> for Elements<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        let mut stopped = false;
         loop {
             let left = Cell::new(MAX_ROW_VALUES);
             let Some(value) = seq.next_element_seed(Bounded { left: &left })? else {
-                break;
+                return Ok(());
             };
-            if stopped {
-                continue;
-            }
             let row = self.next_row;
             self.next_row += 1;
-            stopped = !(self.sink)(Row {
+            let go_on = (self.sink)(Row {
                 row,
                 object: value.ok_or_else(|| too_many_values(row)),
             });
+            if !go_on {
+                // Nothing more is wanted: stop reading rather than parse the rest.
+                return Err(serde::de::Error::custom(STOPPED));
+            }
         }
-        Ok(())
     }
 }
 

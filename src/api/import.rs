@@ -205,6 +205,7 @@ impl Spool {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit) {
+            tokio::spawn(discard(body, limit));
             return Err(too_large(limit));
         }
         let name = format!("{SPOOL_PREFIX}{:016x}{SPOOL_SUFFIX}", rand::random::<u64>());
@@ -377,7 +378,13 @@ impl SpoolWriter {
         match self {
             Self::Plain(out) if out.overflowed => SpoolError::TooLarge,
             Self::Gzip(decoder) if decoder.get_ref().overflowed => SpoolError::TooLarge,
-            Self::Gzip(_) if err.kind() != std::io::ErrorKind::Other => {
+            // What flate2 says of a stream that is not gzip.
+            Self::Gzip(_)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                ) =>
+            {
                 SpoolError::NotGzip(err.to_string())
             }
             _ => SpoolError::Io(err),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::{describe, print_json, EXIT_CONFIG};
+use super::{describe, print_json};
 use crate::config::Config;
 use crate::store::{self, CheckReport, SalvageReport};
 
@@ -15,6 +15,9 @@ use crate::store::{self, CheckReport, SalvageReport};
 const EXIT_PROBLEMS: u8 = 1;
 /// Exit code when nothing could be checked or read.
 const EXIT_UNREADABLE: u8 = 2;
+/// Exit code when salvage could not run (the output is not empty, the server holds the
+/// data dir, the output cannot be written).
+const EXIT_FAILED: u8 = 3;
 
 /// A count of contacts on a terminal; nothing otherwise (a log, a pipe).
 fn counter(what: &'static str) -> Option<indicatif::ProgressBar> {
@@ -100,7 +103,7 @@ pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
                 "contactd salvage: {}",
                 describe(&err, &config.data_dir, "nothing: stop it first")
             );
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_FAILED);
         }
     };
     if json {
@@ -112,6 +115,7 @@ pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
             "lost_contacts": report.lost_contacts,
             "lost_count": report.lost_count,
             "lost": report.lost,
+            "notes": report.notes,
         }));
     } else {
         println!(
@@ -132,6 +136,9 @@ pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
             }
         } else {
             println!("nothing was lost");
+        }
+        for note in &report.notes {
+            println!("  rebuilt, nothing lost: {note}");
         }
         if report.keys == 0 && !report.read_nothing() {
             println!("No API key was salvaged: create one with `contactd keys create --data-dir {} --name admin`.", output.display());

@@ -126,7 +126,8 @@ pub enum Command {
     },
     /// Copy every record that can still be read from the data dir (server stopped)
     /// into a new one, and report what could not be read; exits 0 when nothing was
-    /// lost, 1 when some records were, 2 when nothing could be read
+    /// lost, 1 when some records were, 2 when nothing could be read, 3 when it could
+    /// not run (output not empty, server running)
     Salvage {
         /// The new data dir: missing or empty
         #[arg(long, value_name = "DIR")]
@@ -245,7 +246,7 @@ pub enum KeysCommand {
 }
 
 /// Exit code for configuration and usage errors.
-pub(crate) const EXIT_CONFIG: u8 = 2;
+const EXIT_CONFIG: u8 = 2;
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {

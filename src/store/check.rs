@@ -29,10 +29,11 @@ use super::keys;
 use super::lsm::unlogged::{Held, Slot};
 use super::lsm::{Index, IndexView};
 use super::redb_store::DB_FILE;
-use super::scan::{walk_numbers, walk_pairs};
+use super::scan::{walk_numbers, walk_pairs, Hints};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, FIELD_COUNTS,
-    META, META_NEXT_CONTACT_ID,
+    INDEX_VERSION, META, META_INDEX_VERSION, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION,
+    SCHEMA_VERSION,
 };
 use super::StoreError;
 use crate::domain::{ids, Contact};
@@ -96,6 +97,7 @@ pub fn open_read_only(data_dir: &Path) -> Result<ReadOnlyDatabase, StoreError> {
 pub fn run_offline(data_dir: &Path, progress: &dyn Fn(u64)) -> Result<CheckReport, StoreError> {
     let db = open_read_only(data_dir)?;
     let txn = db.begin_read()?;
+    unpanic("the meta table", || check_versions(&txn))?;
     let mut report = CheckReport::default();
     if let Ok(text) = std::fs::read_to_string(data_dir.join(MARKER)) {
         report.damage(format!(
@@ -119,8 +121,26 @@ pub fn run_offline(data_dir: &Path, progress: &dyn Fn(u64)) -> Result<CheckRepor
             Held::default()
         }
     };
-    run(&txn, &held, progress, &mut report)?;
+    // Damage where a table's root should be stops the walk; what was found stands.
+    if let Err(err) = unpanic("the check", || run(&txn, &held, progress, &mut report)) {
+        report.damage(format!("the check stopped early: {err}"));
+    }
     Ok(report)
+}
+
+/// A data dir of an older layout is refused: its records are read by the upgrade that
+/// `contactd serve` runs at open, and would otherwise all look damaged.
+fn check_versions(txn: &ReadTransaction) -> Result<(), StoreError> {
+    let meta = txn.open_table(META)?;
+    let get = |name| -> Result<Option<u64>, StoreError> { Ok(meta.get(name)?.map(|v| v.value())) };
+    let schema = get(META_SCHEMA_VERSION)?;
+    let index = get(META_INDEX_VERSION)?;
+    if schema != Some(SCHEMA_VERSION) || index != Some(INDEX_VERSION) {
+        return Err(StoreError::Incompatible(format!(
+            "the data dir has schema version {schema:?} and index version {index:?}, this build {SCHEMA_VERSION} and {INDEX_VERSION}: start and stop `contactd serve` once to upgrade it, then check"
+        )));
+    }
+    Ok(())
 }
 
 /// The entries of one agent in one index, summarised: how many, and the wrapping sum
@@ -202,12 +222,15 @@ fn differences(
 ) -> Result<(), StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
     let mut expected = Vec::new();
-    walk_pairs(&contacts, &|| Vec::new(), &mut |a, ext, value| {
-        if a == agent {
-            if let Ok(contact) = decode_stored_contact(ext, value.value()) {
-                expected.extend(expected_keys(index, agent, &contact));
-            }
+    let start = Some((agent.to_owned(), String::new()));
+    walk_pairs(&contacts, start, Hints::None, &mut |a, ext, value| {
+        if a != agent {
+            return false;
         }
+        if let Ok(contact) = decode_stored_contact(agent, ext, value.value()) {
+            expected.extend(expected_keys(index, agent, &contact));
+        }
+        true
     });
     expected.sort_unstable();
     expected.dedup();
@@ -252,74 +275,83 @@ pub fn run(
     let agents = read_agents(txn, report)?;
     check_small_tables(txn, report)?;
     let agent_ids: Vec<String> = agents.iter().map(|(id, _)| id.clone()).collect();
+    let ceiling = txn
+        .open_table(META)?
+        .get(META_NEXT_CONTACT_ID)?
+        .map_or(u64::MAX, |v| v.value());
 
     // The id and email indexes, counted per agent, read past damage.
-    for gap in walk_numbers(&by_id, &agent_ids, &mut |agent, _, _| {
+    for gap in walk_numbers(&by_id, &agent_ids, ceiling, &mut |agent, _, _| {
         expected.entry(agent.to_owned()).or_default().ids_found += 1;
     }) {
         report.damage(format!("contacts_by_id {gap}"));
     }
-    for gap in walk_pairs(&by_email, &|| Vec::new(), &mut |agent, _, _| {
+    for gap in walk_pairs(&by_email, None, Hints::None, &mut |agent, _, _| {
         expected.entry(agent.to_owned()).or_default().emails_found += 1;
+        true
     }) {
         report.damage(format!("contacts_by_email {gap}"));
     }
 
     // Every contact: its record, and the entries it should have. Past damage in the
     // contacts table, the walk resumes at the next external id the id index names.
-    let hints = || id_index_names(&by_id, &agent_ids);
+    let hints = || id_index_names(&by_id, &agent_ids, ceiling);
     let mut max_id = 0u64;
-    let gaps = walk_pairs(&contacts, &hints, &mut |agent, ext, value| {
-        report.contacts += 1;
-        if report.contacts.is_multiple_of(10_000) {
-            progress(report.contacts);
-        }
-        let exp = expected.entry(agent.to_owned()).or_default();
-        exp.contacts += 1;
-        let contact = match decode_stored_contact(ext, value.value()) {
-            Ok(c) => c,
-            Err(err) => {
-                report.damage(format!("contact {agent}/{ext}: {err}"));
-                return;
+    let gaps = walk_pairs(
+        &contacts,
+        None,
+        Hints::Lazy(&hints),
+        &mut |agent, ext, value| {
+            report.contacts += 1;
+            if report.contacts.is_multiple_of(10_000) {
+                progress(report.contacts);
             }
-        };
-        max_id = max_id.max(contact.id);
-        if let Ok(canonical) = ids::external_id(ext) {
-            if canonical != ext {
-                report.problem(format!(
+            let exp = expected.entry(agent.to_owned()).or_default();
+            exp.contacts += 1;
+            let contact = match decode_stored_contact(agent, ext, value.value()) {
+                Ok(c) => c,
+                Err(err) => {
+                    report.damage(format!("contact {agent}/{ext}: {err}"));
+                    return true;
+                }
+            };
+            max_id = max_id.max(contact.id);
+            if let Ok(canonical) = ids::external_id(ext) {
+                if canonical != ext {
+                    report.problem(format!(
                     "{agent}/{ext:?}: the external id is not in NFC, and its NFC spelling {canonical:?} belongs to another contact; reach it as contact_{} and rename it",
                     contact.id
                 ));
+                }
             }
-        }
-        let lookups = unpanic("an index lookup", || {
-            let id_entry = by_id
-                .get((agent, contact.id))?
-                .map(|v| v.value().to_owned());
-            let email = contact.email_key();
-            let email_entry = match &email {
-                Some(key) => by_email
-                    .get((agent, key.as_str()))?
-                    .map(|v| v.value().to_owned()),
-                None => None,
+            let lookups = unpanic("an index lookup", || {
+                let id_entry = by_id
+                    .get((agent, contact.id))?
+                    .map(|v| v.value().to_owned());
+                let email = contact.email_key();
+                let email_entry = match &email {
+                    Some(key) => by_email
+                        .get((agent, key.as_str()))?
+                        .map(|v| v.value().to_owned()),
+                    None => None,
+                };
+                Ok((id_entry, email, email_entry))
+            });
+            let (id_entry, email, email_entry) = match lookups {
+                Ok(found) => found,
+                Err(err) => {
+                    report.damage(format!("the indexes of {agent}/{ext}: {err}"));
+                    return true;
+                }
             };
-            Ok((id_entry, email, email_entry))
-        });
-        let (id_entry, email, email_entry) = match lookups {
-            Ok(found) => found,
-            Err(err) => {
-                report.damage(format!("the indexes of {agent}/{ext}: {err}"));
-                return;
+            if id_entry.as_deref() != Some(ext) {
+                report.problem(format!(
+                    "{agent}/{ext}: contacts_by_id[{}] is {id_entry:?}, expected '{ext}'",
+                    contact.id
+                ));
             }
-        };
-        if id_entry.as_deref() != Some(ext) {
-            report.problem(format!(
-                "{agent}/{ext}: contacts_by_id[{}] is {id_entry:?}, expected '{ext}'",
-                contact.id
-            ));
-        }
-        if let Some(email) = email {
-            match email_entry {
+            if let Some(email) = email {
+                match email_entry {
                 Some(holder) if holder == ext => exp.emails += 1,
                 // Counted with the contact it names.
                 Some(holder) => report.problem(format!(
@@ -330,17 +362,19 @@ pub fn run(
                     report.problem(format!("{agent}/{ext}: contacts_by_email lacks '{email}'"));
                 }
             }
-        }
-        for key in sort_keys(agent, &contact) {
-            exp.sort.add(&key);
-        }
-        for key in word_keys(agent, &contact) {
-            exp.words.add(&key);
-        }
-        for field in counted_fields(&contact) {
-            *exp.fields.entry(field).or_default() += 1;
-        }
-    });
+            }
+            for key in sort_keys(agent, &contact) {
+                exp.sort.add(&key);
+            }
+            for key in word_keys(agent, &contact) {
+                exp.words.add(&key);
+            }
+            for field in counted_fields(&contact) {
+                *exp.fields.entry(field).or_default() += 1;
+            }
+            true
+        },
+    );
     for gap in gaps {
         report.damage(format!("contacts {gap}"));
     }
@@ -485,10 +519,11 @@ fn check_small_tables(txn: &ReadTransaction, report: &mut CheckReport) -> Result
         report.damage(format!("api_keys: {err}"));
     }
     let attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
-    for gap in walk_pairs(&attributes, &|| Vec::new(), &mut |agent, name, value| {
+    for gap in walk_pairs(&attributes, None, Hints::None, &mut |agent, name, value| {
         if let Err(err) = decode_attribute(agent, name, value.value()) {
             report.damage(format!("custom attribute {agent}/{name}: {err}"));
         }
+        true
     }) {
         report.damage(format!("custom_attributes {gap}"));
     }
@@ -500,9 +535,10 @@ fn check_small_tables(txn: &ReadTransaction, report: &mut CheckReport) -> Result
 fn id_index_names(
     by_id: &redb::ReadOnlyTable<(&'static str, u64), &'static str>,
     agents: &[String],
+    ceiling: u64,
 ) -> Vec<(String, String)> {
     let mut names = Vec::new();
-    walk_numbers(by_id, agents, &mut |agent, _, ext| {
+    walk_numbers(by_id, agents, ceiling, &mut |agent, _, ext| {
         names.push((agent.to_owned(), ext.value().to_owned()));
     });
     names.sort_unstable();

@@ -59,19 +59,19 @@ fn unknown_version(what: &str, version: u8) -> StoreError {
     ))
 }
 
-/// Decodes a sealed record of version `expected`, stored under `key`.
+/// Decodes a sealed record of version `expected`, stored under `key`. The seal is
+/// checked first: a changed version byte is damage, and only a record that is whole
+/// but of another version is `Incompatible`.
 fn decode<T: DeserializeOwned>(
     what: &str,
     expected: u8,
     bytes: &[u8],
     key: &[&[u8]],
 ) -> Result<T, StoreError> {
-    match bytes.first() {
-        Some(&version) if version == expected => {
-            let sealed = unseal_for(key, bytes, what)?;
-            decode_body(what, &sealed[1..])
-        }
-        Some(&version) => Err(unknown_version(what, version)),
+    let sealed = unseal_for(key, bytes, what)?;
+    match sealed.split_first() {
+        Some((&version, body)) if version == expected => decode_body(what, body),
+        Some((&version, _)) => Err(unknown_version(what, version)),
         None => Err(StoreError::Corrupt(format!("{what}: empty record"))),
     }
 }
@@ -90,20 +90,22 @@ fn decode_legacy<T: DeserializeOwned>(
     }
 }
 
-pub fn encode_contact(contact: &Contact) -> Vec<u8> {
-    encode(CONTACT_V3, contact, &[])
+/// A contact record of `agent`, sealed with the agent's id: a record found under another
+/// agent fails its seal. The external id is in the record itself.
+pub fn encode_contact(agent: &str, contact: &Contact) -> Vec<u8> {
+    encode(CONTACT_V3, contact, &[agent.as_bytes()])
 }
 
-/// Decodes a contact record (the current, sealed version). Its external id is checked
-/// against the key by the caller that knows it.
-pub fn decode_contact(bytes: &[u8]) -> Result<Contact, StoreError> {
-    decode("contact", CONTACT_V3, bytes, &[])
+/// Decodes a contact record of `agent` (the current, sealed version). Its external id
+/// is checked against the key by the caller that knows it.
+pub fn decode_contact(agent: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
+    decode("contact", CONTACT_V3, bytes, &[agent.as_bytes()])
 }
 
-/// Decodes the contact record stored under external id `ext`: a record that names
-/// another one is damage (the key changed, or the value).
-pub fn decode_stored_contact(ext: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
-    let contact = decode_contact(bytes)?;
+/// Decodes the contact record stored under `(agent, ext)`: a record that names another
+/// external id is damage (the key changed, or the value).
+pub fn decode_stored_contact(agent: &str, ext: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
+    let contact = decode_contact(agent, bytes)?;
     if contact.external_id != ext {
         return Err(StoreError::Corrupt(format!(
             "the contact stored under '{ext}' is '{}'",
@@ -137,13 +139,13 @@ pub fn expect_contact(
     Ok(contact)
 }
 
-/// Decodes a contact record of any version this build knows (the upgrade's, and the
-/// golden-file test's).
-pub fn decode_legacy_contact(bytes: &[u8]) -> Result<Contact, StoreError> {
+/// Decodes a contact record of `agent` of any version this build knows (the upgrade's,
+/// salvage's of an older data dir, and the golden-file test's).
+pub fn decode_legacy_contact(agent: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
     match bytes.split_first() {
         Some((&CONTACT_V2, body)) => decode_body("contact", body),
         Some((&CONTACT_V1, body)) => decode_body::<v1::Contact>("contact v1", body).map(Into::into),
-        _ => decode_contact(bytes),
+        _ => decode_contact(agent, bytes),
     }
 }
 
@@ -394,14 +396,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_version_is_incompatible_not_corrupt() {
+    fn a_whole_record_of_an_unknown_version_is_incompatible_a_changed_one_corrupt() {
+        let mut unknown = vec![9, 0];
+        crate::store::seal::seal_for(&[b"a"], &mut unknown);
         assert!(matches!(
-            decode_contact(&[9, 0]),
+            decode_contact("a", &unknown),
             Err(StoreError::Incompatible(_))
         ));
-        assert!(matches!(decode_contact(&[]), Err(StoreError::Corrupt(_))));
         assert!(matches!(
-            decode_legacy_contact(&[1, 0xff]),
+            decode_contact("a", &[9, 0]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_contact("a", &[]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_legacy_contact("a", &[1, 0xff]),
             Err(StoreError::Corrupt(_))
         ));
     }
@@ -409,12 +420,19 @@ mod tests {
     #[test]
     fn a_changed_byte_in_a_record_or_its_key_is_detected() {
         let contact = crate::store::samples::named(7, "Ada");
-        let bytes = encode_contact(&contact);
-        assert_eq!(decode_contact(&bytes).unwrap(), contact);
+        let bytes = encode_contact("bot", &contact);
+        assert_eq!(decode_contact("bot", &bytes).unwrap(), contact);
+        assert!(
+            decode_contact("bou", &bytes).is_err(),
+            "another agent's record"
+        );
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;
-            assert!(decode_contact(&damaged).is_err(), "byte {i}");
+            assert!(
+                matches!(decode_contact("bot", &damaged), Err(StoreError::Corrupt(_))),
+                "byte {i}"
+            );
         }
         let agent = Agent {
             id: "bot".into(),

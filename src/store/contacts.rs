@@ -38,7 +38,7 @@ pub fn find_contact(
 ) -> Result<Option<Contact>, StoreError> {
     let ext = ids::lookup_id(target);
     if let Some(bytes) = contacts.get((agent, ext.as_str()))? {
-        return decode_stored_contact(&ext, bytes.value()).map(Some);
+        return decode_stored_contact(agent, &ext, bytes.value()).map(Some);
     }
     match ids::parse_contact_id(target) {
         Some(n) => contact_by_number(contacts, by_id, agent, n),
@@ -59,7 +59,7 @@ pub fn contact_by_number(
     let ext = ext.value().to_owned();
     match contacts.get((agent, ext.as_str()))? {
         Some(bytes) => {
-            let contact = decode_stored_contact(&ext, bytes.value())?;
+            let contact = decode_stored_contact(agent, &ext, bytes.value())?;
             expect_contact(contact, Some(n), None).map(Some)
         }
         None => Err(StoreError::Corrupt(format!(
@@ -96,7 +96,7 @@ impl<'txn> Tables<'txn> {
     fn load(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         self.contacts
             .get((agent, ext))?
-            .map(|b| decode_stored_contact(ext, b.value()))
+            .map(|b| decode_stored_contact(agent, ext, b.value()))
             .transpose()
     }
 
@@ -136,7 +136,7 @@ impl<'txn> Tables<'txn> {
             }
             let ext = new.external_id.as_str();
             self.contacts
-                .insert((agent, ext), encode_contact(new).as_slice())?;
+                .insert((agent, ext), encode_contact(agent, new).as_slice())?;
             let same_ext = before
                 .as_ref()
                 .is_some_and(|b| b.external_id == new.external_id);

@@ -7,9 +7,11 @@
 //! the data and removed it.
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 
 use parking_lot::Mutex;
 
@@ -99,15 +101,58 @@ impl Damage {
     }
 }
 
-/// Runs `f`, turning a panic (redb meeting a malformed page) into `Corrupt`: damage
-/// must fail one request, not take a thread down.
+thread_local! {
+    /// Inside [`unpanic`]: how deep, and where the last panic there happened.
+    static GUARD: Cell<usize> = const { Cell::new(0) };
+    static PANICKED_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once) a panic hook that, inside [`unpanic`], notes where a panic happened
+/// instead of printing it (the error carries it); elsewhere it prints as before.
+fn install_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARD.with(Cell::get) > 0 {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                PANICKED_AT.with(|cell| *cell.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into an error: damage must fail one request, not take a
+/// thread down. A panic inside redb (it panics on some malformed pages) is `Corrupt`,
+/// damage; a panic anywhere else is a bug, `Backend`, which fails the request without
+/// marking the data dir damaged.
 pub fn unpanic<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        Err(StoreError::Corrupt(format!(
-            "{what} panicked: {}",
-            panic_message(panic.as_ref())
-        )))
+    install_hook();
+    GUARD.with(|depth| depth.set(depth.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARD.with(|depth| depth.set(depth.get() - 1));
+    result.unwrap_or_else(|panic| {
+        let at = PANICKED_AT
+            .with(|cell| cell.borrow_mut().take())
+            .unwrap_or_default();
+        let message = format!("{what} panicked at {at}: {}", panic_message(panic.as_ref()));
+        Err(if in_redb(&at) {
+            StoreError::Corrupt(message)
+        } else {
+            tracing::error!(%message, "a bug: a panic caught");
+            StoreError::Backend(message)
+        })
     })
+}
+
+/// Whether a panic's location is in redb's source (a registry path `…/redb-<version>/…`
+/// or a checkout of it).
+fn in_redb(location: &str) -> bool {
+    location.contains("/redb-") || location.contains("/redb/src/")
 }
 
 /// The message a panic carried.
@@ -140,8 +185,15 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_becomes_corrupt() {
+    fn a_panic_outside_redb_is_a_bug_not_damage() {
         let result: Result<(), StoreError> = unpanic("a read", || panic!("index out of range"));
-        assert!(matches!(result, Err(StoreError::Corrupt(m)) if m.contains("index out of range")));
+        assert!(
+            matches!(&result, Err(StoreError::Backend(m)) if m.contains("index out of range") && m.contains("damage.rs")),
+            "{result:?}"
+        );
+        assert!(in_redb(
+            "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/redb-4.4.0/src/tree_store/btree.rs:141"
+        ));
+        assert!(!in_redb("src/store/damage.rs:10"));
     }
 }

@@ -298,7 +298,7 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
             }
             current = Some(agent.to_owned());
         }
-        let contact = decode_stored_contact(key.value().1, value.value())?;
+        let contact = decode_stored_contact(agent, key.value().1, value.value())?;
         record(agent, None, Some(&contact), &mut ops);
         let pair = [(None, Some(contact))];
         count(&pair, &mut counts);

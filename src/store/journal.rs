@@ -56,7 +56,7 @@ impl Entry {
             self.bytes.extend_from_slice(&id.to_le_bytes());
             match before {
                 Some(contact) => {
-                    let record = encode_contact(contact);
+                    let record = encode_contact(agent, contact);
                     let len = u32::try_from(record.len())
                         .ok()
                         .filter(|&n| n != NONE)
@@ -117,7 +117,7 @@ pub fn decode(sealed: &[u8]) -> Result<Vec<Recorded>, StoreError> {
         let before = if len == NONE {
             None
         } else {
-            Some(decode_contact(take(len as usize)?)?)
+            Some(decode_contact(&agent, take(len as usize)?)?)
         };
         out.push((agent, id, before));
     }

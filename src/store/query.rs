@@ -127,7 +127,7 @@ impl<'t> Snapshot<'t> {
     pub(super) fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         self.contacts
             .get((agent, ext))?
-            .map(|bytes| decode_stored_contact(ext, bytes.value()))
+            .map(|bytes| decode_stored_contact(agent, ext, bytes.value()))
             .transpose()
     }
 
@@ -399,7 +399,7 @@ fn ordered<'a>(
             "external_id" => {
                 let key = after_value.map(|(k, _)| String::from_utf8_lossy(&k).into_owned());
                 str_range(&snap.contacts, agent, key.as_deref(), desc, |ext, v| {
-                    decode_stored_contact(ext, v.value())
+                    decode_stored_contact(agent, ext, v.value())
                 })?
             }
             "email" => {

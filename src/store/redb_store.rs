@@ -186,7 +186,7 @@ fn export_all(
         if key.value().0 != agent {
             break;
         }
-        batch.push(decode_stored_contact(key.value().1, value.value())?);
+        batch.push(decode_stored_contact(agent, key.value().1, value.value())?);
         if batch.len() == chunk && !sink(std::mem::replace(&mut batch, Vec::with_capacity(chunk))) {
             return Ok(());
         }
@@ -209,6 +209,16 @@ fn prepare(db: &Database, damage: &Damage) -> Result<(), StoreError> {
             Err(err) => return Err(err.into()),
         }
     };
+    if let Err(refused) = damage.writable() {
+        // Nothing is written over damage, not even by the open: the journal's changes
+        // are held in memory instead (see `hold_journal`).
+        return match stored {
+            Some(v) if v == SCHEMA_VERSION => Ok(()),
+            _ => Err(StoreError::Damaged(format!(
+                "{refused}; the data dir also needs an upgrade, which cannot run on it: salvage it with a build of this version"
+            ))),
+        };
+    }
     match stored {
         None => {}
         Some(v) if v == SCHEMA_VERSION => {}
@@ -276,11 +286,21 @@ fn prepare(db: &Database, damage: &Damage) -> Result<(), StoreError> {
 /// every query still checks each contact it returns.
 fn hold_journal(db: &Database, unlogged: &Unlogged) -> Result<(), StoreError> {
     let txn = db.begin_read()?;
-    let seqs: Vec<u64> = txn
-        .open_table(INDEX_JOURNAL)?
-        .iter()?
-        .map(|row| row.map(|(seq, _)| seq.value()))
-        .collect::<Result<_, _>>()?;
+    let seqs = unpanic("the index journal", || {
+        let journal = txn.open_table(INDEX_JOURNAL)?;
+        let seqs: Result<Vec<u64>, _> = journal
+            .iter()?
+            .map(|row| row.map(|(seq, _)| seq.value()))
+            .collect();
+        Ok(seqs?)
+    });
+    let seqs = match seqs {
+        Ok(seqs) => seqs,
+        Err(err) => {
+            tracing::error!(error = %err, "the index journal is unreadable; index reads will fail");
+            return Ok(());
+        }
+    };
     let Some(&last) = seqs.last() else {
         return Ok(());
     };

@@ -5,7 +5,8 @@
 //! id and email indexes name, so it is lost only when its own record is unreadable.
 //! Records keep what identifies them: contact numbers, external ids, key digests,
 //! timestamps. The indexes of the new dir are built from its contacts when it is first
-//! opened, and each agent's contact count is what was salvaged.
+//! opened (which also upgrades a copy of an older data dir), and each agent's contact
+//! count is what was salvaged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,15 +15,14 @@ use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTabl
 
 use super::check::open_read_only;
 use super::codec::{
-    decode_agent, decode_attribute, decode_key, decode_legacy_agent, decode_legacy_attribute,
-    decode_legacy_contact, decode_legacy_key, decode_stored_contact, encode_agent,
-    encode_attribute, encode_contact, encode_key,
+    decode_legacy_agent, decode_legacy_attribute, decode_legacy_contact, decode_legacy_key,
+    decode_stored_contact, encode_agent, encode_attribute, encode_contact, encode_key,
 };
 use super::damage::unpanic;
 use super::data_dir;
 use super::file;
 use super::redb_store::{RedbStore, DB_FILE};
-use super::scan::{walk_numbers, walk_pairs, Pair};
+use super::scan::{walk_numbers, walk_pairs, Hints, Pair};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, SCHEMA_VERSION,
@@ -45,10 +45,12 @@ pub struct SalvageReport {
     /// Contacts known to have existed (an agent's count, an index entry) that could not
     /// be read.
     pub lost_contacts: u64,
-    /// Everything else that could not be read, one line each (the first ones).
+    /// Records that could not be read, one line each (the first ones).
     pub lost: Vec<String>,
     /// How many lines `lost` would have without its limit.
     pub lost_count: u64,
+    /// Damage that lost nothing (an index the new dir builds anew).
+    pub notes: Vec<String>,
 }
 
 impl SalvageReport {
@@ -71,14 +73,15 @@ impl SalvageReport {
 }
 
 /// Copies what can be read of `source`'s data dir into `output` (missing or empty).
-/// `progress` hears how many contacts were copied so far. An error means nothing was
-/// written; a source that cannot be opened at all is a report that read nothing.
+/// `progress` hears how many contacts were copied so far. A source that cannot be
+/// opened at all is a report that read nothing. An error (the output cannot be
+/// written, the server holds the source) leaves no output behind.
 pub fn run(
     source: &Path,
     output: &Path,
     progress: &dyn Fn(u64),
 ) -> Result<SalvageReport, StoreError> {
-    check_output(output)?;
+    let existed = check_output(output)?;
     let mut report = SalvageReport::default();
     let db = match open_read_only(source) {
         Ok(db) => db,
@@ -88,29 +91,56 @@ pub fn run(
             return Ok(report);
         }
     };
-    let txn = db.begin_read()?;
-    let source = Source::read(&txn, &mut report)?;
-    data_dir::create_private_dir(output)?;
-    let out = file::open(&output.join(DB_FILE), 64 << 20)?;
-    write_small_tables(&out, &source)?;
-    let counts = copy_contacts(&txn, &out, &source, &mut report, progress)?;
-    finish(&out, &source, &counts, &mut report)?;
-    drop(out);
-    // Opening the new dir builds its sort and word indexes and field counts.
-    RedbStore::open(output)?.shutdown();
+    let copied = copy(&db, output, &mut report, progress);
+    if let Err(err) = copied {
+        // Nothing half-written stays: the output was new or empty.
+        let _ = if existed {
+            clear_dir(output)
+        } else {
+            std::fs::remove_dir_all(output)
+        };
+        return Err(err);
+    }
     Ok(report)
 }
 
-/// The output must be a missing or empty directory: salvage never overwrites.
-fn check_output(output: &Path) -> Result<(), StoreError> {
+fn copy(
+    db: &redb::ReadOnlyDatabase,
+    output: &Path,
+    report: &mut SalvageReport,
+    progress: &dyn Fn(u64),
+) -> Result<(), StoreError> {
+    let txn = db.begin_read()?;
+    let source = Source::read(&txn, report);
+    data_dir::create_private_dir(output)?;
+    let out = file::open(&output.join(DB_FILE), 64 << 20)?;
+    write_small_tables(&out, &source)?;
+    let copied = match unpanic("the contacts table", || Ok(txn.open_table(CONTACTS)?)) {
+        Ok(contacts) => copy_contacts(&contacts, &out, &source, report, progress)?,
+        Err(err) => {
+            report.lose(format!("contacts: {err}"));
+            Copied::default()
+        }
+    };
+    finish(&out, &source, &copied, report)?;
+    drop(out);
+    // Opening the new dir builds its sort and word indexes and field counts, and
+    // upgrades the copy of an older data dir.
+    RedbStore::open(output)?.shutdown();
+    Ok(())
+}
+
+/// The output must be a missing or empty directory: salvage never overwrites. Returns
+/// whether it exists.
+fn check_output(output: &Path) -> Result<bool, StoreError> {
     match std::fs::read_dir(output) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(StoreError::Backend(format!(
             "cannot use {} as the output: {err}",
             output.display()
         ))),
         Ok(mut entries) => match entries.next() {
-            None => Ok(()),
+            None => Ok(true),
             Some(_) => Err(StoreError::DataDir(format!(
                 "{} is not empty; salvage writes only into a new or empty directory",
                 output.display()
@@ -119,10 +149,24 @@ fn check_output(output: &Path) -> Result<(), StoreError> {
     }
 }
 
+fn clear_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(path)?;
+        } else {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
 /// What was read of the source before the contacts.
 struct Source {
-    /// Sealed records (schema 4) or older ones, which only the upgrade's decoders read.
-    sealed: bool,
+    /// The source's schema version (`None`: unreadable). Older records are read by the
+    /// upgrade's decoders, and the copy records the source's version, so that opening
+    /// it runs the upgrade (NFC ids, the email index).
+    schema: Option<u64>,
     next_id: Option<u64>,
     agents: BTreeMap<String, Agent>,
     keys: Vec<ApiKey>,
@@ -134,7 +178,7 @@ struct Source {
 }
 
 impl Source {
-    fn read(txn: &ReadTransaction, report: &mut SalvageReport) -> Result<Self, StoreError> {
+    fn read(txn: &ReadTransaction, report: &mut SalvageReport) -> Self {
         let meta = unpanic("the meta table", || {
             let meta = txn.open_table(META)?;
             let get = |name| -> Result<Option<u64>, StoreError> {
@@ -145,13 +189,14 @@ impl Source {
         let (schema, next_id) = match meta {
             Ok(found) => found,
             Err(err) => {
-                report.lose(format!("meta (schema version, next contact number): {err}"));
+                report
+                    .notes
+                    .push(format!("meta (schema version, next contact number): {err}"));
                 (None, None)
             }
         };
-        let sealed = schema.is_none_or(|v| v >= SCHEMA_VERSION);
         let mut source = Self {
-            sealed,
+            schema,
             next_id,
             agents: BTreeMap::new(),
             keys: Vec::new(),
@@ -166,22 +211,16 @@ impl Source {
         report.agents = source.agents.len() as u64;
         report.keys = source.keys.len() as u64;
         report.attributes = source.attributes.len() as u64;
-        Ok(source)
+        source
     }
 
     fn read_agents(&mut self, txn: &ReadTransaction, report: &mut SalvageReport) {
-        let sealed = self.sealed;
         let agents = &mut self.agents;
         let read = unpanic("a range read", || {
             for row in txn.open_table(AGENTS)?.iter()? {
                 let (id, value) = row?;
                 let id = id.value();
-                let decoded = if sealed {
-                    decode_agent(id, value.value())
-                } else {
-                    decode_legacy_agent(id, value.value())
-                };
-                match decoded {
+                match decode_legacy_agent(id, value.value()) {
                     Ok(agent) => {
                         agents.insert(agent.id.clone(), agent);
                     }
@@ -199,17 +238,11 @@ impl Source {
     }
 
     fn read_keys(&mut self, txn: &ReadTransaction, report: &mut SalvageReport) {
-        let sealed = self.sealed;
         let keys = &mut self.keys;
         let read = unpanic("a range read", || {
             for row in txn.open_table(API_KEYS)?.iter()? {
                 let (digest, value) = row?;
-                let decoded = if sealed {
-                    decode_key(digest.value(), value.value())
-                } else {
-                    decode_legacy_key(digest.value(), value.value())
-                };
-                match decoded {
+                match decode_legacy_key(digest.value(), value.value()) {
                     Ok(key) => keys.push(key),
                     Err(err) => report.lose(format!("an api key: {err}")),
                 }
@@ -225,25 +258,20 @@ impl Source {
     }
 
     fn read_attributes(&mut self, txn: &ReadTransaction, report: &mut SalvageReport) {
-        let table = match txn.open_table(CUSTOM_ATTRIBUTES) {
+        let table = match unpanic("a table", || Ok(txn.open_table(CUSTOM_ATTRIBUTES)?)) {
             Ok(table) => table,
             Err(err) => {
                 report.lose(format!("custom_attributes: {err}"));
                 return;
             }
         };
-        let sealed = self.sealed;
         let mut lost = Vec::new();
-        let gaps = walk_pairs(&table, &Vec::new, &mut |agent, name, value| {
-            let decoded = if sealed {
-                decode_attribute(agent, name, value.value())
-            } else {
-                decode_legacy_attribute(agent, name, value.value())
-            };
-            match decoded {
+        let gaps = walk_pairs(&table, None, Hints::None, &mut |agent, name, value| {
+            match decode_legacy_attribute(agent, name, value.value()) {
                 Ok(def) => self.attributes.push((agent.to_owned(), def)),
                 Err(err) => lost.push(format!("custom attribute {agent}/{name}: {err}")),
             }
+            true
         });
         for line in lost {
             report.lose(line);
@@ -254,44 +282,47 @@ impl Source {
     }
 
     /// The external ids the id and email indexes name: where the contacts table is read
-    /// again past damage, and how a lost contact is named.
+    /// again past damage, and how a lost contact is named. Damage here loses nothing:
+    /// the new dir builds these indexes anew.
     fn read_names(&mut self, txn: &ReadTransaction, report: &mut SalvageReport) {
         let agents: Vec<String> = self.agents.keys().cloned().collect();
+        let ceiling = self.next_id.unwrap_or(u64::MAX);
         let mut named = BTreeSet::new();
-        match txn.open_table(CONTACTS_BY_ID) {
+        match unpanic("a table", || Ok(txn.open_table(CONTACTS_BY_ID)?)) {
             Ok(by_id) => {
                 let numbers = &mut self.numbers;
-                for gap in walk_numbers(&by_id, &agents, &mut |agent, n, ext| {
+                for gap in walk_numbers(&by_id, &agents, ceiling, &mut |agent, n, ext| {
                     let key = (agent.to_owned(), ext.value().to_owned());
                     numbers.insert(key.clone(), n);
                     named.insert(key);
                 }) {
-                    report.lose(format!("contacts_by_id (rebuilt from the contacts) {gap}"));
+                    report.notes.push(format!("contacts_by_id {gap}"));
                 }
             }
-            Err(err) => report.lose(format!("contacts_by_id: {err}")),
+            Err(err) => report.notes.push(format!("contacts_by_id: {err}")),
         }
-        match txn.open_table(CONTACTS_BY_EMAIL) {
+        match unpanic("a table", || Ok(txn.open_table(CONTACTS_BY_EMAIL)?)) {
             Ok(by_email) => {
-                for gap in walk_pairs(&by_email, &Vec::new, &mut |agent, _, ext| {
+                for gap in walk_pairs(&by_email, None, Hints::None, &mut |agent, _, ext| {
                     named.insert((agent.to_owned(), ext.value().to_owned()));
+                    true
                 }) {
-                    report.lose(format!(
-                        "contacts_by_email (rebuilt from the contacts) {gap}"
-                    ));
+                    report.notes.push(format!("contacts_by_email {gap}"));
                 }
             }
-            Err(err) => report.lose(format!("contacts_by_email: {err}")),
+            Err(err) => report.notes.push(format!("contacts_by_email: {err}")),
         }
         self.named = named.into_iter().collect();
     }
 
-    fn decode(&self, ext: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
-        if self.sealed {
-            decode_stored_contact(ext, bytes)
-        } else {
-            decode_legacy_contact(bytes)
+    /// A contact record of the source: sealed when the schema says so, of any version
+    /// an older schema wrote (or when the schema is unknown).
+    fn decode(&self, agent: &str, ext: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
+        let sealed = decode_stored_contact(agent, ext, bytes);
+        if self.schema.is_some_and(|v| v >= SCHEMA_VERSION) {
+            return sealed;
         }
+        sealed.or_else(|_| decode_legacy_contact(agent, bytes))
     }
 }
 
@@ -317,7 +348,11 @@ fn write_small_tables(out: &Database, source: &Source) -> Result<(), StoreError>
             )?;
         }
         let mut meta = txn.open_table(META)?;
-        meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+        let schema = source
+            .schema
+            .filter(|v| *v < SCHEMA_VERSION)
+            .unwrap_or(SCHEMA_VERSION);
+        meta.insert(META_SCHEMA_VERSION, schema)?;
         // Salvaged data is never a first run: no new agent or admin key appears.
         meta.insert(META_INITIALIZED, 1)?;
     }
@@ -325,61 +360,73 @@ fn write_small_tables(out: &Database, source: &Source) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Copies every readable contact; returns how many per agent, and the highest number.
+/// What [`copy_contacts`] copied: per agent, and the highest contact number; and the
+/// contacts named as lost, per agent.
+#[derive(Default)]
+struct Copied {
+    per_agent: BTreeMap<String, u64>,
+    max_id: u64,
+    named_lost: BTreeMap<String, u64>,
+}
+
+/// Copies every readable contact.
 fn copy_contacts(
-    txn: &ReadTransaction,
+    contacts: &redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
     out: &Database,
     source: &Source,
     report: &mut SalvageReport,
     progress: &dyn Fn(u64),
-) -> Result<(BTreeMap<String, u64>, u64), StoreError> {
-    let contacts = txn.open_table(CONTACTS)?;
+) -> Result<Copied, StoreError> {
     let mut writer = Batch::new(out);
-    let mut copied: BTreeSet<Pair> = BTreeSet::new();
+    // Keys read (copied or not): the second pass reads each of the others once.
+    let mut seen: BTreeSet<Pair> = BTreeSet::new();
+    let mut named_lost: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed = Ok(());
     let mut lost = Vec::new();
     let gaps = walk_pairs(
-        &contacts,
-        &|| source.named.clone(),
-        &mut |agent, ext, value| match source.decode(ext, value.value()) {
-            Ok(contact) => {
-                copied.insert((agent.to_owned(), ext.to_owned()));
-                if failed.is_ok() {
-                    failed = writer.add(agent, &contact);
+        contacts,
+        None,
+        Hints::Known(&source.named),
+        &mut |agent, ext, value| {
+            seen.insert((agent.to_owned(), ext.to_owned()));
+            match source.decode(agent, ext, value.value()) {
+                Ok(contact) => {
+                    if failed.is_ok() {
+                        failed = writer.add(agent, &contact);
+                    }
+                    if writer.copied.is_multiple_of(BATCH as u64) {
+                        progress(writer.copied);
+                    }
                 }
-                if copied.len().is_multiple_of(BATCH) {
-                    progress(copied.len() as u64);
+                Err(err) => {
+                    *named_lost.entry(agent.to_owned()).or_default() += 1;
+                    lost.push(format!("contact {agent}/{ext}: {err}"));
                 }
             }
-            Err(err) => lost.push(format!("contact {agent}/{ext}: {err}")),
+            true
         },
     );
     failed?;
-    let damaged_lines = lost.len() as u64;
     for line in lost {
         report.lose(line);
     }
-    report.lost_contacts += damaged_lines;
     for gap in &gaps {
         report.lose(format!("contacts {gap}"));
     }
     if !gaps.is_empty() {
         // The indexes name contacts the walk could not reach: each is read on its own.
         for (agent, ext) in &source.named {
-            if copied.contains(&(agent.clone(), ext.clone())) {
+            if seen.contains(&(agent.clone(), ext.clone())) {
                 continue;
             }
             let found = unpanic("a contact read", || {
                 contacts
                     .get((agent.as_str(), ext.as_str()))?
-                    .map(|value| source.decode(ext, value.value()))
+                    .map(|value| source.decode(agent, ext, value.value()))
                     .transpose()
             });
             match found {
-                Ok(Some(contact)) => {
-                    copied.insert((agent.clone(), ext.clone()));
-                    writer.add(agent, &contact)?;
-                }
+                Ok(Some(contact)) => writer.add(agent, &contact)?,
                 Ok(None) => {}
                 Err(err) => {
                     let number = source
@@ -387,15 +434,19 @@ fn copy_contacts(
                         .get(&(agent.clone(), ext.clone()))
                         .map_or_else(String::new, |n| format!(" (contact_{n})"));
                     report.lose(format!("contact {agent}/{ext}{number}: {err}"));
-                    report.lost_contacts += 1;
+                    *named_lost.entry(agent.clone()).or_default() += 1;
                 }
             }
         }
     }
-    let counts = writer.finish()?;
-    report.contacts = copied.len() as u64;
+    let (per_agent, max_id) = writer.finish()?;
+    report.contacts = per_agent.values().sum();
     progress(report.contacts);
-    Ok(counts)
+    Ok(Copied {
+        per_agent,
+        max_id,
+        named_lost,
+    })
 }
 
 /// Contacts on their way into the new data dir, a transaction per [`BATCH`].
@@ -404,6 +455,7 @@ struct Batch<'a> {
     pending: Vec<(String, Contact)>,
     per_agent: BTreeMap<String, u64>,
     max_id: u64,
+    copied: u64,
 }
 
 impl<'a> Batch<'a> {
@@ -413,11 +465,13 @@ impl<'a> Batch<'a> {
             pending: Vec::with_capacity(BATCH),
             per_agent: BTreeMap::new(),
             max_id: 0,
+            copied: 0,
         }
     }
 
     fn add(&mut self, agent: &str, contact: &Contact) -> Result<(), StoreError> {
         self.pending.push((agent.to_owned(), contact.clone()));
+        self.copied += 1;
         if self.pending.len() >= BATCH {
             self.flush()?;
         }
@@ -432,7 +486,10 @@ impl<'a> Batch<'a> {
             let mut by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
             for (agent, contact) in self.pending.drain(..) {
                 let ext = contact.external_id.as_str();
-                contacts.insert((agent.as_str(), ext), encode_contact(&contact).as_slice())?;
+                contacts.insert(
+                    (agent.as_str(), ext),
+                    encode_contact(&agent, &contact).as_slice(),
+                )?;
                 by_id.insert((agent.as_str(), contact.id), ext)?;
                 if let Some(email) = contact.email_key() {
                     // Taken only by damage: the first holder keeps it.
@@ -455,51 +512,59 @@ impl<'a> Batch<'a> {
 }
 
 /// Agents with the counts salvaged (and one for contacts whose agent record was lost),
-/// the next contact number, and what the counts say was lost.
+/// the next contact number, and how many contacts were lost: per agent, those named
+/// lost or those its count misses, whichever is more.
 fn finish(
     out: &Database,
     source: &Source,
-    (per_agent, max_id): &(BTreeMap<String, u64>, u64),
+    copied: &Copied,
     report: &mut SalvageReport,
 ) -> Result<(), StoreError> {
     let txn = begin(out)?;
+    let mut lost_contacts = 0;
     {
         let mut agents = txn.open_table(AGENTS)?;
-        // Contacts named as lost above are among those the agents' counts miss.
-        let mut missing = 0;
-        for (id, agent) in &source.agents {
-            let copied = per_agent.get(id).copied().unwrap_or_default();
-            let unaccounted = agent.contact_count.saturating_sub(copied);
-            if unaccounted > 0 {
-                report.lose(format!(
-                    "agent {id}: {unaccounted} of its {} contacts could not be read",
-                    agent.contact_count
-                ));
-                missing += unaccounted;
-            }
-            let mut agent = agent.clone();
-            agent.contact_count = copied;
-            agents.insert(id.as_str(), encode_agent(&agent).as_slice())?;
-        }
-        for (id, copied) in per_agent {
-            if source.agents.contains_key(id) {
-                continue;
-            }
-            report.lose(format!(
-                "agent {id}: its record could not be read; recreated (named after its id) for the {copied} contacts salvaged"
-            ));
+        let mut ids: BTreeSet<&String> = source.agents.keys().collect();
+        ids.extend(copied.per_agent.keys());
+        ids.extend(copied.named_lost.keys());
+        for id in ids {
+            let salvaged = copied.per_agent.get(id).copied().unwrap_or_default();
+            let named = copied.named_lost.get(id).copied().unwrap_or_default();
+            let agent = match source.agents.get(id) {
+                Some(agent) => {
+                    let missing = agent.contact_count.saturating_sub(salvaged);
+                    if missing > named {
+                        report.lose(format!(
+                            "agent {id}: {missing} of its {} contacts could not be read",
+                            agent.contact_count
+                        ));
+                    }
+                    lost_contacts += missing.max(named);
+                    agent.clone()
+                }
+                None => {
+                    lost_contacts += named;
+                    report.lose(format!(
+                        "agent {id}: its record could not be read; recreated (named after its id) for the {salvaged} contacts salvaged"
+                    ));
+                    Agent {
+                        id: id.clone(),
+                        name: id.clone(),
+                        created_at: unix_now(),
+                        contact_count: 0,
+                    }
+                }
+            };
             let agent = Agent {
-                id: id.clone(),
-                name: id.clone(),
-                created_at: unix_now(),
-                contact_count: *copied,
+                contact_count: salvaged,
+                ..agent
             };
             agents.insert(id.as_str(), encode_agent(&agent).as_slice())?;
         }
-        report.lost_contacts = report.lost_contacts.max(missing);
-        let next = source.next_id.unwrap_or(0).max(max_id + 1);
+        let next = source.next_id.unwrap_or(0).max(copied.max_id + 1);
         txn.open_table(META)?.insert(META_NEXT_CONTACT_ID, next)?;
     }
     txn.commit()?;
+    report.lost_contacts = lost_contacts;
     Ok(())
 }

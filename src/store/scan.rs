@@ -38,20 +38,29 @@ impl std::fmt::Display for Gap {
 /// A `(&str, &str)` key, owned.
 pub type Pair = (String, String);
 
-/// Walks a table keyed by `(&str, &str)` from the start, handing each row to `row`;
-/// a failed read is a [`Gap`], after which the walk resumes at the first of the keys
-/// `hints` gives (sorted; asked for at the first gap) past the last key read whose
-/// read succeeds.
+/// Known keys where a walk of a `(&str, &str)` table can resume past damage.
+pub enum Hints<'a> {
+    None,
+    /// Sorted.
+    Known(&'a [Pair]),
+    /// Computed (sorted) at the first damage met, if any is.
+    Lazy(&'a dyn Fn() -> Vec<Pair>),
+}
+
+/// Walks a table keyed by `(&str, &str)` from `start` (or the beginning), handing
+/// each row to `row` until it returns false; a failed read is a [`Gap`], after which
+/// the walk resumes at the first of `hints` past the last key read whose read succeeds.
 pub fn walk_pairs<V: redb::Value + 'static>(
     table: &ReadOnlyTable<(&'static str, &'static str), V>,
-    hints: &dyn Fn() -> Vec<Pair>,
-    row: &mut dyn FnMut(&str, &str, AccessGuard<'_, V>),
+    start: Option<Pair>,
+    hints: Hints<'_>,
+    row: &mut dyn FnMut(&str, &str, AccessGuard<'_, V>) -> bool,
 ) -> Vec<Gap> {
-    let mut known: Option<Vec<Pair>> = None;
+    let mut computed: Option<Vec<Pair>> = None;
     let mut gaps = Vec::new();
     // Where this attempt starts, the last key read by any, and the gap whose end is
     // not known yet.
-    let mut from: Option<Pair> = None;
+    let mut from = start;
     let mut last: Option<Pair> = None;
     let mut open: Option<Gap> = None;
     // Hints before this one were tried or passed.
@@ -68,13 +77,17 @@ pub fn walk_pairs<V: redb::Value + 'static>(
                 let key = (a.to_owned(), b.to_owned());
                 first.get_or_insert_with(|| key.clone());
                 last = Some(key);
-                row(a, b, value);
+                if !row(a, b, value) {
+                    break;
+                }
             }
             Ok(())
         });
-        if let (Some(mut gap), Some(first)) = (open.take(), &first) {
-            gap.resumed = Some(show_pair(first));
-            gaps.push(gap);
+        if let Some(first) = &first {
+            if let Some(mut gap) = open.take() {
+                gap.resumed = Some(show_pair(first));
+                gaps.push(gap);
+            }
         }
         let err = match outcome {
             Ok(()) => {
@@ -88,8 +101,12 @@ pub fn walk_pairs<V: redb::Value + 'static>(
             resumed: None,
             error: err.to_string(),
         });
-        let hints = known.get_or_insert_with(hints);
-        if let Some(key) = &last {
+        let hints: &[Pair] = match hints {
+            Hints::None => &[],
+            Hints::Known(known) => known,
+            Hints::Lazy(compute) => computed.get_or_insert_with(compute),
+        };
+        if let Some(key) = last.as_ref().or(from.as_ref()) {
             next_hint = next_hint.max(hints.partition_point(|h| h <= key));
         }
         match hints.get(next_hint) {
@@ -111,11 +128,13 @@ fn show_pair((a, b): &Pair) -> String {
 
 /// Walks a table keyed by `(&str, u64)` (contact numbers) from the start, handing each
 /// row to `row`; after a failed read it finds the first number whose read succeeds past
-/// the damage (by doubling, then halving, the step), and goes on to the next of
-/// `agents` (sorted) when none of this agent's does.
+/// the damage (see [`first_readable`]; no number is above `ceiling`, the next contact
+/// number, or `u64::MAX` when it is not known), and goes on to the next of `agents`
+/// (sorted) when none of this agent's does.
 pub fn walk_numbers<V: redb::Value + 'static>(
     table: &ReadOnlyTable<(&'static str, u64), V>,
     agents: &[String],
+    ceiling: u64,
     row: &mut dyn FnMut(&str, u64, AccessGuard<'_, V>),
 ) -> Vec<Gap> {
     let mut gaps = Vec::new();
@@ -131,14 +150,17 @@ pub fn walk_numbers<V: redb::Value + 'static>(
             .clone()
             .or_else(|| start.clone())
             .unwrap_or_else(|| (agents.first().cloned().unwrap_or_default(), 0));
-        let resume = first_readable(table, &agent, n)
+        let resume = first_readable(table, &agent, n, ceiling)
             .map(|at| (agent.clone(), at))
             .or_else(|| {
-                agents
-                    .iter()
-                    .filter(|a| **a > agent)
-                    .find(|a| readable(table, a, 0))
-                    .map(|a| (a.clone(), 0))
+                agents.iter().filter(|a| **a > agent).find_map(|a| {
+                    let at = if readable(table, a, 0) {
+                        Some(0)
+                    } else {
+                        first_readable(table, a, 0, ceiling)
+                    };
+                    at.map(|at| (a.clone(), at))
+                })
             });
         gaps.push(Gap {
             after: last.as_ref().map(|(a, n)| format!("{a}/{n}")),
@@ -184,24 +206,34 @@ fn readable<V: redb::Value + 'static>(
     .is_ok()
 }
 
-/// The first number above `n` of `agent` from which a read succeeds, if any.
+/// Most numbers a probe skips at once: a readable stretch of the id index narrower
+/// than this between two damaged pages may be passed over (a page holds more).
+const MAX_STEP: u64 = 64;
+
+/// The first number above `n` (and at most `ceiling`) of `agent` from which a read
+/// succeeds, if any: probes at steps that double up to [`MAX_STEP`] and then stay
+/// there (without a ceiling they keep doubling), then halve back to the first readable
+/// one.
 fn first_readable<V: redb::Value + 'static>(
     table: &ReadOnlyTable<(&'static str, u64), V>,
     agent: &str,
     n: u64,
+    ceiling: u64,
 ) -> Option<u64> {
-    // Doubling steps find a readable start; halving them back finds the first one.
     let mut bad = n;
     let mut step = 1u64;
     let good = loop {
-        let probe = n.checked_add(step)?;
+        let probe = bad.checked_add(step).filter(|p| *p <= ceiling)?;
         if readable(table, agent, probe) {
             break probe;
         }
         bad = probe;
-        step = step.checked_mul(2)?;
+        step = step.saturating_mul(2);
+        if ceiling != u64::MAX {
+            step = step.min(MAX_STEP);
+        }
     };
-    let (mut bad, mut good) = (bad, good);
+    let mut good = good;
     while good - bad > 1 {
         let mid = bad + (good - bad) / 2;
         if readable(table, agent, mid) {

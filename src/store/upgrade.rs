@@ -152,7 +152,7 @@ fn rewrite_contact(
     let Some(bytes) = contacts.get((agent, ext))?.map(|b| b.value().to_vec()) else {
         return Ok(());
     };
-    let mut contact = decode_legacy_contact(&bytes)?;
+    let mut contact = decode_legacy_contact(agent, &bytes)?;
     // An id today's rules refuse (a control or invisible character, surrounding
     // spaces) is kept as it is: it was valid when written.
     let canonical = ids::external_id(ext).unwrap_or_else(|_| ext.to_owned());
@@ -171,7 +171,7 @@ fn rewrite_contact(
     }
     contacts.insert(
         (agent, contact.external_id.as_str()),
-        encode_contact(&contact).as_slice(),
+        encode_contact(agent, &contact).as_slice(),
     )?;
     Ok(())
 }
@@ -196,7 +196,7 @@ fn rebuild_email_index(db: &Database, collisions: &mut Collisions) -> Result<(),
                 let Some(bytes) = contacts.get((agent.as_str(), ext.as_str()))? else {
                     continue;
                 };
-                let contact = decode_legacy_contact(bytes.value())?;
+                let contact = decode_legacy_contact(agent, bytes.value())?;
                 let Some(key) = contact.email_key() else {
                     continue;
                 };
@@ -208,7 +208,7 @@ fn rebuild_email_index(db: &Database, collisions: &mut Collisions) -> Result<(),
                     Some(other) => {
                         let other_id = contacts
                             .get((agent.as_str(), other.as_str()))?
-                            .map(|b| decode_legacy_contact(b.value()))
+                            .map(|b| decode_legacy_contact(agent, b.value()))
                             .transpose()?
                             .map_or(u64::MAX, |c| c.id);
                         let (kept, left) = if contact.id < other_id {
@@ -245,7 +245,7 @@ mod tests {
 
     /// A contact record as schema 3 wrote it: version 2, unsealed.
     fn legacy(contact: &Contact) -> Vec<u8> {
-        let mut bytes = encode_contact(contact);
+        let mut bytes = encode_contact("default", contact);
         bytes.truncate(bytes.len() - 4);
         bytes[0] = 2;
         bytes
@@ -333,7 +333,7 @@ mod tests {
         // Every record sealed; the collisions are what check reports, nothing else.
         let txn = store.db_for_tests().begin_read().unwrap();
         for row in txn.open_table(CONTACTS).unwrap().iter().unwrap() {
-            decode_contact(row.unwrap().1.value()).unwrap();
+            decode_contact("default", row.unwrap().1.value()).unwrap();
         }
         let report = store.check().unwrap();
         assert_eq!(report.damage_count, 0, "{:?}", report.problems);

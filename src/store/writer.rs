@@ -346,12 +346,15 @@ fn run(
         let finished = if poisoned {
             Ok(None)
         } else {
-            txn.finish_index()
+            unpanic("indexing a write", || txn.finish_index())
         };
         let own = match finished {
             Ok(own) => own,
             Err(err) => {
                 tracing::error!(error = %err, "cannot write the index changes");
+                if let StoreError::Corrupt(detail) = &err {
+                    damage.record(detail);
+                }
                 poisoned = true;
                 None
             }
@@ -363,15 +366,18 @@ fn run(
             unlogged.add(*seq, Arc::clone(slot));
         }
         let outcome = if poisoned {
-            if let Err(err) = txn.txn.abort() {
+            if let Err(err) = unpanic("an abort", || Ok(txn.txn.abort()?)) {
                 tracing::error!(error = %err, "abort failed");
             }
             Err(StoreError::Backend(
                 "a storage error aborted the transaction".into(),
             ))
         } else {
-            txn.txn.commit().map_err(StoreError::from)
+            unpanic("a commit", || Ok(txn.txn.commit()?))
         };
+        if let Err(StoreError::Corrupt(detail)) = &outcome {
+            damage.record(detail);
+        }
         match &outcome {
             Ok(()) => {
                 unlogged.remove(&flushed);
@@ -391,7 +397,8 @@ fn run(
     // Stopping: the index changes still waiting in memory go into a run, so the next
     // open has no journal to index again.
     if damage.writable().is_ok() && !unlogged.all().is_empty() {
-        let flushed = begin(db, worker, unlogged, *limits.lock()).and_then(|txn| {
+        let flushed = unpanic("the last flush", || {
+            let txn = begin(db, worker, unlogged, *limits.lock())?;
             txn.flush_now()?;
             let flushed = std::mem::take(&mut *txn.flushed.borrow_mut());
             txn.txn.commit()?;

@@ -10,6 +10,6 @@ fn version_1_contact_record_still_decodes() {
     let bytes = include_bytes!("../golden/contact_v1.bin");
     assert_eq!(bytes[0], 1, "the golden file is a version-1 record");
     let expected: Value = serde_json::from_str(include_str!("../golden/contact_v1.json")).unwrap();
-    let contact = decode_legacy_contact(bytes).unwrap();
+    let contact = decode_legacy_contact("default", bytes).unwrap();
     assert_eq!(contact.to_json(), expected);
 }

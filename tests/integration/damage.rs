@@ -352,7 +352,7 @@ async fn salvage_of_a_healthy_dir_loses_nothing_and_of_noise_reads_nothing() {
     );
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(3),
         "the output must be new or empty"
     );
 

@@ -79,7 +79,29 @@ fn gzip_of(head: &[u8], fill: u8, mib: usize, tail: &[u8]) -> Vec<u8> {
 async fn a_record_longer_than_any_valid_row_is_refused_as_it_streams() {
     let dir = tempfile::tempdir().unwrap();
     let proc = Proc::start(dir.path(), Some(ADMIN_KEY));
-    // One 300 MiB cell (plain JSON and NDJSON, gzip CSV), through an agent key too.
+    let http = crate::process::http;
+    let bot = serde_json::json!({"id": "bot", "name": "Bot"});
+    let made = http(
+        &proc.addr,
+        Method::POST,
+        "/api/v1/chatbots",
+        ADMIN_KEY,
+        Some(bot),
+    )
+    .await;
+    assert_eq!(made.0, StatusCode::OK);
+    let key = serde_json::json!({"name": "bot", "chatbot_id": "bot"});
+    let (_, key) = http(
+        &proc.addr,
+        Method::POST,
+        "/api/v1/keys",
+        ADMIN_KEY,
+        Some(key),
+    )
+    .await;
+    let agent_key = key["data"]["key"].as_str().unwrap().to_owned();
+    // One 300 MiB cell: gzip CSV and NDJSON with the admin key, plain JSON and CSV
+    // with an agent key.
     let cases: [(&str, &[u8], &[u8], bool); 4] = [
         ("text/csv", b"external_id,name\nx,", b"\n", true),
         (
@@ -97,11 +119,16 @@ async fn a_record_longer_than_any_valid_row_is_refused_as_it_streams() {
         ("text/csv", b"external_id,name\nok,Sam\nx,", b"\n", false),
     ];
     for (content_type, head, tail, gzip) in cases {
+        let (agent, key) = if gzip {
+            ("default", ADMIN_KEY)
+        } else {
+            ("bot", agent_key.as_str())
+        };
         let (status, body) = if gzip {
             post_import(
                 &proc,
-                "default",
-                ADMIN_KEY,
+                agent,
+                key,
                 "",
                 &[("content-type", content_type), ("content-encoding", "gzip")],
                 gzip_of(head, b'a', 300, tail),
@@ -113,8 +140,8 @@ async fn a_record_longer_than_any_valid_row_is_refused_as_it_streams() {
             bytes.extend_from_slice(tail);
             post_import(
                 &proc,
-                "default",
-                ADMIN_KEY,
+                agent,
+                key,
                 "",
                 &[("content-type", content_type)],
                 bytes,

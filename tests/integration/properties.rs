@@ -111,8 +111,8 @@ proptest! {
 
     #[test]
     fn codec_round_trips(c in contact()) {
-        let bytes = encode_contact(&c);
-        prop_assert_eq!(decode_contact(&bytes).unwrap(), c);
+        let bytes = encode_contact("agent", &c);
+        prop_assert_eq!(decode_contact("agent", &bytes).unwrap(), c);
     }
 
     #[test]
