@@ -65,7 +65,12 @@ pub fn external_id(raw: &str) -> Result<String, &'static str> {
     if raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace) {
         return Err("must not start or end with a space");
     }
-    let id: String = raw.nfc().collect();
+    // ASCII is its own NFC.
+    let id: String = if raw.is_ascii() {
+        raw.to_owned()
+    } else {
+        raw.nfc().collect()
+    };
     if id.len() > 255 {
         return Err("must be at most 255 bytes");
     }

@@ -153,6 +153,11 @@ pub const MAX_TEXT_KEY: usize = 1024;
 /// The sort key of a text: lower-cased, cut to at most [`MAX_TEXT_KEY`] bytes at a
 /// character boundary.
 pub fn text_key(text: &str) -> Vec<u8> {
+    if text.is_ascii() {
+        let mut key = text.as_bytes()[..text.len().min(MAX_TEXT_KEY)].to_vec();
+        key.make_ascii_lowercase();
+        return key;
+    }
     let mut lower = String::with_capacity(text.len().min(MAX_TEXT_KEY + 4));
     for c in text.chars().flat_map(char::to_lowercase) {
         if lower.len() + c.len_utf8() > MAX_TEXT_KEY {
