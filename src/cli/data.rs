@@ -32,9 +32,10 @@ fn counter(what: &'static str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-pub fn check(config: &Config, json: bool) -> ExitCode {
-    let bar = counter("checked");
-    let report = store::check_offline(&config.data_dir, &|n| {
+/// Runs `work`, showing on a terminal the count of contacts it reports.
+fn counting<T>(what: &'static str, work: impl FnOnce(&dyn Fn(u64)) -> T) -> T {
+    let bar = counter(what);
+    let result = work(&|n| {
         if let Some(bar) = &bar {
             bar.set_position(n);
         }
@@ -42,6 +43,13 @@ pub fn check(config: &Config, json: bool) -> ExitCode {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    result
+}
+
+pub fn check(config: &Config, json: bool) -> ExitCode {
+    let report = counting("checked", |progress| {
+        store::check_offline(&config.data_dir, progress)
+    });
     let report: CheckReport = match report {
         Ok(report) => report,
         Err(err) => {
@@ -87,15 +95,9 @@ pub fn check(config: &Config, json: bool) -> ExitCode {
 }
 
 pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
-    let bar = counter("copied");
-    let report = store::salvage(&config.data_dir, output, &|n| {
-        if let Some(bar) = &bar {
-            bar.set_position(n);
-        }
+    let report = counting("copied", |progress| {
+        store::salvage(&config.data_dir, output, progress)
     });
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
     let report: SalvageReport = match report {
         Ok(report) => report,
         Err(err) => {
