@@ -373,38 +373,35 @@ fn init_logging(level: &str) {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    // The handlers are installed before `listening on` is printed: a signal that comes
+    // right after it must shut down gracefully, not kill the process.
+    let shutdown = shutdown_signal().map_err(|err| format!("cannot handle signals: {err}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
     let data_dir = config.data_dir.clone();
-    crate::serve(listener, config, shutdown_signal())
+    crate::serve(listener, config, shutdown)
         .await
         .map_err(|err| describe(&err, &data_dir, "the running server"))
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// A future that resolves on SIGINT or SIGTERM; the handlers are installed now.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+    })
 }
 
 /// A store error as a message; `endpoint` is the HTTP call to use while the server runs.
