@@ -14,13 +14,14 @@
 //! expected set built (sorted once) and compared with the index in one merge pass, to
 //! name the differences. Everything is linear in the contacts, but for sorting.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable};
 
+use super::blocks;
 use super::codec::{decode_agent, decode_attribute, decode_key, decode_stored_contact};
 use super::damage::{unpanic, MARKER};
 use super::index::{counted_fields, sort_keys, word_keys};
@@ -170,6 +171,8 @@ struct Expected {
     /// Entries read from `contacts_by_id` and `contacts_by_email`.
     ids_found: u64,
     emails_found: u64,
+    /// The block counts the id index makes.
+    blocks: blocks::Deltas,
 }
 
 /// The keys a contact should have in an index.
@@ -281,8 +284,10 @@ pub fn run(
         .map_or(u64::MAX, |v| v.value());
 
     // The id and email indexes, counted per agent, read past damage.
-    for gap in walk_numbers(&by_id, &agent_ids, ceiling, &mut |agent, _, _| {
-        expected.entry(agent.to_owned()).or_default().ids_found += 1;
+    for gap in walk_numbers(&by_id, &agent_ids, ceiling, &mut |agent, id, _| {
+        let exp = expected.entry(agent.to_owned()).or_default();
+        exp.ids_found += 1;
+        exp.blocks.add(id, 1);
     }) {
         report.damage(format!("contacts_by_id {gap}"));
     }
@@ -431,6 +436,7 @@ pub fn run(
             *by_index.entry(index_name(index)).or_default() += have.entries;
         }
         check_field_counts(&counts, agent, exp.fields, report);
+        check_blocks(txn, agent, &exp.blocks, report)?;
         report.index_entries += exp.ids_found + exp.emails_found;
     }
     // Entries outside every agent's range (an agent that no longer exists).
@@ -543,6 +549,46 @@ fn id_index_names(
     });
     names.sort_unstable();
     names
+}
+
+/// The per-block counts must be what the id index holds.
+fn check_blocks(
+    txn: &ReadTransaction,
+    agent: &str,
+    want: &blocks::Deltas,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    let table = txn.open_table(blocks::CONTACT_BLOCKS)?;
+    let read = unpanic("a range read", || {
+        let mut have = BTreeMap::new();
+        for level in [1, 2] {
+            for (block, count) in blocks::read_counts(&table, agent, level, 0, u64::MAX)? {
+                have.insert((level, block), count);
+            }
+        }
+        Ok(have)
+    });
+    let have = match read {
+        Ok(have) => have,
+        Err(err) => {
+            report.damage(format!("contact_blocks of agent {agent}: {err}"));
+            return Ok(());
+        }
+    };
+    let want: BTreeMap<(u64, u64), u64> = want
+        .counts()
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (*k, n.unsigned_abs()))
+        .collect();
+    if have != want {
+        let wrong = want.iter().filter(|(k, n)| have.get(k) != Some(n)).count()
+            + have.keys().filter(|k| !want.contains_key(k)).count();
+        report.problem(format!(
+            "agent {agent}: contact_blocks differs from the id index in {wrong} block(s)"
+        ));
+    }
+    Ok(())
 }
 
 /// The next contact number must be above every number given out.

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::blocks;
 use super::codec::{
     decode_agent, decode_attribute, decode_stored_contact, encode_agent, encode_attribute,
     encode_contact, expect_contact,
@@ -111,6 +112,15 @@ impl<'txn> Tables<'txn> {
         // Field counts now; the index entries when the transaction finishes.
         let changes = Arc::new(changes);
         self.txn.index_contacts(agent, Arc::clone(&changes));
+        let mut blocks = blocks::Deltas::default();
+        for (before, after) in changes.iter() {
+            match (before, after) {
+                (None, Some(new)) => blocks.add(new.id, 1),
+                (Some(old), None) => blocks.add(old.id, -1),
+                _ => {}
+            }
+        }
+        blocks.write(self.txn, agent)?;
         for (before, after) in changes.iter() {
             let Some(old) = before else { continue };
             let new_key = after.as_ref().and_then(Contact::email_key);
@@ -612,6 +622,7 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     }
     let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
     by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
+    blocks::remove_agent(txn, agent_id)?;
     // Earlier jobs of this transaction may have index changes for the agent.
     txn.flush_all_now()?;
     index::delete_agent(txn, agent_id, txn.limits)?;

@@ -2,6 +2,7 @@
 //! blocking pool); writes go to a single writer thread and resolve once their
 //! transaction is durably committed.
 
+mod blocks;
 mod check;
 mod codec;
 mod contacts;

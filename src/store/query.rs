@@ -32,6 +32,7 @@ use std::ops::Bound;
 
 use redb::{AccessGuard, ReadOnlyTable, ReadTransaction};
 
+use super::blocks::{self, CONTACT_BLOCKS};
 use super::codec::{decode_agent, decode_stored_contact, expect_contact};
 use super::keys;
 use super::lsm::unlogged::Held;
@@ -175,9 +176,22 @@ pub fn run(
     };
     if query.terms.is_empty() && query.filters.is_empty() {
         let mut page = if query.sort_field == "created_at" {
-            // The offset is skipped in the id index, without loading those contacts.
-            let mut ids = id_rows(&snap, agent, after.map(|p| p.id), query.descending)?;
-            for skipped in ids.by_ref().take(offset) {
+            // A cursor says where to go on; an offset is found through the block
+            // counts, and what remains of it skipped in the id index without loading
+            // those contacts.
+            let (from, skip) = match after {
+                Some(pos) => (Some(pos.id), 0),
+                None if offset == 0 => (None, 0),
+                None => match locate_offset(txn, agent, offset as u64, query.descending)? {
+                    Some(found) => found,
+                    None => (Some(if query.descending { 0 } else { u64::MAX }), 0),
+                },
+            };
+            let mut ids = id_rows(&snap, agent, from, query.descending)?;
+            for skipped in ids
+                .by_ref()
+                .take(usize::try_from(skip).unwrap_or(usize::MAX))
+            {
                 skipped?;
             }
             let rows = Box::new(ids.map(|row| {
@@ -258,6 +272,31 @@ pub fn run(
     };
     page.total = total;
     Ok(page)
+}
+
+/// Where the `offset`-th contact of `agent` in creation order is (see
+/// `blocks::locate`), as an exclusive bound for [`id_rows`] and the entries to skip
+/// after it; `None` past the last contact.
+fn locate_offset(
+    txn: &ReadTransaction,
+    agent: &str,
+    offset: u64,
+    descending: bool,
+) -> Result<Option<(Option<u64>, u64)>, StoreError> {
+    let table = txn.open_table(CONTACT_BLOCKS)?;
+    let found = blocks::locate(offset, descending, &mut |level, first, last| {
+        blocks::read_counts(&table, agent, level, first, last)
+    })?;
+    Ok(found.map(|(bound, skip)| {
+        // `id_rows` starts after its bound: below the block ascending (none for the
+        // first block), at the block's end descending.
+        let from = if descending {
+            Some(bound)
+        } else {
+            bound.checked_sub(1)
+        };
+        (from, skip)
+    }))
 }
 
 /// Skips `offset` accepted rows, then takes `limit` and looks one further for `next`.

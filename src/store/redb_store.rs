@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::blocks;
 use super::check::{self, CheckReport};
 use super::codec::{
     decode_agent, decode_attribute, decode_key, decode_stored_contact, encode_agent,
@@ -241,14 +242,18 @@ fn prepare(db: &Database, damage: &Damage) -> Result<(), StoreError> {
         txn.open_table(AGENTS)?;
         txn.open_table(API_KEYS)?;
         txn.open_table(CUSTOM_ATTRIBUTES)?;
-        // Created even when empty: readers open it.
+        // Created even when empty: readers open them.
         txn.open_table(INDEX_JOURNAL)?;
+        txn.open_table(blocks::CONTACT_BLOCKS)?;
         Ok(())
     };
     let mut txn = db.begin_write()?;
     txn.set_quick_repair(true);
     create_tables(&txn)?;
     let indexed = unpanic("indexing at open", || {
+        if blocks::ensure(&txn)? {
+            tracing::info!("counted the contacts per block of contact numbers");
+        }
         if let Some(built) = index::ensure(&txn, IndexLimits::default())? {
             if built > 0 {
                 tracing::info!(contacts = built, "built the sort and word indexes");
@@ -1175,5 +1180,47 @@ mod tests {
             RedbStore::open(dir.path()),
             Err(StoreError::AlreadyOpen(_))
         ));
+    }
+
+    /// The block counts follow creates and deletes, and `check` notices when they do
+    /// not match the id index.
+    #[test]
+    fn block_counts_follow_writes_and_check_verifies_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = RedbStore::open(dir.path()).unwrap();
+        create_agent(&rt, &store, "a");
+        let rows: Vec<(String, String)> = (0..1500)
+            .map(|i| (format!("u{i}"), format!("n{i}")))
+            .collect();
+        let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        upsert_names(&rt, &store, "a", &rows);
+        rt.block_on(store.delete_contact("a".into(), "u3".into()))
+            .unwrap();
+        let count = |level: u64, block: u64| {
+            let txn = store.db_for_tests().begin_read().unwrap();
+            let table = txn.open_table(blocks::CONTACT_BLOCKS).unwrap();
+            table
+                .get(("a", level, block))
+                .unwrap()
+                .map_or(0, |v| v.value())
+        };
+        // Contact numbers 1..=1500, less number 4: 1022 in block 0, 477 in block 1.
+        assert_eq!((count(1, 0), count(1, 1), count(2, 0)), (1022, 477, 1499));
+        assert_eq!(store.check().unwrap().problem_count, 0);
+        {
+            let txn = store.db_for_tests().begin_write().unwrap();
+            txn.open_table(blocks::CONTACT_BLOCKS)
+                .unwrap()
+                .insert(("a", 1, 1), 5)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let report = store.check().unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.contains("contact_blocks")),
+            "{:?}",
+            report.problems
+        );
     }
 }
