@@ -56,7 +56,7 @@ pub const AGENT: &str = "default";
 /// Contacts per batch request, the API's maximum.
 pub const BATCH: usize = 1000;
 /// Concurrent streams used to preload, so group commit and parsing overlap.
-const PRELOAD_STREAMS: u64 = 4;
+pub const PRELOAD_STREAMS: u64 = 4;
 /// A request that takes longer than this counts as failed (the server gives up at 30 s).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
