@@ -77,6 +77,17 @@ pub const SETTINGS: &[Setting] = &[
         help: "most custom attribute definitions one agent may have (400 beyond)",
     },
     Setting {
+        key: "wal.checkpoint_mb",
+        default: "64",
+        help:
+            "MiB of write-ahead log after which a checkpoint writes the data file (0: every commit)",
+    },
+    Setting {
+        key: "wal.checkpoint_secs",
+        default: "30",
+        help: "seconds after which a checkpoint writes the data file, if anything was logged",
+    },
+    Setting {
         key: "import.max_bytes",
         default: "1073741824",
         help: "largest import upload in bytes, and largest after gunzip (413 beyond)",
@@ -108,6 +119,10 @@ pub struct Config {
     pub unknown_attributes: UnknownPolicy,
     /// Most custom attribute definitions per agent.
     pub max_attributes_per_agent: usize,
+    /// MiB of write-ahead log that makes a checkpoint due.
+    pub checkpoint_mb: u64,
+    /// Time after which a checkpoint is due, if anything was logged.
+    pub checkpoint_every: Duration,
     /// Admin key to create on first run instead of a generated one.
     pub admin_key: Option<String>,
     /// Largest import upload (and its size after gunzip).
@@ -120,6 +135,15 @@ impl Config {
     /// `cache_mb` in bytes (saturating on a 32-bit target).
     pub fn cache_bytes(&self) -> usize {
         usize::try_from(self.cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+
+    /// How the store is opened.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            cache_bytes: self.cache_bytes(),
+            checkpoint_bytes: self.checkpoint_mb.saturating_mul(1 << 20),
+            checkpoint_every: self.checkpoint_every,
+        }
     }
 }
 
@@ -272,6 +296,8 @@ pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
         max_attributes_per_agent: usize::try_from(number("custom_attributes.max_per_agent", 1)?)
             .map_err(|_| fail("custom_attributes.max_per_agent", "too large".into()))?,
         admin_key,
+        checkpoint_mb: number("wal.checkpoint_mb", 0)?,
+        checkpoint_every: Duration::from_secs(number("wal.checkpoint_secs", 1)?),
         import_max_bytes: number("import.max_bytes", 1)?,
         import_timeout: Duration::from_secs(number("import.timeout_secs", 1)?),
     })
@@ -365,6 +391,12 @@ pub fn to_toml(config: &Config) -> String {
     out.push_str(&format!(
         "max_per_agent = {}\n",
         config.max_attributes_per_agent
+    ));
+    out.push_str("\n[wal]\n");
+    out.push_str(&format!("checkpoint_mb = {}\n", config.checkpoint_mb));
+    out.push_str(&format!(
+        "checkpoint_secs = {}\n",
+        config.checkpoint_every.as_secs()
     ));
     out.push_str("\n[import]\n");
     out.push_str(&format!("max_bytes = {}\n", config.import_max_bytes));

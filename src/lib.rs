@@ -35,8 +35,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StoreError> {
     let data_dir = config.data_dir.clone();
-    let cache = config.cache_bytes();
-    let store = tokio::task::spawn_blocking(move || RedbStore::open_with_cache(&data_dir, cache))
+    let options = config.store_options();
+    let store = tokio::task::spawn_blocking(move || RedbStore::open_with(&data_dir, options))
         .await
         .map_err(|err| StoreError::Backend(format!("open task failed: {err}")))??;
     let store = Arc::new(store);

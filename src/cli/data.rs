@@ -68,6 +68,7 @@ pub fn check(config: &Config, json: bool) -> ExitCode {
             "problem_count": report.problem_count,
             "damage_count": report.damage_count,
             "problems": report.problems,
+            "notes": report.notes,
         }));
     } else {
         println!(
@@ -80,6 +81,9 @@ pub fn check(config: &Config, json: bool) -> ExitCode {
         );
         for problem in &report.problems {
             println!("  {problem}");
+        }
+        for note in &report.notes {
+            println!("  note: {note}");
         }
         if report.damage_count > 0 {
             println!(

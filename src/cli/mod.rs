@@ -70,6 +70,12 @@ pub struct SettingFlags {
     /// Most custom attribute definitions per agent [config: custom_attributes.max_per_agent]
     #[arg(long, global = true, value_name = "N")]
     pub custom_attributes_max_per_agent: Option<String>,
+    /// MiB of write-ahead log that makes a checkpoint due [config: wal.checkpoint_mb]
+    #[arg(long, global = true, value_name = "MIB")]
+    pub wal_checkpoint_mb: Option<String>,
+    /// Seconds after which a checkpoint is due [config: wal.checkpoint_secs]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub wal_checkpoint_secs: Option<String>,
     /// Largest import upload in bytes [config: import.max_bytes]
     #[arg(long, global = true, value_name = "BYTES")]
     pub import_max_bytes: Option<String>,
@@ -95,6 +101,8 @@ impl SettingFlags {
                 "custom_attributes.max_per_agent",
                 &self.custom_attributes_max_per_agent,
             ),
+            ("wal.checkpoint_mb", &self.wal_checkpoint_mb),
+            ("wal.checkpoint_secs", &self.wal_checkpoint_secs),
             ("import.max_bytes", &self.import_max_bytes),
             ("import.timeout_secs", &self.import_timeout_secs),
         ];
@@ -420,7 +428,7 @@ pub(crate) fn describe(err: &StoreError, data_dir: &Path, endpoint: &str) -> Str
 }
 
 fn open(config: &Config, endpoint: &str) -> Result<RedbStore, String> {
-    RedbStore::open_with_cache(&config.data_dir, config.cache_bytes())
+    RedbStore::open_with(&config.data_dir, config.store_options())
         .map_err(|err| describe(&err, &config.data_dir, endpoint))
 }
 

@@ -34,8 +34,9 @@ use super::scan::{walk_numbers, walk_pairs, Hints};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, FIELD_COUNTS,
     INDEX_VERSION, META, META_INDEX_VERSION, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION,
-    SCHEMA_VERSION,
+    META_WAL_CHECKPOINT, SCHEMA_VERSION,
 };
+use super::wal;
 use super::StoreError;
 use crate::domain::{ids, Contact};
 
@@ -54,6 +55,8 @@ pub struct CheckReport {
     pub damage_count: u64,
     /// The first problems, one line each; damage first says so.
     pub problems: Vec<String>,
+    /// What is worth knowing but not wrong (writes waiting in the log).
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -98,8 +101,9 @@ pub fn open_read_only(data_dir: &Path) -> Result<ReadOnlyDatabase, StoreError> {
 pub fn run_offline(data_dir: &Path, progress: &dyn Fn(u64)) -> Result<CheckReport, StoreError> {
     let db = open_read_only(data_dir)?;
     let txn = db.begin_read()?;
-    unpanic("the meta table", || check_versions(&txn))?;
+    let checkpoint = unpanic("the meta table", || check_versions(&txn))?;
     let mut report = CheckReport::default();
+    check_log(data_dir, checkpoint, &mut report);
     if let Ok(text) = std::fs::read_to_string(data_dir.join(MARKER)) {
         report.damage(format!(
             "the data dir is marked damaged ({MARKER}): {}",
@@ -131,7 +135,7 @@ pub fn run_offline(data_dir: &Path, progress: &dyn Fn(u64)) -> Result<CheckRepor
 
 /// A data dir of an older layout is refused: its records are read by the upgrade that
 /// `contactd serve` runs at open, and would otherwise all look damaged.
-fn check_versions(txn: &ReadTransaction) -> Result<(), StoreError> {
+fn check_versions(txn: &ReadTransaction) -> Result<u64, StoreError> {
     let meta = txn.open_table(META)?;
     let get = |name| -> Result<Option<u64>, StoreError> { Ok(meta.get(name)?.map(|v| v.value())) };
     let schema = get(META_SCHEMA_VERSION)?;
@@ -141,7 +145,29 @@ fn check_versions(txn: &ReadTransaction) -> Result<(), StoreError> {
             "the data dir has schema version {schema:?} and index version {index:?}, this build {SCHEMA_VERSION} and {INDEX_VERSION}: start and stop `contactd serve` once to upgrade it, then check"
         )));
     }
-    Ok(())
+    Ok(get(META_WAL_CHECKPOINT)?.unwrap_or(0))
+}
+
+/// The write-ahead log against the checkpoint: every record after it whole and
+/// numbered on from it (read without cutting a torn tail off).
+fn check_log(data_dir: &Path, checkpoint: u64, report: &mut CheckReport) {
+    match wal::read(data_dir, checkpoint, false) {
+        Ok(log) => {
+            if !log.records.is_empty() {
+                report.notes.push(format!(
+                    "the write-ahead log holds {} writes after the last checkpoint (a crash); the server applies them when it starts, and this check does not see them",
+                    log.records.len()
+                ));
+            }
+            if log.torn > 0 {
+                report.notes.push(format!(
+                    "the write-ahead log ends in a record cut short ({} bytes, a crash while it was written); the server drops it when it starts",
+                    log.torn
+                ));
+            }
+        }
+        Err(err) => report.damage(format!("the write-ahead log: {err}")),
+    }
 }
 
 /// The entries of one agent in one index, summarised: how many, and the wrapping sum

@@ -11,10 +11,12 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::blocks;
 use super::codec::{
-    decode_agent, decode_attribute, decode_stored_contact, encode_agent, encode_attribute,
+    decode_agent, decode_attribute, decode_contact, decode_stored_contact, encode_agent,
     encode_contact, expect_contact,
 };
 use super::index::{self, Pairs};
+use super::redb_store::{put_attribute, set_meta};
+use super::redo::{ContactChange, Op};
 use super::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
     META_NEXT_CONTACT_ID,
@@ -121,7 +123,13 @@ impl<'txn> Tables<'txn> {
             }
         }
         blocks.write(self.txn, agent)?;
+        let mut logged = Vec::with_capacity(changes.len());
         for (before, after) in changes.iter() {
+            if after.is_none() {
+                if let Some(old) = before {
+                    logged.push((Some((old.external_id.clone(), old.id)), None));
+                }
+            }
             let Some(old) = before else { continue };
             let new_key = after.as_ref().and_then(Contact::email_key);
             let renamed = after
@@ -145,8 +153,10 @@ impl<'txn> Tables<'txn> {
                 continue;
             }
             let ext = new.external_id.as_str();
-            self.contacts
-                .insert((agent, ext), encode_contact(agent, new).as_slice())?;
+            let record = encode_contact(agent, new);
+            self.contacts.insert((agent, ext), record.as_slice())?;
+            let was = before.as_ref().map(|b| (b.external_id.clone(), b.id));
+            logged.push((was, Some(record)));
             let same_ext = before
                 .as_ref()
                 .is_some_and(|b| b.external_id == new.external_id);
@@ -160,14 +170,50 @@ impl<'txn> Tables<'txn> {
                 self.by_id.insert((agent, new.id), ext)?;
             }
         }
+        if !logged.is_empty() {
+            self.txn.record(Op::Contacts {
+                agent: agent.to_owned(),
+                changes: logged,
+            });
+        }
         Ok(())
     }
 
     fn save_agent(&mut self, agent: &Agent) -> Result<(), StoreError> {
-        self.agents
-            .insert(agent.id.as_str(), encode_agent(agent).as_slice())?;
+        let record = encode_agent(agent);
+        self.agents.insert(agent.id.as_str(), record.as_slice())?;
+        self.txn.record(Op::PutAgent {
+            id: agent.id.clone(),
+            record,
+        });
         Ok(())
     }
+}
+
+/// Applies logged contact changes again (see `redo`): each contact as it was before is
+/// read back, and the change written as it was live.
+pub fn redo(txn: &Txn, agent: &str, changes: Vec<ContactChange>) -> Result<(), StoreError> {
+    let mut tables = Tables::open(txn)?;
+    let mut pairs = Vec::with_capacity(changes.len());
+    for (was, record) in changes {
+        let before = match was {
+            Some((ext, id)) => {
+                let found = tables.load(agent, &ext)?.filter(|c| c.id == id);
+                Some(found.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "the write-ahead log changes contact {agent}/{ext} (number {id}), which the data does not hold"
+                    ))
+                })?)
+            }
+            None => None,
+        };
+        let after = match record {
+            Some(bytes) => Some(decode_contact(agent, &bytes)?),
+            None => None,
+        };
+        pairs.push((before, after));
+    }
+    tables.apply(agent, pairs)
 }
 
 fn next_contact_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
@@ -176,9 +222,8 @@ fn next_contact_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
     Ok(next)
 }
 
-fn save_next_contact_id(txn: &WriteTransaction, next: u64) -> Result<(), StoreError> {
-    txn.open_table(META)?.insert(META_NEXT_CONTACT_ID, next)?;
-    Ok(())
+fn save_next_contact_id(txn: &Txn, next: u64) -> Result<(), StoreError> {
+    set_meta(txn, META_NEXT_CONTACT_ID, next)
 }
 
 /// Every custom attribute definition of an agent.
@@ -208,13 +253,9 @@ fn load_schema(
 }
 
 /// Writes the definitions a request made on the fly.
-fn save_created(txn: &WriteTransaction, agent_id: &str, schema: &Schema) -> Result<(), StoreError> {
-    let mut table = txn.open_table(CUSTOM_ATTRIBUTES)?;
+fn save_created(txn: &Txn, agent_id: &str, schema: &Schema) -> Result<(), StoreError> {
     for def in schema.created() {
-        table.insert(
-            (agent_id, def.name.as_str()),
-            encode_attribute(agent_id, def).as_slice(),
-        )?;
+        put_attribute(txn, agent_id, def)?;
     }
     Ok(())
 }
@@ -429,7 +470,7 @@ impl<'txn> Batch<'txn> {
     }
 
     /// Writes everything planned.
-    fn finish(mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+    fn finish(mut self, txn: &Txn) -> Result<(), StoreError> {
         let agent_id = self.agent_id.clone();
         let changes: Vec<_> = self
             .order

@@ -125,8 +125,11 @@ fn run(db: &Database, writer: &Writer, kick: &Kick, damage: &Damage) {
             Wake::Commit(wrote) => dirty |= wrote,
             Wake::Idle if dirty => {
                 dirty = false;
+                // A quiet moment: the waiting index changes into a run, a checkpoint
+                // (so the log restarts), and merges of comparable runs planned.
                 let planned = writer.submit_blocking(|txn| {
                     txn.flush_now()?;
+                    txn.want_checkpoint();
                     plan_idle(txn, txn.limits)
                 });
                 match planned {

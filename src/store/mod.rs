@@ -17,6 +17,7 @@ mod lsm;
 mod merger;
 mod query;
 mod redb_store;
+mod redo;
 mod salvage;
 mod scan;
 mod seal;
@@ -24,6 +25,7 @@ mod sources;
 mod streams;
 mod tables;
 mod upgrade;
+mod wal;
 mod writer;
 
 use std::future::Future;
@@ -42,7 +44,7 @@ pub use damage::{DamageReport, MARKER as DAMAGE_MARKER};
 pub use file::DEFAULT_CACHE;
 pub use lsm::IndexLimits;
 pub use query::{QueryLimits, QueryPage, Start};
-pub use redb_store::{RedbStore, DB_FILE};
+pub use redb_store::{RedbStore, StoreOptions, DB_FILE};
 pub use salvage::{run as salvage, SalvageReport};
 
 /// A write that resolves after its transaction committed (or failed).

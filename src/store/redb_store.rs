@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
@@ -21,12 +22,15 @@ use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
 use super::lsm::IndexLimits;
 use super::merger::{Kick, Merger};
 use super::query::{self, QueryLimits, QueryPage, Start};
+use super::redo::Op;
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
-    META_INITIALIZED, META_SCHEMA_VERSION, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION,
+    META_INITIALIZED, META_SCHEMA_VERSION, META_WAL_CHECKPOINT, OLDEST_SCHEMA_VERSION,
+    SCHEMA_VERSION,
 };
 use super::upgrade;
-use super::writer::Writer;
+use super::wal::{self, Log};
+use super::writer::{Txn, WalSetup, Writer};
 use super::{
     unix_now, ContactPage, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
     Store, StoreError, StoreFuture, UpsertOutcome,
@@ -51,15 +55,51 @@ pub struct RedbStore {
     limits: QueryLimits,
 }
 
+/// How a store is opened: its page cache and when checkpoints happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Most bytes of database pages kept in memory.
+    pub cache_bytes: usize,
+    /// A checkpoint is due once this many bytes were logged since the last one
+    /// (`wal.checkpoint_mb`)...
+    pub checkpoint_bytes: u64,
+    /// ...or this long after the last one, if anything was logged
+    /// (`wal.checkpoint_secs`).
+    pub checkpoint_every: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: file::DEFAULT_CACHE,
+            checkpoint_bytes: 64 << 20,
+            checkpoint_every: Duration::from_secs(30),
+        }
+    }
+}
+
 impl RedbStore {
     /// Opens (or creates) the database in `data_dir`, checks its schema version and
     /// creates any missing table.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with_cache(data_dir, file::DEFAULT_CACHE)
+        Self::open_with(data_dir, StoreOptions::default())
     }
 
     /// [`RedbStore::open`], keeping at most `cache_bytes` of database pages in memory.
     pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        Self::open_with(
+            data_dir,
+            StoreOptions {
+                cache_bytes,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// [`RedbStore::open`] with `options`. Writes the write-ahead log holds beyond the
+    /// last checkpoint (a crash) are applied again before it returns.
+    pub fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let cache_bytes = options.cache_bytes;
         data_dir::prepare(data_dir)?;
         let damage = Arc::new(Damage::open(data_dir));
         let path = data_dir.join(DB_FILE);
@@ -77,12 +117,47 @@ impl RedbStore {
         if damage.writable().is_err() {
             hold_journal(&db, &unlogged)?;
         }
+        let checkpoint = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let found = meta.get(META_WAL_CHECKPOINT)?.map_or(0, |v| v.value());
+            found
+        };
+        let log = wal::read(data_dir, checkpoint, true)?;
+        let redo = log.records;
+        if !redo.is_empty() && damage.writable().is_err() {
+            tracing::error!(
+                records = redo.len(),
+                "the write-ahead log holds writes after the last checkpoint, which a damaged data dir does not apply; they stay in its wal-*.log files"
+            );
+        }
         let writer = Arc::new(Writer::start(
             Arc::clone(&db),
             kick.clone(),
             Arc::clone(&unlogged),
             Arc::clone(&damage),
+            WalSetup {
+                log: Arc::new(Log::start(data_dir, log.next_lsn)?),
+                next_lsn: log.next_lsn,
+                checkpoint_bytes: options.checkpoint_bytes,
+                checkpoint_every: options.checkpoint_every,
+                pending: !redo.is_empty(),
+            },
         )?);
+        if damage.writable().is_ok() && !redo.is_empty() {
+            let records = redo.len();
+            for record in redo {
+                writer.submit_blocking(move |txn| txn.replay(record.ops))?;
+            }
+            writer.submit_blocking(|txn| {
+                txn.want_checkpoint();
+                Ok(())
+            })?;
+            tracing::info!(
+                records,
+                "applied the writes the log held after the last checkpoint"
+            );
+        }
         let merger = Merger::start(
             Arc::clone(&db),
             Arc::clone(&writer),
@@ -437,12 +512,10 @@ impl Store for RedbStore {
 
     fn initialize(&self, agent: Agent, admin_key: ApiKey) -> StoreFuture<bool> {
         self.writer.submit(move |txn| {
-            let mut meta = txn.open_table(META)?;
-            if meta.get(META_INITIALIZED)?.is_some() {
+            if txn.open_table(META)?.get(META_INITIALIZED)?.is_some() {
                 return Ok(false);
             }
-            meta.insert(META_INITIALIZED, 1)?;
-            drop(meta);
+            set_meta(txn, META_INITIALIZED, 1)?;
             put_agent(txn, &agent)?;
             put_key(txn, &admin_key)?;
             Ok(true)
@@ -461,18 +534,15 @@ impl Store for RedbStore {
 
     fn delete_agent(&self, id: String) -> StoreFuture<Agent> {
         self.writer.submit(move |txn| {
-            let mut agents = txn.open_table(AGENTS)?;
-            let agent = match agents.get(id.as_str())? {
-                Some(b) => decode_agent(&id, b.value())?,
+            let found = txn
+                .open_table(AGENTS)?
+                .get(id.as_str())?
+                .map(|b| b.value().to_vec());
+            let agent = match found {
+                Some(bytes) => decode_agent(&id, &bytes)?,
                 None => return Err(StoreError::AgentNotFound),
             };
-            agents.remove(id.as_str())?;
-            drop(agents);
-            contacts::delete_all(txn, &id)?;
-            let mut keys = txn.open_table(API_KEYS)?;
-            keys.retain(|digest, bytes| {
-                decode_key(digest, bytes).map_or(true, |k| k.scope != Scope::Agent(id.clone()))
-            })?;
+            remove_agent(txn, &id)?;
             Ok(agent)
         })
     }
@@ -491,7 +561,7 @@ impl Store for RedbStore {
 
     fn revoke_key(&self, id: String) -> StoreFuture<ApiKey> {
         self.writer.submit(move |txn| {
-            let mut table = txn.open_table(API_KEYS)?;
+            let table = txn.open_table(API_KEYS)?;
             let mut found = None;
             for row in table.iter()? {
                 let (k, v) = row?;
@@ -505,9 +575,10 @@ impl Store for RedbStore {
             if !key.revoked && key.scope.is_admin() && !other_admin_key(&table, &key.id)? {
                 return Err(StoreError::LastAdminKey);
             }
+            drop(table);
             if !key.revoked {
                 key.revoked = true;
-                table.insert(key.digest.as_slice(), encode_key(&key).as_slice())?;
+                put_key(txn, &key)?;
             }
             Ok(key)
         })
@@ -631,27 +702,74 @@ impl Store for RedbStore {
     }
 }
 
-fn put_attribute(
-    txn: &WriteTransaction,
+// The write primitives of the tables that hold agents, keys, definitions and `meta`:
+// each records its change for the write-ahead log, and replay calls the same ones
+// (see `redo`).
+
+pub(super) fn put_attribute(txn: &Txn, agent: &str, def: &AttributeDef) -> Result<(), StoreError> {
+    put_attribute_record(txn, agent, &def.name, &encode_attribute(agent, def))
+}
+
+pub(super) fn put_attribute_record(
+    txn: &Txn,
     agent: &str,
-    def: &AttributeDef,
+    name: &str,
+    record: &[u8],
 ) -> Result<(), StoreError> {
-    txn.open_table(CUSTOM_ATTRIBUTES)?.insert(
-        (agent, def.name.as_str()),
-        encode_attribute(agent, def).as_slice(),
-    )?;
+    txn.open_table(CUSTOM_ATTRIBUTES)?
+        .insert((agent, name), record)?;
+    txn.record(Op::PutAttribute {
+        agent: agent.to_owned(),
+        name: name.to_owned(),
+        record: record.to_vec(),
+    });
     Ok(())
 }
 
-fn put_agent(txn: &WriteTransaction, agent: &Agent) -> Result<(), StoreError> {
-    txn.open_table(AGENTS)?
-        .insert(agent.id.as_str(), encode_agent(agent).as_slice())?;
+fn put_agent(txn: &Txn, agent: &Agent) -> Result<(), StoreError> {
+    put_agent_record(txn, &agent.id, &encode_agent(agent))
+}
+
+pub(super) fn put_agent_record(txn: &Txn, id: &str, record: &[u8]) -> Result<(), StoreError> {
+    txn.open_table(AGENTS)?.insert(id, record)?;
+    txn.record(Op::PutAgent {
+        id: id.to_owned(),
+        record: record.to_vec(),
+    });
     Ok(())
 }
 
-fn put_key(txn: &WriteTransaction, key: &ApiKey) -> Result<(), StoreError> {
+fn put_key(txn: &Txn, key: &ApiKey) -> Result<(), StoreError> {
+    put_key_record(txn, &key.digest, &encode_key(key))
+}
+
+pub(super) fn put_key_record(txn: &Txn, digest: &[u8], record: &[u8]) -> Result<(), StoreError> {
+    txn.open_table(API_KEYS)?.insert(digest, record)?;
+    txn.record(Op::PutKey {
+        digest: digest.to_vec(),
+        record: record.to_vec(),
+    });
+    Ok(())
+}
+
+pub(super) fn set_meta(txn: &Txn, name: &str, value: u64) -> Result<(), StoreError> {
+    txn.open_table(META)?.insert(name, value)?;
+    txn.record(Op::SetMeta {
+        name: name.to_owned(),
+        value,
+    });
+    Ok(())
+}
+
+/// Removes an agent with its contacts, index entries, definitions and agent-scoped
+/// keys.
+pub(super) fn remove_agent(txn: &Txn, id: &str) -> Result<(), StoreError> {
+    txn.open_table(AGENTS)?.remove(id)?;
+    contacts::delete_all(txn, id)?;
+    let scope = Scope::Agent(id.to_owned());
     txn.open_table(API_KEYS)?
-        .insert(key.digest.as_slice(), encode_key(key).as_slice())?;
+        .retain(|digest, bytes| decode_key(digest, bytes).map_or(true, |k| k.scope != scope))?;
+    txn.record(Op::RemoveAgent { id: id.to_owned() });
     Ok(())
 }
 
@@ -819,9 +937,18 @@ mod tests {
             ..IndexLimits::default()
         };
         // A crash is a copy of the file as the last commit left it: a clean stop
-        // stores the waiting changes first.
+        // stores the waiting changes first. Every commit is a checkpoint here, so the
+        // file alone holds every write, with the journal entries of the last ones.
         let crashed = tempfile::tempdir().unwrap();
-        let open = |dir: &std::path::Path| RedbStore::open(dir).unwrap().with_index_limits(limits);
+        let open = |dir: &std::path::Path| {
+            let options = StoreOptions {
+                checkpoint_bytes: 1,
+                ..StoreOptions::default()
+            };
+            RedbStore::open_with(dir, options)
+                .unwrap()
+                .with_index_limits(limits)
+        };
         let upsert = |store: &RedbStore, rows: &[(&str, &str)]| upsert_names(&rt, store, "a", rows);
         // Journal entries, log blocks and runs.
         let layout = |store: &RedbStore| {
@@ -1222,5 +1349,98 @@ mod tests {
             "{:?}",
             report.problems
         );
+    }
+
+    /// What a store holds, as far as a client can tell: every agent with its contacts
+    /// in creation order, attribute definitions and keys.
+    fn everything(store: &RedbStore) -> String {
+        let mut out = String::new();
+        for agent in store.agents().unwrap() {
+            let page = store.list_contacts(&agent.id, 0, 1000).unwrap();
+            let defs = store.attributes(&agent.id).unwrap();
+            out.push_str(&format!("{agent:?}\n{page:?}\n{defs:?}\n"));
+        }
+        out.push_str(&format!("{:?}", store.keys().unwrap()));
+        out
+    }
+
+    /// A crash leaves the data file as the last checkpoint wrote it and the log as far
+    /// as it got: opening the two keeps exactly the writes whose log records are whole,
+    /// wherever in its last records the log was cut, and the indexes agree.
+    #[test]
+    fn a_crash_keeps_exactly_the_writes_whose_log_records_are_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let never = StoreOptions {
+            checkpoint_bytes: u64::MAX,
+            checkpoint_every: Duration::from_secs(3600),
+            ..StoreOptions::default()
+        };
+        let quiet = IndexLimits {
+            idle_ms: 600_000,
+            ..IndexLimits::default()
+        };
+        let store = RedbStore::open_with(dir.path(), never)
+            .unwrap()
+            .with_index_limits(quiet);
+        // One record per write; the state after each.
+        let mut states = vec![everything(&store)];
+        create_agent(&rt, &store, "a");
+        states.push(everything(&store));
+        let mut issues = crate::domain::Issues::new();
+        let bodies = [
+            serde_json::json!({"external_id": "u1", "name": "Ada", "email": "ada@x.co", "custom_attributes": {"plan": "pro"}}),
+            serde_json::json!({"external_id": "u2", "name": "Grace", "email": "grace@x.co"}),
+            serde_json::json!({"external_id": "u1", "name": "Ada King", "email": "grace2@x.co"}),
+        ];
+        for body in &bodies {
+            let entry = ContactInput::parse(body, "", &mut issues).unwrap();
+            rt.block_on(store.upsert_contacts(
+                "a".into(),
+                vec![entry],
+                OnDuplicate::Update,
+                AttributeRules::default(),
+            ))
+            .unwrap();
+            states.push(everything(&store));
+        }
+        rt.block_on(store.delete_contact("a".into(), "u2".into()))
+            .unwrap();
+        states.push(everything(&store));
+        let key = crate::auth::new_key_record("oc_live_k", "k", Scope::Agent("a".into()), 1);
+        rt.block_on(store.create_key(key)).unwrap();
+        states.push(everything(&store));
+
+        // The crash: the file and the log as they are now.
+        let file = std::fs::read(store.path()).unwrap();
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".log"))
+            .unwrap();
+        let log = std::fs::read(&segment).unwrap();
+        let name = segment.file_name().unwrap().to_owned();
+        // Where each record ends.
+        let mut ends = Vec::new();
+        let mut at = 0;
+        while at < log.len() {
+            let len = u32::from_le_bytes(log[at..at + 4].try_into().unwrap()) as usize;
+            at += 16 + len;
+            ends.push(at);
+        }
+        assert_eq!(ends.len() + 1, states.len(), "one record per write");
+        let from = ends[ends.len() - 2];
+        for cut in from..=log.len() {
+            let crashed = tempfile::tempdir().unwrap();
+            std::fs::write(crashed.path().join(DB_FILE), &file).unwrap();
+            std::fs::write(crashed.path().join(&name), &log[..cut]).unwrap();
+            let reopened = RedbStore::open(crashed.path()).unwrap();
+            let whole = ends.iter().filter(|end| **end <= cut).count();
+            assert_eq!(everything(&reopened), states[whole], "log cut at {cut}");
+            if cut == log.len() || cut == from {
+                let report = reopened.check().unwrap();
+                assert_eq!(report.problem_count, 0, "{:?}", report.problems);
+            }
+        }
     }
 }

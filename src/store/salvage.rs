@@ -25,8 +25,10 @@ use super::redb_store::{RedbStore, DB_FILE};
 use super::scan::{walk_numbers, walk_pairs, Hints, Pair};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
-    META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, SCHEMA_VERSION,
+    META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, META_WAL_CHECKPOINT,
+    SCHEMA_VERSION,
 };
+use super::wal;
 use super::{unix_now, StoreError};
 use crate::domain::{Agent, ApiKey, AttributeDef, Contact};
 
@@ -91,7 +93,7 @@ pub fn run(
             return Ok(report);
         }
     };
-    let copied = copy(&db, output, &mut report, progress);
+    let copied = copy(&db, source, output, &mut report, progress);
     if let Err(err) = copied {
         // Nothing half-written stays: the output was new or empty.
         let _ = if existed {
@@ -104,14 +106,36 @@ pub fn run(
     Ok(report)
 }
 
+/// Writes the log holds after the last checkpoint are not in the file: salvage reads
+/// the file alone, so they count as lost.
+fn note_log(source: &Path, txn: &ReadTransaction, report: &mut SalvageReport) {
+    let checkpoint = unpanic("the meta table", || {
+        Ok(txn
+            .open_table(META)?
+            .get(META_WAL_CHECKPOINT)?
+            .map_or(0, |v| v.value()))
+    })
+    .unwrap_or(0);
+    match wal::read(source, checkpoint, false) {
+        Ok(log) if log.records.is_empty() => {}
+        Ok(log) => report.lose(format!(
+            "{} writes the write-ahead log holds after the last checkpoint were not copied (the server applies them when it starts on this data dir)",
+            log.records.len()
+        )),
+        Err(err) => report.notes.push(format!("the write-ahead log: {err}")),
+    }
+}
+
 fn copy(
     db: &redb::ReadOnlyDatabase,
+    source_dir: &Path,
     output: &Path,
     report: &mut SalvageReport,
     progress: &dyn Fn(u64),
 ) -> Result<(), StoreError> {
     let txn = db.begin_read()?;
     let source = Source::read(&txn, report);
+    note_log(source_dir, &txn, report);
     data_dir::create_private_dir(output)?;
     let out = file::open(&output.join(DB_FILE), 64 << 20)?;
     write_small_tables(&out, &source)?;

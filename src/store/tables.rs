@@ -34,6 +34,9 @@ pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_NEXT_CONTACT_ID: &str = "next_contact_id";
 pub const META_INITIALIZED: &str = "initialized";
 pub const META_INDEX_VERSION: &str = "index_version";
+/// The sequence number of the last checkpoint: the file holds every change the
+/// write-ahead log recorded up to it (see `wal`).
+pub const META_WAL_CHECKPOINT: &str = "wal_checkpoint";
 
 /// The layout of the sort and word indexes (and which words and keys they hold); a data
 /// dir with another one, or none, has them rebuilt from the contacts table at open.

@@ -1,6 +1,9 @@
 //! The single writer thread. It owns every write transaction: it takes one queued job,
 //! drains whatever else is already queued (up to a limit) into the same transaction,
-//! commits once with `Durability::Immediate`, and only then answers each job.
+//! commits once, and answers each job once the commit is durable: through the
+//! write-ahead log (the group's changes appended and synced by the log thread, see
+//! `wal`; redb commits with `Durability::None`), or, for a checkpoint, by a durable
+//! redb commit. The writer goes on with the next group while the log syncs.
 //!
 //! Group commit keeps each request all-or-nothing because a job never writes before it
 //! has checked everything it needs (plan, then apply): a job that fails a check leaves
@@ -20,6 +23,7 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
@@ -33,6 +37,9 @@ use super::lsm::block::Block;
 use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
 use super::lsm::{store_blocks, IndexLimits};
 use super::merger::Kick;
+use super::redo::{self, Op};
+use super::tables::{META, META_WAL_CHECKPOINT};
+use super::wal::{self, Log};
 use super::{StoreError, StoreFuture};
 
 /// A write transaction and the index changes its jobs made so far.
@@ -49,6 +56,12 @@ pub struct Txn {
     worker: Arc<IndexWorker>,
     unlogged: Arc<Unlogged>,
     pub limits: IndexLimits,
+    /// The changes to the data the group's jobs made, for the write-ahead log.
+    redo: RefCell<Vec<Op>>,
+    /// Set while replaying the log: the changes are in it already.
+    replaying: Cell<bool>,
+    /// A job asked for this group to be a checkpoint.
+    checkpoint: Cell<bool>,
 }
 
 impl Deref for Txn {
@@ -72,6 +85,28 @@ impl Txn {
                 .or_default(),
         );
         self.jobs.borrow_mut().push((agent.to_owned(), pairs));
+    }
+
+    /// Records a change to the data for the write-ahead log (see `redo`): every write
+    /// primitive calls this once it has written.
+    pub fn record(&self, op: Op) {
+        if !self.replaying.get() {
+            self.redo.borrow_mut().push(op);
+        }
+    }
+
+    /// Applies a record of the write-ahead log again (at open): its ops run through the
+    /// same primitives, which record nothing meanwhile.
+    pub fn replay(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.replaying.set(true);
+        let result = ops.into_iter().try_for_each(|op| redo::apply(self, op));
+        self.replaying.set(false);
+        result
+    }
+
+    /// Makes this group a checkpoint: a durable commit after which the log restarts.
+    pub fn want_checkpoint(&self) {
+        self.checkpoint.set(true);
     }
 
     /// Adds the value count changes gathered so far to `field_counts`.
@@ -195,6 +230,19 @@ pub struct Writer {
     limits: Arc<Mutex<IndexLimits>>,
 }
 
+/// The write-ahead log as the writer uses it.
+pub struct WalSetup {
+    pub log: Arc<Log>,
+    /// The next log sequence number to give out.
+    pub next_lsn: u64,
+    /// A checkpoint is due once this many bytes were logged since the last one...
+    pub checkpoint_bytes: u64,
+    /// ...or this long after it, if anything was logged.
+    pub checkpoint_every: Duration,
+    /// Records from before the open are in the log (replayed, not yet checkpointed).
+    pub pending: bool,
+}
+
 impl Writer {
     /// Starts the thread; `kick` is woken after every commit (index merges may be due);
     /// `unlogged` holds the blocks of committed transactions not yet in a run.
@@ -203,6 +251,7 @@ impl Writer {
         kick: Kick,
         unlogged: Arc<Unlogged>,
         damage: Arc<Damage>,
+        wal: WalSetup,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let limits = Arc::new(Mutex::new(IndexLimits::default()));
@@ -210,7 +259,16 @@ impl Writer {
         let worker = Arc::new(IndexWorker::start()?);
         let thread = std::thread::Builder::new()
             .name("contactd-writer".into())
-            .spawn(move || run(&db, rx, &shared, &kick, &worker, &unlogged, &damage))?;
+            .spawn(move || {
+                let parts = Parts {
+                    db: &db,
+                    limits: &shared,
+                    worker: &worker,
+                    unlogged: &unlogged,
+                    damage: &damage,
+                };
+                run(&parts, rx, &kick, wal);
+            })?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -294,15 +352,51 @@ where
     (job, reply_rx)
 }
 
-fn run(
-    db: &Database,
-    mut rx: mpsc::Receiver<Job>,
-    limits: &Mutex<IndexLimits>,
-    kick: &Kick,
-    worker: &Arc<IndexWorker>,
-    unlogged: &Arc<Unlogged>,
-    damage: &Damage,
-) {
+/// What every group of the writer uses.
+struct Parts<'a> {
+    db: &'a Database,
+    limits: &'a Mutex<IndexLimits>,
+    worker: &'a Arc<IndexWorker>,
+    unlogged: &'a Arc<Unlogged>,
+    damage: &'a Damage,
+}
+
+impl Parts<'_> {
+    fn begin(&self) -> Result<Txn, StoreError> {
+        begin(self.db, self.worker, self.unlogged, *self.limits.lock())
+    }
+}
+
+/// Where the log stands: the next sequence number, and what was logged since the last
+/// checkpoint.
+struct LogState {
+    wal: WalSetup,
+    bytes: u64,
+    since: Instant,
+}
+
+impl LogState {
+    /// Whether the group about to commit should be a checkpoint.
+    fn due(&self, txn: &Txn, logging: u64) -> bool {
+        let logged = self.bytes + logging;
+        txn.checkpoint.get() && logged > 0
+            || logged >= self.wal.checkpoint_bytes
+            || logged > 0 && self.since.elapsed() >= self.wal.checkpoint_every
+    }
+
+    fn take_lsn(&mut self) -> u64 {
+        let lsn = self.wal.next_lsn;
+        self.wal.next_lsn += 1;
+        lsn
+    }
+}
+
+fn run(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, kick: &Kick, wal: WalSetup) {
+    let mut log = LogState {
+        bytes: u64::from(wal.pending),
+        wal,
+        since: Instant::now(),
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -312,14 +406,14 @@ fn run(
             }
         }
         // Nothing is written over damage.
-        if let Err(err) = damage.writable() {
+        if let Err(err) = parts.damage.writable() {
             for job in group {
                 let (_, complete) = job(Err(&err));
                 complete(Err(err.clone()));
             }
             continue;
         }
-        let txn = match begin(db, worker, unlogged, *limits.lock()) {
+        let txn = match parts.begin() {
             Ok(txn) => txn,
             Err(err) => {
                 tracing::error!(error = %err, "cannot begin a write transaction");
@@ -340,7 +434,7 @@ fn run(
             completions.push(complete);
         }
         if let Some(StoreError::Corrupt(detail)) = &poisoned {
-            damage.record(detail);
+            parts.damage.record(detail);
         }
         let mut poisoned = poisoned.is_some();
         let finished = if poisoned {
@@ -353,7 +447,7 @@ fn run(
             Err(err) => {
                 tracing::error!(error = %err, "cannot write the index changes");
                 if let StoreError::Corrupt(detail) = &err {
-                    damage.record(detail);
+                    parts.damage.record(detail);
                 }
                 poisoned = true;
                 None
@@ -363,66 +457,126 @@ fn run(
         let wrote = own.is_some() || txn.appended.get();
         // A snapshot that holds the journal entry must find the slot.
         if let Some((seq, slot)) = &own {
-            unlogged.add(*seq, Arc::clone(slot));
+            parts.unlogged.add(*seq, Arc::clone(slot));
         }
-        let outcome = if poisoned {
+        let ops = std::mem::take(&mut *txn.redo.borrow_mut());
+        let (outcome, durable) = if poisoned {
             if let Err(err) = unpanic("an abort", || Ok(txn.txn.abort()?)) {
                 tracing::error!(error = %err, "abort failed");
             }
-            Err(StoreError::Backend(
-                "a storage error aborted the transaction".into(),
-            ))
+            let err = StoreError::Backend("a storage error aborted the transaction".into());
+            (Err(err), None)
         } else {
-            unpanic("a commit", || Ok(txn.txn.commit()?))
+            commit(txn, &ops, &mut log)
         };
+        drop(ops);
         if let Err(StoreError::Corrupt(detail)) = &outcome {
-            damage.record(detail);
+            parts.damage.record(detail);
         }
         match &outcome {
             Ok(()) => {
-                unlogged.remove(&flushed);
+                parts.unlogged.remove(&flushed);
                 kick.wake(wrote);
             }
             Err(err) => {
                 if let Some((seq, _)) = own {
-                    unlogged.remove(&[seq]);
+                    parts.unlogged.remove(&[seq]);
                 }
                 tracing::error!(error = %err, "write transaction failed");
             }
         }
-        for complete in completions {
-            complete(outcome.clone());
+        match durable {
+            // Answered once the log has the group's record on disk.
+            Some(record) => log.wal.log.append(
+                record,
+                Box::new(move |synced| {
+                    for complete in completions {
+                        complete(synced.clone());
+                    }
+                }),
+            ),
+            None => {
+                for complete in completions {
+                    complete(outcome.clone());
+                }
+            }
         }
     }
-    // Stopping: the index changes still waiting in memory go into a run, so the next
-    // open has no journal to index again.
-    if damage.writable().is_ok() && !unlogged.all().is_empty() {
-        let flushed = unpanic("the last flush", || {
-            let txn = begin(db, worker, unlogged, *limits.lock())?;
-            txn.flush_now()?;
-            let flushed = std::mem::take(&mut *txn.flushed.borrow_mut());
-            txn.txn.commit()?;
-            Ok(flushed)
+    shutdown(parts, &mut log);
+}
+
+/// Commits a group: a checkpoint (durable, recording its sequence number, then the log
+/// restarts) when one is due, else without durability, handing back the log record
+/// that makes it durable (`None` when the group changed no data).
+fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, Option<Vec<u8>>) {
+    let record = (!ops.is_empty()).then(|| wal::encode(log.wal.next_lsn, ops));
+    let record_len = record.as_ref().map_or(0, |r| r.len() as u64);
+    if log.due(&txn, record_len) {
+        let lsn = log.take_lsn();
+        let committed = unpanic("a checkpoint", || {
+            txn.open_table(META)?.insert(META_WAL_CHECKPOINT, lsn)?;
+            let mut inner = txn.txn;
+            inner.set_durability(Durability::Immediate)?;
+            // The allocator state, so that opening the file after a crash need not walk
+            // (and checksum) every page: one damaged page must not make it unopenable.
+            inner.set_quick_repair(true);
+            inner.commit()?;
+            Ok(())
         });
-        match flushed {
-            Ok(seqs) => unlogged.remove(&seqs),
-            Err(err) => tracing::warn!(error = %err, "cannot store the waiting index changes"),
+        if committed.is_ok() {
+            log.wal.log.rotate(lsn);
+            log.bytes = 0;
+            log.since = Instant::now();
         }
+        return (committed, None);
+    }
+    let committed = unpanic("a commit", || {
+        let mut inner = txn.txn;
+        inner.set_durability(Durability::None)?;
+        inner.commit()?;
+        Ok(())
+    });
+    match record {
+        Some(record) if committed.is_ok() => {
+            log.take_lsn();
+            log.bytes += record_len;
+            (committed, Some(record))
+        }
+        _ => (committed, None),
     }
 }
 
-/// A write transaction for a group: durable, and recording redb's allocator state
-/// (quick repair) so that opening the file after a crash need not walk and checksum
-/// every page — one damaged page must not make the whole file unopenable.
+/// Stopping: the index changes still waiting in memory go into a run, and a last
+/// checkpoint leaves nothing in the log, so the next open has nothing to redo.
+fn shutdown(parts: &Parts<'_>, log: &mut LogState) {
+    if parts.damage.writable().is_err() {
+        return;
+    }
+    let done = unpanic("the last checkpoint", || {
+        let txn = parts.begin()?;
+        txn.flush_now()?;
+        let flushed = std::mem::take(&mut *txn.flushed.borrow_mut());
+        txn.want_checkpoint();
+        // Logged bytes or not, this one is durable.
+        log.bytes = log.bytes.max(1);
+        let (committed, _) = commit(txn, &[], log);
+        committed.map(|()| flushed)
+    });
+    match done {
+        Ok(seqs) => parts.unlogged.remove(&seqs),
+        Err(err) => tracing::warn!(error = %err, "cannot store the waiting index changes"),
+    }
+    log.wal.log.shutdown();
+}
+
+/// A write transaction for a group (its durability is chosen when it commits).
 fn begin(
     db: &Database,
     worker: &Arc<IndexWorker>,
     unlogged: &Arc<Unlogged>,
     limits: IndexLimits,
 ) -> Result<Txn, StoreError> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    txn.set_quick_repair(true);
+    let txn = db.begin_write()?;
     Ok(Txn {
         txn,
         jobs: RefCell::new(Vec::new()),
@@ -432,5 +586,8 @@ fn begin(
         worker: Arc::clone(worker),
         unlogged: Arc::clone(unlogged),
         limits,
+        redo: RefCell::new(Vec::new()),
+        replaying: Cell::new(false),
+        checkpoint: Cell::new(false),
     })
 }
