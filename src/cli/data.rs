@@ -1,5 +1,6 @@
-//! `contactd check` and `contactd salvage`: the data dir's health, read without
-//! changing it, and a copy of what can still be read. Both need the server stopped.
+//! `contactd check`, `contactd salvage` and `contactd compact`: the data dir's health,
+//! read without changing it, a copy of what can still be read, and the file's free
+//! pages given back. All need the server stopped.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -157,4 +158,22 @@ pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+pub fn compact(config: &Config) -> Result<(), String> {
+    let done = store::compact(&config.data_dir, config.store_options())
+        .map_err(|err| describe(&err, &config.data_dir, "nothing: stop it first"))?;
+    #[allow(clippy::cast_precision_loss)]
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    let per_contact = |bytes: u64| bytes.checked_div(done.contacts).unwrap_or(0);
+    println!(
+        "compacted {}: {:.1} MiB -> {:.1} MiB ({} -> {} bytes per contact, {} contacts)",
+        config.data_dir.join(store::DB_FILE).display(),
+        mib(done.before),
+        mib(done.after),
+        per_contact(done.before),
+        per_contact(done.after),
+        done.contacts
+    );
+    Ok(())
 }

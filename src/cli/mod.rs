@@ -132,6 +132,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Give the data file's free pages back (server stopped); prints its size before
+    /// and after
+    Compact,
     /// Copy every record that can still be read from the data dir (server stopped)
     /// into a new one, and report what could not be read; exits 0 when nothing was
     /// lost, 1 when some records were, 2 when nothing could be read, 3 when it could
@@ -287,6 +290,7 @@ pub fn main() -> ExitCode {
         Command::Keys(cmd) => runtime.block_on(keys(&config, cmd)),
         Command::Check { json } => return data::check(&config, json),
         Command::Salvage { output, json } => return data::salvage(&config, &output, json),
+        Command::Compact => data::compact(&config),
         Command::Import {
             file,
             server,

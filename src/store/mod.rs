@@ -5,6 +5,7 @@
 mod blocks;
 mod check;
 mod codec;
+mod compact;
 mod contacts;
 mod damage;
 pub mod data_dir;
@@ -40,6 +41,7 @@ use crate::domain::{
 
 pub use check::{run_offline as check_offline, CheckReport};
 pub use codec::{decode_contact, decode_legacy_contact, encode_contact};
+pub use compact::{run as compact, Compacted};
 pub use damage::{DamageReport, MARKER as DAMAGE_MARKER};
 pub use file::DEFAULT_CACHE;
 pub use lsm::IndexLimits;

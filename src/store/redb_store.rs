@@ -773,6 +773,44 @@ pub(super) fn remove_agent(txn: &Txn, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Writes for the tests of other store modules.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// Agent `a` (created if missing) with `n` more contacts, 1000 per write.
+    pub fn fill(rt: &tokio::runtime::Runtime, store: &RedbStore, n: usize) {
+        if store.agent("a").unwrap().is_none() {
+            let agent = Agent {
+                id: "a".into(),
+                name: "a".into(),
+                created_at: 0,
+                contact_count: 0,
+            };
+            rt.block_on(store.create_agent(agent)).unwrap();
+        }
+        let start = store.agent("a").unwrap().unwrap().contact_count as usize;
+        let mut issues = crate::domain::Issues::new();
+        for chunk in (start..start + n).collect::<Vec<_>>().chunks(1000) {
+            let entries = chunk
+                .iter()
+                .map(|i| {
+                    let body = serde_json::json!({"external_id": format!("c{i}"), "name": format!("Person {i}"), "email": format!("p{i}@x.co")});
+                    ContactInput::parse(&body, "", &mut issues).unwrap()
+                })
+                .collect();
+            rt.block_on(store.upsert_contacts(
+                "a".into(),
+                entries,
+                OnDuplicate::Update,
+                AttributeRules::default(),
+            ))
+            .unwrap();
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
