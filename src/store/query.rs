@@ -14,11 +14,14 @@
 //! words, an exact value) in an agent larger than `cap` — and complete ranges are
 //! intersected into a candidate set. A larger range is, when it is a few runs of contact numbers (common
 //! words, one value), streamed in id order, and otherwise left to checking. Then:
-//! - at most `QueryLimits::in_memory` candidates: load them, keep those `domain::query` accepts,
+//! - at most `QueryLimits::in_memory` candidates (`QueryLimits::sorted` when sorted by
+//!   another field than `created_at`): load them, keep those `domain::query` accepts,
 //!   order them with it (the same code the tests use as the reference); exact total;
 //! - `created_at` order: intersect the candidate set and the streams in id order,
 //!   stopping once the page is full;
-//! - any other order: walk that field's order (as for the plain listing) and keep
+//! - any other order: when the candidate set and the streams have at most
+//!   `QueryLimits::sorted` ids in common, collect them and order those in memory as
+//!   above; otherwise walk that field's order (as for the plain listing) and keep
 //!   candidates `domain::query` accepts.
 //!
 //! In the last two the total is known only when the candidate set was complete and
@@ -54,6 +57,11 @@ pub struct QueryLimits {
     pub cap: usize,
     /// Most candidates loaded and ordered in memory.
     pub in_memory: usize,
+    /// Most matches of a search or a large filter collected from its index streams
+    /// and ordered in memory, when it is sorted by another field than creation order:
+    /// walking that field's order and checking every contact costs a walk of the
+    /// whole agent.
+    pub sorted: usize,
     /// Entries from which a word counts as common: a large search term reads its rare
     /// words whole and streams its common ones.
     pub run: usize,
@@ -68,6 +76,7 @@ impl Default for QueryLimits {
         Self {
             cap: 20_000,
             in_memory: 2_000,
+            sorted: 10_000,
             run: 64,
             max_runs: 64,
             words: 1_000,
@@ -208,7 +217,7 @@ pub fn run(
     }
 
     let mut sets: Vec<Vec<u64>> = Vec::new();
-    let mut streams: Vec<(Index, Vec<u64>, Vec<Vec<u8>>)> = Vec::new();
+    let mut streams: Vec<TermStream> = Vec::new();
     let mut unchecked = false;
     let small_agent = usize::try_from(agent_total).is_ok_and(|n| n <= limits.cap);
     for source in sources(&snap, agent, query, limits, small_agent)? {
@@ -228,11 +237,23 @@ pub fn run(
     let exact = streams.is_empty() && !unchecked;
     let candidates = intersect(sets);
 
-    if let Some(ids) = candidates
-        .as_ref()
-        .filter(|ids| ids.len() <= limits.in_memory)
-    {
+    // In creation order a candidate set is walked in number order, which costs what a
+    // page returns; in any other order the alternative to ordering the matches in
+    // memory is walking that field's order, so more are worth collecting.
+    let by_number = query.sort_field == "created_at";
+    let cap = if by_number {
+        limits.in_memory
+    } else {
+        limits.in_memory.max(limits.sorted)
+    };
+    if let Some(ids) = candidates.as_ref().filter(|ids| ids.len() <= cap) {
         return in_memory(&snap, agent, query, ids, offset, after, limit);
+    }
+    if !by_number && !streams.is_empty() {
+        let matches = collect(&snap, candidates.as_deref(), &streams, limits.sorted)?;
+        if let Some(ids) = matches {
+            return in_memory(&snap, agent, query, &ids, offset, after, limit);
+        }
     }
     let total = candidates
         .as_ref()
@@ -370,6 +391,38 @@ fn in_memory(
         total: Some(total),
         next,
     })
+}
+
+/// A term read as a stream: its index, the ids of its rare words read whole, and the
+/// run keys of its common words.
+type TermStream = (Index, Vec<u64>, Vec<Vec<u8>>);
+
+/// The contact numbers every source holds (the candidate set and each stream), in
+/// number order, when they are at most `most`; `None` when there are more.
+fn collect(
+    snap: &Snapshot,
+    candidates: Option<&[u64]>,
+    streams: &[TermStream],
+    most: usize,
+) -> Result<Option<Vec<u64>>, StoreError> {
+    let mut inputs: Vec<IdStream> = Vec::new();
+    if let Some(ids) = candidates {
+        inputs.push(list_stream(ids, None, false));
+    }
+    for (index, rare, runs) in streams {
+        inputs.push(runs_stream(snap.index()?, *index, rare, runs, None, false)?);
+    }
+    let mut ids = Vec::new();
+    for id in (Intersection {
+        inputs,
+        descending: false,
+    }) {
+        ids.push(id?);
+        if ids.len() > most {
+            return Ok(None);
+        }
+    }
+    Ok(Some(ids))
 }
 
 /// Every contact number of the agent, in query order, after `from`.

@@ -337,7 +337,7 @@ proptest! {
         params in query_params(),
         per_page in 1usize..12,
         deletions in proptest::collection::vec(0usize..40, 0..4),
-        limits in proptest::option::of((1usize..6, 0usize..4, 1usize..3, 1usize..3, 1usize..6)),
+        limits in proptest::option::of((1usize..6, 0usize..4, 0usize..6, 1usize..3, 1usize..3, 1usize..6)),
         batch in proptest::option::of(1usize..10),
     ) {
         use contactd::domain::query::Query;
@@ -347,8 +347,8 @@ proptest! {
         // Tiny limits drive these few contacts through every strategy of the store's
         // query planner (streams, index walks with candidate sets, checking).
         let mut store = RedbStore::open(dir.path()).unwrap();
-        if let Some((cap, in_memory, run, max_runs, words)) = limits {
-            store = store.with_query_limits(contactd::store::QueryLimits { cap, in_memory, run, max_runs, words });
+        if let Some((cap, in_memory, sorted, run, max_runs, words)) = limits {
+            store = store.with_query_limits(contactd::store::QueryLimits { cap, in_memory, sorted, run, max_runs, words });
         }
         // Written in small batches with tiny index limits, the indexes are read from
         // several log blocks and runs (merged, some holding removed entries), and from
