@@ -73,6 +73,7 @@
 //! - `CONTACTD_BENCH_SECS`: length of each phase in seconds (default 10);
 //! - `CONTACTD_BENCH_PHASES=a,b,c`: only these phases (the preload always runs);
 //! - `CONTACTD_COMPARE=contactd,postgres,sqlite`: only these systems;
+//! - any contactd setting as its environment variable (e.g. `CONTACTD_CACHE_MB=256`);
 //! - `CONTACTD_BENCH_DIR`: where the temporary directories go (as root, the `postgres`
 //!   user must be able to reach it).
 //!

@@ -33,7 +33,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "cache_mb",
-        default: "2048",
+        default: "128",
         help: "most MiB of database pages kept in memory (read from disk when evicted)",
     },
     Setting {

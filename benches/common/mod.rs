@@ -415,8 +415,14 @@ impl Server {
             "oc_live_{}",
             Alphanumeric.sample_string(&mut rand::rng(), 32)
         );
-        let mut config = contactd::config::resolve(&contactd::config::Sources::default())
-            .expect("the default configuration is valid");
+        // The defaults, and any CONTACTD_* setting in the environment (e.g.
+        // CONTACTD_CACHE_MB to measure another page cache).
+        let sources = contactd::config::Sources {
+            env: std::env::vars().collect(),
+            ..contactd::config::Sources::default()
+        };
+        let mut config = contactd::config::resolve(&sources)
+            .expect("the configuration in the environment is invalid");
         config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         config.data_dir = dir.path().to_owned();
         config.admin_key = Some(admin_key.clone());

@@ -33,7 +33,7 @@ use crate::store::{ImportOptions, ImportRow, OnDuplicate};
 pub const CHUNK_ROWS: usize = 1000;
 /// Most bytes of rows (as [`weight`] counts them) per write transaction: a thousand
 /// rows of the largest valid contacts would hold gigabytes.
-pub const CHUNK_BYTES: usize = 8 << 20;
+pub const CHUNK_BYTES: usize = 4 << 20;
 
 /// Spool files are named `import-<16 hex digits>.tmp`.
 const SPOOL_PREFIX: &str = "import-";

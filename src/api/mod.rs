@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, X_CONTENT_TYPE_OPTIONS};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use self::cache::Cache;
 use crate::auth;
@@ -48,7 +49,14 @@ pub struct App {
     /// exact; see `forget_keys_and_agents`.
     keys: Cache<[u8; 32], ApiKey>,
     agents: Cache<String, ()>,
+    /// Store reads running at once on the blocking pool. A read is CPU work on cached
+    /// pages or a short wait for one page, so a few per core keep the cores busy; more
+    /// only add threads, each with its own allocator cache holding memory.
+    reads: Arc<Semaphore>,
 }
+
+/// Store reads per core that may run at once (see `App::reads`).
+const READS_PER_CORE: usize = 4;
 
 /// What a handler needs to know about its request.
 pub struct Ctx {
@@ -72,6 +80,9 @@ impl App {
             import_timeout: config.import_timeout,
             keys: Cache::new(),
             agents: Cache::new(),
+            reads: Arc::new(Semaphore::new(
+                READS_PER_CORE * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 
@@ -185,10 +196,17 @@ impl App {
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
+        let permit = Arc::clone(&self.reads)
+            .acquire_owned()
             .await
-            .map_err(|err| ApiError::Internal(format!("read task failed: {err}")))?
-            .map_err(ApiError::from)
+            .map_err(|err| ApiError::Internal(format!("read slots closed: {err}")))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(store.as_ref())
+        })
+        .await
+        .map_err(|err| ApiError::Internal(format!("read task failed: {err}")))?
+        .map_err(ApiError::from)
     }
 
     async fn authenticate(&self, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
