@@ -63,9 +63,11 @@
 //! phases run, PSS so that shared buffers count once and not once per backend (the
 //! summed RSS is printed beside it); SQLite: the child process's peak RSS less its RSS
 //! before SQLite opened, its clients included) and bytes on disk per stored contact
-//! (contactd: its data directory; PostgreSQL: `pg_total_relation_size` of the table,
-//! indexes and TOAST included, not `pg_wal`, whose size is printed; SQLite: the database
-//! file plus its WAL, the WAL's share shown in brackets).
+//! (contactd: what its data directory takes on disk, as `du` counts it, which leaves out
+//! the pages redb reserved at the end of its file and has not written; PostgreSQL:
+//! `pg_total_relation_size` of the table, indexes and TOAST included, not `pg_wal`,
+//! whose size is printed; SQLite: what the database file plus its WAL take on disk, the
+//! WAL's share shown in brackets).
 //!
 //! Settings, by environment variable:
 //! - `CONTACTD_BENCH_CONTACTS`: contacts preloaded (default 1000000; 1000 when the
@@ -751,6 +753,14 @@ fn now_secs() -> i64 {
 }
 
 /// The total size of the regular files under `dir`.
+/// What a file takes on disk (`du`): redb reserves pages at the end of its file
+/// before it writes them, and those are not on the disk.
+fn allocated(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks() * 512
+}
+
+/// What the files under `dir` take on disk.
 fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -759,7 +769,7 @@ fn dir_bytes(dir: &Path) -> u64 {
         .filter_map(Result::ok)
         .map(|entry| match entry.file_type() {
             Ok(t) if t.is_dir() => dir_bytes(&entry.path()),
-            Ok(t) if t.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            Ok(t) if t.is_file() => entry.metadata().map_or(0, |m| allocated(&m)),
             _ => 0,
         })
         .sum()
@@ -1731,7 +1741,7 @@ fn sqlite_child() {
                 let file = |suffix: &str| {
                     let mut name = path.clone().into_os_string();
                     name.push(suffix);
-                    std::fs::metadata(name).map_or(0, |m| m.len())
+                    std::fs::metadata(name).map_or(0, |m| allocated(&m))
                 };
                 let (db, wal) = (file(""), file("-wal"));
                 let growth = common::peak_rss_bytes().map(|peak| peak.saturating_sub(baseline));
@@ -1919,7 +1929,8 @@ impl Systems {
                         log_bytes: None,
                         memory_bytes: footprint.peak_rss_bytes,
                         detail: format!(
-                            "{footprint} (data file); disk here is the whole data directory; \
+                            "{footprint} (data file length); disk here is what the whole data \
+                             directory takes on disk; \
                              memory is this process's peak RSS, load generators included"
                         ),
                     }

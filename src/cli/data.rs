@@ -70,6 +70,7 @@ pub fn check(config: &Config, json: bool) -> ExitCode {
             "damage_count": report.damage_count,
             "problems": report.problems,
             "notes": report.notes,
+            "space": report.space,
         }));
     } else {
         println!(
@@ -86,6 +87,7 @@ pub fn check(config: &Config, json: bool) -> ExitCode {
         for note in &report.notes {
             println!("  note: {note}");
         }
+        print_space(&report.space, report.contacts);
         if report.damage_count > 0 {
             println!(
                 "The data dir is damaged. Copy what can be read with `contactd salvage --output NEWDIR`, or restore a backup (see Operations in the README)."
@@ -160,14 +162,43 @@ pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
     }
 }
 
+/// The file's size and the tables that take it, in MiB and bytes per contact.
+fn print_space(space: &store::Space, contacts: u64) {
+    if space.file_bytes == 0 {
+        return;
+    }
+    let per_contact = |bytes: u64| bytes.checked_div(contacts).unwrap_or(0);
+    println!(
+        "space: file {} ({} on disk, {} bytes per contact); tables:",
+        mib(space.file_bytes),
+        mib(space.disk_bytes),
+        per_contact(space.disk_bytes)
+    );
+    for t in &space.tables {
+        println!(
+            "  {:<20} {:>10} entries {:>11} in pages ({:>5} bytes per contact), {} stored",
+            t.table,
+            t.entries,
+            mib(t.page_bytes),
+            per_contact(t.page_bytes),
+            mib(t.stored_bytes)
+        );
+    }
+}
+
+/// `bytes` in MiB, one decimal.
+fn mib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let mib = bytes as f64 / f64::from(1 << 20);
+    format!("{mib:.1} MiB")
+}
+
 pub fn compact(config: &Config) -> Result<(), String> {
     let done = store::compact(&config.data_dir, config.store_options())
         .map_err(|err| describe(&err, &config.data_dir, "nothing: stop it first"))?;
-    #[allow(clippy::cast_precision_loss)]
-    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     let per_contact = |bytes: u64| bytes.checked_div(done.contacts).unwrap_or(0);
     println!(
-        "compacted {}: {:.1} MiB -> {:.1} MiB ({} -> {} bytes per contact, {} contacts)",
+        "compacted {}: {} -> {} ({} -> {} bytes per contact, {} contacts)",
         config.data_dir.join(store::DB_FILE).display(),
         mib(done.before),
         mib(done.after),

@@ -28,7 +28,7 @@ use super::index::{counted_fields, sort_keys, word_keys};
 use super::journal;
 use super::keys;
 use super::lsm::unlogged::{Held, Slot};
-use super::lsm::{Index, IndexView};
+use super::lsm::{Index, IndexView, RUN_PREFIX};
 use super::redb_store::DB_FILE;
 use super::scan::{walk_numbers, walk_pairs, Hints};
 use super::tables::{
@@ -57,6 +57,33 @@ pub struct CheckReport {
     pub problems: Vec<String>,
     /// What is worth knowing but not wrong (writes waiting in the log).
     pub notes: Vec<String>,
+    /// Where the file's space goes.
+    pub space: Space,
+}
+
+/// The data file's size and each table's share of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Space {
+    /// The file's length.
+    pub file_bytes: u64,
+    /// What the file takes on disk: less than its length where redb reserved pages it
+    /// has not written yet.
+    pub disk_bytes: u64,
+    /// Every table, largest first.
+    pub tables: Vec<TableSpace>,
+}
+
+/// One table's pages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableSpace {
+    pub table: String,
+    pub entries: u64,
+    /// Its B-tree's pages: leaves and branches, or the keys and values stored when
+    /// they are more (redb keeps a large value on pages of its own, which its page
+    /// counts leave out; the index runs' chunks are such values).
+    pub page_bytes: u64,
+    /// The keys and values themselves.
+    pub stored_bytes: u64,
 }
 
 impl CheckReport {
@@ -89,7 +116,7 @@ pub fn open_read_only(data_dir: &Path) -> Result<ReadOnlyDatabase, StoreError> {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::AlreadyOpen(path)),
         Err(redb::DatabaseError::RepairAborted) => Err(StoreError::Backend(format!(
-            "{} was not closed cleanly and records no allocator state (a build before checksums wrote it): start and stop `contactd serve` once to repair it, or salvage it",
+            "{} was not closed cleanly (the server was killed or crashed): start `contactd serve` on it once, which repairs the file and applies its log, stop it, and check again; or salvage it",
             path.display()
         ))),
         Err(err) => Err(err.into()),
@@ -130,7 +157,58 @@ pub fn run_offline(data_dir: &Path, progress: &dyn Fn(u64)) -> Result<CheckRepor
     if let Err(err) = unpanic("the check", || run(&txn, &held, progress, &mut report)) {
         report.damage(format!("the check stopped early: {err}"));
     }
+    let path = data_dir.join(DB_FILE);
+    report.space = unpanic("the tables' statistics", || space(&txn, &path)).unwrap_or_else(|err| {
+        report
+            .notes
+            .push(format!("the tables' sizes could not be read: {err}"));
+        Space::default()
+    });
     Ok(report)
+}
+
+/// The file's size and every table's pages.
+fn space(txn: &ReadTransaction, path: &Path) -> Result<Space, StoreError> {
+    use redb::ReadableTableMetadata;
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|err| StoreError::Backend(err.to_string()))?;
+    let mut tables: Vec<TableSpace> = Vec::new();
+    for handle in txn.list_tables()? {
+        let table = txn.open_untyped_table(handle)?;
+        let stats = table.stats()?;
+        // The index's runs (one table each) count as one.
+        let name = redb::TableHandle::name(&table);
+        let name = if name.starts_with(RUN_PREFIX) {
+            format!("{RUN_PREFIX}*")
+        } else {
+            name.to_owned()
+        };
+        let space = TableSpace {
+            table: name,
+            entries: table.len()?,
+            page_bytes: ((stats.leaf_pages() + stats.branch_pages()) * super::file::PAGE)
+                .max(stats.stored_bytes() + stats.metadata_bytes()),
+            stored_bytes: stats.stored_bytes(),
+        };
+        match tables.iter_mut().find(|t| t.table == space.table) {
+            Some(sum) => {
+                sum.entries += space.entries;
+                sum.page_bytes += space.page_bytes;
+                sum.stored_bytes += space.stored_bytes;
+            }
+            None => tables.push(space),
+        }
+    }
+    tables.sort_by(|a, b| {
+        b.page_bytes
+            .cmp(&a.page_bytes)
+            .then_with(|| a.table.cmp(&b.table))
+    });
+    Ok(Space {
+        file_bytes: meta.len(),
+        disk_bytes: meta.blocks() * 512,
+        tables,
+    })
 }
 
 /// A data dir of an older layout is refused: its records are read by the upgrade that

@@ -39,7 +39,7 @@ use crate::domain::{
     Agent, ApiKey, AttrType, AttributeDef, AttributeRules, Contact, ContactInput, Issue,
 };
 
-pub use check::{run_offline as check_offline, CheckReport};
+pub use check::{run_offline as check_offline, CheckReport, Space, TableSpace};
 pub use codec::{decode_contact, decode_legacy_contact, encode_contact};
 pub use compact::{run as compact, Compacted};
 pub use damage::{DamageReport, MARKER as DAMAGE_MARKER};

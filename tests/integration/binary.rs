@@ -240,6 +240,17 @@ async fn kill_9_under_load(flags: &[&str]) {
     let mut proc = proc;
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
+    // Check only reads: a file the server did not close is for the server to repair.
+    let d = dir.path().to_str().unwrap();
+    let out = run(&["--data-dir", d, "check"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "was not closed cleanly (the server was killed or crashed): start `contactd serve`"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
     while let Ok(ids) = acked_rx.try_recv() {
         acked.extend(ids);
     }
@@ -277,6 +288,14 @@ async fn kill_9_under_load(flags: &[&str]) {
         .take(5)
         .collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert!(again.terminate().success());
+    let out = run(&["--data-dir", d, "check"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("0 problem(s)"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -479,6 +498,27 @@ async fn check_passes_on_a_healthy_dir_and_reports_a_damaged_index() {
             report["problem_count"].as_u64()
         ),
         (Some(2), Some(0))
+    );
+    // Where the file's space goes: every table, the index's runs counted as one.
+    let space = &report["space"];
+    assert!(space["file_bytes"].as_u64().unwrap() > 0, "{space}");
+    let tables = space["tables"].as_array().unwrap();
+    let entries = |name: &str| {
+        tables
+            .iter()
+            .find(|t| t["table"] == name)
+            .and_then(|t| t["entries"].as_u64())
+    };
+    assert_eq!(entries("contacts"), Some(2), "{space}");
+    assert_eq!(entries("contacts_by_email"), Some(2), "{space}");
+    assert!(entries("index_run_*").is_some(), "{space}");
+    assert!(!tables.iter().any(|t| t["table"] == "index_run_1"), "{space}");
+    let out = run(&["--data-dir", &d, "check"], dir.path(), &[]);
+    assert!(
+        text(&out.stdout).contains("space: file ")
+            && text(&out.stdout).contains("  contacts_by_email"),
+        "{}",
+        text(&out.stdout)
     );
 
     // Damage the email index behind the server's back.

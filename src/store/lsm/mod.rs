@@ -68,7 +68,7 @@ pub const DIRECTORY: u32 = u32::MAX;
 const META_NEXT_RUN: &str = "index_next_run";
 const META_LOG_BYTES: &str = "index_log_bytes";
 
-const RUN_PREFIX: &str = "index_run_";
+pub(crate) const RUN_PREFIX: &str = "index_run_";
 const LEGACY_STATE: [&str; 5] = [
     "merge_output",
     "merge_from",
