@@ -20,8 +20,7 @@ pub async fn list(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
 pub async fn get(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {
     app.agent_in_scope(&ctx.key, &id).await?;
     let agent = app
-        .read(move |s| s.agent(&id))
-        .await?
+        .read_point(|s| s.agent(&id))?
         .ok_or(ApiError::NotFound)?;
     Ok(success(agent.to_json()))
 }

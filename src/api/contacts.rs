@@ -119,8 +119,7 @@ pub(super) async fn parse_query(
     params: &[(String, String)],
 ) -> Result<Query, ApiError> {
     let schema: BTreeMap<String, AttrType> = if mentions_attributes(params) {
-        let owned = agent.to_owned();
-        let defs = app.read(move |s| s.attributes(&owned)).await?;
+        let defs = app.read_point(|s| s.attributes(agent))?;
         defs.into_iter().map(|d| (d.name, d.kind)).collect()
     } else {
         BTreeMap::new()
@@ -180,8 +179,7 @@ pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiEr
 pub async fn get(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Response, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let contact = app
-        .read(move |s| s.contact(&agent, &id))
-        .await?
+        .read_point(|s| s.contact(&agent, &id))?
         .ok_or(ApiError::NotFound)?;
     Ok(success(contact.to_json()))
 }

@@ -21,8 +21,7 @@ pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiEr
 pub async fn get(app: &App, ctx: &Ctx, agent: String, name: String) -> Result<Response, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let def = app
-        .read(move |s| s.attribute(&agent, &name))
-        .await?
+        .read_point(|s| s.attribute(&agent, &name))?
         .ok_or(ApiError::NotFound)?;
     Ok(success(def.to_json()))
 }

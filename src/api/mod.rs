@@ -189,7 +189,9 @@ impl App {
         Arc::clone(&self.store)
     }
 
-    /// Runs a blocking store read on the blocking pool.
+    /// Runs a store read that may walk many entries (a list, a search, an export's
+    /// schema) on the blocking pool, so that it never holds up a worker's other
+    /// connections.
     async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
@@ -209,6 +211,16 @@ impl App {
         .map_err(ApiError::from)
     }
 
+    /// Runs a point read (a few B-tree lookups) on the calling worker: handing it to
+    /// the blocking pool and back costs more than the lookups, whose pages are in
+    /// memory or one read away.
+    fn read_point<T>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError>,
+    ) -> Result<T, ApiError> {
+        f(self.store.as_ref()).map_err(ApiError::from)
+    }
+
     async fn authenticate(&self, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
         // Which of two keys would count is ambiguous (proxies disagree): refuse both.
         if headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
@@ -221,7 +233,7 @@ impl App {
         let stored = match self.keys.get(&digest) {
             (Some(key), _) => Some(key),
             (None, epoch) => {
-                let stored = self.read(move |s| s.key_by_digest(&digest)).await?;
+                let stored = self.read_point(|s| s.key_by_digest(&digest))?;
                 if let Some(key) = &stored {
                     self.keys.insert(epoch, digest, key.clone());
                 }
@@ -248,8 +260,7 @@ impl App {
         if cached.is_some() {
             return Ok(());
         }
-        let owned = id.to_owned();
-        if self.read(move |s| s.agent(&owned)).await?.is_none() {
+        if self.read_point(|s| s.agent(id))?.is_none() {
             return Err(ApiError::NotFound);
         }
         self.agents.insert(epoch, id.to_owned(), ());

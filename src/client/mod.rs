@@ -204,7 +204,11 @@ async fn run_export(args: &ExportArgs) -> Result<u64, String> {
     }
     let mut sender = connect(&args.target).await?;
     let req = request(&args.target, Method::GET, &path, None, Bytes::new())?;
-    let response = exchange(&mut sender, req).await?;
+    // An export that fails part-way closes the connection; when that happens before
+    // the server's answer went out, no answer arrives at all.
+    let response = exchange(&mut sender, req)
+        .await
+        .map_err(|err| format!("the export broke off before it began: {err}"))?;
     let status = response.status();
     let mut body = response.into_body();
     if status != StatusCode::OK {

@@ -211,12 +211,18 @@ async fn an_export_that_meets_damage_breaks_off_and_the_cli_exits_non_zero() {
             .header("authorization", format!("Bearer {ADMIN_KEY}"))
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = client.request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "the stream starts well");
-        assert!(
-            resp.into_body().collect().await.is_err(),
-            "{format}: the body must break off, not end well-formed"
-        );
+        // The stream starts well, then breaks off; when it breaks off before the head
+        // went out, the connection closes without an answer. Never a complete body.
+        match client.request(req).await {
+            Ok(resp) => {
+                assert_eq!(resp.status(), StatusCode::OK, "the stream starts well");
+                assert!(
+                    resp.into_body().collect().await.is_err(),
+                    "{format}: the body must break off, not end well-formed"
+                );
+            }
+            Err(err) => assert!(format!("{err:?}").contains("IncompleteMessage"), "{err:?}"),
+        }
         let out = dir.path().join(format!("people.{format}"));
         let done = run(
             &[
