@@ -512,7 +512,10 @@ async fn check_passes_on_a_healthy_dir_and_reports_a_damaged_index() {
     assert_eq!(entries("contacts"), Some(2), "{space}");
     assert_eq!(entries("contacts_by_email"), Some(2), "{space}");
     assert!(entries("index_run_*").is_some(), "{space}");
-    assert!(!tables.iter().any(|t| t["table"] == "index_run_1"), "{space}");
+    assert!(
+        !tables.iter().any(|t| t["table"] == "index_run_1"),
+        "{space}"
+    );
     let out = run(&["--data-dir", &d, "check"], dir.path(), &[]);
     assert!(
         text(&out.stdout).contains("space: file ")
