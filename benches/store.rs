@@ -134,6 +134,7 @@ fn upsert(rt: &Runtime, store: &RedbStore, inputs: Vec<contactd::domain::Contact
             inputs,
             OnDuplicate::Update,
             UnknownPolicy::Define.into(),
+            1_700_000_000,
         ))
         .expect("upsert failed");
     black_box(outcome);

@@ -3,8 +3,9 @@
 //! Later starts find the database initialized and print nothing.
 
 use crate::auth;
+use crate::clock::unix_now;
 use crate::domain::{Agent, Scope};
-use crate::store::{unix_now, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Id of the agent created on first run.
 pub const DEFAULT_AGENT: &str = "default";

@@ -10,10 +10,10 @@ pub mod bootstrap;
 pub mod bulk;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
-pub mod server;
 pub mod store;
 
 use std::future::Future;
@@ -70,7 +70,7 @@ pub async fn serve(
     // Tests and scripts wait for this line; make sure it is not stuck in a buffer.
     std::io::stdout().flush()?;
     let app = Arc::new(api::App::new(Arc::clone(&store) as _, &config));
-    server::run(listener, app, server::Limits::from(&config), shutdown).await;
+    http::server::run(listener, app, http::server::Limits::from(&config), shutdown).await;
     tracing::info!("closing the database");
     store.shutdown();
     Ok(())

@@ -357,6 +357,7 @@ pub fn preload_store(rt: &Runtime, store: &Arc<RedbStore>, workload: &Arc<Worklo
                                 to_inputs(&contacts),
                                 OnDuplicate::Update,
                                 UnknownPolicy::Define.into(),
+                                contactd::clock::unix_now(),
                             )
                             .await?;
                     }

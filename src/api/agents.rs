@@ -3,11 +3,11 @@
 use serde_json::Value;
 
 use super::{require_admin, success, App, Ctx};
+use crate::clock::unix_now;
 use crate::domain::{ids, Agent, AgentInput};
-use crate::http::{ApiError, Response};
-use crate::store::unix_now;
+use crate::http::{ApiError, Reply};
 
-pub async fn list(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
+pub async fn list(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let agents = app.read(|s| s.agents()).await?;
     let visible: Vec<Value> = agents
         .iter()
@@ -17,7 +17,7 @@ pub async fn list(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
     Ok(success(Value::Array(visible)))
 }
 
-pub async fn get(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {
+pub async fn get(app: &App, ctx: &Ctx, id: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &id).await?;
     let agent = app
         .read_point(|s| s.agent(&id))?
@@ -25,7 +25,7 @@ pub async fn get(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError>
     Ok(success(agent.to_json()))
 }
 
-pub async fn create(app: &App, mut ctx: Ctx) -> Result<Response, ApiError> {
+pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
     require_admin(&ctx.key)?;
     let body = app.body_json(&mut ctx).await?;
     let input = AgentInput::parse(&body).map_err(ApiError::invalid_data)?;
@@ -39,7 +39,7 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Response, ApiError> {
     Ok(success(agent.to_json()))
 }
 
-pub async fn delete(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {
+pub async fn delete(app: &App, ctx: &Ctx, id: String) -> Result<Reply, ApiError> {
     require_admin(&ctx.key)?;
     let agent = app.store.delete_agent(id).await;
     app.forget_keys_and_agents();

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::{success, App, Ctx};
+use crate::clock::unix_now;
 use crate::domain::issues::{join, json_type};
 use crate::domain::query::Query;
 use crate::domain::search::ATTR_PREFIX;
 use crate::domain::{AttrType, Contact, ContactInput, Field, Issue, Issues};
-use crate::http::error::{json_response, CONTACT_CONFLICT};
-use crate::http::{ApiError, Response};
-use crate::store::{OnDuplicate, PatchRequest, Start, StoreError};
+use crate::http::error::CONTACT_CONFLICT;
+use crate::http::{ApiError, Reply};
+use crate::store::{EntryIssue, OnDuplicate, PatchRequest, Start, StoreError};
 
 /// Most contacts in one `POST /contacts`.
 pub const MAX_BATCH: usize = 1000;
@@ -127,7 +128,7 @@ pub(super) async fn parse_query(
     Query::parse(params, &schema).map_err(ApiError::invalid_params)
 }
 
-pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiError> {
+pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let paging = parse_paging(&ctx.query).map_err(ApiError::invalid_params)?;
     let cursor = first(&ctx.query, "cursor")
@@ -164,19 +165,16 @@ pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiEr
     } else {
         json!(paging.page)
     };
-    Ok(json_response(
-        hyper::StatusCode::OK,
-        &json!({
-            "message": "Success",
-            "data": contacts_json(&page.contacts),
-            "total": page.total,
-            "pages": {"page": page_number, "per_page": paging.per_page, "total_pages": total_pages},
-            "next_cursor": next_cursor,
-        }),
-    ))
+    Ok(Reply::json(&json!({
+        "message": "Success",
+        "data": contacts_json(&page.contacts),
+        "total": page.total,
+        "pages": {"page": page_number, "per_page": paging.per_page, "total_pages": total_pages},
+        "next_cursor": next_cursor,
+    })))
 }
 
-pub async fn get(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Response, ApiError> {
+pub async fn get(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let contact = app
         .read_point(|s| s.contact(&agent, &id))?
@@ -212,23 +210,30 @@ fn batch_entries(body: &Value) -> Result<(&'static str, &Vec<Value>), ApiError> 
     }
 }
 
-/// Store issues speak of `users[i]`; say `contacts[i]` when that is what was sent.
-fn rename_paths(issues: Vec<Issue>, name: &str) -> Vec<Issue> {
-    if name == "users" {
-        return issues;
-    }
+/// The store's issues at their place in the request body: entry `i` of the batch sent
+/// as `name` is `{name}[i]`; a PATCH's fields sit under `prefix` (`data`, or bare).
+fn in_body(issues: Vec<EntryIssue>, entry_path: impl Fn(usize) -> String) -> Vec<Issue> {
     issues
         .into_iter()
-        .map(|mut issue| {
-            if let Some(rest) = issue.field.strip_prefix("users") {
-                issue.field = format!("{name}{rest}");
-            }
-            issue
+        .map(|e| Issue {
+            field: join(&entry_path(e.entry), &e.issue.field),
+            message: e.issue.message,
         })
         .collect()
 }
 
-pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, ApiError> {
+/// A store error as the API answers it, its issues placed by `entry_path`.
+fn with_paths(err: StoreError, entry_path: impl Fn(usize) -> String) -> ApiError {
+    match err {
+        StoreError::Conflict(issues) => {
+            ApiError::Conflict(CONTACT_CONFLICT, in_body(issues, entry_path))
+        }
+        StoreError::Invalid(issues) => ApiError::InvalidData(in_body(issues, entry_path)),
+        other => other.into(),
+    }
+}
+
+pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let on_duplicate = parse_on_duplicate(&ctx.query)?;
     let body = app.body_json(&mut ctx).await?;
@@ -245,38 +250,25 @@ pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, 
     if !issues.is_empty() {
         return Err(ApiError::invalid_data(issues));
     }
-    let outcome = match app
+    let outcome = app
         .store
-        .upsert_contacts(agent, entries, on_duplicate, app.attribute_rules)
+        .upsert_contacts(
+            agent,
+            entries,
+            on_duplicate,
+            app.attribute_rules,
+            unix_now(),
+        )
         .await
-    {
-        Err(StoreError::Conflict(issues)) => {
-            return Err(ApiError::Conflict(
-                CONTACT_CONFLICT,
-                rename_paths(issues, name),
-            ))
-        }
-        Err(StoreError::Invalid(issues)) => {
-            return Err(ApiError::InvalidData(rename_paths(issues, name)))
-        }
-        other => other?,
-    };
-    Ok(json_response(
-        hyper::StatusCode::OK,
-        &json!({
-            "message": "Success",
-            "data": contacts_json(&outcome.contacts),
-            "meta": {"created": outcome.created, "updated": outcome.updated, "skipped": outcome.skipped},
-        }),
-    ))
+        .map_err(|err| with_paths(err, |i| format!("{name}[{i}]")))?;
+    Ok(Reply::json(&json!({
+        "message": "Success",
+        "data": contacts_json(&outcome.contacts),
+        "meta": {"created": outcome.created, "updated": outcome.updated, "skipped": outcome.skipped},
+    })))
 }
 
-pub async fn patch(
-    app: &App,
-    mut ctx: Ctx,
-    agent: String,
-    id: String,
-) -> Result<Response, ApiError> {
+pub async fn patch(app: &App, mut ctx: Ctx, agent: String, id: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let body = app.body_json(&mut ctx).await?;
     let (value, prefix) = match body.as_object() {
@@ -303,14 +295,17 @@ pub async fn patch(
         agent,
         target: id,
         input,
-        field_prefix: prefix.to_owned(),
         rules: app.attribute_rules,
     };
-    let contact = app.store.patch_contact(patch).await?;
+    let contact = app
+        .store
+        .patch_contact(patch, unix_now())
+        .await
+        .map_err(|err| with_paths(err, |_| prefix.to_owned()))?;
     Ok(success(contact.to_json()))
 }
 
-pub async fn delete(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Response, ApiError> {
+pub async fn delete(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let contact = app.store.delete_contact(agent, id).await?;
     Ok(success(contact.to_json()))

@@ -5,12 +5,12 @@
 use serde_json::Value;
 
 use super::{success, App, Ctx};
+use crate::clock::unix_now;
 use crate::domain::attribute::{self, AttributeChange};
 use crate::domain::AttributeDef;
-use crate::http::{ApiError, Response};
-use crate::store::unix_now;
+use crate::http::{ApiError, Reply};
 
-pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiError> {
+pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let defs = app.read(move |s| s.attributes(&agent)).await?;
     Ok(success(Value::Array(
@@ -18,7 +18,7 @@ pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiEr
     )))
 }
 
-pub async fn get(app: &App, ctx: &Ctx, agent: String, name: String) -> Result<Response, ApiError> {
+pub async fn get(app: &App, ctx: &Ctx, agent: String, name: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let def = app
         .read_point(|s| s.attribute(&agent, &name))?
@@ -26,7 +26,7 @@ pub async fn get(app: &App, ctx: &Ctx, agent: String, name: String) -> Result<Re
     Ok(success(def.to_json()))
 }
 
-pub async fn create(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, ApiError> {
+pub async fn create(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let body = app.body_json(&mut ctx).await?;
     let def = attribute::parse_new(&body, unix_now()).map_err(ApiError::invalid_data)?;
@@ -42,7 +42,7 @@ pub async fn update(
     mut ctx: Ctx,
     agent: String,
     name: String,
-) -> Result<Response, ApiError> {
+) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let body = app.body_json(&mut ctx).await?;
     let change = AttributeChange::parse(&body).map_err(ApiError::invalid_data)?;

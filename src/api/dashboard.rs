@@ -8,14 +8,9 @@
 
 use std::sync::OnceLock;
 
-use hyper::header::{
-    HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
-    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-};
-use hyper::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::http::{self, ApiError, Response};
+use crate::http::{ApiError, Headers, Reply};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -83,7 +78,7 @@ fn built() -> &'static Built {
 }
 
 /// `GET /`: the dashboard page.
-pub fn index(headers: &HeaderMap) -> Response {
+pub fn index(headers: &Headers) -> Reply {
     let b = built();
     respond(
         headers,
@@ -95,14 +90,14 @@ pub fn index(headers: &HeaderMap) -> Response {
 }
 
 /// `GET /assets/{name}`.
-pub fn asset(headers: &HeaderMap, name: &str, query: Option<&str>) -> Result<Response, ApiError> {
+pub fn asset(headers: &Headers, name: &str, query: &[(String, String)]) -> Result<Reply, ApiError> {
     let b = built();
     let (asset, version) = ASSETS
         .iter()
         .zip(&b.versions)
         .find(|(a, _)| a.name == name)
         .ok_or(ApiError::NotFound)?;
-    let current = query.is_some_and(|q| q == format!("v={version}"));
+    let current = matches!(query, [(v, value)] if v == "v" && value == version);
     // A versioned URL never changes content; an unversioned one may.
     let cache = if current {
         "public, max-age=31536000, immutable"
@@ -119,36 +114,26 @@ pub fn asset(headers: &HeaderMap, name: &str, query: Option<&str>) -> Result<Res
 }
 
 fn respond(
-    request: &HeaderMap,
+    request: &Headers,
     etag: &str,
     content_type: &'static str,
     cache: &'static str,
     bytes: &'static [u8],
-) -> Response {
+) -> Reply {
     let fresh = request
-        .get(IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
+        .get("if-none-match")
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let mut response = if fresh {
-        let mut r = hyper::Response::new(http::full(bytes::Bytes::new()));
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
+    let reply = if fresh {
+        Reply::not_modified()
     } else {
-        let mut r = hyper::Response::new(http::full(bytes));
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        r
+        Reply::bytes(200, content_type, bytes)
     };
-    let headers = response.headers_mut();
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let Ok(value) = HeaderValue::from_str(etag) {
-        headers.insert(ETAG, value);
-    }
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    response
+    reply
+        .header("cache-control", cache)
+        .header("etag", etag)
+        .header("content-security-policy", CSP)
+        .header("x-frame-options", "DENY")
+        .header("referrer-policy", "no-referrer")
 }
 
 #[cfg(test)]

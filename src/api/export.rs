@@ -3,19 +3,18 @@
 //! snapshot, in the format import reads back.
 
 use bytes::Bytes;
-use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 
 use super::contacts::{first, parse_query};
 use super::{App, Ctx};
 use crate::bulk::ExportWriter;
 use crate::domain::bulk::Format;
 use crate::domain::Issues;
-use crate::http::{self, ApiError, Response};
+use crate::http::{self, ApiError, Reply};
 
 /// Contacts per chunk read from the snapshot and sent.
 const CHUNK: usize = 1000;
 
-pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Response, ApiError> {
+pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let name = first(&ctx.query, "format").unwrap_or("csv");
     let format = Format::from_name(name).ok_or_else(|| {
@@ -64,17 +63,8 @@ pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Response, Api
             }
         }
     });
-    let mut response = hyper::Response::new(body);
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"contacts.{}\"",
-        format.name()
-    )) {
-        headers.insert(CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    Ok(Reply::stream(format.content_type(), body).header(
+        "content-disposition",
+        format!("attachment; filename=\"contacts.{}\"", format.name()),
+    ))
 }

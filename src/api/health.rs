@@ -1,18 +1,16 @@
 //! `GET /healthz`: liveness, no key needed. A store that has seen damage answers 503
 //! with what it saw, so monitoring notices that writes are refused.
 
-use hyper::StatusCode;
 use serde_json::json;
 
 use super::App;
-use crate::http::error::json_response;
-use crate::http::Response;
+use crate::http::Reply;
 
-pub fn get(app: &App) -> Response {
+pub fn get(app: &App) -> Reply {
     match app.store.damage() {
-        None => json_response(StatusCode::OK, &json!({ "status": "ok" })),
-        Some(damage) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
+        None => Reply::json(&json!({ "status": "ok" })),
+        Some(damage) => Reply::json_with_status(
+            503,
             &json!({
                 "status": "damaged",
                 "detail": damage.detail,

@@ -13,19 +13,16 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::HeaderMap;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::contacts::parse_on_duplicate;
 use super::{success, App, Ctx};
 use crate::bulk::{read_rows, FileError, Row};
+use crate::clock::unix_now;
 use crate::domain::bulk::{is_written_date, Format, ImportReport, RowError};
 use crate::domain::{AttrType, ContactInput, Field, Issues};
-use crate::http::{ApiError, Response};
+use crate::http::{ApiError, Headers, Reply, RequestBody};
 use crate::store::data_dir::private_file;
 use crate::store::{ImportOptions, ImportRow, OnDuplicate};
 
@@ -39,7 +36,7 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 const SPOOL_PREFIX: &str = "import-";
 const SPOOL_SUFFIX: &str = ".tmp";
 
-pub async fn import(app: &App, mut ctx: Ctx, agent: String) -> Result<Response, ApiError> {
+pub async fn import(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let format = format_of(&ctx.headers)?;
     let gzip = gzip_of(&ctx.headers)?;
@@ -139,10 +136,9 @@ pub fn remove_stale_spools(dir: &Path) -> std::io::Result<usize> {
 }
 
 /// The file's format, from its `Content-Type`.
-fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
+fn format_of(headers: &Headers) -> Result<Format, ApiError> {
     headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+        .get("content-type")
         .and_then(Format::from_content_type)
         .ok_or_else(|| {
             ApiError::UnsupportedMedia(
@@ -152,10 +148,10 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
 }
 
 /// Whether the upload is gzip-compressed (`Content-Encoding`).
-fn gzip_of(headers: &HeaderMap) -> Result<bool, ApiError> {
+fn gzip_of(headers: &Headers) -> Result<bool, ApiError> {
     match headers
-        .get(CONTENT_ENCODING)
-        .map(|v| v.to_str().map(str::trim))
+        .get_bytes("content-encoding")
+        .map(|v| std::str::from_utf8(v).map(str::trim))
     {
         None => Ok(false),
         Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => Ok(false),
@@ -194,18 +190,14 @@ impl Spool {
     /// frames arrive, through a gzip decoder when `gzip`; either side counts bytes, and
     /// the upload stops as soon as one passes `limit`.
     async fn receive(
-        mut body: Incoming,
-        headers: &HeaderMap,
+        mut body: RequestBody,
+        headers: &Headers,
         dir: &Path,
         gzip: bool,
         limit: u64,
     ) -> Result<Self, ApiError> {
-        let declared = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit) {
-            tokio::spawn(discard(body, limit));
+        if headers.content_length().is_some_and(|len| len > limit) {
+            tokio::spawn(body.discard(limit));
             return Err(too_large(limit));
         }
         let name = format!("{SPOOL_PREFIX}{:016x}{SPOOL_SUFFIX}", rand::random::<u64>());
@@ -228,12 +220,9 @@ impl Spool {
         let mut received = 0u64;
         let mut upload = Ok(());
         let mut refused = false;
-        while let Some(frame) = body.frame().await {
-            let data = match frame {
-                Ok(frame) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
+        while let Some(chunk) = body.chunk().await {
+            let data = match chunk {
+                Ok(data) => data,
                 Err(err) => {
                     tracing::debug!(error = %err, "import upload failed");
                     upload = Err(ApiError::invalid_field("file", "the upload broke off"));
@@ -254,7 +243,7 @@ impl Spool {
         }
         drop(tx);
         if refused {
-            tokio::spawn(discard(body, limit));
+            tokio::spawn(body.discard(limit));
         }
         let written = writer
             .await
@@ -274,26 +263,6 @@ impl Spool {
         }
     }
 }
-
-/// Reads and drops what a client still sends after its upload was refused, for at most
-/// [`DISCARD_TIME`] and `limit` bytes, so that the answer reaches it: a client busy
-/// sending sees an abruptly closed connection, not the answer (nginx's lingering close).
-async fn discard(mut body: Incoming, limit: u64) {
-    let mut left = limit;
-    let drain = async {
-        while let Some(Ok(frame)) = body.frame().await {
-            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-            match left.checked_sub(len) {
-                Some(rest) => left = rest,
-                None => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
-}
-
-/// How long a refused upload is read past.
-const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for Spool {
     fn drop(&mut self) {
@@ -563,6 +532,7 @@ async fn write_chunk(
                     rules: app.attribute_rules,
                     merge_attributes: format == Format::Csv,
                 },
+                unix_now(),
             )
             .await?;
         report.created += outcome.created;

@@ -1,16 +1,16 @@
 //! `/api/v1/keys` (extension): create, list and revoke API keys. Admin only.
 
-use hyper::header::{HeaderValue, CACHE_CONTROL};
 use serde_json::Value;
 
 use super::{require_admin, success, App, Ctx};
 use crate::auth;
+use crate::clock::unix_now;
 use crate::domain::issues::{check_display_name, json_type, required_string};
 use crate::domain::{ids, ApiKey, Issues, Scope};
-use crate::http::{ApiError, Response};
-use crate::store::{unix_now, StoreError};
+use crate::http::{ApiError, Reply};
+use crate::store::StoreError;
 
-pub async fn list(app: &App, ctx: &Ctx) -> Result<Response, ApiError> {
+pub async fn list(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     require_admin(&ctx.key)?;
     let keys = app.read(|s| s.keys()).await?;
     Ok(success(Value::Array(
@@ -57,7 +57,7 @@ fn parse_input(body: &Value) -> Result<KeyInput, Issues> {
     }
 }
 
-pub async fn create(app: &App, mut ctx: Ctx) -> Result<Response, ApiError> {
+pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
     require_admin(&ctx.key)?;
     let body = app.body_json(&mut ctx).await?;
     let input = parse_input(&body).map_err(ApiError::invalid_data)?;
@@ -76,14 +76,10 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Response, ApiError> {
     let mut data = key.to_json();
     data["key"] = Value::String(plaintext);
     // The plaintext key is in this answer: no cache may keep it.
-    let mut response = success(data);
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(success(data).header("cache-control", "no-store"))
 }
 
-pub async fn revoke(app: &App, ctx: &Ctx, id: String) -> Result<Response, ApiError> {
+pub async fn revoke(app: &App, ctx: &Ctx, id: String) -> Result<Reply, ApiError> {
     require_admin(&ctx.key)?;
     let key = app.store.revoke_key(id).await;
     app.forget_keys_and_agents();

@@ -1,6 +1,6 @@
 //! The API: one file per resource. Handlers take typed input, call the store, and
-//! return JSON or an [`ApiError`]; `App::handle` routes, authenticates and turns errors
-//! into responses in one place.
+//! return JSON or an [`ApiError`]; `App::dispatch` authenticates and routes; `http/` turns
+//! replies and errors into responses in one place.
 
 mod agents;
 mod cache;
@@ -18,9 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, X_CONTENT_TYPE_OPTIONS};
-use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
@@ -29,9 +26,8 @@ use crate::auth;
 use crate::config::Config;
 use crate::domain::ApiKey;
 use crate::domain::AttributeRules;
-use crate::http::body::{query_pairs, read_json};
-use crate::http::error::json_response;
-use crate::http::{router, ApiError, Response, Route};
+use crate::http::body::read_json;
+use crate::http::{ApiError, Headers, Reply, Request, RequestBody, Route, Verb};
 use crate::store::{Store, StoreError};
 
 /// Shared state of every request.
@@ -62,8 +58,8 @@ const READS_PER_CORE: usize = 4;
 pub struct Ctx {
     pub key: ApiKey,
     pub query: Vec<(String, String)>,
-    pub headers: HeaderMap,
-    pub body: Option<Incoming>,
+    pub headers: Headers,
+    pub body: Option<RequestBody>,
 }
 
 impl App {
@@ -86,101 +82,65 @@ impl App {
         }
     }
 
-    /// Handles one request within `timeout` (imports: within `import.timeout_secs`); a
-    /// panic or a timeout becomes a JSON error.
-    pub async fn serve(self: Arc<Self>, req: Request<Incoming>, timeout: Duration) -> Response {
-        let timeout = match router::route(req.uri().path()) {
-            Some(Route::Import(_)) => self.import_timeout,
-            _ => timeout,
-        };
-        let task = tokio::spawn(async move { self.handle(req).await });
-        let abort = task.abort_handle();
-        match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => ApiError::Internal(format!("handler failed: {err}")).into_response(),
-            Err(_) => {
-                abort.abort();
-                ApiError::Timeout.into_response()
-            }
-        }
+    /// How long an import may take (`import.timeout_secs`); other requests get the
+    /// server's request timeout.
+    pub fn import_timeout(&self) -> Duration {
+        self.import_timeout
     }
 
-    /// Every answer says `X-Content-Type-Options: nosniff`: a JSON body is never to be
-    /// read as anything else.
-    async fn handle(&self, req: Request<Incoming>) -> Response {
-        let mut response = self
-            .dispatch(req)
-            .await
-            .unwrap_or_else(ApiError::into_response);
-        response
-            .headers_mut()
-            .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        response
-    }
-
-    async fn dispatch(&self, req: Request<Incoming>) -> Result<Response, ApiError> {
-        let (parts, body) = req.into_parts();
-        let route = router::route(parts.uri.path()).ok_or(ApiError::NotFound)?;
-        let allowed = route.allowed();
-        if !allowed.contains(&parts.method) {
-            let allow = allowed
-                .iter()
-                .map(Method::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(ApiError::MethodNotAllowed(allow));
-        }
-        // HEAD is GET without the body: hyper leaves the body out of the answer.
-        let method = if parts.method == Method::HEAD {
-            Method::GET
-        } else {
-            parts.method
-        };
+    /// Runs the handler of a routed request; health and the dashboard need no key,
+    /// everything else does.
+    pub async fn dispatch(&self, req: Request) -> Result<Reply, ApiError> {
+        let Request {
+            route,
+            verb,
+            query,
+            headers,
+            body,
+        } = req;
         match &route {
             Route::Health => return Ok(health::get(self)),
-            Route::Dashboard => return Ok(dashboard::index(&parts.headers)),
-            Route::Asset(name) => return dashboard::asset(&parts.headers, name, parts.uri.query()),
+            Route::Dashboard => return Ok(dashboard::index(&headers)),
+            Route::Asset(name) => return dashboard::asset(&headers, name, &query),
             _ => {}
         }
-        let key = self.authenticate(&parts.headers).await?;
+        let key = self.authenticate(&headers).await?;
         let ctx = Ctx {
             key,
-            query: query_pairs(parts.uri.query()),
-            headers: parts.headers,
+            query,
+            headers,
             body: Some(body),
         };
-        match (route, method) {
-            (Route::Agents, Method::GET) => agents::list(self, &ctx).await,
-            (Route::Agents, Method::POST) => agents::create(self, ctx).await,
-            (Route::Agent(id), Method::GET) => agents::get(self, &ctx, id).await,
-            (Route::Agent(id), Method::DELETE) => agents::delete(self, &ctx, id).await,
-            (Route::Keys, Method::GET) => keys::list(self, &ctx).await,
-            (Route::Keys, Method::POST) => keys::create(self, ctx).await,
-            (Route::Key(id), Method::DELETE) => keys::revoke(self, &ctx, id).await,
-            (Route::Contacts(agent), Method::GET) => contacts::list(self, &ctx, agent).await,
-            (Route::Contacts(agent), Method::POST) => contacts::upsert(self, ctx, agent).await,
-            (Route::Import(agent), Method::POST) => import::import(self, ctx, agent).await,
-            (Route::Export(agent), Method::GET) => export::export(self, &ctx, agent).await,
-            (Route::Contact(agent, id), Method::GET) => contacts::get(self, &ctx, agent, id).await,
-            (Route::Contact(agent, id), Method::PATCH) => {
-                contacts::patch(self, ctx, agent, id).await
-            }
-            (Route::Contact(agent, id), Method::DELETE) => {
+        match (route, verb) {
+            (Route::Agents, Verb::Get) => agents::list(self, &ctx).await,
+            (Route::Agents, Verb::Post) => agents::create(self, ctx).await,
+            (Route::Agent(id), Verb::Get) => agents::get(self, &ctx, id).await,
+            (Route::Agent(id), Verb::Delete) => agents::delete(self, &ctx, id).await,
+            (Route::Keys, Verb::Get) => keys::list(self, &ctx).await,
+            (Route::Keys, Verb::Post) => keys::create(self, ctx).await,
+            (Route::Key(id), Verb::Delete) => keys::revoke(self, &ctx, id).await,
+            (Route::Contacts(agent), Verb::Get) => contacts::list(self, &ctx, agent).await,
+            (Route::Contacts(agent), Verb::Post) => contacts::upsert(self, ctx, agent).await,
+            (Route::Import(agent), Verb::Post) => import::import(self, ctx, agent).await,
+            (Route::Export(agent), Verb::Get) => export::export(self, &ctx, agent).await,
+            (Route::Contact(agent, id), Verb::Get) => contacts::get(self, &ctx, agent, id).await,
+            (Route::Contact(agent, id), Verb::Patch) => contacts::patch(self, ctx, agent, id).await,
+            (Route::Contact(agent, id), Verb::Delete) => {
                 contacts::delete(self, &ctx, agent, id).await
             }
-            (Route::Attributes(agent), Method::GET) => {
+            (Route::Attributes(agent), Verb::Get) => {
                 custom_attributes::list(self, &ctx, agent).await
             }
-            (Route::Attributes(agent), Method::POST) => {
+            (Route::Attributes(agent), Verb::Post) => {
                 custom_attributes::create(self, ctx, agent).await
             }
-            (Route::Attribute(agent, name), Method::GET) => {
+            (Route::Attribute(agent, name), Verb::Get) => {
                 custom_attributes::get(self, &ctx, agent, name).await
             }
-            (Route::Attribute(agent, name), Method::PUT) => {
+            (Route::Attribute(agent, name), Verb::Put) => {
                 custom_attributes::update(self, ctx, agent, name).await
             }
-            // `allowed()` lists exactly the pairs above.
+            // The router's `allowed()` lists exactly the pairs above.
             _ => Err(ApiError::NotFound),
         }
     }
@@ -221,14 +181,14 @@ impl App {
         f(self.store.as_ref()).map_err(ApiError::from)
     }
 
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+    async fn authenticate(&self, headers: &Headers) -> Result<ApiKey, ApiError> {
         // Which of two keys would count is ambiguous (proxies disagree): refuse both.
-        if headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        if headers.count("authorization") > 1 {
             return Err(ApiError::BadRequest(
                 "Send one Authorization header, not several.",
             ));
         }
-        let token = auth::bearer_token(headers.get(AUTHORIZATION).map(|v| v.as_bytes()))?;
+        let token = auth::bearer_token(headers.get_bytes("authorization"))?;
         let digest = auth::digest(token);
         let stored = match self.keys.get(&digest) {
             (Some(key), _) => Some(key),
@@ -286,9 +246,6 @@ fn require_admin(key: &ApiKey) -> Result<(), ApiError> {
 }
 
 /// `200 {"message":"Success","data":…}`.
-fn success(data: Value) -> Response {
-    json_response(
-        StatusCode::OK,
-        &json!({ "message": "Success", "data": data }),
-    )
+fn success(data: Value) -> Reply {
+    Reply::json(&json!({ "message": "Success", "data": data }))
 }

@@ -103,7 +103,7 @@ pub fn check(config: &Config, json: bool) -> ExitCode {
 
 pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
     let report = counting("copied", |progress| {
-        store::salvage(&config.data_dir, output, progress)
+        store::salvage(&config.data_dir, output, crate::clock::unix_now(), progress)
     });
     let report: SalvageReport = match report {
         Ok(report) => report,

@@ -12,9 +12,10 @@ use serde_json::Value;
 mod data;
 
 use crate::auth;
+use crate::clock::unix_now;
 use crate::config::{self, Config, Sources};
 use crate::domain::{ids, Agent, Scope};
-use crate::store::{unix_now, RedbStore, Store, StoreError};
+use crate::store::{RedbStore, Store, StoreError};
 
 #[derive(Parser, Debug)]
 #[command(

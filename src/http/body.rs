@@ -1,20 +1,17 @@
 //! Request bodies and query strings: content type, size limit, JSON parsing.
 
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::HeaderMap;
 use serde_json::Value;
 
-use super::ApiError;
+use super::{ApiError, Headers, RequestBody};
 
 /// Whether the request may carry JSON: `application/json` (any parameters) or no
 /// Content-Type at all.
-pub fn is_json_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(CONTENT_TYPE) else {
+pub fn is_json_content_type(headers: &Headers) -> bool {
+    let Some(value) = headers.get_bytes("content-type") else {
         return true;
     };
-    let Ok(value) = value.to_str() else {
+    let Ok(value) = std::str::from_utf8(value) else {
         return false;
     };
     let essence = value.split(';').next().unwrap_or_default().trim();
@@ -22,19 +19,19 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
 }
 
 /// Reads the whole body, at most `limit` bytes, and parses it as JSON.
-pub async fn read_json(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Value, ApiError> {
+pub async fn read_json(
+    headers: &Headers,
+    body: RequestBody,
+    limit: u64,
+) -> Result<Value, ApiError> {
     if !is_json_content_type(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if headers.content_length().is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge);
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let bytes = match Limited::new(body, limit).collect().await {
+    let bytes = match Limited::new(body.into_inner(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::PayloadTooLarge)

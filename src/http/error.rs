@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::Response;
 use crate::auth::AuthError;
 use crate::domain::{Issue, Issues};
-use crate::store::StoreError;
+use crate::store::{EntryIssue, StoreError};
 
 pub const CONTACT_CONFLICT: &str =
     "Error saving chatbot contact. External ID or email already exists.";
@@ -168,14 +168,20 @@ impl From<StoreError> for ApiError {
             StoreError::AttributeExists => {
                 Self::Conflict("Custom attribute already exists", Vec::new())
             }
-            StoreError::Invalid(issues) => Self::InvalidData(issues),
-            StoreError::Conflict(issues) => Self::Conflict(CONTACT_CONFLICT, issues),
+            // A write of one thing: its fields are where the issues say. Batches name
+            // their entries themselves (see `api::contacts`).
+            StoreError::Invalid(issues) => Self::InvalidData(fields(issues)),
+            StoreError::Conflict(issues) => Self::Conflict(CONTACT_CONFLICT, fields(issues)),
             StoreError::Damaged(detail) => Self::Unavailable(format!(
                 "The database is damaged, so writes are refused: {detail}. Reads that do not touch the damage still work; see Operations in the README (contactd check, contactd salvage)."
             )),
             other => Self::Internal(other.to_string()),
         }
     }
+}
+
+fn fields(issues: Vec<EntryIssue>) -> Vec<Issue> {
+    issues.into_iter().map(|e| e.issue).collect()
 }
 
 impl From<AuthError> for ApiError {

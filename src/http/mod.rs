@@ -1,11 +1,18 @@
-//! The only hyper-aware code: routing, body limits, JSON in and out, and the one
-//! mapping of errors to HTTP responses.
+//! The only hyper-aware code of the server: the accept loop, routing, body limits,
+//! JSON in and out, and the one mapping of errors to HTTP responses. Handlers (`api/`)
+//! see a [`Request`] and answer a [`Reply`]; neither names a hyper type.
 
 pub mod body;
 pub mod error;
+mod reply;
+mod request;
 pub mod router;
+pub mod server;
+mod service;
 
 pub use error::ApiError;
+pub use reply::Reply;
+pub use request::{BodyError, Headers, Request, RequestBody, Verb};
 pub use router::Route;
 
 use std::convert::Infallible;

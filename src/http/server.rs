@@ -79,7 +79,7 @@ pub async fn run(
         let timeout = limits.request_timeout;
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(app.serve(req, timeout).await) }
+            async move { Ok::<_, Infallible>(super::service::serve(app, req, timeout).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

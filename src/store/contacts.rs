@@ -23,10 +23,9 @@ use super::tables::{
 };
 use super::writer::Txn;
 use super::{
-    ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, RowFailure, StoreError,
-    UpsertOutcome,
+    EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, RowFailure,
+    StoreError, UpsertOutcome,
 };
-use crate::domain::issues::join;
 use crate::domain::{
     ids, Agent, AttrType, AttrValue, AttributeDef, AttributeRules, Contact, ContactInput, Field,
     Issues, Schema, UnknownPolicy,
@@ -334,14 +333,10 @@ impl<'txn> Batch<'txn> {
         })
     }
 
-    /// Plans one entry against the state left by the entries before it; issues are
-    /// reported under `prefix` (`users[4]`, or nothing). A rejected entry changes
+    /// Plans one entry against the state left by the entries before it; issues name
+    /// fields of the entry (`email`, `custom_attributes.plan`). A rejected entry changes
     /// nothing, not even the attribute definitions it would have made.
-    fn plan(
-        &mut self,
-        entry: &ContactInput,
-        prefix: &str,
-    ) -> Result<Result<Planned, Rejected>, StoreError> {
+    fn plan(&mut self, entry: &ContactInput) -> Result<Result<Planned, Rejected>, StoreError> {
         let ext = match &entry.external_id {
             Field::Set(ext) => ext.clone(),
             Field::Absent | Field::Clear => ids::new_external_id(),
@@ -356,7 +351,7 @@ impl<'txn> Batch<'txn> {
                 (stored.clone(), stored)
             }
         };
-        let planned = self.plan_loaded(entry, prefix, &ext, stored.as_ref(), current.as_ref());
+        let planned = self.plan_loaded(entry, &ext, stored.as_ref(), current.as_ref());
         let next = match &planned {
             Ok(Ok(Planned::Created(next) | Planned::Updated(next))) => Some(next.clone()),
             _ => current,
@@ -370,7 +365,6 @@ impl<'txn> Batch<'txn> {
     fn plan_loaded(
         &mut self,
         entry: &ContactInput,
-        prefix: &str,
         ext: &str,
         stored: Option<&Contact>,
         current: Option<&Contact>,
@@ -386,7 +380,7 @@ impl<'txn> Batch<'txn> {
                 OnDuplicate::Skip => return Ok(Ok(Planned::Skipped(existing.clone()))),
                 OnDuplicate::Error => {
                     let mut conflicts = Issues::new();
-                    conflicts.push(join(prefix, "external_id"), held_by(ext));
+                    conflicts.push("external_id", held_by(ext));
                     return Ok(Err(Rejected::Conflict(conflicts)));
                 }
             }
@@ -397,9 +391,8 @@ impl<'txn> Batch<'txn> {
             let existing = current.map(|c| &c.custom_attributes);
             let merged = self.import_values(raw, existing);
             let raw = merged.as_ref().unwrap_or(raw);
-            let path = join(prefix, "custom_attributes");
             self.schema
-                .type_values(raw, existing, &path, self.now, &mut invalid)
+                .type_values(raw, existing, "custom_attributes", self.now, &mut invalid)
         });
         if !invalid.is_empty() {
             self.schema.roll_back(mark);
@@ -417,7 +410,7 @@ impl<'txn> Batch<'txn> {
                 if let Some(owner) = owner.filter(|o| o != ext) {
                     self.schema.roll_back(mark);
                     let mut conflicts = Issues::new();
-                    conflicts.push(join(prefix, "email"), held_by(&owner));
+                    conflicts.push("email", held_by(&owner));
                     return Ok(Err(Rejected::Conflict(conflicts)));
                 }
             }
@@ -505,8 +498,8 @@ pub fn upsert(
     now: i64,
 ) -> Result<UpsertOutcome, StoreError> {
     let mut batch = Batch::open(txn, agent_id, on_duplicate, rules, now)?;
-    let mut invalid = Issues::new();
-    let mut conflicts = Issues::new();
+    let mut invalid = Vec::new();
+    let mut conflicts = Vec::new();
     let mut outcome = UpsertOutcome {
         contacts: Vec::with_capacity(entries.len()),
         created: 0,
@@ -514,7 +507,7 @@ pub fn upsert(
         skipped: 0,
     };
     for (i, entry) in entries.iter().enumerate() {
-        match batch.plan(entry, &format!("users[{i}]"))? {
+        match batch.plan(entry)? {
             Ok(Planned::Created(c)) => {
                 outcome.created += 1;
                 outcome.contacts.push(c);
@@ -527,15 +520,15 @@ pub fn upsert(
                 outcome.skipped += 1;
                 outcome.contacts.push(c);
             }
-            Err(Rejected::Invalid(issues)) => invalid.extend(issues),
-            Err(Rejected::Conflict(issues)) => conflicts.extend(issues),
+            Err(Rejected::Invalid(issues)) => invalid.extend(EntryIssue::at(i, issues)),
+            Err(Rejected::Conflict(issues)) => conflicts.extend(EntryIssue::at(i, issues)),
         }
     }
     if !invalid.is_empty() {
-        return Err(StoreError::Invalid(invalid.into_vec()));
+        return Err(StoreError::Invalid(invalid));
     }
     if !conflicts.is_empty() {
-        return Err(StoreError::Conflict(conflicts.into_vec()));
+        return Err(StoreError::Conflict(conflicts));
     }
     batch.finish(txn)?;
     Ok(outcome)
@@ -562,7 +555,7 @@ pub fn import(
             Field::Set(ext) => Some(ext.clone()),
             _ => None,
         };
-        let issues = match batch.plan(&row.input, "")? {
+        let issues = match batch.plan(&row.input)? {
             Ok(Planned::Created(_)) => {
                 outcome.created += 1;
                 continue;
@@ -602,23 +595,21 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
         Field::Absent | Field::Clear => current.external_id.clone(),
     };
     let mut conflicts = Issues::new();
-    let field = |name: &str| crate::domain::issues::join(&req.field_prefix, name);
     if ext != current.external_id && tables.load(&req.agent, &ext)?.is_some() {
-        conflicts.push(field("external_id"), held_by(&ext));
+        conflicts.push("external_id", held_by(&ext));
     }
     let mut invalid = Issues::new();
     let attributes = req.input.custom_attributes.as_ref().map(|raw| {
-        let path = join(&req.field_prefix, "custom_attributes");
         schema.type_values(
             raw,
             Some(&current.custom_attributes),
-            &path,
+            "custom_attributes",
             now,
             &mut invalid,
         )
     });
     if !invalid.is_empty() {
-        return Err(StoreError::Invalid(invalid.into_vec()));
+        return Err(StoreError::Invalid(EntryIssue::at(0, invalid).collect()));
     }
     let next = req
         .input
@@ -626,12 +617,12 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     if let Some(key) = next.email_key() {
         if current.email_key().as_deref() != Some(key.as_str()) {
             if let Some(owner) = tables.email_owner(&req.agent, &key)? {
-                conflicts.push(field("email"), held_by(&owner));
+                conflicts.push("email", held_by(&owner));
             }
         }
     }
     if !conflicts.is_empty() {
-        return Err(StoreError::Conflict(conflicts.into_vec()));
+        return Err(StoreError::Conflict(EntryIssue::at(0, conflicts).collect()));
     }
     tables.apply(&req.agent, vec![(Some(current), Some(next.clone()))])?;
     drop(tables);

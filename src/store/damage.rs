@@ -63,7 +63,7 @@ impl Damage {
         if first.is_some() {
             return;
         }
-        let text = format!("{detail} (found at Unix time {})", super::unix_now());
+        let text = detail.to_owned();
         let written = private_file()
             .write(true)
             .create(true)

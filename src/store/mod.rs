@@ -36,7 +36,7 @@ use std::pin::Pin;
 use crate::domain::attribute::AttributeChange;
 use crate::domain::query::Query;
 use crate::domain::{
-    Agent, ApiKey, AttrType, AttributeDef, AttributeRules, Contact, ContactInput, Issue,
+    Agent, ApiKey, AttrType, AttributeDef, AttributeRules, Contact, ContactInput, Issue, Issues,
 };
 
 pub use check::{run_offline as check_offline, CheckReport, Space, TableSpace};
@@ -118,14 +118,33 @@ pub struct ContactPage {
     pub total: u64,
 }
 
-/// A patch to one contact; `field_prefix` is where issues point (`data` or bare).
+/// A patch to one contact.
 #[derive(Debug, Clone)]
 pub struct PatchRequest {
     pub agent: String,
     pub target: String,
     pub input: ContactInput,
-    pub field_prefix: String,
     pub rules: AttributeRules,
+}
+
+/// A problem a write found with what it was given: `entry` is the contact's position
+/// in the batch (0 when the write had one), `issue.field` the path inside it
+/// (`email`, `custom_attributes.plan`). Where that sits in a request body is the
+/// API's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryIssue {
+    pub entry: usize,
+    pub issue: Issue,
+}
+
+impl EntryIssue {
+    /// `issues`, all about entry `entry`.
+    pub fn at(entry: usize, issues: Issues) -> impl Iterator<Item = Self> {
+        issues
+            .into_vec()
+            .into_iter()
+            .map(move |issue| Self { entry, issue })
+    }
 }
 
 /// Everything the rest of the server needs from storage.
@@ -165,13 +184,15 @@ pub trait Store: Send + Sync + 'static {
     fn create_key(&self, key: ApiKey) -> StoreFuture<ApiKey>;
     fn revoke_key(&self, id: String) -> StoreFuture<ApiKey>;
     /// Upserts in order, typing custom attributes against the agent's schema and
-    /// defining keys without a definition by `rules`; all or nothing.
+    /// defining keys without a definition by `rules`; all or nothing. `now` (Unix
+    /// seconds) stamps what changes.
     fn upsert_contacts(
         &self,
         agent: String,
         entries: Vec<ContactInput>,
         on_duplicate: OnDuplicate,
         rules: AttributeRules,
+        now: i64,
     ) -> StoreFuture<UpsertOutcome>;
     /// One chunk of an import, in one transaction: rows that fail are left out (and
     /// change nothing) and are reported, the others written.
@@ -180,6 +201,7 @@ pub trait Store: Send + Sync + 'static {
         agent: String,
         rows: Vec<ImportRow>,
         options: ImportOptions,
+        now: i64,
     ) -> StoreFuture<ImportOutcome>;
     /// Every contact `query` selects, in its order (without a query: all of them, in
     /// external id order, the cheapest walk), from one read snapshot: handed to `sink`
@@ -191,7 +213,7 @@ pub trait Store: Send + Sync + 'static {
         chunk: usize,
         sink: &mut dyn FnMut(Vec<Contact>) -> bool,
     ) -> Result<(), StoreError>;
-    fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact>;
+    fn patch_contact(&self, patch: PatchRequest, now: i64) -> StoreFuture<Contact>;
     fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact>;
     /// Defines an attribute, unless the agent has `max_per_agent` definitions already.
     fn create_attribute(
@@ -221,9 +243,9 @@ pub enum StoreError {
     AttributeExists,
     /// Values that do not fit the stored schema (wrong type, archived, unknown key);
     /// checked inside the write because the schema may change with it.
-    Invalid(Vec<Issue>),
+    Invalid(Vec<EntryIssue>),
     /// An external id or email is taken; each issue names the contact holding it.
-    Conflict(Vec<Issue>),
+    Conflict(Vec<EntryIssue>),
     /// Another process (usually a running server) holds the database file.
     AlreadyOpen(PathBuf),
     /// The data dir cannot be used safely (its permissions); the text says how to fix it.
@@ -305,13 +327,6 @@ impl From<std::io::Error> for StoreError {
     fn from(err: std::io::Error) -> Self {
         Self::Backend(err.to_string())
     }
-}
-
-/// Current Unix time in seconds.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Contacts for the store's unit tests.

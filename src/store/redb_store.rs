@@ -32,7 +32,7 @@ use super::upgrade;
 use super::wal::{self, Log};
 use super::writer::{Txn, WalSetup, Writer};
 use super::{
-    unix_now, ContactPage, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
+    ContactPage, EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
     Store, StoreError, StoreFuture, UpsertOutcome,
 };
 use crate::domain::attribute::too_many_definitions;
@@ -590,10 +590,10 @@ impl Store for RedbStore {
         entries: Vec<ContactInput>,
         on_duplicate: OnDuplicate,
         rules: AttributeRules,
+        now: i64,
     ) -> StoreFuture<UpsertOutcome> {
-        self.writer.submit(move |txn| {
-            contacts::upsert(txn, &agent, entries, on_duplicate, rules, unix_now())
-        })
+        self.writer
+            .submit(move |txn| contacts::upsert(txn, &agent, entries, on_duplicate, rules, now))
     }
 
     fn import_contacts(
@@ -601,9 +601,10 @@ impl Store for RedbStore {
         agent: String,
         rows: Vec<ImportRow>,
         options: ImportOptions,
+        now: i64,
     ) -> StoreFuture<ImportOutcome> {
         self.writer
-            .submit(move |txn| contacts::import(txn, &agent, rows, &options, unix_now()))
+            .submit(move |txn| contacts::import(txn, &agent, rows, &options, now))
     }
 
     fn export_contacts(
@@ -633,9 +634,9 @@ impl Store for RedbStore {
         })
     }
 
-    fn patch_contact(&self, patch: PatchRequest) -> StoreFuture<Contact> {
+    fn patch_contact(&self, patch: PatchRequest, now: i64) -> StoreFuture<Contact> {
         self.writer
-            .submit(move |txn| contacts::patch(txn, &patch, unix_now()))
+            .submit(move |txn| contacts::patch(txn, &patch, now))
     }
 
     fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact> {
@@ -665,9 +666,12 @@ impl Store for RedbStore {
                 defined += 1;
             }
             if defined >= max_per_agent {
-                return Err(StoreError::Invalid(vec![Issue {
-                    field: "name".into(),
-                    message: too_many_definitions(max_per_agent),
+                return Err(StoreError::Invalid(vec![EntryIssue {
+                    entry: 0,
+                    issue: Issue {
+                        field: "name".into(),
+                        message: too_many_definitions(max_per_agent),
+                    },
                 }]));
             }
             drop(table);
@@ -693,7 +697,7 @@ impl Store for RedbStore {
             };
             let next = change
                 .apply(&current)
-                .map_err(|issues| StoreError::Invalid(issues.into_vec()))?;
+                .map_err(|issues| StoreError::Invalid(EntryIssue::at(0, issues).collect()))?;
             if next != current {
                 put_attribute(txn, &agent, &next)?;
             }
@@ -805,6 +809,7 @@ pub(crate) mod tests_support {
                 entries,
                 OnDuplicate::Update,
                 AttributeRules::default(),
+                1_700_000_000,
             ))
             .unwrap();
         }
@@ -955,8 +960,66 @@ mod tests {
             entries,
             OnDuplicate::Update,
             AttributeRules::default(),
+            1_700_000_000,
         ))
         .unwrap();
+    }
+
+    /// The store stamps writes with the time it is given, and its issues name a field
+    /// inside the entry and the entry's position, not a place in a request body.
+    #[test]
+    fn writes_take_their_time_and_issues_name_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let rt = runtime();
+        create_agent(&rt, &store, "a");
+        let mut issues = crate::domain::Issues::new();
+        let mut input =
+            |body: serde_json::Value| ContactInput::parse(&body, "", &mut issues).unwrap();
+        let entries = vec![
+            input(serde_json::json!({"external_id": "x", "email": "x@a.co"})),
+            input(serde_json::json!({"external_id": "y", "email": "y@a.co"})),
+        ];
+        let made = rt
+            .block_on(store.upsert_contacts(
+                "a".into(),
+                entries,
+                OnDuplicate::Update,
+                AttributeRules::default(),
+                1_000,
+            ))
+            .unwrap();
+        assert!(made
+            .contacts
+            .iter()
+            .all(|c| c.created_at == 1_000 && c.updated_at == 1_000));
+        let patch = PatchRequest {
+            agent: "a".into(),
+            target: "x".into(),
+            input: input(serde_json::json!({"name": "Xavier"})),
+            rules: AttributeRules::default(),
+        };
+        let patched = rt.block_on(store.patch_contact(patch, 2_000)).unwrap();
+        assert_eq!((patched.created_at, patched.updated_at), (1_000, 2_000));
+        let clash = vec![
+            input(serde_json::json!({"external_id": "z"})),
+            input(serde_json::json!({"external_id": "w", "email": "Y@a.co"})),
+        ];
+        let err = rt
+            .block_on(store.upsert_contacts(
+                "a".into(),
+                clash,
+                OnDuplicate::Update,
+                AttributeRules::default(),
+                3_000,
+            ))
+            .unwrap_err();
+        let StoreError::Conflict(issues) = err else {
+            panic!("expected a conflict, got {err:?}");
+        };
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].entry, 1);
+        assert_eq!(issues[0].issue.field, "email");
     }
 
     /// A write's index changes wait in the journal (and, built, in memory) until
@@ -1313,6 +1376,7 @@ mod tests {
                     vec![entry],
                     OnDuplicate::Update,
                     AttributeRules::default(),
+                    1_700_000_000,
                 ))
                 .unwrap();
             }
@@ -1438,6 +1502,7 @@ mod tests {
                 vec![entry],
                 OnDuplicate::Update,
                 AttributeRules::default(),
+                1_700_000_000,
             ))
             .unwrap();
             states.push(everything(&store));

@@ -29,7 +29,7 @@ use super::tables::{
     SCHEMA_VERSION,
 };
 use super::wal;
-use super::{unix_now, StoreError};
+use super::StoreError;
 use crate::domain::{Agent, ApiKey, AttributeDef, Contact};
 
 /// Contacts per write transaction of the new data dir.
@@ -75,12 +75,14 @@ impl SalvageReport {
 }
 
 /// Copies what can be read of `source`'s data dir into `output` (missing or empty).
+/// An agent whose record is lost is recreated with `now` as its creation time.
 /// `progress` hears how many contacts were copied so far. A source that cannot be
 /// opened at all is a report that read nothing. An error (the output cannot be
 /// written, the server holds the source) leaves no output behind.
 pub fn run(
     source: &Path,
     output: &Path,
+    now: i64,
     progress: &dyn Fn(u64),
 ) -> Result<SalvageReport, StoreError> {
     let existed = check_output(output)?;
@@ -93,7 +95,7 @@ pub fn run(
             return Ok(report);
         }
     };
-    let copied = copy(&db, source, output, &mut report, progress);
+    let copied = copy(&db, source, output, now, &mut report, progress);
     if let Err(err) = copied {
         // Nothing half-written stays: the output was new or empty.
         let _ = if existed {
@@ -130,6 +132,7 @@ fn copy(
     db: &redb::ReadOnlyDatabase,
     source_dir: &Path,
     output: &Path,
+    now: i64,
     report: &mut SalvageReport,
     progress: &dyn Fn(u64),
 ) -> Result<(), StoreError> {
@@ -146,7 +149,7 @@ fn copy(
             Copied::default()
         }
     };
-    finish(&out, &source, &copied, report)?;
+    finish(&out, &source, &copied, now, report)?;
     drop(out);
     // Opening the new dir builds its sort and word indexes and field counts, and
     // upgrades the copy of an older data dir.
@@ -542,6 +545,7 @@ fn finish(
     out: &Database,
     source: &Source,
     copied: &Copied,
+    now: i64,
     report: &mut SalvageReport,
 ) -> Result<(), StoreError> {
     let txn = begin(out)?;
@@ -574,7 +578,7 @@ fn finish(
                     Agent {
                         id: id.clone(),
                         name: id.clone(),
-                        created_at: unix_now(),
+                        created_at: now,
                         contact_count: 0,
                     }
                 }

@@ -439,7 +439,7 @@ async fn export_takes_the_list_query_and_checks_its_format() {
         {"external_id": "c", "name": "Ada Byron"},
     ]))
     .await;
-    let (status, _, body) = s
+    let (status, headers, body) = s
         .send_bytes(
             Method::GET,
             &format!("{EXPORT}?format=ndjson&q=ada&sort=-name"),
@@ -448,6 +448,12 @@ async fn export_takes_the_list_query_and_checks_its_format() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"contacts.ndjson\""
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
     let ids: Vec<String> = String::from_utf8(body.to_vec())
         .unwrap()
         .lines()

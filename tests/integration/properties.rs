@@ -204,7 +204,7 @@ proptest! {
                 .map(|i| ContactInput::parse(&json!({"external_id": format!("e{i}")}), "", &mut issues).unwrap())
                 .collect();
             if !entries.is_empty() {
-                store.upsert_contacts("a".into(), entries, OnDuplicate::Update, UnknownPolicy::Define.into()).await.unwrap();
+                store.upsert_contacts("a".into(), entries, OnDuplicate::Update, UnknownPolicy::Define.into(), 1_700_000_000).await.unwrap();
             }
             for d in &deletions {
                 let _ = store.delete_contact("a".into(), format!("e{d}")).await;
@@ -388,7 +388,7 @@ proptest! {
             let mut entries = entries.into_iter().peekable();
             while entries.peek().is_some() {
                 let chunk: Vec<ContactInput> = entries.by_ref().take(batch).collect();
-                let outcome = store.upsert_contacts("a".into(), chunk, OnDuplicate::Update, UnknownPolicy::Define.into()).await.unwrap();
+                let outcome = store.upsert_contacts("a".into(), chunk, OnDuplicate::Update, UnknownPolicy::Define.into(), 1_700_000_000).await.unwrap();
                 all.extend(outcome.contacts);
             }
             all
@@ -450,7 +450,7 @@ proptest! {
             if round < WRITE_ROUNDS {
                 let mut issues = Issues::new();
                 let fresh = ContactInput::parse(&json!({"external_id": format!("new{round}"), "name": "Sam New"}), "", &mut issues).unwrap();
-                rt.block_on(store.upsert_contacts("a".into(), vec![fresh], OnDuplicate::Update, UnknownPolicy::Define.into())).unwrap();
+                rt.block_on(store.upsert_contacts("a".into(), vec![fresh], OnDuplicate::Update, UnknownPolicy::Define.into(), 1_700_000_000)).unwrap();
             }
             round += 1;
         }

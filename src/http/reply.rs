@@ -1,0 +1,89 @@
+//! [`Reply`]: what a handler answers — a status, a content type, extra headers and a
+//! body — without naming hyper's types. It becomes a response here and nowhere else.
+
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::StatusCode;
+use serde_json::Value;
+
+use super::{full, Body, Response};
+
+/// A handler's answer.
+pub struct Reply {
+    status: u16,
+    content_type: Option<&'static str>,
+    headers: Vec<(&'static str, String)>,
+    body: Body,
+}
+
+impl Reply {
+    /// `200` with `body` as JSON.
+    pub fn json(body: &Value) -> Self {
+        Self::json_with_status(200, body)
+    }
+
+    /// `status` with `body` as JSON.
+    pub fn json_with_status(status: u16, body: &Value) -> Self {
+        let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+        Self::bytes(status, "application/json", Bytes::from(bytes))
+    }
+
+    /// `status` with a complete body of `content_type`.
+    pub fn bytes(status: u16, content_type: &'static str, bytes: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body: full(bytes),
+        }
+    }
+
+    /// `200` with a body of `content_type` that a producer streams (see
+    /// [`super::stream`]).
+    pub fn stream(content_type: &'static str, body: Body) -> Self {
+        Self {
+            status: 200,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// `304 Not Modified`: no body, no content type.
+    pub fn not_modified() -> Self {
+        Self {
+            status: 304,
+            content_type: None,
+            headers: Vec::new(),
+            body: full(Bytes::new()),
+        }
+    }
+
+    /// Adds a header; `name` is lower case, as HTTP/2 and hyper's constants have it.
+    #[must_use]
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn into_response(self) -> Response {
+        let mut response = hyper::Response::new(self.body);
+        *response.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        if let Some(content_type) = self.content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        for (name, value) in self.headers {
+            match HeaderValue::try_from(value) {
+                Ok(value) => {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+                // Handlers only send values they built; one that is not a valid header
+                // value is a bug, logged rather than sent.
+                Err(err) => tracing::error!(header = name, error = %err, "header value dropped"),
+            }
+        }
+        response
+    }
+}

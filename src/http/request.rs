@@ -1,0 +1,116 @@
+//! What a handler sees of its request — route, method, query pairs, headers and body —
+//! without naming hyper's types.
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::HeaderMap;
+
+use super::Route;
+
+/// The methods handlers answer. `HEAD` arrives as [`Verb::Get`]: hyper leaves the body
+/// out of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+/// A routed request.
+pub struct Request {
+    pub route: Route,
+    pub verb: Verb,
+    pub query: Vec<(String, String)>,
+    pub headers: Headers,
+    pub body: RequestBody,
+}
+
+/// The request's headers.
+pub struct Headers(HeaderMap);
+
+impl Headers {
+    pub(super) fn new(map: HeaderMap) -> Self {
+        Self(map)
+    }
+
+    /// The first value of header `name`, if it is visible ASCII.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The first value of header `name` as bytes, whatever they are.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(|v| v.as_bytes())
+    }
+
+    /// How many times header `name` was sent.
+    pub fn count(&self, name: &str) -> usize {
+        self.0.get_all(name).iter().count()
+    }
+
+    /// `Content-Length`, when sent and a number.
+    pub fn content_length(&self) -> Option<u64> {
+        self.get("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    }
+}
+
+/// Why a body could not be read to its end.
+#[derive(Debug)]
+pub struct BodyError(String);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The request's body, read chunk by chunk as it arrives.
+pub struct RequestBody(Incoming);
+
+impl RequestBody {
+    pub(super) fn new(body: Incoming) -> Self {
+        Self(body)
+    }
+
+    /// The next chunk of data; `None` at the end.
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
+        loop {
+            match self.0.frame().await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => return Some(Ok(data)),
+                    // Trailers carry no data.
+                    Err(_) => continue,
+                },
+                Err(err) => return Some(Err(BodyError(err.to_string()))),
+            }
+        }
+    }
+
+    /// Reads and drops what a client still sends after its request was refused, for at
+    /// most [`DISCARD_TIME`] and `limit` bytes, so that the answer reaches it: a client
+    /// busy sending sees an abruptly closed connection, not the answer (nginx's
+    /// lingering close).
+    pub async fn discard(mut self, limit: u64) {
+        let mut left = limit;
+        let drain = async {
+            while let Some(Ok(data)) = self.chunk().await {
+                match left.checked_sub(data.len() as u64) {
+                    Some(rest) => left = rest,
+                    None => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    }
+
+    pub(super) fn into_inner(self) -> Incoming {
+        self.0
+    }
+}
+
+/// How long a refused upload is read past.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);

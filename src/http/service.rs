@@ -1,0 +1,78 @@
+//! One request, from hyper's types to a handler and back: route it, check its method,
+//! bound its time, turn the handler's [`Reply`] or [`ApiError`] into a response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use hyper::Method;
+
+use super::body::query_pairs;
+use super::request::{Headers, Request, RequestBody, Verb};
+use super::{router, ApiError, Response, Route};
+use crate::api::App;
+
+/// Handles one request within `timeout` (imports: within the app's import timeout); a
+/// panic or a timeout becomes a JSON error.
+pub async fn serve(app: Arc<App>, req: hyper::Request<Incoming>, timeout: Duration) -> Response {
+    let timeout = match router::route(req.uri().path()) {
+        Some(Route::Import(_)) => app.import_timeout(),
+        _ => timeout,
+    };
+    let task = tokio::spawn(async move { handle(&app, req).await });
+    let abort = task.abort_handle();
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => ApiError::Internal(format!("handler failed: {err}")).into_response(),
+        Err(_) => {
+            abort.abort();
+            ApiError::Timeout.into_response()
+        }
+    }
+}
+
+/// Every answer says `X-Content-Type-Options: nosniff`: a JSON body is never to be
+/// read as anything else.
+async fn handle(app: &App, req: hyper::Request<Incoming>) -> Response {
+    let result = match parse(req) {
+        Ok(request) => app.dispatch(request).await,
+        Err(err) => Err(err),
+    };
+    let mut response = result.map_or_else(ApiError::into_response, |reply| reply.into_response());
+    response
+        .headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// Routes the request and checks its method against the route's.
+fn parse(req: hyper::Request<Incoming>) -> Result<Request, ApiError> {
+    let (parts, body) = req.into_parts();
+    let route = router::route(parts.uri.path()).ok_or(ApiError::NotFound)?;
+    let allowed = route.allowed();
+    if !allowed.contains(&parts.method) {
+        let allow = allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ApiError::MethodNotAllowed(allow));
+    }
+    let verb = match parts.method {
+        Method::GET | Method::HEAD => Verb::Get,
+        Method::POST => Verb::Post,
+        Method::PUT => Verb::Put,
+        Method::PATCH => Verb::Patch,
+        Method::DELETE => Verb::Delete,
+        // `allowed()` lists only the methods above.
+        _ => return Err(ApiError::NotFound),
+    };
+    Ok(Request {
+        route,
+        verb,
+        query: query_pairs(parts.uri.query()),
+        headers: Headers::new(parts.headers),
+        body: RequestBody::new(body),
+    })
+}
