@@ -2,7 +2,7 @@
 //!
 //! Every setting has one name in three spellings: config key `section.key`, environment
 //! variable `CONTACTD_SECTION_KEY`, flag `--section-key`. [`resolve`] is a pure function
-//! of the three sources, so precedence is tested without touching the process.
+//! of the three layers, so precedence is tested without touching the process.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -185,9 +185,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The three sources, already read.
+/// The three layers, already read.
 #[derive(Debug, Default)]
-pub struct Sources {
+pub struct Layers {
     /// `(file name, contents)` of the config file, if there is one.
     pub file: Option<(String, String)>,
     /// The process environment (only `CONTACTD_*` names are looked at).
@@ -196,13 +196,13 @@ pub struct Sources {
     pub flags: Vec<(String, String)>,
 }
 
-/// Layers the sources over the defaults and parses every setting.
-pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
+/// Puts the layers over the defaults, in order, and parses every setting.
+pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
     let mut raw: BTreeMap<&'static str, (String, String)> = SETTINGS
         .iter()
         .map(|s| (s.key, (s.default.to_owned(), "default".to_owned())))
         .collect();
-    if let Some((name, text)) = &sources.file {
+    if let Some((name, text)) = &layers.file {
         for (key, value) in flatten_toml(name, text)? {
             let slot = lookup(&mut raw, &key).ok_or_else(|| ConfigError {
                 key: key.clone(),
@@ -213,14 +213,14 @@ pub fn resolve(sources: &Sources) -> Result<Config, ConfigError> {
         }
     }
     let mut admin_key = None;
-    for (name, value) in &sources.env {
+    for (name, value) in &layers.env {
         if name == ADMIN_KEY_ENV {
             admin_key = Some(value.clone());
         } else if let Some(setting) = SETTINGS.iter().find(|s| env_name(s.key) == *name) {
             raw.insert(setting.key, (value.clone(), name.clone()));
         }
     }
-    for (key, value) in &sources.flags {
+    for (key, value) in &layers.flags {
         let slot = lookup(&mut raw, key).ok_or_else(|| ConfigError {
             key: key.clone(),
             origin: "command line".into(),
@@ -412,8 +412,8 @@ pub fn to_toml(config: &Config) -> String {
 mod tests {
     use super::*;
 
-    fn sources(file: &str, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Sources {
-        Sources {
+    fn layers(file: &str, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Layers {
+        Layers {
             file: Some(("config.toml".into(), file.into())),
             env: env
                 .iter()
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_without_sources() {
-        let config = resolve(&Sources::default()).unwrap();
+        let config = resolve(&Layers::default()).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.max_body_bytes, 8 * 1024 * 1024);
@@ -438,12 +438,12 @@ mod tests {
 
     #[test]
     fn the_cache_size_is_a_positive_number_of_mib() {
-        let config = resolve(&sources("cache_mb = 64", &[], &[])).unwrap();
+        let config = resolve(&layers("cache_mb = 64", &[], &[])).unwrap();
         assert_eq!(config.cache_bytes(), 64 << 20);
-        let err = resolve(&sources("cache_mb = 0", &[], &[])).unwrap_err();
+        let err = resolve(&layers("cache_mb = 0", &[], &[])).unwrap_err();
         assert_eq!(err.key, "cache_mb");
         assert!(err.message.contains("at least 1"), "{}", err.message);
-        let err = resolve(&sources("", &[("CONTACTD_CACHE_MB", "lots")], &[])).unwrap_err();
+        let err = resolve(&layers("", &[("CONTACTD_CACHE_MB", "lots")], &[])).unwrap_err();
         assert_eq!(
             (err.key.as_str(), err.origin.as_str()),
             ("cache_mb", "CONTACTD_CACHE_MB")
@@ -452,7 +452,7 @@ mod tests {
 
     #[test]
     fn later_sources_win() {
-        let s = sources(
+        let s = layers(
             "listen = \"127.0.0.1:1\"\nmax_connections = 5\nlog_level = \"warn\"",
             &[
                 ("CONTACTD_LISTEN", "127.0.0.1:2"),
@@ -468,12 +468,12 @@ mod tests {
 
     #[test]
     fn section_keys_layer_like_top_level_ones() {
-        let s = sources("[custom_attributes]\nunknown = \"strip\"", &[], &[]);
+        let s = layers("[custom_attributes]\nunknown = \"strip\"", &[], &[]);
         assert_eq!(
             resolve(&s).unwrap().unknown_attributes,
             UnknownPolicy::Strip
         );
-        let s = sources(
+        let s = layers(
             "[custom_attributes]\nunknown = \"strip\"",
             &[("CONTACTD_CUSTOM_ATTRIBUTES_UNKNOWN", "reject")],
             &[],
@@ -482,33 +482,29 @@ mod tests {
             resolve(&s).unwrap().unknown_attributes,
             UnknownPolicy::Reject
         );
-        let s = sources("", &[], &[("custom_attributes.unknown", "define")]);
+        let s = layers("", &[], &[("custom_attributes.unknown", "define")]);
         assert_eq!(
             resolve(&s).unwrap().unknown_attributes,
             UnknownPolicy::Define
         );
-        let err = resolve(&sources(
-            "[custom_attributes]\nunknown = \"keep\"",
-            &[],
-            &[],
-        ))
-        .unwrap_err();
+        let err =
+            resolve(&layers("[custom_attributes]\nunknown = \"keep\"", &[], &[])).unwrap_err();
         assert_eq!(err.key, "custom_attributes.unknown");
-        let err = resolve(&sources("[custom_attributes]\nother = 1", &[], &[])).unwrap_err();
+        let err = resolve(&layers("[custom_attributes]\nother = 1", &[], &[])).unwrap_err();
         assert_eq!(err.key, "custom_attributes.other");
     }
 
     #[test]
     fn errors_name_the_key_and_origin() {
-        let err = resolve(&sources("", &[("CONTACTD_MAX_BODY_BYTES", "lots")], &[])).unwrap_err();
+        let err = resolve(&layers("", &[("CONTACTD_MAX_BODY_BYTES", "lots")], &[])).unwrap_err();
         assert_eq!(err.key, "max_body_bytes");
         assert_eq!(err.origin, "CONTACTD_MAX_BODY_BYTES");
-        let err = resolve(&sources("nope = 1", &[], &[])).unwrap_err();
+        let err = resolve(&layers("nope = 1", &[], &[])).unwrap_err();
         assert_eq!(
             (err.key.as_str(), err.message.as_str()),
             ("nope", "unknown setting")
         );
-        let err = resolve(&sources("listen = [1]", &[], &[])).unwrap_err();
+        let err = resolve(&layers("listen = [1]", &[], &[])).unwrap_err();
         assert_eq!(err.key, "listen");
     }
 
@@ -526,13 +522,13 @@ mod tests {
 
     #[test]
     fn shipped_config_toml_is_exactly_the_defaults() {
-        let shipped = Sources {
+        let shipped = Layers {
             file: Some(("config.toml".into(), include_str!("../config.toml").into())),
-            ..Sources::default()
+            ..Layers::default()
         };
         assert_eq!(
             resolve(&shipped).unwrap(),
-            resolve(&Sources::default()).unwrap()
+            resolve(&Layers::default()).unwrap()
         );
         for setting in SETTINGS {
             // A `section.key` setting appears as `key = ` under its `[section]`.
@@ -548,8 +544,8 @@ mod tests {
 
     #[test]
     fn print_config_round_trips() {
-        let config = resolve(&sources("max_body_bytes = 1000", &[], &[])).unwrap();
-        let again = resolve(&sources(&to_toml(&config), &[], &[])).unwrap();
+        let config = resolve(&layers("max_body_bytes = 1000", &[], &[])).unwrap();
+        let again = resolve(&layers(&to_toml(&config), &[], &[])).unwrap();
         assert_eq!(again, config);
     }
 }

@@ -418,11 +418,11 @@ impl Server {
         );
         // The defaults, and any CONTACTD_* setting in the environment (e.g.
         // CONTACTD_CACHE_MB to measure another page cache).
-        let sources = contactd::config::Sources {
+        let layers = contactd::config::Layers {
             env: std::env::vars().collect(),
-            ..contactd::config::Sources::default()
+            ..contactd::config::Layers::default()
         };
-        let mut config = contactd::config::resolve(&sources)
+        let mut config = contactd::config::resolve(&layers)
             .expect("the configuration in the environment is invalid");
         config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         config.data_dir = dir.path().to_owned();

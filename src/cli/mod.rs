@@ -13,7 +13,7 @@ mod data;
 
 use crate::auth;
 use crate::clock::unix_now;
-use crate::config::{self, Config, Sources};
+use crate::config::{self, Config, Layers};
 use crate::domain::{ids, Agent, Scope};
 use crate::store::{RedbStore, Store, StoreError};
 
@@ -360,14 +360,14 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
             default.exists().then(|| read_file(default)).transpose()?
         }
     };
-    let sources = Sources {
+    let layers = Layers {
         file,
         env: std::env::vars()
             .filter(|(k, _)| k.starts_with("CONTACTD_"))
             .collect(),
         flags: cli.settings.pairs(),
     };
-    config::resolve(&sources).map_err(|err| err.to_string())
+    config::resolve(&layers).map_err(|err| err.to_string())
 }
 
 fn read_file(path: &Path) -> Result<(String, String), String> {

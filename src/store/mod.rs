@@ -3,6 +3,7 @@
 //! transaction is durably committed.
 
 mod blocks;
+mod candidates;
 mod check;
 mod codec;
 mod compact;
@@ -22,7 +23,6 @@ mod redo;
 mod salvage;
 mod scan;
 mod seal;
-mod sources;
 mod streams;
 mod tables;
 mod upgrade;

@@ -6,13 +6,13 @@
 //! offset), then, when some contacts have no value for the field, a walk of the id index
 //! for those. O(page) for cursors.
 //!
-//! **Search and filters**: every term and filter is a *source*, an index range that
+//! **Search and filters**: every term and filter gives *candidates*, an index range that
 //! holds exactly the contacts it accepts: a term is the word-index range of the words
 //! it is a prefix of, a filter a range of the sort index (or one email/external id).
 //! A range is read whole when it is small — up to `QueryLimits::cap` entries, or only a
 //! quarter of `QueryLimits::in_memory` for a range that can be streamed instead (a term's
 //! words, an exact value) in an agent larger than `cap` — and complete ranges are
-//! intersected into a candidate set. A larger range is, when it is a few runs of contact numbers (common
+//! intersected into a candidate set. A larger range is, when it is a few key prefixes of contact numbers (common
 //! words, one value), streamed in id order, and otherwise left to checking. Then:
 //! - at most `QueryLimits::in_memory` candidates (`QueryLimits::sorted` when sorted by
 //!   another field than `created_at`): load them, keep those `domain::query` accepts,
@@ -36,12 +36,12 @@ use std::ops::Bound;
 use redb::{AccessGuard, ReadOnlyTable, ReadTransaction};
 
 use super::blocks::{self, CONTACT_BLOCKS};
+use super::candidates::{candidates, Candidates};
 use super::codec::{decode_agent, decode_stored_contact, expect_contact};
 use super::keys;
 use super::lsm::unlogged::Held;
 use super::lsm::{Index, IndexView};
-use super::sources::{sources, Source};
-use super::streams::{intersect, list_stream, runs_stream, IdStream, Intersection, Results};
+use super::streams::{intersect, list_stream, prefix_stream, IdStream, Intersection, Results};
 use super::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS};
 use super::StoreError;
 use crate::domain::query::{Position, Query};
@@ -64,9 +64,9 @@ pub struct QueryLimits {
     pub sorted: usize,
     /// Entries from which a word counts as common: a large search term reads its rare
     /// words whole and streams its common ones.
-    pub run: usize,
+    pub common_word: usize,
     /// Most common words a streamed search term may span.
-    pub max_runs: usize,
+    pub max_common_words: usize,
     /// Most distinct words a streamed search term may span.
     pub words: usize,
 }
@@ -77,8 +77,8 @@ impl Default for QueryLimits {
             cap: 20_000,
             in_memory: 2_000,
             sorted: 10_000,
-            run: 64,
-            max_runs: 64,
+            common_word: 64,
+            max_common_words: 64,
             words: 1_000,
         }
     }
@@ -160,7 +160,7 @@ impl<'t> Snapshot<'t> {
 
 /// Runs `query` for `agent`: at most `limit` contacts from `start`, on the snapshot
 /// `txn` and the unlogged blocks `held` taken with it.
-pub fn run(
+pub fn execute(
     txn: &ReadTransaction,
     held: &Held,
     agent: &str,
@@ -220,11 +220,11 @@ pub fn run(
     let mut streams: Vec<TermStream> = Vec::new();
     let mut unchecked = false;
     let small_agent = usize::try_from(agent_total).is_ok_and(|n| n <= limits.cap);
-    for source in sources(&snap, agent, query, limits, small_agent)? {
-        match source {
-            Source::Ids(ids) => sets.push(ids),
-            Source::Runs(index, rare, runs) => streams.push((index, rare, runs)),
-            Source::Unindexed => unchecked = true,
+    for found in candidates(&snap, agent, query, limits, small_agent)? {
+        match found {
+            Candidates::Ids(ids) => sets.push(ids),
+            Candidates::Streamed(index, rare, common) => streams.push((index, rare, common)),
+            Candidates::Unindexed => unchecked = true,
         }
     }
     if sets.is_empty() && small_agent {
@@ -265,12 +265,12 @@ pub fn run(
         if let Some(ids) = &candidates {
             inputs.push(list_stream(ids, from, query.descending));
         }
-        for (index, rare, runs) in &streams {
-            inputs.push(runs_stream(
+        for (index, rare, common) in &streams {
+            inputs.push(prefix_stream(
                 snap.index()?,
                 *index,
                 rare,
-                runs,
+                common,
                 from,
                 query.descending,
             )?);
@@ -397,7 +397,7 @@ fn in_memory(
 /// run keys of its common words.
 type TermStream = (Index, Vec<u64>, Vec<Vec<u8>>);
 
-/// The contact numbers every source holds (the candidate set and each stream), in
+/// The contact numbers all candidates share (the candidate set and each stream), in
 /// number order, when they are at most `most`; `None` when there are more.
 fn collect(
     snap: &Snapshot,
@@ -409,8 +409,15 @@ fn collect(
     if let Some(ids) = candidates {
         inputs.push(list_stream(ids, None, false));
     }
-    for (index, rare, runs) in streams {
-        inputs.push(runs_stream(snap.index()?, *index, rare, runs, None, false)?);
+    for (index, rare, common) in streams {
+        inputs.push(prefix_stream(
+            snap.index()?,
+            *index,
+            rare,
+            common,
+            None,
+            false,
+        )?);
     }
     let mut ids = Vec::new();
     for id in (Intersection {

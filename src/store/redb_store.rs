@@ -483,7 +483,7 @@ impl Store for RedbStore {
     ) -> Result<QueryPage, StoreError> {
         self.guard(|| {
             let (txn, held) = self.unlogged.begin_read(&self.db)?;
-            query::run(&txn, &held, agent, query, start, limit, self.limits)
+            query::execute(&txn, &held, agent, query, start, limit, self.limits)
         })
     }
 
@@ -621,7 +621,7 @@ impl Store for RedbStore {
             };
             let mut start = Start::Offset(0);
             loop {
-                let page = query::run(&txn, &held, agent, query, &start, chunk, self.limits)?;
+                let page = query::execute(&txn, &held, agent, query, &start, chunk, self.limits)?;
                 let next = page.next;
                 if !page.contacts.is_empty() && !sink(page.contacts) {
                     return Ok(());

@@ -36,21 +36,21 @@ pub(super) fn list_stream(ids: &[u64], from: Option<u64>, descending: bool) -> I
 
 /// `ids` and the contact numbers under each prefix, merged into one stream in query
 /// order.
-pub(super) fn runs_stream<'a>(
+pub(super) fn prefix_stream<'a>(
     view: &'a IndexView,
     index: Index,
     ids: &'a [u64],
-    runs: &[Vec<u8>],
+    prefixes: &[Vec<u8>],
     from: Option<u64>,
     descending: bool,
 ) -> Result<IdStream<'a>, StoreError> {
-    let mut parts = Vec::with_capacity(runs.len() + 1);
+    let mut parts = Vec::with_capacity(prefixes.len() + 1);
     parts.push(list_stream(ids, from, descending));
-    for run in runs {
+    for prefix in prefixes {
         let (lower, upper) = match (from, descending) {
-            (None, _) => (run.clone(), keys::prefix_end(run)),
-            (Some(f), false) => (keys::entry_after(run, f), keys::prefix_end(run)),
-            (Some(f), true) => (run.clone(), keys::entry_at(run, f)),
+            (None, _) => (prefix.clone(), keys::prefix_end(prefix)),
+            (Some(f), false) => (keys::entry_after(prefix, f), keys::prefix_end(prefix)),
+            (Some(f), true) => (prefix.clone(), keys::entry_at(prefix, f)),
         };
         let ids = view.range(index, &lower, Some(&upper), descending)?.ids();
         let ids: Results<'a, u64> = Box::new(ids);

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use contactd::config::{resolve, Config, Sources};
+use contactd::config::{resolve, Config, Layers};
 
 pub const ADMIN_KEY: &str = "oc_live_TestAdminKey0123456789abcdefghij";
 
@@ -53,7 +53,7 @@ impl Reply {
 }
 
 pub fn base_config(dir: &TempDir) -> Config {
-    let mut config = resolve(&Sources::default()).unwrap();
+    let mut config = resolve(&Layers::default()).unwrap();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = dir.path().to_owned();
     config.admin_key = Some(ADMIN_KEY.to_owned());

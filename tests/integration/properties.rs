@@ -347,8 +347,8 @@ proptest! {
         // Tiny limits drive these few contacts through every strategy of the store's
         // query planner (streams, index walks with candidate sets, checking).
         let mut store = RedbStore::open(dir.path()).unwrap();
-        if let Some((cap, in_memory, sorted, run, max_runs, words)) = limits {
-            store = store.with_query_limits(contactd::store::QueryLimits { cap, in_memory, sorted, run, max_runs, words });
+        if let Some((cap, in_memory, sorted, common_word, max_common_words, words)) = limits {
+            store = store.with_query_limits(contactd::store::QueryLimits { cap, in_memory, sorted, common_word, max_common_words, words });
         }
         // Written in small batches with tiny index limits, the indexes are read from
         // several log blocks and runs (merged, some holding removed entries), and from

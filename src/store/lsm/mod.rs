@@ -152,7 +152,7 @@ impl IndexLimits {
 }
 
 /// The log and the runs of one transaction, newest first.
-pub struct Sources<T> {
+pub struct IndexTables<T> {
     log: Vec<Single>,
     runs: Vec<Run<T>>,
     /// Entries in each run of `runs`, in the same order.
@@ -160,7 +160,7 @@ pub struct Sources<T> {
 }
 
 /// What a read snapshot sees of the indexes.
-pub type IndexView = Sources<ReadOnlyTable<u32, &'static [u8]>>;
+pub type IndexView = IndexTables<ReadOnlyTable<u32, &'static [u8]>>;
 
 impl IndexView {
     /// The indexes as `txn` has them: its log and runs, and the blocks of its journal
@@ -196,7 +196,7 @@ impl IndexView {
     }
 }
 
-impl<'txn> Sources<Table<'txn, u32, &'static [u8]>> {
+impl<'txn> IndexTables<Table<'txn, u32, &'static [u8]>> {
     /// The indexes as a write transaction has them (values copied out).
     fn open_write(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         let mut log = Vec::new();
@@ -259,7 +259,7 @@ fn open_run_write(
     })
 }
 
-impl<T: ChunkTable> Sources<T> {
+impl<T: ChunkTable> IndexTables<T> {
     fn all(&self) -> Vec<&dyn Chunks> {
         let log = self.log.iter().map(|s| s as &dyn Chunks);
         log.chain(self.runs.iter().map(|r| r as &dyn Chunks))
@@ -618,7 +618,7 @@ pub fn remove_prefix(
     loop {
         let mut changes = Changes::default();
         {
-            let sources = Sources::open_write(txn)?;
+            let sources = IndexTables::open_write(txn)?;
             let mut merged = sources.range(index, &from, Some(upper), false)?;
             while changes.len() < BATCH && merged.advance()? {
                 changes.remove(index, merged.key().to_vec());

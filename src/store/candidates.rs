@@ -1,6 +1,6 @@
-//! What each search term and filter of a query contributes: an index range read whole
-//! (a set of contact numbers), runs of contact numbers to stream, or nothing usable
-//! (contacts are then checked one by one). See `query` for how they are combined.
+//! The candidates each search term and filter of a query contributes: an index range
+//! read whole (a set of contact numbers), key prefixes whose contact numbers are
+//! streamed in order, or nothing usable (contacts are then checked one by one). See `query` for how they are combined.
 
 use super::codec::expect_contact;
 use super::keys;
@@ -13,47 +13,47 @@ use crate::domain::query::{Cmp, Op, Query};
 type RareAndCommon = (Vec<u64>, Vec<Vec<u8>>);
 
 /// What one term or filter contributes.
-pub(super) enum Source {
+pub(super) enum Candidates {
     /// Every contact it accepts, ascending.
     Ids(Vec<u64>),
     /// Too many to read whole, but streamable in id order: these contact numbers
     /// (ascending) and those after each of these key prefixes of the index (one word, one
     /// value), which follow in ascending order.
-    Runs(Index, Vec<u64>, Vec<Vec<u8>>),
+    Streamed(Index, Vec<u64>, Vec<Vec<u8>>),
     /// No usable index range: contacts are checked one by one.
     Unindexed,
 }
 
-pub(super) fn sources(
+pub(super) fn candidates(
     snap: &Snapshot,
     agent: &str,
     query: &Query,
     limits: QueryLimits,
     small_agent: bool,
-) -> Result<Vec<Source>, StoreError> {
+) -> Result<Vec<Candidates>, StoreError> {
     // A range that can be streamed is read whole only while that is cheap: in a small
     // agent, or up to what is ordered in memory anyway. (Reading 20,000 entries of a
     // common word only to give up would cost more than streaming it.)
     let streamable_cap = if small_agent {
         limits.cap
     } else {
-        limits.run.max(limits.in_memory / 4).min(limits.cap)
+        limits.common_word.max(limits.in_memory / 4).min(limits.cap)
     };
     let mut out = Vec::new();
     for term in &query.terms {
         let mut start = keys::prefix(&[agent.as_bytes()]);
         keys::push_escaped(&mut start, term.as_bytes());
-        let source = match word_runs(snap.index()?, agent, &start, limits, streamable_cap)? {
-            Some((ids, runs)) if runs.is_empty() => Source::Ids(ids),
-            Some((rare, runs)) => Source::Runs(Index::Words, rare, runs),
-            None => Source::Unindexed,
+        let found = match term_words(snap.index()?, agent, &start, limits, streamable_cap)? {
+            Some((ids, common)) if common.is_empty() => Candidates::Ids(ids),
+            Some((rare, common)) => Candidates::Streamed(Index::Words, rare, common),
+            None => Candidates::Unindexed,
         };
-        out.push(source);
+        out.push(found);
     }
     for filter in &query.filters {
         let field = filter.field.as_str();
         let text = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
-        let source = match (field, &filter.op) {
+        let found = match (field, &filter.op) {
             ("email", Op::Eq(key)) => {
                 let ext = snap.by_email.get((agent, text(key).as_str()))?;
                 let ext = ext.map(|e| e.value().to_owned());
@@ -65,13 +65,13 @@ pub(super) fn sources(
                     )?),
                     None => None,
                 };
-                Source::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
+                Candidates::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
             }
             ("external_id", Op::Eq(key)) => {
                 let found = snap.by_ext(agent, &text(key))?;
-                Source::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
+                Candidates::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
             }
-            ("email" | "external_id", _) | (_, Op::Exists(false)) => Source::Unindexed,
+            ("email" | "external_id", _) | (_, Op::Exists(false)) => Candidates::Unindexed,
             (_, op) => {
                 let field_start = keys::prefix(&[agent.as_bytes(), field.as_bytes()]);
                 let field_end = keys::prefix_end(&field_start);
@@ -94,13 +94,15 @@ pub(super) fn sources(
                     limits.cap
                 };
                 match collect(snap.index()?, Index::Sort, &lower, Some(&upper), cap)? {
-                    Some(ids) => Source::Ids(ids),
-                    None if streamable => Source::Runs(Index::Sort, Vec::new(), vec![lower]),
-                    None => Source::Unindexed,
+                    Some(ids) => Candidates::Ids(ids),
+                    None if streamable => {
+                        Candidates::Streamed(Index::Sort, Vec::new(), vec![lower])
+                    }
+                    None => Candidates::Unindexed,
                 }
             }
         };
-        out.push(source);
+        out.push(found);
     }
     Ok(out)
 }
@@ -137,10 +139,10 @@ pub(super) fn collect(
 /// one pass: the contact numbers of the words read whole, sorted, and the key prefixes of
 /// the common words, to be streamed. While the term has at most `cap` entries every word
 /// is read whole (so with no common word the numbers are the term's whole answer); past
-/// that, a word is cut once it has more than `limits.run` entries, and the range jumps
+/// that, a word is cut once it has more than `limits.common_word` entries, and the range jumps
 /// past it (from the start when the run directories show the term to be large). `None`
-/// past `cap` entries and `limits.words` distinct words or `limits.max_runs` common ones.
-pub(super) fn word_runs(
+/// past `cap` entries and `limits.words` distinct words or `limits.max_common_words` common ones.
+pub(super) fn term_words(
     view: &IndexView,
     agent: &str,
     start: &[u8],
@@ -150,7 +152,7 @@ pub(super) fn word_runs(
     let agent_len = keys::prefix(&[agent.as_bytes()]).len();
     let malformed = || StoreError::Corrupt("a malformed word index key".into());
     let mut whole = Vec::new();
-    let mut runs = Vec::new();
+    let mut common = Vec::new();
     let mut seen = 0;
     let end = keys::successor(start);
     // A term the run directories already show to be large cuts its common words from
@@ -175,15 +177,15 @@ pub(super) fn word_runs(
         read += 1;
         if let Some((word, ids)) = &mut current {
             if key.starts_with(word.as_slice()) {
-                if read <= cap || ids.len() < limits.run {
+                if read <= cap || ids.len() < limits.common_word {
                     ids.push(id);
                     continue;
                 }
-                if runs.len() == limits.max_runs {
+                if common.len() == limits.max_common_words {
                     return Ok(None);
                 }
                 let past = keys::prefix_end(word);
-                runs.push(std::mem::take(word));
+                common.push(std::mem::take(word));
                 current = None;
                 range.seek(&past)?;
                 continue;
@@ -201,5 +203,5 @@ pub(super) fn word_runs(
     }
     whole.sort_unstable();
     whole.dedup();
-    Ok(Some((whole, runs)))
+    Ok(Some((whole, common)))
 }
