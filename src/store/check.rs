@@ -24,11 +24,10 @@ use redb::{ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable};
 use super::blocks;
 use super::codec::{decode_agent, decode_attribute, decode_key, decode_stored_contact};
 use super::damage::{unpanic, MARKER};
-use super::index::{counted_fields, sort_keys, word_keys};
-use super::journal;
-use super::keys;
-use super::lsm::unlogged::{Held, Slot};
-use super::lsm::{Index, IndexView, RUN_PREFIX};
+use super::index::{
+    counted_fields, keys, pending_block, sort_keys, word_keys, Held, Index, IndexView, Slot,
+    RUN_PREFIX,
+};
 use super::redb_store::DB_FILE;
 use super::scan::{walk_numbers, walk_pairs, Hints};
 use super::tables::{
@@ -139,7 +138,7 @@ pub fn run_offline(data_dir: &Path, progress: &dyn Fn(u64)) -> Result<CheckRepor
     }
     // The index changes of the last writes, waiting in the journal: a store opened on
     // the dir would index them again, so they count as indexed.
-    let held = match unpanic("the index journal", || journal::pending_block(&txn)) {
+    let held = match unpanic("the index journal", || pending_block(&txn)) {
         Ok(block) => {
             let slot = Arc::new(Slot::default());
             slot.fill(Ok(block));

@@ -112,7 +112,9 @@ impl<'txn> Tables<'txn> {
     fn apply(&mut self, agent: &str, changes: Pairs) -> Result<(), StoreError> {
         // Field counts now; the index entries when the transaction finishes.
         let changes = Arc::new(changes);
-        self.txn.index_contacts(agent, Arc::clone(&changes));
+        self.txn
+            .index()
+            .contacts_changed(agent, Arc::clone(&changes));
         let mut blocks = blocks::Deltas::default();
         for (before, after) in changes.iter() {
             match (before, after) {
@@ -656,9 +658,9 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
     blocks::remove_agent(txn, agent_id)?;
     // Earlier jobs of this transaction may have index changes for the agent.
-    txn.flush_all_now()?;
-    index::delete_agent(txn, agent_id, txn.limits)?;
-    txn.logged_elsewhere();
+    txn.index().flush_all_now()?;
+    index::delete_agent(txn, agent_id, txn.index().limits())?;
+    txn.index().logged_elsewhere();
     let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
     for name in agent_rows(&attributes, agent_id)? {
         attributes.remove((agent_id, name.as_str()))?;

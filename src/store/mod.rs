@@ -3,7 +3,6 @@
 //! transaction is durably committed.
 
 mod blocks;
-mod candidates;
 mod check;
 mod codec;
 mod compact;
@@ -12,18 +11,11 @@ mod damage;
 pub mod data_dir;
 mod file;
 mod index;
-mod index_worker;
-mod journal;
-mod keys;
-mod lsm;
-mod merger;
-mod query;
 mod redb_store;
 mod redo;
 mod salvage;
 mod scan;
 mod seal;
-mod streams;
 mod tables;
 mod upgrade;
 mod wal;
@@ -44,8 +36,7 @@ pub use codec::{decode_contact, decode_legacy_contact, encode_contact};
 pub use compact::{run as compact, Compacted};
 pub use damage::{DamageReport, MARKER as DAMAGE_MARKER};
 pub use file::DEFAULT_CACHE;
-pub use lsm::IndexLimits;
-pub use query::{QueryLimits, QueryPage, Start};
+pub use index::{IndexLimits, QueryLimits, QueryPage, Start};
 pub use redb_store::{RedbStore, StoreOptions, DB_FILE};
 pub use salvage::{run as salvage, SalvageReport};
 

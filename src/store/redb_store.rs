@@ -16,12 +16,10 @@ use super::contacts::{self, find_contact};
 use super::damage::{unpanic, Damage, DamageReport};
 use super::data_dir;
 use super::file;
-use super::index;
-use super::journal;
-use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
-use super::lsm::IndexLimits;
-use super::merger::{Kick, Merger};
-use super::query::{self, QueryLimits, QueryPage, Start};
+use super::index::{
+    self, IndexLimits, Indexer, Kick, Merger, QueryLimits, QueryPage, Slot, Start, Unlogged,
+    INDEX_JOURNAL,
+};
 use super::redo::Op;
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
@@ -49,6 +47,7 @@ pub struct RedbStore {
     db: Arc<Database>,
     damage: Arc<Damage>,
     unlogged: Arc<Unlogged>,
+    indexer: Arc<Indexer>,
     writer: Arc<Writer>,
     merger: Merger,
     path: PathBuf,
@@ -131,10 +130,10 @@ impl RedbStore {
                 "the write-ahead log holds writes after the last checkpoint, which a damaged data dir does not apply; they stay in its wal-*.log files"
             );
         }
+        let indexer = Arc::new(Indexer::start(Arc::clone(&unlogged), kick.clone())?);
         let writer = Arc::new(Writer::start(
             Arc::clone(&db),
-            kick.clone(),
-            Arc::clone(&unlogged),
+            Arc::clone(&indexer),
             Arc::clone(&damage),
             WalSetup {
                 log: Arc::new(Log::start(data_dir, log.next_lsn)?),
@@ -161,6 +160,7 @@ impl RedbStore {
         let merger = Merger::start(
             Arc::clone(&db),
             Arc::clone(&writer),
+            Arc::clone(&indexer),
             kick,
             Arc::clone(&damage),
         )?;
@@ -168,6 +168,7 @@ impl RedbStore {
             db,
             damage,
             unlogged,
+            indexer,
             writer,
             merger,
             path,
@@ -187,7 +188,7 @@ impl RedbStore {
     /// [`IndexLimits`]); results are the same, only speed differs. For tests.
     #[must_use]
     pub fn with_index_limits(self, limits: IndexLimits) -> Self {
-        self.writer.set_index_limits(limits);
+        self.indexer.set_limits(limits);
         self
     }
 
@@ -334,7 +335,7 @@ fn prepare(db: &Database, damage: &Damage) -> Result<(), StoreError> {
                 tracing::info!(contacts = built, "built the sort and word indexes");
             }
         }
-        let replayed = journal::replay(&txn, IndexLimits::default())?;
+        let replayed = index::replay(&txn, IndexLimits::default())?;
         if replayed > 0 {
             tracing::info!(
                 contacts = replayed,
@@ -384,7 +385,7 @@ fn hold_journal(db: &Database, unlogged: &Unlogged) -> Result<(), StoreError> {
     let Some(&last) = seqs.last() else {
         return Ok(());
     };
-    let block = match unpanic("the index journal", || journal::pending_block(&txn)) {
+    let block = match unpanic("the index journal", || index::pending_block(&txn)) {
         Ok(block) => block,
         Err(err) => {
             tracing::error!(error = %err, "the index misses the changes of the last writes before the damage");
@@ -483,7 +484,7 @@ impl Store for RedbStore {
     ) -> Result<QueryPage, StoreError> {
         self.guard(|| {
             let (txn, held) = self.unlogged.begin_read(&self.db)?;
-            query::execute(&txn, &held, agent, query, start, limit, self.limits)
+            index::execute(&txn, &held, agent, query, start, limit, self.limits)
         })
     }
 
@@ -621,7 +622,7 @@ impl Store for RedbStore {
             };
             let mut start = Start::Offset(0);
             loop {
-                let page = query::execute(&txn, &held, agent, query, &start, chunk, self.limits)?;
+                let page = index::execute(&txn, &held, agent, query, &start, chunk, self.limits)?;
                 let next = page.next;
                 if !page.contacts.is_empty() && !sink(page.contacts) {
                     return Ok(());
@@ -820,8 +821,8 @@ pub(crate) mod tests_support {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::lsm::unlogged::Held;
-    use crate::store::lsm::{Changes, Index, IndexView, INDEX_LOG, INDEX_RUNS, INDEX_STATE};
+    use crate::store::index::lsm::unlogged::Held;
+    use crate::store::index::lsm::{Changes, Index, IndexView, INDEX_LOG, INDEX_RUNS, INDEX_STATE};
     use crate::store::tables::{FIELD_COUNTS, META_INDEX_VERSION};
     use redb::{ReadableTableMetadata, TableHandle};
 
@@ -1028,7 +1029,7 @@ mod tests {
     /// those contacts again when it opens.
     #[test]
     fn index_changes_wait_in_the_journal_and_survive_a_stop() {
-        use crate::store::lsm::{INDEX_LOG, INDEX_RUNS};
+        use crate::store::index::lsm::{INDEX_LOG, INDEX_RUNS};
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         // No idle flush in between: it would flush what waits.
@@ -1108,7 +1109,7 @@ mod tests {
     /// before, every later write failed until a restart.
     #[test]
     fn a_block_the_worker_failed_to_build_is_computed_from_the_journal() {
-        use crate::store::lsm::unlogged::Slot;
+        use crate::store::index::lsm::unlogged::Slot;
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         // No idle flush in between: it would store the blocks first.
@@ -1237,9 +1238,9 @@ mod tests {
             let txn = db.begin_write().unwrap();
             let mut changes = Changes::default();
             changes.remove(Index::Words, first);
-            let stray = crate::store::keys::entry(&[b"a", b"name", b"zz"], 99);
+            let stray = crate::store::index::keys::entry(&[b"a", b"name", b"zz"], 99);
             changes.put(Index::Sort, stray);
-            let ghost = crate::store::keys::entry(&[b"ghost", b"word"], 5);
+            let ghost = crate::store::index::keys::entry(&[b"ghost", b"word"], 5);
             changes.put(Index::Words, ghost);
             changes.commit(&txn, IndexLimits::default()).unwrap();
             txn.commit().unwrap();
@@ -1320,8 +1321,8 @@ mod tests {
     #[test]
     fn the_merger_tidies_the_indexes_once_writes_stop() {
         use crate::domain::query::Query;
-        use crate::store::lsm::compaction::INDEX_MERGES;
-        use crate::store::lsm::{INDEX_LOG, INDEX_RUNS};
+        use crate::store::index::lsm::compaction::INDEX_MERGES;
+        use crate::store::index::lsm::{INDEX_LOG, INDEX_RUNS};
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         let store = RedbStore::open(dir.path())

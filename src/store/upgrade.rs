@@ -239,8 +239,8 @@ mod tests {
     use crate::domain::query::Query;
     use crate::domain::{Agent, Contact};
     use crate::store::codec::{decode_contact, encode_agent};
-    use crate::store::query::Start;
     use crate::store::tables::{META, META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION};
+    use crate::store::Start;
     use crate::store::{RedbStore, Store, DB_FILE};
 
     /// A contact record as schema 3 wrote it: version 2, unsealed.

@@ -11,51 +11,31 @@
 //! left. A storage error while applying poisons the transaction; then it is aborted
 //! and every job of the group is answered with that error.
 //!
-//! The jobs of a group record their contact changes in the transaction's [`Txn`]:
-//! field counts are updated and the changed contacts journaled in the transaction
-//! itself, while the index worker builds the transaction's index block after it; the
-//! block waits in memory until a later transaction stores the waiting blocks in a run
-//! (see `lsm::unlogged`), however few contacts it changed: building the block during
-//! the commit's `fdatasync`, on another thread, is cheaper than building it before.
+//! The writer knows nothing of the indexes beyond their seam (`index`): each group's
+//! [`Txn`] carries a `TxnIndex`, which jobs tell what they changed, and the writer
+//! has it finish before the commit and tells the `Indexer` how the commit went.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::damage::{unpanic, Damage};
-use super::index::{self, Pairs};
-use super::index_worker::{self, IndexWorker, Job as IndexJob};
-use super::journal;
-use super::lsm::block::Block;
-use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
-use super::lsm::{store_blocks, IndexLimits};
-use super::merger::Kick;
+use super::index::{Finished, IndexTxn, Indexer, TxnIndex};
 use super::redo::{self, Op};
 use super::tables::{META, META_WAL_CHECKPOINT};
 use super::wal::{self, Log};
 use super::{StoreError, StoreFuture};
 
-/// A write transaction and the index changes its jobs made so far.
+/// A write group's transaction, its index changes and its log record so far.
 pub struct Txn {
     txn: WriteTransaction,
-    /// Contact changes whose index entries are not computed yet, in the order made.
-    jobs: RefCell<Vec<IndexJob>>,
-    /// Per agent and field, how many more contacts have a value for it.
-    counts: RefCell<HashMap<String, HashMap<String, i64>>>,
-    /// Journal entries whose blocks this transaction stored in a run.
-    flushed: RefCell<Vec<u64>>,
-    /// Whether this transaction added index changes to a run or the log.
-    appended: Cell<bool>,
-    worker: Arc<IndexWorker>,
-    unlogged: Arc<Unlogged>,
-    pub limits: IndexLimits,
+    index: TxnIndex,
     /// The changes to the data the group's jobs made, for the write-ahead log.
     redo: RefCell<Vec<Op>>,
     /// Set while replaying the log: the changes are in it already.
@@ -73,18 +53,12 @@ impl Deref for Txn {
 }
 
 impl Txn {
-    /// Records contact writes (already made or about to be made in this transaction)
-    /// for the indexes: their field counts now, their index entries when the
-    /// transaction finishes (see [`Txn::finish_index`]).
-    pub fn index_contacts(&self, agent: &str, pairs: Arc<Pairs>) {
-        index::count(
-            &pairs,
-            self.counts
-                .borrow_mut()
-                .entry(agent.to_owned())
-                .or_default(),
-        );
-        self.jobs.borrow_mut().push((agent.to_owned(), pairs));
+    /// The group's index changes, with its transaction.
+    pub fn index(&self) -> IndexTxn<'_> {
+        IndexTxn {
+            txn: &self.txn,
+            state: &self.index,
+        }
     }
 
     /// Records a change to the data for the write-ahead log (see `redo`): every write
@@ -108,109 +82,6 @@ impl Txn {
     pub fn want_checkpoint(&self) {
         self.checkpoint.set(true);
     }
-
-    /// Adds the value count changes gathered so far to `field_counts`.
-    fn write_counts(&self) -> Result<(), StoreError> {
-        let counts = std::mem::take(&mut *self.counts.borrow_mut());
-        for (agent, counts) in &counts {
-            index::write_counts(&self.txn, agent, counts)?;
-        }
-        Ok(())
-    }
-
-    /// Stores the blocks of earlier transactions (and `own`, this one's, if given) in a
-    /// new run once they are due or `now`, waiting for the index worker where needed,
-    /// and drops their journal entries. They are due when `IndexLimits::log_blocks` of
-    /// them wait, or `log_bytes` of built blocks, or the worker failed to build one:
-    /// that block is computed here from the journal entry, so reads fail only until the
-    /// next write and one failure does not stop every later write.
-    fn flush_earlier(&self, now: bool, own: Option<Block>) -> Result<(), StoreError> {
-        let mut flushed = self.flushed.borrow_mut();
-        let mut pending = self.unlogged.all();
-        pending.retain(|(seq, _)| !flushed.contains(seq));
-        let due = || {
-            pending.len() as u64 >= self.limits.log_blocks.max(1)
-                || pending.iter().any(|(_, slot)| slot.failed())
-                || pending
-                    .iter()
-                    .filter_map(|(_, slot)| slot.built_bytes())
-                    .sum::<usize>() as u64
-                    >= self.limits.log_bytes
-        };
-        if own.is_none() && (pending.is_empty() || !(now || due())) {
-            return Ok(());
-        }
-        let mut blocks = Vec::with_capacity(pending.len() + 1);
-        {
-            let mut journal = self.txn.open_table(INDEX_JOURNAL)?;
-            for (seq, slot) in pending {
-                let block = match slot.wait() {
-                    Ok(block) => block,
-                    Err(err) => {
-                        tracing::error!(error = %err, seq, "the index worker built no block; computing it from the journal");
-                        let entry = journal.get(seq)?.map(|e| e.value().to_vec());
-                        let entry = entry.ok_or_else(|| {
-                            StoreError::Corrupt(format!("index journal entry {seq} is missing"))
-                        })?;
-                        journal::block_of(&self.txn, &entry)?
-                    }
-                };
-                blocks.extend(block);
-                journal.remove(seq)?;
-                flushed.push(seq);
-            }
-        }
-        blocks.extend(own);
-        if !blocks.is_empty() {
-            store_blocks(&self.txn, &blocks, self.limits)?;
-            self.appended.set(true);
-        }
-        Ok(())
-    }
-
-    /// Stores every earlier transaction's block in a run now (an idle moment).
-    pub fn flush_now(&self) -> Result<(), StoreError> {
-        self.flush_earlier(true, None)
-    }
-
-    /// Notes that index changes were written to the log directly (not through this
-    /// `Txn`), so that the merger is woken for them after the commit.
-    pub fn logged_elsewhere(&self) {
-        self.appended.set(true);
-    }
-
-    /// Stores every index change made so far in a run now, this transaction's included
-    /// (before an agent's entries are removed, which reads the log and the runs).
-    pub fn flush_all_now(&self) -> Result<(), StoreError> {
-        self.write_counts()?;
-        let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
-        self.flush_earlier(true, index_worker::build(&jobs))
-    }
-
-    /// Finishes the transaction's index work before its commit: field counts, earlier
-    /// transactions' blocks, and this one's journal entry. Returns the journal sequence
-    /// number and the slot of its own block, if it changed contacts.
-    fn finish_index(&self) -> Result<Option<(u64, Arc<Slot>)>, StoreError> {
-        self.write_counts()?;
-        self.flush_earlier(false, None)?;
-        let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
-        let mut journal = journal::Entry::default();
-        for (agent, pairs) in &jobs {
-            journal.record(agent, pairs)?;
-        }
-        if journal.is_empty() {
-            return Ok(None);
-        }
-        let seq = {
-            let mut table = self.txn.open_table(INDEX_JOURNAL)?;
-            let seq = self.unlogged.next_seq();
-            table.insert(seq, journal.sealed().as_slice())?;
-            seq
-        };
-        let slot = Arc::new(Slot::default());
-        self.worker.seal(jobs, Arc::clone(&slot));
-        Ok(Some((seq, slot)))
-    }
 }
 
 /// Most jobs that share one commit.
@@ -227,7 +98,6 @@ type Job = Box<dyn FnOnce(Result<&Txn, &StoreError>) -> (Option<StoreError>, Com
 pub struct Writer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    limits: Arc<Mutex<IndexLimits>>,
 }
 
 /// The write-ahead log as the writer uses it.
@@ -244,46 +114,28 @@ pub struct WalSetup {
 }
 
 impl Writer {
-    /// Starts the thread; `kick` is woken after every commit (index merges may be due);
-    /// `unlogged` holds the blocks of committed transactions not yet in a run.
+    /// Starts the thread; `indexer` takes each group's index changes.
     pub fn start(
         db: Arc<Database>,
-        kick: Kick,
-        unlogged: Arc<Unlogged>,
+        indexer: Arc<Indexer>,
         damage: Arc<Damage>,
         wal: WalSetup,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let limits = Arc::new(Mutex::new(IndexLimits::default()));
-        let shared = Arc::clone(&limits);
-        let worker = Arc::new(IndexWorker::start()?);
         let thread = std::thread::Builder::new()
             .name("contactd-writer".into())
             .spawn(move || {
                 let parts = Parts {
                     db: &db,
-                    limits: &shared,
-                    worker: &worker,
-                    unlogged: &unlogged,
+                    indexer: &indexer,
                     damage: &damage,
                 };
-                run(&parts, rx, &kick, wal);
+                write_groups(&parts, rx, wal);
             })?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-            limits,
         })
-    }
-
-    /// Changes the index limits of the transactions that begin from now on.
-    pub fn set_index_limits(&self, limits: IndexLimits) {
-        *self.limits.lock() = limits;
-    }
-
-    /// The index limits of the transactions that begin now.
-    pub fn limits(&self) -> IndexLimits {
-        *self.limits.lock()
     }
 
     /// Queues `work` to run inside a write transaction; resolves after the commit.
@@ -355,15 +207,20 @@ where
 /// What every group of the writer uses.
 struct Parts<'a> {
     db: &'a Database,
-    limits: &'a Mutex<IndexLimits>,
-    worker: &'a Arc<IndexWorker>,
-    unlogged: &'a Arc<Unlogged>,
+    indexer: &'a Arc<Indexer>,
     damage: &'a Damage,
 }
 
 impl Parts<'_> {
+    /// A write transaction for a group (its durability is chosen when it commits).
     fn begin(&self) -> Result<Txn, StoreError> {
-        begin(self.db, self.worker, self.unlogged, *self.limits.lock())
+        Ok(Txn {
+            txn: self.db.begin_write()?,
+            index: self.indexer.begin(),
+            redo: RefCell::new(Vec::new()),
+            replaying: Cell::new(false),
+            checkpoint: Cell::new(false),
+        })
     }
 }
 
@@ -391,7 +248,7 @@ impl LogState {
     }
 }
 
-fn run(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, kick: &Kick, wal: WalSetup) {
+fn write_groups(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, wal: WalSetup) {
     let mut log = LogState {
         bytes: u64::from(wal.pending),
         wal,
@@ -438,27 +295,22 @@ fn run(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, kick: &Kick, wal: WalSetu
         }
         let mut poisoned = poisoned.is_some();
         let finished = if poisoned {
-            Ok(None)
+            Ok(Finished::default())
         } else {
-            unpanic("indexing a write", || txn.finish_index())
+            unpanic("indexing a write", || txn.index().finish())
         };
-        let own = match finished {
-            Ok(own) => own,
+        let finished = match finished {
+            Ok(finished) => finished,
             Err(err) => {
                 tracing::error!(error = %err, "cannot write the index changes");
                 if let StoreError::Corrupt(detail) = &err {
                     parts.damage.record(detail);
                 }
                 poisoned = true;
-                None
+                Finished::default()
             }
         };
-        let flushed = std::mem::take(&mut *txn.flushed.borrow_mut());
-        let wrote = own.is_some() || txn.appended.get();
-        // A snapshot that holds the journal entry must find the slot.
-        if let Some((seq, slot)) = &own {
-            parts.unlogged.add(*seq, Arc::clone(slot));
-        }
+        parts.indexer.publish(&finished);
         let ops = std::mem::take(&mut *txn.redo.borrow_mut());
         let (outcome, durable) = if poisoned {
             if let Err(err) = unpanic("an abort", || Ok(txn.txn.abort()?)) {
@@ -474,14 +326,9 @@ fn run(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, kick: &Kick, wal: WalSetu
             parts.damage.record(detail);
         }
         match &outcome {
-            Ok(()) => {
-                parts.unlogged.remove(&flushed);
-                kick.wake(wrote);
-            }
+            Ok(()) => parts.indexer.committed(finished),
             Err(err) => {
-                if let Some((seq, _)) = own {
-                    parts.unlogged.remove(&[seq]);
-                }
+                parts.indexer.aborted(finished);
                 tracing::error!(error = %err, "write transaction failed");
             }
         }
@@ -554,40 +401,17 @@ fn shutdown(parts: &Parts<'_>, log: &mut LogState) {
     }
     let done = unpanic("the last checkpoint", || {
         let txn = parts.begin()?;
-        txn.flush_now()?;
-        let flushed = std::mem::take(&mut *txn.flushed.borrow_mut());
+        txn.index().flush_now()?;
+        let finished = txn.index().finish_flushed();
         txn.want_checkpoint();
         // Logged bytes or not, this one is durable.
         log.bytes = log.bytes.max(1);
         let (committed, _) = commit(txn, &[], log);
-        committed.map(|()| flushed)
+        committed.map(|()| finished)
     });
     match done {
-        Ok(seqs) => parts.unlogged.remove(&seqs),
+        Ok(finished) => parts.indexer.committed(finished),
         Err(err) => tracing::warn!(error = %err, "cannot store the waiting index changes"),
     }
     log.wal.log.shutdown();
-}
-
-/// A write transaction for a group (its durability is chosen when it commits).
-fn begin(
-    db: &Database,
-    worker: &Arc<IndexWorker>,
-    unlogged: &Arc<Unlogged>,
-    limits: IndexLimits,
-) -> Result<Txn, StoreError> {
-    let txn = db.begin_write()?;
-    Ok(Txn {
-        txn,
-        jobs: RefCell::new(Vec::new()),
-        counts: RefCell::new(HashMap::new()),
-        flushed: RefCell::new(Vec::new()),
-        appended: Cell::new(false),
-        worker: Arc::clone(worker),
-        unlogged: Arc::clone(unlogged),
-        limits,
-        redo: RefCell::new(Vec::new()),
-        replaying: Cell::new(false),
-        checkpoint: Cell::new(false),
-    })
 }

@@ -6,7 +6,7 @@ use std::iter::Peekable;
 
 use super::keys;
 use super::lsm::{Index, IndexView};
-use super::StoreError;
+use crate::store::StoreError;
 
 pub(super) type Results<'a, T> = Box<dyn Iterator<Item = Result<T, StoreError>> + 'a>;
 pub(super) type IdStream<'a> = Peekable<Results<'a, u64>>;

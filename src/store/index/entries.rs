@@ -10,11 +10,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::codec::decode_stored_contact;
 use super::keys;
 use super::lsm::{self, Changes, Index, IndexLimits, Op, Sorted};
-use super::tables::{CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION};
-use super::StoreError;
+use crate::store::codec::decode_stored_contact;
+use crate::store::tables::{CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION};
+use crate::store::StoreError;
 
 /// The B-tree index tables of index version 1, removed when the indexes are rebuilt.
 const LEGACY_TABLES: [&str; 2] = ["sort_index", "word_index"];

@@ -2,7 +2,7 @@
 //! (nor the index log) holds yet.
 //!
 //! A write transaction does not wait for its index changes to be computed. It records
-//! the contacts it changed in the index journal (see `store::journal`) and hands them to
+//! the contacts it changed in the index journal (see `index::journal`) and hands them to
 //! the index worker, which builds the transaction's block into a [`Slot`]. Once
 //! `IndexLimits::log_blocks` blocks wait, the next write transaction merges them into a
 //! new run and drops their journal entries (see `lsm::store_blocks`). Until then,
@@ -26,7 +26,7 @@ use super::block::Block;
 use super::cache::ChunkCache;
 use crate::store::StoreError;
 
-/// Journal sequence number → the contacts a transaction changed (see `store::journal`).
+/// Journal sequence number → the contacts a transaction changed (see `index::journal`).
 pub const INDEX_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("index_journal");
 
 /// The index block of one transaction, once the index worker has built it.

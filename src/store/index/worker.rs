@@ -1,5 +1,5 @@
 //! The index worker: a thread beside the writer that turns each write transaction's
-//! contact changes into the transaction's index block (`index::compute`, then one
+//! contact changes into the transaction's index block (`entries::compute`, then one
 //! sorted block) and puts it in the transaction's [`Slot`]. The writer does not wait
 //! for it: the block waits in memory until a later transaction stores it in a run (see
 //! `lsm::unlogged`).
@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
-use super::index::{self, Pairs};
+use super::entries::{self, Pairs};
 use super::lsm::block::Block;
 use super::lsm::unlogged::Slot;
 use super::lsm::Changes;
-use super::StoreError;
+use crate::store::StoreError;
 
 /// The contact changes of one job: its agent and each contact before and after.
 pub type Job = (String, Arc<Pairs>);
@@ -50,7 +50,7 @@ pub struct IndexWorker {
 pub fn build(jobs: &[Job]) -> Option<Block> {
     let mut changes = Changes::default();
     for (agent, pairs) in jobs {
-        changes.add_sorted(index::compute(agent, pairs));
+        changes.add_sorted(entries::compute(agent, pairs));
     }
     changes.into_block()
 }

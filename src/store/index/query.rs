@@ -35,18 +35,18 @@ use std::ops::Bound;
 
 use redb::{AccessGuard, ReadOnlyTable, ReadTransaction};
 
-use super::blocks::{self, CONTACT_BLOCKS};
 use super::candidates::{candidates, Candidates};
-use super::codec::{decode_agent, decode_stored_contact, expect_contact};
 use super::keys;
 use super::lsm::unlogged::Held;
 use super::lsm::{Index, IndexView};
 use super::streams::{intersect, list_stream, prefix_stream, IdStream, Intersection, Results};
-use super::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS};
-use super::StoreError;
 use crate::domain::query::{Position, Query};
 use crate::domain::search::sort_key;
 use crate::domain::Contact;
+use crate::store::blocks::{self, CONTACT_BLOCKS};
+use crate::store::codec::{decode_agent, decode_stored_contact, expect_contact};
+use crate::store::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS};
+use crate::store::StoreError;
 
 /// How much work a query may spend on each strategy. The defaults keep every
 /// strategy within a few milliseconds at a million contacts; tests shrink them to

@@ -16,16 +16,16 @@ use std::collections::HashMap;
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::codec::{decode_contact, encode_contact};
-use super::contacts::contact_by_number;
-use super::index::{self, Pairs};
+use super::entries::{self, Pairs};
 use super::lsm::block::Block;
 use super::lsm::unlogged::INDEX_JOURNAL;
 use super::lsm::{Changes, IndexLimits};
-use super::seal::{seal, unseal};
-use super::tables::{CONTACTS, CONTACTS_BY_ID};
-use super::StoreError;
 use crate::domain::Contact;
+use crate::store::codec::{decode_contact, encode_contact};
+use crate::store::contacts::contact_by_number;
+use crate::store::seal::{seal, unseal};
+use crate::store::tables::{CONTACTS, CONTACTS_BY_ID};
+use crate::store::StoreError;
 
 const FORMAT: u8 = 2;
 const NONE: u32 = u32::MAX;
@@ -209,7 +209,7 @@ fn changes_since(
     }
     let mut changes = Changes::default();
     for (agent, pairs) in &per_agent {
-        changes.add_sorted(index::compute(agent, pairs));
+        changes.add_sorted(entries::compute(agent, pairs));
     }
     Ok((changes, order.len()))
 }

@@ -2,12 +2,12 @@
 //! read whole (a set of contact numbers), key prefixes whose contact numbers are
 //! streamed in order, or nothing usable (contacts are then checked one by one). See `query` for how they are combined.
 
-use super::codec::expect_contact;
 use super::keys;
 use super::lsm::{Index, IndexView};
 use super::query::{QueryLimits, Snapshot};
-use super::StoreError;
 use crate::domain::query::{Cmp, Op, Query};
+use crate::store::codec::expect_contact;
+use crate::store::StoreError;
 
 /// The contact numbers of a term's rare words, and the key prefixes of its common ones.
 type RareAndCommon = (Vec<u64>, Vec<Vec<u8>>);

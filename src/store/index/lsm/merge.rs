@@ -392,7 +392,7 @@ impl<'a> Merged<'a> {
     pub fn ids(mut self) -> impl Iterator<Item = Result<u64, StoreError>> + 'a {
         std::iter::from_fn(move || match self.advance() {
             Ok(true) => Some(
-                crate::store::keys::id_of(self.key())
+                crate::store::index::keys::id_of(self.key())
                     .ok_or_else(|| StoreError::Corrupt("a malformed index key".into())),
             ),
             Ok(false) => None,

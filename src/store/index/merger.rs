@@ -3,7 +3,7 @@
 //! chunks, then hands each step to the writer, which stores it in a write transaction
 //! like any other job. It wakes after every commit and sleeps while no merge is in
 //! flight. Once writes have stopped for `IndexLimits::idle_ms`, it has the waiting
-//! blocks and the log flushed (`Txn::flush_now`) and runs of comparable size merged
+//! blocks and the log flushed (`IndexTxn::flush_now`) and runs of comparable size merged
 //! (`compaction::plan_idle`), so reads open fewer sources.
 
 use std::collections::HashMap;
@@ -14,10 +14,11 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use redb::Database;
 
-use super::damage::{unpanic, Damage};
 use super::lsm::compaction::{self, apply_step, plan_idle, Progress};
-use super::writer::Writer;
-use super::StoreError;
+use super::Indexer;
+use crate::store::damage::{unpanic, Damage};
+use crate::store::writer::Writer;
+use crate::store::StoreError;
 
 #[derive(Default)]
 struct Signal {
@@ -88,13 +89,14 @@ impl Merger {
     pub fn start(
         db: Arc<Database>,
         writer: Arc<Writer>,
+        indexer: Arc<Indexer>,
         kick: Kick,
         damage: Arc<Damage>,
     ) -> Result<Self, StoreError> {
         let signal = kick.clone();
         let thread = std::thread::Builder::new()
             .name("contactd-merger".into())
-            .spawn(move || run(&db, &writer, &signal, &damage))?;
+            .spawn(move || merge_loop(&db, &writer, &indexer, &signal, &damage))?;
         kick.wake(true);
         Ok(Self {
             kick,
@@ -114,12 +116,12 @@ impl Merger {
     }
 }
 
-fn run(db: &Database, writer: &Writer, kick: &Kick, damage: &Damage) {
+fn merge_loop(db: &Database, writer: &Writer, indexer: &Indexer, kick: &Kick, damage: &Damage) {
     let mut progress: HashMap<u64, Progress> = HashMap::new();
     // Index entries were written since the last idle merge.
     let mut dirty = false;
     loop {
-        let idle = Duration::from_millis(writer.limits().idle_ms.max(1));
+        let idle = Duration::from_millis(indexer.limits().idle_ms.max(1));
         match kick.wait(idle) {
             Wake::Stop => return,
             Wake::Commit(wrote) => dirty |= wrote,
@@ -128,9 +130,9 @@ fn run(db: &Database, writer: &Writer, kick: &Kick, damage: &Damage) {
                 // A quiet moment: the waiting index changes into a run, a checkpoint
                 // (so the log restarts), and merges of comparable runs planned.
                 let planned = writer.submit_blocking(|txn| {
-                    txn.flush_now()?;
+                    txn.index().flush_now()?;
                     txn.want_checkpoint();
-                    plan_idle(txn, txn.limits)
+                    plan_idle(txn, txn.index().limits())
                 });
                 match planned {
                     Ok(_) => {}
@@ -140,7 +142,7 @@ fn run(db: &Database, writer: &Writer, kick: &Kick, damage: &Damage) {
             }
             Wake::Idle => continue,
         }
-        if !merge(db, writer, kick, damage, &mut progress) {
+        if !merge(db, writer, indexer, kick, damage, &mut progress) {
             return;
         }
     }
@@ -150,6 +152,7 @@ fn run(db: &Database, writer: &Writer, kick: &Kick, damage: &Damage) {
 fn merge(
     db: &Database,
     writer: &Writer,
+    indexer: &Indexer,
     kick: &Kick,
     damage: &Damage,
     progress: &mut HashMap<u64, Progress>,
@@ -158,10 +161,10 @@ fn merge(
         if kick.stopped() {
             return false;
         }
-        let limits = writer.limits();
+        let limits = indexer.limits();
         let applied = unpanic("an index merge", || {
             compaction::round(db, progress, limits, |step| {
-                writer.submit_blocking(move |txn| apply_step(txn, step, txn.limits))
+                writer.submit_blocking(move |txn| apply_step(txn, step, txn.index().limits()))
             })
         });
         match applied {

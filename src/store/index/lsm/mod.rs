@@ -32,7 +32,7 @@
 //! wins. The journal, the log and the runs live in the redb file and change only inside
 //! write transactions, so a read snapshot is consistent and a crash loses nothing that
 //! was committed: opening the store computes the changes of the journal entries left
-//! behind and logs them (`store::journal::replay`).
+//! behind and logs them (`index::journal::replay`).
 //!
 //! Keys are the index's byte key (see `keys`) behind one tag byte naming the index.
 
@@ -54,7 +54,7 @@ use self::cache::ChunkCache;
 use self::compaction::{RunBuilder, INDEX_MERGES};
 use self::merge::{ChunkTable, Chunks, Merged, Run, Single};
 use self::unlogged::{Held, INDEX_JOURNAL};
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Sequence number → a block of index changes.
 pub const INDEX_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("index_log");
@@ -68,7 +68,7 @@ pub const DIRECTORY: u32 = u32::MAX;
 const META_NEXT_RUN: &str = "index_next_run";
 const META_LOG_BYTES: &str = "index_log_bytes";
 
-pub(crate) const RUN_PREFIX: &str = "index_run_";
+pub const RUN_PREFIX: &str = "index_run_";
 const LEGACY_STATE: [&str; 5] = [
     "merge_output",
     "merge_from",
