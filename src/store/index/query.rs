@@ -29,7 +29,8 @@
 //! Every contact returned is checked with `Query::matches`, so an index can make a query
 //! slower but never wrong.
 
-use std::cell::OnceCell;
+use std::borrow::Cow;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashSet;
 use std::ops::Bound;
 
@@ -209,7 +210,8 @@ pub fn execute(
             }));
             take_page(rows, 0, limit, |_| true, query)?
         } else {
-            let rows = ordered(&snap, agent, query, after, has_tail)?;
+            let walk = Walk::everything();
+            let rows = ordered(&snap, agent, query, after, has_tail, &walk)?;
             take_page(rows, offset, limit, |_| true, query)?
         };
         page.total = Some(agent_total);
@@ -246,14 +248,31 @@ pub fn execute(
     } else {
         limits.in_memory.max(limits.sorted)
     };
-    if let Some(ids) = candidates.as_ref().filter(|ids| ids.len() <= cap) {
-        return in_memory(&snap, agent, query, ids, offset, after, limit);
-    }
-    if !by_number && !streams.is_empty() {
-        let matches = collect(&snap, candidates.as_deref(), &streams, limits.sorted)?;
-        if let Some(ids) = matches {
-            return in_memory(&snap, agent, query, &ids, offset, after, limit);
+    // The matches, or a superset checked as they load: the candidate set when small,
+    // else, in another order than creation, what it shares with the streams. Whether
+    // their number is the exact total.
+    let small = candidates.as_ref().filter(|ids| ids.len() <= cap);
+    let (matches, exact_matches) = match small {
+        Some(ids) => (Some(Cow::Borrowed(ids)), exact),
+        None if !by_number && !streams.is_empty() => {
+            let collected = collect(&snap, candidates.as_deref(), &streams, limits.sorted)?;
+            (collected.map(Cow::Owned), !unchecked)
         }
+        None => (None, false),
+    };
+    if let Some(ids) = matches {
+        // A first or cursor page in an indexed order walks that order, loading only
+        // matches, as long as that costs less than loading them all.
+        if !by_number && offset == 0 && exact_matches && walks_index(query) {
+            let walk = Walk::within(ids.iter().copied().collect(), ids.len() * WALK_PER_LOAD);
+            let rows = ordered(&snap, agent, query, after, has_tail, &walk)?;
+            let mut page = take_page(rows, 0, limit, |c| query.matches(c), query)?;
+            if !walk.cut.get() {
+                page.total = Some(ids.len() as u64);
+                return Ok(page);
+            }
+        }
+        return in_memory(&snap, agent, query, &ids, offset, after, limit);
     }
     let total = candidates
         .as_ref()
@@ -285,10 +304,12 @@ pub fn execute(
         let rows = Box::new(ids.map(|id| snap.by_id(agent, id?)));
         take_page(rows, offset, limit, |c| query.matches(c), query)?
     } else {
-        let keep: Option<HashSet<u64>> = candidates.map(|ids| ids.into_iter().collect());
-        let rows = ordered(&snap, agent, query, after, has_tail)?;
-        let accept =
-            |c: &Contact| keep.as_ref().is_none_or(|k| k.contains(&c.id)) && query.matches(c);
+        let walk = Walk {
+            keep: candidates.map(|ids| ids.into_iter().collect()),
+            ..Walk::everything()
+        };
+        let rows = ordered(&snap, agent, query, after, has_tail, &walk)?;
+        let accept = |c: &Contact| walk.keeps(c.id) && query.matches(c);
         take_page(rows, offset, limit, accept, query)?
     };
     page.total = total;
@@ -470,6 +491,68 @@ fn id_rows<'a>(
     })
 }
 
+/// Index entries a walk in sort order may read per match it could load instead: a load
+/// is two B-tree lookups and a decode, an entry of the sort index one merge step.
+const WALK_PER_LOAD: usize = 8;
+
+/// What a walk in sort order may skip without loading the contact, and how many
+/// entries it may read before it is cut off.
+struct Walk {
+    /// Only these contact numbers can match; `None`: any.
+    keep: Option<HashSet<u64>>,
+    /// Entries it may still read.
+    left: Cell<usize>,
+    /// Whether it stopped for want of entries left (its page may be short).
+    cut: Cell<bool>,
+}
+
+impl Walk {
+    fn everything() -> Self {
+        Self::bounded(None, usize::MAX)
+    }
+
+    /// A walk that loads only `keep`'s contacts and reads at most `entries`.
+    fn within(keep: HashSet<u64>, entries: usize) -> Self {
+        Self::bounded(Some(keep), entries)
+    }
+
+    fn bounded(keep: Option<HashSet<u64>>, entries: usize) -> Self {
+        Self {
+            keep,
+            left: Cell::new(entries),
+            cut: Cell::new(false),
+        }
+    }
+
+    fn keeps(&self, id: u64) -> bool {
+        self.keep.as_ref().is_none_or(|k| k.contains(&id))
+    }
+
+    /// Takes one entry of the budget; `false` (and cut) when none is left.
+    fn step(&self) -> bool {
+        match self.left.get().checked_sub(1) {
+            Some(left) => {
+                self.left.set(left);
+                true
+            }
+            None => {
+                self.cut.set(true);
+                false
+            }
+        }
+    }
+}
+
+/// Whether the query's order is walked through the sort index (where a contact
+/// number comes before the contact is loaded): not creation order, external id or
+/// email, which have tables of their own.
+fn walks_index(query: &Query) -> bool {
+    !matches!(
+        query.sort_field.as_str(),
+        "created_at" | "external_id" | "email"
+    )
+}
+
 /// Contacts of the agent in the query's order (ignoring its terms and filters), after
 /// the cursor: the values in order, then, with `has_tail`, the contacts without one.
 fn ordered<'a>(
@@ -478,6 +561,7 @@ fn ordered<'a>(
     query: &'a Query,
     after: Option<&Position>,
     has_tail: bool,
+    walk: &'a Walk,
 ) -> Result<Results<'a, Contact>, StoreError> {
     let desc = query.descending;
     let field = query.sort_field.as_str();
@@ -531,6 +615,9 @@ fn ordered<'a>(
                     .index()?
                     .range(Index::Sort, &lower, Some(&upper), desc)?
                     .ids();
+                let ids = ids
+                    .take_while(|_| walk.step())
+                    .filter(|id| id.as_ref().map_or(true, |&id| walk.keeps(id)));
                 Box::new(ids.map(move |id| snap.by_id(agent, id?)))
             }
         }
@@ -540,6 +627,8 @@ fn ordered<'a>(
     }
     let from = if in_tail { after.map(|p| p.id) } else { None };
     let tail = id_rows(snap, agent, from, desc)?
+        .take_while(|_| walk.step())
+        .filter(|r| r.as_ref().map_or(true, |(id, _)| walk.keeps(*id)))
         .map(move |r| r.and_then(|(_, ext)| snap.indexed(agent, &ext)))
         .filter(move |r| r.as_ref().map_or(true, |c| sort_key(c, field).is_none()));
     Ok(Box::new(valued.chain(tail)))
