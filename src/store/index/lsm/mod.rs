@@ -1,8 +1,7 @@
 //! Log-structured storage for the sort and word indexes.
 //!
-//! A B-tree entry per index key made every contact write touch ~25 random pages of a
-//! large tree (each one copied and written at commit), which cut write throughput by
-//! 5–15×. Here the indexes are instead:
+//! A B-tree entry per index key would make every contact write touch ~25 random pages
+//! of a large tree, each copied and written at commit. The indexes are instead:
 //!
 //! - **blocks waiting in memory** ([`unlogged`]): each write transaction that changes
 //!   contacts records them in the index journal (`index_journal`), and the index worker
@@ -13,17 +12,16 @@
 //!   block, plus the first key of every chunk under [`DIRECTORY`]), listed with their
 //!   entry counts in `index_runs`. A larger id is a newer run;
 //! - the **index log** (`index_log`): blocks stored as redb values. Only opening a
-//!   store writes them now, the changes of journal entries a stopped process left
-//!   behind (and older builds wrote one per transaction); the next flush takes them in.
+//!   store writes them: the changes of journal entries a stopped process left behind
+//!   (a data dir written by an older release may hold more); the next flush takes
+//!   them in.
 //!
 //! When `IndexLimits::log_blocks` transactions' blocks wait (or `log_bytes` of them),
 //! the next write transaction merges them and the log into a new run (a *flush*,
-//! [`store_blocks`]) and drops their journal entries. Earlier builds stored every
-//! block in the log first, which wrote each index entry once more: about a third of
-//! the index bytes that single upserts wrote at a million contacts. When `fanout` runs
-//! of the same size class are the newest, they are merged into one (size-tiered
-//! compaction), so an entry is rewritten a few times in sequential chunks rather than
-//! once per page. Merges are planned by the flushing transaction and carried out by the
+//! [`store_blocks`]) and drops their journal entries, so an index entry is not written
+//! once more to the log first. When `fanout` runs of the same size class are the
+//! newest, they are merged into one (size-tiered compaction), so an entry is rewritten
+//! a few times in sequential chunks rather than once per page. Merges are planned by the flushing transaction and carried out by the
 //! merger thread beside the writer ([`compaction`]). Removed keys are kept as
 //! tombstones until a merge includes the oldest run.
 //!
