@@ -52,6 +52,23 @@ function startServer() {
   });
 }
 
+/** Stops the server and waits (at most 20 s) for it to exit: its last checkpoint
+ * writes to the data dir, which must not be removed under it. */
+function stop(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      resolve();
+    }, 20_000);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
 async function call(base, method, pathname, body) {
   const response = await fetch(base + pathname, {
     method,
@@ -282,7 +299,7 @@ async function run() {
     throw err;
   } finally {
     await browser.close();
-    server.child.kill("SIGTERM");
+    await stop(server.child);
     fs.rmSync(server.dir, { recursive: true, force: true });
   }
   console.log(`dashboard e2e: ok; screenshots: ${shots.map((s) => path.relative(ROOT, s)).join(", ")}`);
