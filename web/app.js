@@ -26,6 +26,7 @@ const state = {
   cursors: [null], // cursors[i] starts page i
   page: 0,
   next: null,
+  total: null, // the last total the server counted for this query
   seq: 0,
   editing: null, // the contact being edited, or null when adding
 };
@@ -191,6 +192,7 @@ function resetPages() {
   state.cursors = [null];
   state.page = 0;
   state.next = null;
+  state.total = null;
 }
 
 function listQuery(extra = {}) {
@@ -236,7 +238,10 @@ async function loadContacts() {
   state.next = reply.body.next_cursor;
   state.lastContacts = reply.body.data;
   renderTable(reply.body.data);
-  const total = reply.body.total;
+  // A cursor page may come without a count (found without counting the matches):
+  // the count of an earlier page of the same query stands in.
+  if (reply.body.total !== null || state.page === 0) state.total = reply.body.total;
+  const total = state.total;
   const counted = total === null ? "many contacts (too many to count quickly)" : `${total} contact${total === 1 ? "" : "s"}`;
   $("total").textContent = `${counted} · page ${state.page + 1}`;
   $("prev").disabled = state.page === 0;

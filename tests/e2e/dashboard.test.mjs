@@ -195,6 +195,12 @@ async function run() {
     assert.ok(descending[0] > descending[descending.length - 1], `descending: ${descending}`);
     await shot(page, "sorted");
 
+    // A sorted search's later pages keep the count its first page gave.
+    await page.fill("#search", "seed");
+    await page.waitForSelector("#total:has-text('30 contacts · page 1')");
+    await page.click("#next");
+    await page.waitForSelector("#total:has-text('30 contacts · page 2')");
+
     // Edit with a validation error shown next to its field, then fix it.
     await page.fill("#search", "ada lovelace");
     await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 1);
