@@ -397,3 +397,61 @@ async fn plain_listing_is_unchanged_but_carries_next_cursor() {
     let first = list(&s, &[("per_page", "10")]).await;
     assert!(first.body["next_cursor"].is_string());
 }
+
+/// A sorted search's first page counts its matches; its cursor pages, found by walking
+/// the order from the cursor, come without a count, and every page still holds exactly
+/// the matches in order, whether they sit together in the order or are spread out.
+#[tokio::test]
+async fn sorted_search_cursor_pages_are_exact_without_a_count() {
+    let s = TestServer::start().await;
+    // "ada" contacts together in name order (their names start alike), "zed" contacts
+    // spread among 200 others.
+    let users: Vec<Value> = (0..300)
+        .map(|i| {
+            let name = match i % 3 {
+                0 if i < 90 => format!("Ada {i:03}"),
+                _ if i % 10 == 1 => format!("n{i:03} zed"),
+                _ => format!("n{i:03} other"),
+            };
+            json!({"external_id": format!("e{i:03}"), "name": name})
+        })
+        .collect();
+    s.upsert(json!(users)).await;
+    for q in ["ada", "zed"] {
+        let mut matches: Vec<(String, String)> = users
+            .iter()
+            .map(|u| {
+                (
+                    u["name"].as_str().unwrap().to_lowercase(),
+                    u["external_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .filter(|(name, _)| name.split(' ').any(|w| w.starts_with(q)))
+            .collect();
+        matches.sort();
+        let want: Vec<String> = matches.into_iter().map(|(_, ext)| ext).collect();
+        assert!(want.len() > 20, "{q}: {}", want.len());
+        let params = [("q", q), ("sort", "name"), ("per_page", "10")];
+        let first = list(&s, &params).await;
+        assert_eq!(
+            first.body["total"],
+            json!(want.len()),
+            "{q}: {}",
+            first.body
+        );
+        let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+        let mut next = params.to_vec();
+        next.push(("cursor", &cursor));
+        let second = list(&s, &next).await;
+        assert_eq!(second.status, StatusCode::OK);
+        if q == "ada" {
+            assert_eq!(
+                second.body["total"],
+                json!(null),
+                "found by the walk: {}",
+                second.body
+            );
+        }
+        assert_eq!(follow(&s, &params, None).await, want, "{q}");
+    }
+}
