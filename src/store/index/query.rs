@@ -6,28 +6,36 @@
 //! offset), then, when some contacts have no value for the field, a walk of the id index
 //! for those. O(page) for cursors.
 //!
-//! **Search and filters**: every term and filter gives *candidates*, an index range that
-//! holds exactly the contacts it accepts: a term is the word-index range of the words
-//! it is a prefix of, a filter a range of the sort index (or one email/external id).
-//! A range is read whole when it is small — up to `QueryLimits::cap` entries, or only a
-//! quarter of `QueryLimits::in_memory` for a range that can be streamed instead (a term's
-//! words, an exact value) in an agent larger than `cap` — and complete ranges are
-//! intersected into a candidate set. A larger range is, when it is a few key prefixes of contact numbers (common
-//! words, one value), streamed in id order, and otherwise left to checking. Then:
-//! - at most `QueryLimits::in_memory` candidates (`QueryLimits::sorted` when sorted by
-//!   another field than `created_at`): load them, keep those `domain::query` accepts,
-//!   order them with it (the same code the tests use as the reference); exact total;
+//! **Cursor pages of a search or filter in another order than creation** first walk
+//! that order from the cursor, loading and checking each contact, for at most
+//! [`CURSOR_LOADS_PER_ROW`] loads per row: matches usually go on right after the
+//! cursor. Such a page has no total. Only when the walk does not fill the page does it
+//! go on as below.
+//!
+//! **Search and filters**: every term and filter gives *candidates*, an index range
+//! that holds exactly the contacts it accepts: a term is the word-index range of the
+//! words it is a prefix of, a filter a range of the sort index (or one email/external
+//! id). A range is read whole when it is small — up to `QueryLimits::cap` entries, or
+//! only a quarter of `QueryLimits::in_memory` for a range that can be streamed instead
+//! (a term's words, an exact value) in an agent larger than `cap` — and complete ranges
+//! are intersected into a candidate set. A larger range is, when it is a few key
+//! prefixes of contact numbers (common words, one value), streamed in id order, and
+//! otherwise left to checking. Then:
+//! - at most `QueryLimits::in_memory` candidates in `created_at` order: load them, keep
+//!   those `domain::query` accepts, order them with it (the same code the tests use as
+//!   the reference); exact total;
 //! - `created_at` order: intersect the candidate set and the streams in id order,
 //!   stopping once the page is full;
-//! - any other order: when the candidate set and the streams have at most
-//!   `QueryLimits::sorted` ids in common, collect them and order those in memory as
-//!   above; otherwise walk that field's order (as for the plain listing) and keep
-//!   candidates `domain::query` accepts.
+//! - any other order: the matches, when at most `QueryLimits::sorted` (the candidate
+//!   set, or what it shares with the streams). A first or cursor page in an order of the
+//!   sort index walks it from the cursor loading only matches, for at most
+//!   [`WALK_PER_LOAD`] entries per match; otherwise, or when that is not enough, the
+//!   matches are loaded and ordered in memory as above. With more matches, that field's
+//!   order is walked (as for the plain listing), skipping non-candidates before loading.
 //!
-//! In the last two the total is known only when the candidate set was complete and
-//! nothing was left to checking; otherwise it is `None` (too many to count quickly).
-//! Every contact returned is checked with `Query::matches`, so an index can make a query
-//! slower but never wrong.
+//! The total is exact for matches counted from the index with nothing left to checking;
+//! otherwise it is `None` (too many to count quickly). Every contact returned is checked
+//! with `Query::matches`, so an index can make a query slower but never wrong.
 
 use std::borrow::Cow;
 use std::cell::{Cell, OnceCell};
