@@ -37,7 +37,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// A body streamed by a blocking producer through a [`StreamWriter`], chunk by chunk.
-/// It ends well-formed only once the writer calls [`StreamWriter::finish`]; a writer
+/// It ends well-formed only once the writer calls [`StreamWriter::finish_blocking`]; a writer
 /// dropped before that (an error, a panic) ends the response abruptly — no terminating
 /// chunk — so the client sees a broken transfer, never a short but complete-looking one.
 pub fn stream(capacity: usize) -> (StreamWriter, Body) {

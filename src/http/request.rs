@@ -91,8 +91,8 @@ impl RequestBody {
     }
 
     /// Reads and drops what a client still sends after its request was refused, for at
-    /// most [`DISCARD_TIME`] and `limit` bytes, so that the answer reaches it: a client
-    /// busy sending sees an abruptly closed connection, not the answer (nginx's
+    /// most `DISCARD_TIME` (10 s) and `limit` bytes, so that the answer reaches it: a
+    /// client busy sending sees an abruptly closed connection, not the answer (nginx's
     /// lingering close).
     pub async fn discard(mut self, limit: u64) {
         let mut left = limit;
