@@ -87,3 +87,35 @@ impl Reply {
         response
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_becomes_a_response_with_its_status_type_and_headers() {
+        let response = Reply::json_with_status(503, &serde_json::json!({"status": "damaged"}))
+            .header("cache-control", "no-store")
+            .into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+
+        let response = Reply::not_modified()
+            .header("etag", "\"v1\"")
+            .into_response();
+        assert_eq!(response.status(), 304);
+        assert!(response.headers().get("content-type").is_none());
+        assert_eq!(response.headers()["etag"], "\"v1\"");
+    }
+
+    #[test]
+    fn a_header_value_that_is_not_valid_is_dropped_not_sent() {
+        let response = Reply::json(&serde_json::json!({}))
+            .header("content-disposition", "line\nbreak")
+            .into_response();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("content-disposition").is_none());
+    }
+}
