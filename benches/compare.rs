@@ -104,7 +104,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
-use common::{Conn, Latencies, Server, Workload, AGENT, BATCH, STREAM_CLIENT};
+use common::{Conn, Latencies, Limit, Server, Workload, AGENT, BATCH, STREAM_CLIENT};
 
 // ---------------------------------------------------------------------------------------
 // Settings and phases
@@ -391,20 +391,6 @@ impl Tally {
     fn failed(&mut self, failure: Failed) {
         self.errors += 1;
         self.first_error.get_or_insert(failure.message);
-    }
-}
-
-/// When the clients of a phase stop issuing requests.
-struct Limit {
-    issued: Arc<AtomicU64>,
-    max_requests: u64,
-    deadline: Instant,
-}
-
-impl Limit {
-    fn another(&self) -> bool {
-        Instant::now() < self.deadline
-            && self.issued.fetch_add(1, Ordering::Relaxed) < self.max_requests
     }
 }
 
@@ -775,18 +761,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// A `kB` field of a `/proc` file, in bytes.
-fn proc_kib(text: &str, field: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 // ---------------------------------------------------------------------------------------
 // PostgreSQL
 
@@ -982,8 +956,8 @@ impl MemorySampler {
         let (mut rss, mut pss) = (0, 0);
         for pid in pids {
             if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
-                rss += proc_kib(&text, "Rss:").unwrap_or(0);
-                pss += proc_kib(&text, "Pss:").unwrap_or(0);
+                rss += common::proc_kib(&text, "Rss:").unwrap_or(0);
+                pss += common::proc_kib(&text, "Pss:").unwrap_or(0);
             }
         }
         self.peak_rss.fetch_max(rss, Ordering::Relaxed);
@@ -1670,7 +1644,7 @@ fn sqlite_query(
 
 /// `VmRSS` of this process, in bytes.
 fn current_rss_bytes() -> Option<u64> {
-    proc_kib(
+    common::proc_kib(
         &std::fs::read_to_string("/proc/self/status").ok()?,
         "VmRSS:",
     )

@@ -46,7 +46,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::runtime::Runtime;
 
-use common::{Conn, Failure, Footprint, Latencies, Server, Workload, BATCH, STREAM_CLIENT};
+use common::{Conn, Failure, Footprint, Latencies, Limit, Server, Workload, BATCH, STREAM_CLIENT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -377,20 +377,6 @@ fn deep_walk(rt: &Runtime, server: &Server) {
         last.quantile_ms(0.5),
         last.quantile_ms(0.99),
     );
-}
-
-/// When the clients of a phase stop issuing requests.
-struct Limit {
-    issued: Arc<AtomicU64>,
-    max_requests: u64,
-    deadline: Instant,
-}
-
-impl Limit {
-    fn another(&self) -> bool {
-        Instant::now() < self.deadline
-            && self.issued.fetch_add(1, Ordering::Relaxed) < self.max_requests
-    }
 }
 
 enum Call {

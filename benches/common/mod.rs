@@ -725,15 +725,35 @@ impl std::fmt::Display for Footprint {
 /// `VmHWM` from `/proc/self/status`, where the kernel keeps it (Linux only).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line
-        .trim_start_matches("VmHWM:")
+    proc_kib(&status, "VmHWM:")
+}
+
+/// A `kB` field of a `/proc` file (`VmHWM:`, `Rss:`), in bytes.
+pub fn proc_kib(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..]
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// When the clients of a load phase stop issuing requests: at the deadline or after
+/// `max_requests`, whichever comes first.
+pub struct Limit {
+    pub issued: Arc<AtomicU64>,
+    pub max_requests: u64,
+    pub deadline: Instant,
+}
+
+impl Limit {
+    /// Whether a client may issue another request (counting it if so).
+    pub fn another(&self) -> bool {
+        Instant::now() < self.deadline
+            && self.issued.fetch_add(1, Ordering::Relaxed) < self.max_requests
+    }
 }
 
 /// Latencies of one run, for percentiles.
