@@ -784,16 +784,21 @@ pub(super) fn remove_agent(txn: &Txn, id: &str) -> Result<(), StoreError> {
 pub(crate) mod tests_support {
     use super::*;
 
+    /// Creates agent `id`.
+    pub fn create_agent(rt: &tokio::runtime::Runtime, store: &RedbStore, id: &str) {
+        let agent = Agent {
+            id: id.into(),
+            name: id.into(),
+            created_at: 0,
+            contact_count: 0,
+        };
+        rt.block_on(store.create_agent(agent)).unwrap();
+    }
+
     /// Agent `a` (created if missing) with `n` more contacts, 1000 per write.
     pub fn fill(rt: &tokio::runtime::Runtime, store: &RedbStore, n: usize) {
         if store.agent("a").unwrap().is_none() {
-            let agent = Agent {
-                id: "a".into(),
-                name: "a".into(),
-                created_at: 0,
-                contact_count: 0,
-            };
-            rt.block_on(store.create_agent(agent)).unwrap();
+            create_agent(rt, store, "a");
         }
         let start = store.agent("a").unwrap().unwrap().contact_count as usize;
         let mut issues = crate::domain::Issues::new();
@@ -820,6 +825,7 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::tests_support::create_agent;
     use super::*;
     use crate::store::index::lsm::unlogged::Held;
     use crate::store::index::lsm::{Changes, Index, IndexView, INDEX_LOG, INDEX_RUNS, INDEX_STATE};
@@ -928,17 +934,6 @@ mod tests {
             .query_contacts(agent, &query, &Start::Offset(0), 10)
             .unwrap();
         page.contacts.into_iter().map(|c| c.external_id).collect()
-    }
-
-    /// Creates agent `id`.
-    fn create_agent(rt: &tokio::runtime::Runtime, store: &RedbStore, id: &str) {
-        let agent = Agent {
-            id: id.into(),
-            name: id.into(),
-            created_at: 0,
-            contact_count: 0,
-        };
-        rt.block_on(store.create_agent(agent)).unwrap();
     }
 
     /// Upserts contacts `(external id, name)` into `agent`.
@@ -1337,13 +1332,7 @@ mod tests {
                 merge_step_bytes: 1 << 20,
                 idle_ms: 50,
             });
-        let agent = Agent {
-            id: "default".into(),
-            name: "default".into(),
-            created_at: 0,
-            contact_count: 0,
-        };
-        rt.block_on(store.create_agent(agent)).unwrap();
+        create_agent(&rt, &store, "default");
         let layout = || {
             let txn = store.db.begin_read().unwrap();
             let log = txn.open_table(INDEX_LOG).unwrap().len().unwrap();
