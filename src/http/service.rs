@@ -1,5 +1,5 @@
-//! One request, from hyper's types to a handler and back: route it, check its method,
-//! bound its time, turn the handler's [`Reply`] or [`ApiError`] into a response.
+//! One request, from hyper's types to a handler and back: route it once, check its
+//! method, bound its time, turn the handler's [`Reply`] or [`ApiError`] into a response.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,40 +10,41 @@ use hyper::Method;
 
 use super::body::query_pairs;
 use super::request::{Headers, Request, RequestBody, Verb};
-use super::{router, ApiError, Response, Route};
+use super::{router, ApiError, Reply, Response, Route};
 use crate::api::App;
 
 /// Handles one request within `timeout` (imports: within the app's import timeout); a
-/// panic or a timeout becomes a JSON error.
+/// panic or a timeout becomes a JSON error. Every answer says
+/// `X-Content-Type-Options: nosniff`: a JSON body is never to be read as anything else.
 pub async fn serve(app: Arc<App>, req: hyper::Request<Incoming>, timeout: Duration) -> Response {
-    let timeout = match router::route(req.uri().path()) {
-        Some(Route::Import(_)) => app.import_timeout(),
-        _ => timeout,
-    };
-    let task = tokio::spawn(async move { handle(&app, req).await });
-    let abort = task.abort_handle();
-    match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(err)) => ApiError::Internal(format!("handler failed: {err}")).into_response(),
-        Err(_) => {
-            abort.abort();
-            ApiError::Timeout.into_response()
-        }
-    }
-}
-
-/// Every answer says `X-Content-Type-Options: nosniff`: a JSON body is never to be
-/// read as anything else.
-async fn handle(app: &App, req: hyper::Request<Incoming>) -> Response {
     let result = match parse(req) {
-        Ok(request) => app.dispatch(request).await,
+        Ok(request) => run(app, request, timeout).await,
         Err(err) => Err(err),
     };
-    let mut response = result.map_or_else(ApiError::into_response, |reply| reply.into_response());
+    let mut response = result.map_or_else(ApiError::into_response, Reply::into_response);
     response
         .headers_mut()
         .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
+}
+
+/// Runs the request's handler on a task of its own, so that a panic or the deadline
+/// ends it alone.
+async fn run(app: Arc<App>, request: Request, timeout: Duration) -> Result<Reply, ApiError> {
+    let timeout = match request.route {
+        Route::Import(_) => app.import_timeout(),
+        _ => timeout,
+    };
+    let task = tokio::spawn(async move { app.dispatch(request).await });
+    let abort = task.abort_handle();
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(err)) => Err(ApiError::Internal(format!("handler failed: {err}"))),
+        Err(_) => {
+            abort.abort();
+            Err(ApiError::Timeout)
+        }
+    }
 }
 
 /// Routes the request and checks its method against the route's.
