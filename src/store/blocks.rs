@@ -5,15 +5,14 @@
 //! agent, the contacts alive in each block of [`SIZE`] numbers (level 1) and in each
 //! block of `SIZE²` numbers (level 2). A page's offset is found by walking the agent's
 //! level-2 counts to the block that holds it, that block's level-1 counts to the
-//! smaller one, and then at most `SIZE - 1` entries of the id index: a few thousand
-//! reads however deep the page, where walking the id index read every contact before
-//! it. The counts change in the transaction that creates or deletes a contact.
+//! smaller one, and then at most `SIZE - 1` contact records: a few thousand reads
+//! however deep the page, where walking the records read every contact before it. The counts change in the transaction that creates or deletes a contact.
 
 use std::collections::BTreeMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::tables::{CONTACTS_BY_ID, META};
+use super::tables::{CONTACTS, META};
 use super::StoreError;
 
 /// `(agent_id, level, block)` → contacts alive with a number in the block.
@@ -77,7 +76,7 @@ impl Deltas {
 pub type CountsOf<'a> = dyn FnMut(u64, u64, u64) -> Result<Vec<(u64, u64)>, StoreError> + 'a;
 
 /// Where the `offset`-th contact of an agent (counting from the newest when
-/// `descending`) is: the contact-number bound to walk the id index from (inclusive
+/// `descending`) is: the contact-number bound to walk the records from (inclusive
 /// first number ascending, exclusive last number descending) and how many entries to
 /// skip there (fewer than [`SIZE`]). `None` when the agent has no more contacts.
 /// `counts(level, first, last)` gives the counts of the blocks of a level between two
@@ -141,7 +140,7 @@ pub fn remove_agent(txn: &WriteTransaction, agent: &str) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Counts every agent's contacts from the id index when the table is not known to be
+/// Counts every agent's contacts from the contact records when the table is not known to be
 /// complete (a data dir from before it). Returns whether it did.
 pub fn ensure(txn: &WriteTransaction) -> Result<bool, StoreError> {
     let mut meta = txn.open_table(META)?;
@@ -149,9 +148,9 @@ pub fn ensure(txn: &WriteTransaction) -> Result<bool, StoreError> {
         return Ok(false);
     }
     txn.delete_table(CONTACT_BLOCKS)?;
-    let by_id = txn.open_table(CONTACTS_BY_ID)?;
+    let contacts = txn.open_table(CONTACTS)?;
     let mut per_agent: BTreeMap<String, Deltas> = BTreeMap::new();
-    for row in by_id.iter()? {
+    for row in contacts.iter()? {
         let (key, _) = row?;
         let (agent, id) = key.value();
         if !per_agent.contains_key(agent) {
@@ -161,7 +160,7 @@ pub fn ensure(txn: &WriteTransaction) -> Result<bool, StoreError> {
             deltas.add(id, 1);
         }
     }
-    drop(by_id);
+    drop(contacts);
     txn.open_table(CONTACT_BLOCKS)?;
     for (agent, deltas) in per_agent {
         deltas.write(txn, &agent)?;

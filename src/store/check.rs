@@ -1,8 +1,9 @@
 //! `contactd check`: verifies a data dir without changing it. It opens the file
 //! read-only, reads every table past any damage (see `scan`), checks every record's
-//! checksum, and verifies that every index agrees with the contacts table.
+//! checksum, and verifies that every index agrees with the contact records.
 //!
-//! For each contact it recomputes the entries it should have (id index, email index,
+//! For each contact it recomputes the entries it should have (external-id index, email
+//! index,
 //! sort index, word index, field counts) and looks up the B-tree ones; then it counts
 //! each agent's entries in every index. Every expected entry present and the counts
 //! equal means the index holds exactly the expected entries, without loading a contact
@@ -31,9 +32,9 @@ use super::index::{
 use super::redb_store::DB_FILE;
 use super::scan::{walk_numbers, walk_pairs, Hints};
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, FIELD_COUNTS,
-    INDEX_VERSION, META, META_INDEX_VERSION, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION,
-    META_WAL_CHECKPOINT, SCHEMA_VERSION,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
+    FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION, META_NEXT_CONTACT_ID,
+    META_SCHEMA_VERSION, META_WAL_CHECKPOINT, SCHEMA_VERSION,
 };
 use super::wal;
 use super::StoreError;
@@ -271,10 +272,10 @@ struct Expected {
     sort: Digest,
     words: Digest,
     fields: HashMap<String, u64>,
-    /// Entries read from `contacts_by_id` and `contacts_by_email`.
-    ids_found: u64,
+    /// Entries read from `contacts_by_external_id` and `contacts_by_email`.
+    exts_found: u64,
     emails_found: u64,
-    /// The block counts the id index makes.
+    /// The block counts the contact records make.
     blocks: blocks::Deltas,
 }
 
@@ -328,16 +329,12 @@ fn differences(
 ) -> Result<(), StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
     let mut expected = Vec::new();
-    let start = Some((agent.to_owned(), String::new()));
-    walk_pairs(&contacts, start, Hints::None, &mut |a, ext, value| {
-        if a != agent {
-            return false;
-        }
-        if let Ok(contact) = decode_stored_contact(agent, ext, value.value()) {
+    for row in contacts.range((agent, 0)..=(agent, u64::MAX))? {
+        let (key, value) = row?;
+        if let Ok(contact) = decode_stored_contact(agent, key.value().1, value.value()) {
             expected.extend(expected_keys(index, agent, &contact));
         }
-        true
-    });
+    }
     expected.sort_unstable();
     expected.dedup();
     let start = keys::prefix(&[agent.as_bytes()]);
@@ -372,7 +369,7 @@ pub fn run(
     report: &mut CheckReport,
 ) -> Result<(), StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
-    let by_id = txn.open_table(CONTACTS_BY_ID)?;
+    let by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
     let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
     let view = IndexView::open(txn, held)?;
     let counts = txn.open_table(FIELD_COUNTS)?;
@@ -386,13 +383,12 @@ pub fn run(
         .get(META_NEXT_CONTACT_ID)?
         .map_or(u64::MAX, |v| v.value());
 
-    // The id and email indexes, counted per agent, read past damage.
-    for gap in walk_numbers(&by_id, &agent_ids, ceiling, &mut |agent, id, _| {
-        let exp = expected.entry(agent.to_owned()).or_default();
-        exp.ids_found += 1;
-        exp.blocks.add(id, 1);
+    // The external-id and email indexes, counted per agent, read past damage.
+    for gap in walk_pairs(&by_ext, None, Hints::None, &mut |agent, _, _| {
+        expected.entry(agent.to_owned()).or_default().exts_found += 1;
+        true
     }) {
-        report.damage(format!("contacts_by_id {gap}"));
+        report.damage(format!("contacts_by_external_id {gap}"));
     }
     for gap in walk_pairs(&by_email, None, Hints::None, &mut |agent, _, _| {
         expected.entry(agent.to_owned()).or_default().emails_found += 1;
@@ -402,64 +398,58 @@ pub fn run(
     }
 
     // Every contact: its record, and the entries it should have. Past damage in the
-    // contacts table, the walk resumes at the next external id the id index names.
-    let hints = || id_index_names(&by_id, &agent_ids, ceiling);
+    // records, the walk resumes at the first contact number it can read.
     let mut max_id = 0u64;
-    let gaps = walk_pairs(
-        &contacts,
-        None,
-        Hints::Lazy(&hints),
-        &mut |agent, ext, value| {
-            report.contacts += 1;
-            if report.contacts.is_multiple_of(10_000) {
-                progress(report.contacts);
+    let gaps = walk_numbers(&contacts, &agent_ids, ceiling, &mut |agent, n, value| {
+        report.contacts += 1;
+        if report.contacts.is_multiple_of(10_000) {
+            progress(report.contacts);
+        }
+        let exp = expected.entry(agent.to_owned()).or_default();
+        exp.contacts += 1;
+        exp.blocks.add(n, 1);
+        max_id = max_id.max(n);
+        let contact = match decode_stored_contact(agent, n, value.value()) {
+            Ok(c) => c,
+            Err(err) => {
+                report.damage(format!("contact {agent}/{n}: {err}"));
+                return;
             }
-            let exp = expected.entry(agent.to_owned()).or_default();
-            exp.contacts += 1;
-            let contact = match decode_stored_contact(agent, ext, value.value()) {
-                Ok(c) => c,
-                Err(err) => {
-                    report.damage(format!("contact {agent}/{ext}: {err}"));
-                    return true;
-                }
-            };
-            max_id = max_id.max(contact.id);
-            if let Ok(canonical) = ids::external_id(ext) {
-                if canonical != ext {
-                    report.problem(format!(
+        };
+        let ext = contact.external_id.as_str();
+        if let Ok(canonical) = ids::external_id(ext) {
+            if canonical != ext {
+                report.problem(format!(
                     "{agent}/{ext:?}: the external id is not in NFC, and its NFC spelling {canonical:?} belongs to another contact; reach it as contact_{} and rename it",
                     contact.id
                 ));
-                }
             }
-            let lookups = unpanic("an index lookup", || {
-                let id_entry = by_id
-                    .get((agent, contact.id))?
-                    .map(|v| v.value().to_owned());
-                let email = contact.email_key();
-                let email_entry = match &email {
-                    Some(key) => by_email
-                        .get((agent, key.as_str()))?
-                        .map(|v| v.value().to_owned()),
-                    None => None,
-                };
-                Ok((id_entry, email, email_entry))
-            });
-            let (id_entry, email, email_entry) = match lookups {
-                Ok(found) => found,
-                Err(err) => {
-                    report.damage(format!("the indexes of {agent}/{ext}: {err}"));
-                    return true;
-                }
+        }
+        let lookups = unpanic("an index lookup", || {
+            let ext_entry = by_ext.get((agent, ext))?.map(|v| v.value());
+            let email = contact.email_key();
+            let email_entry = match &email {
+                Some(key) => by_email
+                    .get((agent, key.as_str()))?
+                    .map(|v| v.value().to_owned()),
+                None => None,
             };
-            if id_entry.as_deref() != Some(ext) {
-                report.problem(format!(
-                    "{agent}/{ext}: contacts_by_id[{}] is {id_entry:?}, expected '{ext}'",
-                    contact.id
-                ));
+            Ok((ext_entry, email, email_entry))
+        });
+        let (ext_entry, email, email_entry) = match lookups {
+            Ok(found) => found,
+            Err(err) => {
+                report.damage(format!("the indexes of {agent}/{ext}: {err}"));
+                return;
             }
-            if let Some(email) = email {
-                match email_entry {
+        };
+        if ext_entry != Some(n) {
+            report.problem(format!(
+                "{agent}/{ext}: contacts_by_external_id names contact {ext_entry:?}, expected {n}"
+            ));
+        }
+        if let Some(email) = email {
+            match email_entry {
                 Some(holder) if holder == ext => exp.emails += 1,
                 // Counted with the contact it names.
                 Some(holder) => report.problem(format!(
@@ -470,19 +460,17 @@ pub fn run(
                     report.problem(format!("{agent}/{ext}: contacts_by_email lacks '{email}'"));
                 }
             }
-            }
-            for key in sort_keys(agent, &contact) {
-                exp.sort.add(&key);
-            }
-            for key in word_keys(agent, &contact) {
-                exp.words.add(&key);
-            }
-            for field in counted_fields(&contact) {
-                *exp.fields.entry(field).or_default() += 1;
-            }
-            true
-        },
-    );
+        }
+        for key in sort_keys(agent, &contact) {
+            exp.sort.add(&key);
+        }
+        for key in word_keys(agent, &contact) {
+            exp.words.add(&key);
+        }
+        for field in counted_fields(&contact) {
+            *exp.fields.entry(field).or_default() += 1;
+        }
+    });
     for gap in gaps {
         report.damage(format!("contacts {gap}"));
     }
@@ -495,15 +483,15 @@ pub fn run(
         if let Some(stored) = stored {
             if *stored != exp.contacts {
                 report.problem(format!(
-                    "agent {agent}: its contact count says {stored}, the contacts table holds {}",
+                    "agent {agent}: its contact count says {stored}, the contact records hold {}",
                     exp.contacts
                 ));
             }
         }
-        if exp.ids_found != exp.contacts {
+        if exp.exts_found != exp.contacts {
             report.problem(format!(
-                "agent {agent}: contacts_by_id holds {} entries, expected {}",
-                exp.ids_found, exp.contacts
+                "agent {agent}: contacts_by_external_id holds {} entries, expected {}",
+                exp.exts_found, exp.contacts
             ));
         }
         if exp.emails_found != exp.emails {
@@ -540,7 +528,7 @@ pub fn run(
         }
         check_field_counts(&counts, agent, exp.fields, report);
         check_blocks(txn, agent, &exp.blocks, report)?;
-        report.index_entries += exp.ids_found + exp.emails_found;
+        report.index_entries += exp.exts_found + exp.emails_found;
     }
     // Entries outside every agent's range (an agent that no longer exists).
     for index in [Index::Sort, Index::Words] {
@@ -639,22 +627,7 @@ fn check_small_tables(txn: &ReadTransaction, report: &mut CheckReport) -> Result
     Ok(())
 }
 
-/// The external ids the id index names, sorted: where a walk of the contacts table
-/// can resume past damage.
-fn id_index_names(
-    by_id: &redb::ReadOnlyTable<(&'static str, u64), &'static str>,
-    agents: &[String],
-    ceiling: u64,
-) -> Vec<(String, String)> {
-    let mut names = Vec::new();
-    walk_numbers(by_id, agents, ceiling, &mut |agent, _, ext| {
-        names.push((agent.to_owned(), ext.value().to_owned()));
-    });
-    names.sort_unstable();
-    names
-}
-
-/// The per-block counts must be what the id index holds.
+/// The per-block counts must be what the contact records hold.
 fn check_blocks(
     txn: &ReadTransaction,
     agent: &str,
@@ -688,7 +661,7 @@ fn check_blocks(
         let wrong = want.iter().filter(|(k, n)| have.get(k) != Some(n)).count()
             + have.keys().filter(|k| !want.contains_key(k)).count();
         report.problem(format!(
-            "agent {agent}: contact_blocks differs from the id index in {wrong} block(s)"
+            "agent {agent}: contact_blocks differs from the contact records in {wrong} block(s)"
         ));
     }
     Ok(())

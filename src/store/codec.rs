@@ -96,41 +96,29 @@ pub fn encode_contact(agent: &str, contact: &Contact) -> Vec<u8> {
     encode(CONTACT_V3, contact, &[agent.as_bytes()])
 }
 
-/// Decodes a contact record of `agent` (the current, sealed version). Its external id
-/// is checked against the key by the caller that knows it.
+/// Decodes a contact record of `agent` (the current, sealed version). Its contact
+/// number is checked against the key by the caller that knows it.
 pub fn decode_contact(agent: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
     decode("contact", CONTACT_V3, bytes, &[agent.as_bytes()])
 }
 
-/// Decodes the contact record stored under `(agent, ext)`: a record that names another
-/// external id is damage (the key changed, or the value).
-pub fn decode_stored_contact(agent: &str, ext: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
+/// Decodes the contact record stored under `(agent, n)`: a record that names another
+/// contact number is damage (the key changed, or the value).
+pub fn decode_stored_contact(agent: &str, n: u64, bytes: &[u8]) -> Result<Contact, StoreError> {
     let contact = decode_contact(agent, bytes)?;
-    if contact.external_id != ext {
+    if contact.id != n {
         return Err(StoreError::Corrupt(format!(
-            "the contact stored under '{ext}' is '{}'",
-            contact.external_id
+            "the contact stored as number {n} is number {} ('{}')",
+            contact.id, contact.external_id
         )));
     }
     Ok(contact)
 }
 
-/// Checks that an index entry for contact number `id` (or with email key `email`)
-/// found a contact that has it: a mismatch means an index entry changed.
-pub fn expect_contact(
-    contact: Contact,
-    id: Option<u64>,
-    email: Option<&str>,
-) -> Result<Contact, StoreError> {
-    if id.is_some_and(|id| id != contact.id) {
-        return Err(StoreError::Corrupt(format!(
-            "the id index names '{}' for contact {}, which is contact {}",
-            contact.external_id,
-            id.unwrap_or_default(),
-            contact.id
-        )));
-    }
-    if email.is_some_and(|email| contact.email_key().as_deref() != Some(email)) {
+/// Checks that the email index entry for `email` found a contact that has it: a
+/// mismatch means the entry changed.
+pub fn expect_email(contact: Contact, email: &str) -> Result<Contact, StoreError> {
+    if contact.email_key().as_deref() != Some(email) {
         return Err(StoreError::Corrupt(format!(
             "the email index names '{}' for an email it does not have",
             contact.external_id

@@ -12,13 +12,13 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::blocks;
 use super::codec::{
     decode_agent, decode_attribute, decode_contact, decode_stored_contact, encode_agent,
-    encode_contact, expect_contact,
+    encode_contact,
 };
 use super::index::{self, Pairs};
 use super::redb_store::{put_attribute, set_meta};
 use super::redo::{ContactChange, Op};
 use super::tables::{
-    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES, META,
     META_NEXT_CONTACT_ID,
 };
 use super::writer::Txn;
@@ -33,48 +33,71 @@ use crate::domain::{
 
 /// Finds a contact by external id, falling back to `contact_<n>`.
 pub fn find_contact(
-    contacts: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    by_id: &impl ReadableTable<(&'static str, u64), &'static str>,
+    contacts: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    by_ext: &impl ReadableTable<(&'static str, &'static str), u64>,
     agent: &str,
     target: &str,
 ) -> Result<Option<Contact>, StoreError> {
     let ext = ids::lookup_id(target);
-    if let Some(bytes) = contacts.get((agent, ext.as_str()))? {
-        return decode_stored_contact(agent, &ext, bytes.value()).map(Some);
+    if let Some(contact) = contact_by_ext(contacts, by_ext, agent, &ext)? {
+        return Ok(Some(contact));
     }
     match ids::parse_contact_id(target) {
-        Some(n) => contact_by_number(contacts, by_id, agent, n),
+        Some(n) => contact_by_number(contacts, agent, n),
         None => Ok(None),
     }
 }
 
-/// Finds contact number `n` of `agent` through the id index.
-pub fn contact_by_number(
-    contacts: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    by_id: &impl ReadableTable<(&'static str, u64), &'static str>,
+/// Finds the contact with external id `ext` through the external-id index.
+pub fn contact_by_ext(
+    contacts: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    by_ext: &impl ReadableTable<(&'static str, &'static str), u64>,
     agent: &str,
-    n: u64,
+    ext: &str,
 ) -> Result<Option<Contact>, StoreError> {
-    let Some(ext) = by_id.get((agent, n))? else {
-        return Ok(None);
-    };
-    let ext = ext.value().to_owned();
-    match contacts.get((agent, ext.as_str()))? {
-        Some(bytes) => {
-            let contact = decode_stored_contact(agent, &ext, bytes.value())?;
-            expect_contact(contact, Some(n), None).map(Some)
-        }
+    match by_ext.get((agent, ext))? {
+        Some(n) => indexed_as(contacts, agent, ext, n.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Contact number `n`, which the external-id index names for `ext`: a missing contact,
+/// or one with another external id, is damage.
+pub fn indexed_as(
+    contacts: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    agent: &str,
+    ext: &str,
+    n: u64,
+) -> Result<Contact, StoreError> {
+    match contact_by_number(contacts, agent, n)? {
+        Some(contact) if contact.external_id == ext => Ok(contact),
+        Some(contact) => Err(StoreError::Corrupt(format!(
+            "the external id index names contact {n} for '{ext}', which is '{}'",
+            contact.external_id
+        ))),
         None => Err(StoreError::Corrupt(format!(
-            "id index names '{ext}' but no such contact exists"
+            "the external id index names contact {n} for '{ext}' but no such contact exists"
         ))),
     }
 }
 
+/// Contact number `n` of `agent`.
+pub fn contact_by_number(
+    contacts: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    agent: &str,
+    n: u64,
+) -> Result<Option<Contact>, StoreError> {
+    contacts
+        .get((agent, n))?
+        .map(|bytes| decode_stored_contact(agent, n, bytes.value()))
+        .transpose()
+}
+
 /// The tables a contact write touches, opened once per job.
 struct Tables<'txn> {
-    contacts: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    contacts: Table<'txn, (&'static str, u64), &'static [u8]>,
+    by_ext: Table<'txn, (&'static str, &'static str), u64>,
     emails: Table<'txn, (&'static str, &'static str), &'static str>,
-    by_id: Table<'txn, (&'static str, u64), &'static str>,
     agents: Table<'txn, &'static str, &'static [u8]>,
     txn: &'txn Txn,
 }
@@ -83,8 +106,8 @@ impl<'txn> Tables<'txn> {
     fn open(txn: &'txn Txn) -> Result<Self, StoreError> {
         Ok(Self {
             contacts: txn.open_table(CONTACTS)?,
+            by_ext: txn.open_table(CONTACTS_BY_EXTERNAL_ID)?,
             emails: txn.open_table(CONTACTS_BY_EMAIL)?,
-            by_id: txn.open_table(CONTACTS_BY_ID)?,
             agents: txn.open_table(AGENTS)?,
             txn,
         })
@@ -96,10 +119,7 @@ impl<'txn> Tables<'txn> {
     }
 
     fn load(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
-        self.contacts
-            .get((agent, ext))?
-            .map(|b| decode_stored_contact(agent, ext, b.value()))
-            .transpose()
+        contact_by_ext(&self.contacts, &self.by_ext, agent, ext)
     }
 
     fn email_owner(&self, agent: &str, key: &str) -> Result<Option<String>, StoreError> {
@@ -142,10 +162,10 @@ impl<'txn> Tables<'txn> {
                 }
             }
             if renamed {
-                self.contacts.remove((agent, old.external_id.as_str()))?;
+                self.by_ext.remove((agent, old.external_id.as_str()))?;
             }
             if after.is_none() {
-                self.by_id.remove((agent, old.id))?;
+                self.contacts.remove((agent, old.id))?;
             }
         }
         for (before, after) in changes.iter() {
@@ -155,7 +175,7 @@ impl<'txn> Tables<'txn> {
             }
             let ext = new.external_id.as_str();
             let record = encode_contact(agent, new);
-            self.contacts.insert((agent, ext), record.as_slice())?;
+            self.contacts.insert((agent, new.id), record.as_slice())?;
             let was = before.as_ref().map(|b| (b.external_id.clone(), b.id));
             logged.push((was, Some(record)));
             let same_ext = before
@@ -168,7 +188,7 @@ impl<'txn> Tables<'txn> {
                 }
             }
             if !same_ext {
-                self.by_id.insert((agent, new.id), ext)?;
+                self.by_ext.insert((agent, ext), new.id)?;
             }
         }
         if !logged.is_empty() {
@@ -590,7 +610,7 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     let mut schema = load_schema(txn, &req.agent, req.rules)?;
     let mut tables = Tables::open(txn)?;
     tables.agent(&req.agent)?;
-    let current = find_contact(&tables.contacts, &tables.by_id, &req.agent, &req.target)?
+    let current = find_contact(&tables.contacts, &tables.by_ext, &req.agent, &req.target)?
         .ok_or(StoreError::ContactNotFound)?;
     let ext = match &req.input.external_id {
         Field::Set(new) => new.clone(),
@@ -636,7 +656,7 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
 pub fn delete(txn: &Txn, agent_id: &str, target: &str) -> Result<Contact, StoreError> {
     let mut tables = Tables::open(txn)?;
     let mut agent = tables.agent(agent_id)?;
-    let current = find_contact(&tables.contacts, &tables.by_id, agent_id, target)?
+    let current = find_contact(&tables.contacts, &tables.by_ext, agent_id, target)?
         .ok_or(StoreError::ContactNotFound)?;
     tables.apply(agent_id, vec![(Some(current.clone()), None)])?;
     agent.contact_count = agent.contact_count.saturating_sub(1);
@@ -646,16 +666,16 @@ pub fn delete(txn: &Txn, agent_id: &str, target: &str) -> Result<Contact, StoreE
 
 /// Removes every contact, index entry and attribute definition of an agent.
 pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
-    let mut contacts = txn.open_table(CONTACTS)?;
-    for ext in agent_rows(&contacts, agent_id)? {
-        contacts.remove((agent_id, ext.as_str()))?;
+    let mut by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
+    for ext in agent_rows(&by_ext, agent_id)? {
+        by_ext.remove((agent_id, ext.as_str()))?;
     }
     let mut emails = txn.open_table(CONTACTS_BY_EMAIL)?;
     for key in agent_rows(&emails, agent_id)? {
         emails.remove((agent_id, key.as_str()))?;
     }
-    let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
-    by_id.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
+    let mut contacts = txn.open_table(CONTACTS)?;
+    contacts.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
     blocks::remove_agent(txn, agent_id)?;
     // Earlier jobs of this transaction may have index changes for the agent.
     txn.index().flush_all_now()?;

@@ -195,7 +195,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreFuture<ImportOutcome>;
     /// Every contact `query` selects, in its order (without a query: all of them, in
-    /// external id order, the cheapest walk), from one read snapshot: handed to `sink`
+    /// creation order, the cheapest walk), from one read snapshot: handed to `sink`
     /// `chunk` at a time until it returns false.
     fn export_contacts(
         &self,

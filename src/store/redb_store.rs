@@ -22,8 +22,8 @@ use super::index::{
 };
 use super::redo::Op;
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
-    META_INITIALIZED, META_SCHEMA_VERSION, META_WAL_CHECKPOINT, OLDEST_SCHEMA_VERSION,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
+    META, META_INITIALIZED, META_SCHEMA_VERSION, META_WAL_CHECKPOINT, OLDEST_SCHEMA_VERSION,
     SCHEMA_VERSION,
 };
 use super::upgrade;
@@ -208,7 +208,7 @@ impl RedbStore {
         &self.path
     }
 
-    /// Verifies every record and that every index agrees with the contacts table, on
+    /// Verifies every record and that every index agrees with the contact records, on
     /// the open store (`contactd check` does the same on a stopped one).
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let (txn, held) = self.unlogged.begin_read(&self.db)?;
@@ -245,8 +245,8 @@ fn other_admin_key(table: &redb::Table<&[u8], &[u8]>, id: &str) -> Result<bool, 
     Ok(false)
 }
 
-/// Every contact of the agent in the primary key's order (external id): one sequential
-/// walk, no index lookups.
+/// Every contact of the agent in creation order: one sequential walk of the records, no
+/// index lookups.
 fn export_all(
     txn: &redb::ReadTransaction,
     agent: &str,
@@ -258,11 +258,8 @@ fn export_all(
     }
     let contacts = txn.open_table(CONTACTS)?;
     let mut batch = Vec::with_capacity(chunk);
-    for row in contacts.range((agent, "")..)? {
+    for row in contacts.range((agent, 0)..=(agent, u64::MAX))? {
         let (key, value) = row?;
-        if key.value().0 != agent {
-            break;
-        }
         batch.push(decode_stored_contact(agent, key.value().1, value.value())?);
         if batch.len() == chunk && !sink(std::mem::replace(&mut batch, Vec::with_capacity(chunk))) {
             return Ok(());
@@ -301,7 +298,7 @@ fn prepare(db: &Database, damage: &Damage) -> Result<(), StoreError> {
         Some(v) if v == SCHEMA_VERSION => {}
         Some(v) if (OLDEST_SCHEMA_VERSION..SCHEMA_VERSION).contains(&v) => {
             tracing::info!(from = v, to = SCHEMA_VERSION, "upgrading the data dir layout");
-            upgrade::to_sealed_nfc(db)?;
+            upgrade::run(db, v)?;
         }
         Some(v) => {
             return Err(StoreError::Incompatible(format!(
@@ -313,8 +310,8 @@ fn prepare(db: &Database, damage: &Damage) -> Result<(), StoreError> {
         txn.open_table(META)?
             .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         txn.open_table(CONTACTS)?;
+        txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
         txn.open_table(CONTACTS_BY_EMAIL)?;
-        txn.open_table(CONTACTS_BY_ID)?;
         txn.open_table(AGENTS)?;
         txn.open_table(API_KEYS)?;
         txn.open_table(CUSTOM_ATTRIBUTES)?;
@@ -456,8 +453,8 @@ impl Store for RedbStore {
         self.guard(|| {
             let txn = self.db.begin_read()?;
             let contacts = txn.open_table(CONTACTS)?;
-            let by_id = txn.open_table(CONTACTS_BY_ID)?;
-            find_contact(&contacts, &by_id, agent, target)
+            let by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
+            find_contact(&contacts, &by_ext, agent, target)
         })
     }
 
@@ -879,11 +876,11 @@ mod tests {
                     .unwrap()
                     .insert("default", encode_agent(&agent).as_slice())
                     .unwrap();
-                txn.open_table(CONTACTS)
+                txn.open_table(upgrade::LEGACY_CONTACTS)
                     .unwrap()
                     .insert(("default", "user_8821"), golden.as_slice())
                     .unwrap();
-                txn.open_table(CONTACTS_BY_ID)
+                txn.open_table(upgrade::LEGACY_CONTACTS_BY_ID)
                     .unwrap()
                     .insert(("default", 17), "user_8821")
                     .unwrap();
@@ -1402,7 +1399,7 @@ mod tests {
     }
 
     /// The block counts follow creates and deletes, and `check` notices when they do
-    /// not match the id index.
+    /// not match the contact records.
     #[test]
     fn block_counts_follow_writes_and_check_verifies_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -1441,6 +1438,44 @@ mod tests {
             "{:?}",
             report.problems
         );
+    }
+
+    /// `check` names an external-id index entry that is missing, one that names another
+    /// contact, and a record stored under another contact's number.
+    #[test]
+    fn check_reports_a_damaged_external_id_index_and_a_misplaced_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = RedbStore::open(dir.path()).unwrap();
+        create_agent(&rt, &store, "a");
+        upsert_names(&rt, &store, "a", &[("u1", "A"), ("u2", "B"), ("u3", "C")]);
+        assert_eq!(store.check().unwrap().problem_count, 0);
+        {
+            let txn = store.db_for_tests().begin_write().unwrap();
+            let mut by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID).unwrap();
+            by_ext.remove(("a", "u1")).unwrap();
+            by_ext.insert(("a", "u2"), 3).unwrap();
+            drop(by_ext);
+            let mut contacts = txn.open_table(CONTACTS).unwrap();
+            let record = contacts.get(("a", 3)).unwrap().unwrap().value().to_vec();
+            contacts.insert(("a", 9), record.as_slice()).unwrap();
+            drop(contacts);
+            txn.commit().unwrap();
+        }
+        let report = store.check().unwrap();
+        let problems = report.problems.join("\n");
+        for expected in [
+            "a/u1: contacts_by_external_id names contact None, expected 1",
+            "a/u2: contacts_by_external_id names contact Some(3), expected 2",
+            "damaged: contact a/9: damaged data: the contact stored as number 9 is number 3",
+        ] {
+            assert!(problems.contains(expected), "{expected}: {problems}");
+        }
+        assert_eq!(store.contact("a", "u1").unwrap(), None);
+        assert!(matches!(
+            store.contact("a", "u2"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     /// What a store holds, as far as a client can tell: every agent with its contacts

@@ -1,5 +1,5 @@
 //! The logical changes the write-ahead log holds (see `wal`): one [`Op`] per change to
-//! the tables that hold the data. Everything else (the email and id indexes, the block
+//! the tables that hold the data. Everything else (the external-id and email indexes, the block
 //! and field counts, the sort and word indexes) follows from these through the same
 //! code that writes them live, so replaying a record after a crash is running its ops
 //! again through [`apply`].

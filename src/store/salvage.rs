@@ -1,8 +1,10 @@
 //! `contactd salvage`: copies every record that can still be read from a (damaged)
 //! data dir into a fresh one, and says what it could not read. The source is opened
 //! read-only and never changed. Tables are read past damage (see `scan`); a contact in
-//! a damaged page of the contacts table is looked for again under every external id the
-//! id and email indexes name, so it is lost only when its own record is unreadable.
+//! a damaged page of the contact records is looked for again under every contact the
+//! indexes name, so it is lost only when its own record is unreadable. A source of
+//! schema 4 or older keeps its contacts by external id (see `upgrade`); the copy is
+//! always in the current layout.
 //! Records keep what identifies them: contact numbers, external ids, key digests,
 //! timestamps. The indexes of the new dir are built from its contacts when it is first
 //! opened (which also upgrades a copy of an older data dir), and each agent's contact
@@ -11,12 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableHandle};
 
 use super::check::open_read_only;
 use super::codec::{
-    decode_legacy_agent, decode_legacy_attribute, decode_legacy_contact, decode_legacy_key,
-    decode_stored_contact, encode_agent, encode_attribute, encode_contact, encode_key,
+    decode_contact, decode_legacy_agent, decode_legacy_attribute, decode_legacy_contact,
+    decode_legacy_key, encode_agent, encode_attribute, encode_contact, encode_key,
 };
 use super::damage::unpanic;
 use super::data_dir;
@@ -24,10 +26,11 @@ use super::file;
 use super::redb_store::{RedbStore, DB_FILE};
 use super::scan::{walk_numbers, walk_pairs, Hints, Pair};
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, CUSTOM_ATTRIBUTES, META,
-    META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, META_WAL_CHECKPOINT,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
+    META, META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, META_WAL_CHECKPOINT,
     SCHEMA_VERSION,
 };
+use super::upgrade::{LEGACY_CONTACTS, LEGACY_CONTACTS_BY_ID};
 use super::wal;
 use super::StoreError;
 use crate::domain::{Agent, ApiKey, AttributeDef, Contact};
@@ -142,11 +145,23 @@ fn copy(
     data_dir::create_private_dir(output)?;
     let out = file::open(&output.join(DB_FILE), 64 << 20)?;
     write_small_tables(&out, &source)?;
-    let copied = match unpanic("the contacts table", || Ok(txn.open_table(CONTACTS)?)) {
-        Ok(contacts) => copy_contacts(&contacts, &out, &source, report, progress)?,
-        Err(err) => {
-            report.lose(format!("contacts: {err}"));
-            Copied::default()
+    let copied = if source.legacy {
+        match unpanic("the contacts table (schema 4 and older)", || {
+            Ok(txn.open_table(LEGACY_CONTACTS)?)
+        }) {
+            Ok(contacts) => copy_by_ext(&contacts, &out, &source, report, progress)?,
+            Err(err) => {
+                report.lose(format!("contacts: {err}"));
+                Copied::default()
+            }
+        }
+    } else {
+        match unpanic("the contact records", || Ok(txn.open_table(CONTACTS)?)) {
+            Ok(contacts) => copy_by_number(&contacts, &out, &source, report, progress)?,
+            Err(err) => {
+                report.lose(format!("contact_records: {err}"));
+                Copied::default()
+            }
         }
     };
     finish(&out, &source, &copied, now, report)?;
@@ -190,17 +205,20 @@ fn clear_dir(dir: &Path) -> std::io::Result<()> {
 
 /// What was read of the source before the contacts.
 struct Source {
-    /// The source's schema version (`None`: unreadable). Older records are read by the
-    /// upgrade's decoders, and the copy records the source's version, so that opening
-    /// it runs the upgrade (NFC ids, the email index).
+    /// The source's schema version (`None`: unreadable). Records older than
+    /// [`SEALED_SINCE`] are read by the upgrade's decoders, and the copy records the
+    /// source's version, so that opening it runs the upgrade (NFC ids, the email index).
     schema: Option<u64>,
+    /// The source keeps its contacts by external id (schema 4 and older, or an upgrade
+    /// to 5 that did not finish).
+    legacy: bool,
     next_id: Option<u64>,
     agents: BTreeMap<String, Agent>,
     keys: Vec<ApiKey>,
     attributes: Vec<(String, AttributeDef)>,
-    /// The external ids the id and email indexes name, sorted.
+    /// The external ids the indexes name, sorted.
     named: Vec<Pair>,
-    /// The contact numbers the id index gives external ids.
+    /// The contact numbers the indexes give external ids.
     numbers: BTreeMap<Pair, u64>,
 }
 
@@ -222,8 +240,15 @@ impl Source {
                 (None, None)
             }
         };
+        let legacy = unpanic("the table list", || {
+            Ok(txn
+                .list_tables()?
+                .any(|t| t.name() == LEGACY_CONTACTS.name()))
+        })
+        .unwrap_or(schema.is_some_and(|v| v < SCHEMA_VERSION));
         let mut source = Self {
             schema,
+            legacy,
             next_id,
             agents: BTreeMap::new(),
             keys: Vec::new(),
@@ -308,25 +333,41 @@ impl Source {
         }
     }
 
-    /// The external ids the id and email indexes name: where the contacts table is read
-    /// again past damage, and how a lost contact is named. Damage here loses nothing:
-    /// the new dir builds these indexes anew.
+    /// The external ids the indexes name, and their contact numbers: where the contacts
+    /// are read again past damage, and how a lost contact is named. Damage here loses
+    /// nothing: the new dir builds these indexes anew.
     fn read_names(&mut self, txn: &ReadTransaction, report: &mut SalvageReport) {
         let agents: Vec<String> = self.agents.keys().cloned().collect();
         let ceiling = self.next_id.unwrap_or(u64::MAX);
         let mut named = BTreeSet::new();
-        match unpanic("a table", || Ok(txn.open_table(CONTACTS_BY_ID)?)) {
-            Ok(by_id) => {
-                let numbers = &mut self.numbers;
-                for gap in walk_numbers(&by_id, &agents, ceiling, &mut |agent, n, ext| {
-                    let key = (agent.to_owned(), ext.value().to_owned());
-                    numbers.insert(key.clone(), n);
-                    named.insert(key);
-                }) {
-                    report.notes.push(format!("contacts_by_id {gap}"));
+        let numbers = &mut self.numbers;
+        if self.legacy {
+            match unpanic("a table", || Ok(txn.open_table(LEGACY_CONTACTS_BY_ID)?)) {
+                Ok(by_id) => {
+                    for gap in walk_numbers(&by_id, &agents, ceiling, &mut |agent, n, ext| {
+                        let key = (agent.to_owned(), ext.value().to_owned());
+                        numbers.insert(key.clone(), n);
+                        named.insert(key);
+                    }) {
+                        report.notes.push(format!("contacts_by_id {gap}"));
+                    }
                 }
+                Err(err) => report.notes.push(format!("contacts_by_id: {err}")),
             }
-            Err(err) => report.notes.push(format!("contacts_by_id: {err}")),
+        } else {
+            match unpanic("a table", || Ok(txn.open_table(CONTACTS_BY_EXTERNAL_ID)?)) {
+                Ok(by_ext) => {
+                    for gap in walk_pairs(&by_ext, None, Hints::None, &mut |agent, ext, n| {
+                        let key = (agent.to_owned(), ext.to_owned());
+                        numbers.insert(key.clone(), n.value());
+                        named.insert(key);
+                        true
+                    }) {
+                        report.notes.push(format!("contacts_by_external_id {gap}"));
+                    }
+                }
+                Err(err) => report.notes.push(format!("contacts_by_external_id: {err}")),
+            }
         }
         match unpanic("a table", || Ok(txn.open_table(CONTACTS_BY_EMAIL)?)) {
             Ok(by_email) => {
@@ -344,12 +385,47 @@ impl Source {
 
     /// A contact record of the source: sealed when the schema says so, of any version
     /// an older schema wrote (or when the schema is unknown).
-    fn decode(&self, agent: &str, ext: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
-        let sealed = decode_stored_contact(agent, ext, bytes);
-        if self.schema.is_some_and(|v| v >= SCHEMA_VERSION) {
+    fn decode(&self, agent: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
+        let sealed = decode_contact(agent, bytes);
+        if self.schema.is_some_and(|v| v >= SEALED_SINCE) {
             return sealed;
         }
         sealed.or_else(|_| decode_legacy_contact(agent, bytes))
+    }
+
+    /// [`Source::decode`] of the record stored under `key`, which must name it.
+    fn decode_at(&self, agent: &str, key: Key<'_>, bytes: &[u8]) -> Result<Contact, StoreError> {
+        let contact = self.decode(agent, bytes)?;
+        let matches = match key {
+            Key::Ext(ext) => contact.external_id == ext,
+            Key::Number(n) => contact.id == n,
+        };
+        if !matches {
+            return Err(StoreError::Corrupt(format!(
+                "the record stored under {key} is contact_{} ('{}')",
+                contact.id, contact.external_id
+            )));
+        }
+        Ok(contact)
+    }
+}
+
+/// The schema that first sealed every record.
+const SEALED_SINCE: u64 = 4;
+
+/// What a source's contact record is stored under.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Ext(&'a str),
+    Number(u64),
+}
+
+impl std::fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Ext(ext) => write!(f, "'{ext}'"),
+            Key::Number(n) => write!(f, "number {n}"),
+        }
     }
 }
 
@@ -375,9 +451,11 @@ fn write_small_tables(out: &Database, source: &Source) -> Result<(), StoreError>
             )?;
         }
         let mut meta = txn.open_table(META)?;
+        // The copy is in the current layout; older records still need the upgrade's
+        // NFC ids and email index.
         let schema = source
             .schema
-            .filter(|v| *v < SCHEMA_VERSION)
+            .filter(|v| *v < SEALED_SINCE)
             .unwrap_or(SCHEMA_VERSION);
         meta.insert(META_SCHEMA_VERSION, schema)?;
         // Salvaged data is never a first run: no new agent or admin key appears.
@@ -396,84 +474,188 @@ struct Copied {
     named_lost: BTreeMap<String, u64>,
 }
 
-/// Copies every readable contact.
-fn copy_contacts(
+/// Copies every readable contact of a source that keeps them by external id.
+fn copy_by_ext(
     contacts: &redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
     out: &Database,
     source: &Source,
     report: &mut SalvageReport,
     progress: &dyn Fn(u64),
 ) -> Result<Copied, StoreError> {
-    let mut writer = Batch::new(out);
+    let mut copier = Copier::new(out, progress);
     // Keys read (copied or not): the second pass reads each of the others once.
     let mut seen: BTreeSet<Pair> = BTreeSet::new();
-    let mut named_lost: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failed = Ok(());
-    let mut lost = Vec::new();
     let gaps = walk_pairs(
         contacts,
         None,
         Hints::Known(&source.named),
         &mut |agent, ext, value| {
             seen.insert((agent.to_owned(), ext.to_owned()));
-            match source.decode(agent, ext, value.value()) {
-                Ok(contact) => {
-                    if failed.is_ok() {
-                        failed = writer.add(agent, &contact);
-                    }
-                    if writer.copied.is_multiple_of(BATCH as u64) {
-                        progress(writer.copied);
-                    }
-                }
-                Err(err) => {
-                    *named_lost.entry(agent.to_owned()).or_default() += 1;
-                    lost.push(format!("contact {agent}/{ext}: {err}"));
-                }
-            }
+            let key = Key::Ext(ext);
+            copier.add(agent, key, source.decode_at(agent, key, value.value()));
             true
         },
     );
-    failed?;
-    for line in lost {
-        report.lose(line);
-    }
-    for gap in &gaps {
-        report.lose(format!("contacts {gap}"));
-    }
+    copier.gaps("contacts", &gaps, report)?;
     if !gaps.is_empty() {
         // The indexes name contacts the walk could not reach: each is read on its own.
         for (agent, ext) in &source.named {
             if seen.contains(&(agent.clone(), ext.clone())) {
                 continue;
             }
+            let key = Key::Ext(ext);
             let found = unpanic("a contact read", || {
                 contacts
                     .get((agent.as_str(), ext.as_str()))?
-                    .map(|value| source.decode(agent, ext, value.value()))
+                    .map(|value| source.decode_at(agent, key, value.value()))
                     .transpose()
             });
-            match found {
-                Ok(Some(contact)) => writer.add(agent, &contact)?,
-                Ok(None) => {}
-                Err(err) => {
-                    let number = source
-                        .numbers
-                        .get(&(agent.clone(), ext.clone()))
-                        .map_or_else(String::new, |n| format!(" (contact_{n})"));
-                    report.lose(format!("contact {agent}/{ext}{number}: {err}"));
-                    *named_lost.entry(agent.clone()).or_default() += 1;
+            copier.reread(agent, ext, source, found, report)?;
+        }
+    }
+    copier.finish(report, progress)
+}
+
+/// Copies every readable contact of a source that keeps them by contact number.
+fn copy_by_number(
+    contacts: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    out: &Database,
+    source: &Source,
+    report: &mut SalvageReport,
+    progress: &dyn Fn(u64),
+) -> Result<Copied, StoreError> {
+    let mut copier = Copier::new(out, progress);
+    let mut agents: BTreeSet<String> = source.agents.keys().cloned().collect();
+    agents.extend(source.named.iter().map(|(agent, _)| agent.clone()));
+    let agents: Vec<String> = agents.into_iter().collect();
+    let ceiling = source.next_id.unwrap_or(u64::MAX);
+    // Contacts read (copied or not): the second pass reads each of the others once.
+    let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
+    let gaps = walk_numbers(contacts, &agents, ceiling, &mut |agent, n, value| {
+        seen.insert((agent.to_owned(), n));
+        let key = Key::Number(n);
+        copier.add(agent, key, source.decode_at(agent, key, value.value()));
+    });
+    copier.gaps("contact_records", &gaps, report)?;
+    if !gaps.is_empty() {
+        // The indexes name contacts the walk could not reach: each is read on its own.
+        for (agent, ext) in &source.named {
+            let Some(&n) = source.numbers.get(&(agent.clone(), ext.clone())) else {
+                continue;
+            };
+            if !seen.insert((agent.clone(), n)) {
+                continue;
+            }
+            let found = unpanic("a contact read", || {
+                contacts
+                    .get((agent.as_str(), n))?
+                    .map(|value| source.decode_at(agent, Key::Number(n), value.value()))
+                    .transpose()
+            });
+            copier.reread(agent, ext, source, found, report)?;
+        }
+    }
+    copier.finish(report, progress)
+}
+
+/// What a copy read so far: the contacts on their way out, and those lost.
+struct Copier<'a> {
+    writer: Batch<'a>,
+    progress: &'a dyn Fn(u64),
+    named_lost: BTreeMap<String, u64>,
+    lost: Vec<String>,
+    failed: Result<(), StoreError>,
+}
+
+impl<'a> Copier<'a> {
+    fn new(out: &'a Database, progress: &'a dyn Fn(u64)) -> Self {
+        Self {
+            writer: Batch::new(out),
+            progress,
+            named_lost: BTreeMap::new(),
+            lost: Vec::new(),
+            failed: Ok(()),
+        }
+    }
+
+    /// A record the walk read: copied, or lost when it does not decode.
+    fn add(&mut self, agent: &str, key: Key<'_>, found: Result<Contact, StoreError>) {
+        match found {
+            Ok(contact) => {
+                if self.failed.is_ok() {
+                    self.failed = self.writer.add(agent, &contact);
                 }
+                if self.writer.copied.is_multiple_of(BATCH as u64) {
+                    (self.progress)(self.writer.copied);
+                }
+            }
+            Err(err) => {
+                *self.named_lost.entry(agent.to_owned()).or_default() += 1;
+                self.lost.push(format!("contact {agent}/{key}: {err}"));
             }
         }
     }
-    let (per_agent, max_id) = writer.finish()?;
-    report.contacts = per_agent.values().sum();
-    progress(report.contacts);
-    Ok(Copied {
-        per_agent,
-        max_id,
-        named_lost,
-    })
+
+    /// Reports what the walk lost; the first failure to write stops the copy.
+    fn gaps(
+        &mut self,
+        table: &str,
+        gaps: &[crate::store::scan::Gap],
+        report: &mut SalvageReport,
+    ) -> Result<(), StoreError> {
+        std::mem::replace(&mut self.failed, Ok(()))?;
+        for line in self.lost.drain(..) {
+            report.lose(line);
+        }
+        for gap in gaps {
+            report.lose(format!("{table} {gap}"));
+        }
+        Ok(())
+    }
+
+    /// A contact an index names, read on its own past the walk's damage.
+    fn reread(
+        &mut self,
+        agent: &str,
+        ext: &str,
+        source: &Source,
+        found: Result<Option<Contact>, StoreError>,
+        report: &mut SalvageReport,
+    ) -> Result<(), StoreError> {
+        match found {
+            Ok(Some(contact)) => self.writer.add(agent, &contact)?,
+            Ok(None) => {}
+            Err(err) => {
+                let number = source
+                    .numbers
+                    .get(&(agent.to_owned(), ext.to_owned()))
+                    .map_or_else(String::new, |n| format!(" (contact_{n})"));
+                report.lose(format!("contact {agent}/{ext}{number}: {err}"));
+                *self.named_lost.entry(agent.to_owned()).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(
+        self,
+        report: &mut SalvageReport,
+        progress: &dyn Fn(u64),
+    ) -> Result<Copied, StoreError> {
+        let written = self.writer.finish()?;
+        let mut named_lost = self.named_lost;
+        for (agent, line) in written.clashes {
+            report.lose(line);
+            *named_lost.entry(agent).or_default() += 1;
+        }
+        report.contacts = written.per_agent.values().sum();
+        progress(report.contacts);
+        Ok(Copied {
+            per_agent: written.per_agent,
+            max_id: written.max_id,
+            named_lost,
+        })
+    }
 }
 
 /// Contacts on their way into the new data dir, a transaction per [`BATCH`].
@@ -483,6 +665,9 @@ struct Batch<'a> {
     per_agent: BTreeMap<String, u64>,
     max_id: u64,
     copied: u64,
+    /// Contacts not copied because an earlier one has their number or external id
+    /// (only damage makes two such): per agent, a line.
+    clashes: Vec<(String, String)>,
 }
 
 impl<'a> Batch<'a> {
@@ -493,6 +678,7 @@ impl<'a> Batch<'a> {
             per_agent: BTreeMap::new(),
             max_id: 0,
             copied: 0,
+            clashes: Vec::new(),
         }
     }
 
@@ -509,15 +695,21 @@ impl<'a> Batch<'a> {
         let txn = begin(self.out)?;
         {
             let mut contacts = txn.open_table(CONTACTS)?;
-            let mut by_id = txn.open_table(CONTACTS_BY_ID)?;
+            let mut by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
             let mut by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
             for (agent, contact) in self.pending.drain(..) {
                 let ext = contact.external_id.as_str();
-                contacts.insert(
-                    (agent.as_str(), ext),
-                    encode_contact(&agent, &contact).as_slice(),
-                )?;
-                by_id.insert((agent.as_str(), contact.id), ext)?;
+                let key = (agent.as_str(), contact.id);
+                if contacts.get(key)?.is_some() || by_ext.get((agent.as_str(), ext))?.is_some() {
+                    let line = format!(
+                        "contact {agent}/{ext} (contact_{}): another contact copied before has its number or external id",
+                        contact.id
+                    );
+                    self.clashes.push((agent, line));
+                    continue;
+                }
+                contacts.insert(key, encode_contact(&agent, &contact).as_slice())?;
+                by_ext.insert((agent.as_str(), ext), contact.id)?;
                 if let Some(email) = contact.email_key() {
                     // Taken only by damage: the first holder keeps it.
                     if by_email.get((agent.as_str(), email.as_str()))?.is_none() {
@@ -532,9 +724,10 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(BTreeMap<String, u64>, u64), StoreError> {
+    /// Writes what is pending; the copy's counts are then final.
+    fn finish(mut self) -> Result<Self, StoreError> {
         self.flush()?;
-        Ok((self.per_agent, self.max_id))
+        Ok(self)
     }
 }
 

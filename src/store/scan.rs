@@ -43,8 +43,6 @@ pub enum Hints<'a> {
     None,
     /// Sorted.
     Known(&'a [Pair]),
-    /// Computed (sorted) at the first damage met, if any is.
-    Lazy(&'a dyn Fn() -> Vec<Pair>),
 }
 
 /// Walks a table keyed by `(&str, &str)` from `start` (or the beginning), handing
@@ -56,7 +54,6 @@ pub fn walk_pairs<V: redb::Value + 'static>(
     hints: Hints<'_>,
     row: &mut dyn FnMut(&str, &str, AccessGuard<'_, V>) -> bool,
 ) -> Vec<Gap> {
-    let mut computed: Option<Vec<Pair>> = None;
     let mut gaps = Vec::new();
     // Where this attempt starts, the last key read by any, and the gap whose end is
     // not known yet.
@@ -104,7 +101,6 @@ pub fn walk_pairs<V: redb::Value + 'static>(
         let hints: &[Pair] = match hints {
             Hints::None => &[],
             Hints::Known(known) => known,
-            Hints::Lazy(compute) => computed.get_or_insert_with(compute),
         };
         if let Some(key) = last.as_ref().or(from.as_ref()) {
             next_hint = next_hint.max(hints.partition_point(|h| h <= key));
@@ -206,7 +202,7 @@ fn readable<V: redb::Value + 'static>(
     .is_ok()
 }
 
-/// Most numbers a probe skips at once: a readable stretch of the id index narrower
+/// Most numbers a probe skips at once: a readable stretch of a table narrower
 /// than this between two damaged pages may be passed over (a page holds more).
 const MAX_STEP: u64 = 64;
 

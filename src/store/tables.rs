@@ -3,14 +3,18 @@
 
 use redb::TableDefinition;
 
-/// `(agent_id, external_id)` → versioned contact record.
-pub const CONTACTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("contacts");
+/// `(agent_id, contact number)` → versioned contact record: creation order, and
+/// `contact_<n>` lookup. Contact numbers only grow, so a new contact is appended at the
+/// end of its agent's range: a batch of new contacts fills a few pages instead of
+/// touching one page per contact, and a listing in creation order reads pages in turn.
+pub const CONTACTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("contact_records");
+/// `(agent_id, external_id)` → contact number. Its entries are small, so its pages stay
+/// in the cache where the records' would not.
+pub const CONTACTS_BY_EXTERNAL_ID: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("contacts_by_external_id");
 /// `(agent_id, email key)` → external_id; see `domain::contact::email_key`.
 pub const CONTACTS_BY_EMAIL: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("contacts_by_email");
-/// `(agent_id, contact number)` → external_id: creation order and `contact_<n>` lookup.
-pub const CONTACTS_BY_ID: TableDefinition<(&str, u64), &str> =
-    TableDefinition::new("contacts_by_id");
 /// agent_id → versioned agent record.
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 /// SHA-256 digest of the key → versioned key record.
@@ -21,7 +25,7 @@ pub const CUSTOM_ATTRIBUTES: TableDefinition<(&str, &str), &[u8]> =
 // The sort index (segments `(agent_id, field, sort key)` then the contact number, see
 // `keys`; `created_at`, `updated_at`, `name`, `phonenumber` and every custom attribute
 // value — `email` and `external_id` order come from `contacts_by_email` and
-// `contacts`, creation order from `contacts_by_id`) and the word index (segments
+// `contacts_by_external_id`, creation order from `contact_records`) and the word index (segments
 // `(agent_id, search word)` then the contact number) are stored log-structured in the
 // tables of `lsm`.
 /// `(agent_id, field)` → how many contacts have a value there. Below the agent's
@@ -39,7 +43,7 @@ pub const META_INDEX_VERSION: &str = "index_version";
 pub const META_WAL_CHECKPOINT: &str = "wal_checkpoint";
 
 /// The layout of the sort and word indexes (and which words and keys they hold); a data
-/// dir with another one, or none, has them rebuilt from the contacts table at open.
+/// dir with another one, or none, has them rebuilt from the contact records at open.
 /// Version 2 moved them from one B-tree table each into the log and runs of `lsm`;
 /// version 3 records merges in flight in `index_merges` (several at once, carried out
 /// by the merger thread) instead of one in `index_state`; version 4 gives a phone number
@@ -55,7 +59,10 @@ pub const INDEX_VERSION: u64 = 6;
 /// Version 3 added the sort and word indexes, built at open; the bump keeps older
 /// builds, which would not maintain them, from writing to the data dir. Version 4
 /// seals every record with a checksum, keeps external ids in NFC and keys the email
-/// index by Unicode-folded emails (see `upgrade`).
-pub const SCHEMA_VERSION: u64 = 4;
+/// index by Unicode-folded emails. Version 5 keys contact records by contact number
+/// (`contact_records`) with an external-id index beside them, where version 4 keyed
+/// them by external id (`contacts`) with a contact-number index (`contacts_by_id`);
+/// see `upgrade`.
+pub const SCHEMA_VERSION: u64 = 5;
 /// The oldest layout this build can upgrade.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;

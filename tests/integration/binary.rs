@@ -509,7 +509,8 @@ async fn check_passes_on_a_healthy_dir_and_reports_a_damaged_index() {
             .find(|t| t["table"] == name)
             .and_then(|t| t["entries"].as_u64())
     };
-    assert_eq!(entries("contacts"), Some(2), "{space}");
+    assert_eq!(entries("contact_records"), Some(2), "{space}");
+    assert_eq!(entries("contacts_by_external_id"), Some(2), "{space}");
     assert_eq!(entries("contacts_by_email"), Some(2), "{space}");
     assert!(entries("index_run_*").is_some(), "{space}");
     assert!(

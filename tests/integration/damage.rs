@@ -172,16 +172,23 @@ async fn a_damaged_page_fails_only_the_reads_that_touch_it_also_after_kill_9() {
     for i in [0, 1000, 2999] {
         assert_eq!(get(&proc, &contact(i)).await.0, StatusCode::OK, "c{i:05}");
     }
+    // A page is found through the counts per block of 1024 contact numbers and then
+    // walks that block's records: only pages whose walk crosses the damaged page (the
+    // contacts around number 1501, in the block of numbers 1025–2048) fail.
     let mut pages_read = 0;
     for page in 1..=30 {
         let (status, _) = get(&proc, &format!("{CONTACTS}?page={page}&per_page=100")).await;
+        let (first, last) = ((page - 1) * 100 + 1, page * 100);
+        if last < 1025 || first > 2048 {
+            assert_eq!(status, StatusCode::OK, "page {page}");
+        }
         if status == StatusCode::OK {
             pages_read += 1;
         } else {
             assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         }
     }
-    assert!(pages_read >= 28, "only {pages_read} of 30 pages read");
+    assert!(pages_read >= 20, "only {pages_read} of 30 pages read");
     assert_eq!(write_one(&proc).await.0, StatusCode::SERVICE_UNAVAILABLE);
 
     // An unclean stop: the file still opens, and what is readable still is.

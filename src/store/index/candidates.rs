@@ -6,7 +6,7 @@ use super::keys;
 use super::lsm::{Index, IndexView};
 use super::query::{QueryLimits, Snapshot};
 use crate::domain::query::{Cmp, Op, Query};
-use crate::store::codec::expect_contact;
+use crate::store::codec::expect_email;
 use crate::store::StoreError;
 
 /// The contact numbers of a term's rare words, and the key prefixes of its common ones.
@@ -58,11 +58,7 @@ pub(super) fn candidates(
                 let ext = snap.by_email.get((agent, text(key).as_str()))?;
                 let ext = ext.map(|e| e.value().to_owned());
                 let found = match ext {
-                    Some(ext) => Some(expect_contact(
-                        snap.indexed(agent, &ext)?,
-                        None,
-                        Some(&text(key)),
-                    )?),
+                    Some(ext) => Some(expect_email(snap.indexed(agent, &ext)?, &text(key))?),
                     None => None,
                 };
                 Candidates::Ids(found.map(|c| vec![c.id]).unwrap_or_default())

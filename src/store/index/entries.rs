@@ -266,7 +266,7 @@ pub fn delete_agent(
     Ok(())
 }
 
-/// Builds the indexes from the contacts table when the data dir has none or another
+/// Builds the indexes from the contact records when the data dir has none or another
 /// layout (older data dirs). Runs inside the given transaction; returns how many
 /// contacts were indexed, or `None` when the indexes were current.
 pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>, StoreError> {

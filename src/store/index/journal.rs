@@ -24,7 +24,7 @@ use crate::domain::Contact;
 use crate::store::codec::{decode_contact, encode_contact};
 use crate::store::contacts::contact_by_number;
 use crate::store::seal::{seal, unseal};
-use crate::store::tables::{CONTACTS, CONTACTS_BY_ID};
+use crate::store::tables::CONTACTS;
 use crate::store::StoreError;
 
 const FORMAT: u8 = 2;
@@ -140,8 +140,7 @@ pub fn replay(txn: &WriteTransaction, limits: IndexLimits) -> Result<usize, Stor
     }
     let (changes, contacts) = {
         let contacts = txn.open_table(CONTACTS)?;
-        let by_id = txn.open_table(CONTACTS_BY_ID)?;
-        changes_since(&contacts, &by_id, entries)?
+        changes_since(&contacts, entries)?
     };
     changes.commit(txn, limits)?;
     txn.open_table(INDEX_JOURNAL)?.retain(|_, _| false)?;
@@ -154,8 +153,7 @@ pub fn replay(txn: &WriteTransaction, limits: IndexLimits) -> Result<usize, Stor
 /// remove or keep what this one adds.
 pub fn block_of(txn: &WriteTransaction, entry: &[u8]) -> Result<Option<Block>, StoreError> {
     let contacts = txn.open_table(CONTACTS)?;
-    let by_id = txn.open_table(CONTACTS_BY_ID)?;
-    let (changes, _) = changes_since(&contacts, &by_id, vec![decode(entry)?])?;
+    let (changes, _) = changes_since(&contacts, vec![decode(entry)?])?;
     Ok(changes.into_block())
 }
 
@@ -176,16 +174,14 @@ pub fn pending_block(txn: &ReadTransaction) -> Result<Option<Block>, StoreError>
         return Ok(None);
     }
     let contacts = txn.open_table(CONTACTS)?;
-    let by_id = txn.open_table(CONTACTS_BY_ID)?;
-    let (changes, _) = changes_since(&contacts, &by_id, entries)?;
+    let (changes, _) = changes_since(&contacts, entries)?;
     Ok(changes.into_block())
 }
 
 /// The index changes from the records journaled in `entries` (oldest first) to the
 /// contacts as the tables have them, and how many contacts they cover.
 fn changes_since(
-    contacts: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    by_id: &impl ReadableTable<(&'static str, u64), &'static str>,
+    contacts: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     entries: Vec<Vec<Recorded>>,
 ) -> Result<(Changes, usize), StoreError> {
     // Per contact, the record before its first change: the index has its entries.
@@ -201,7 +197,7 @@ fn changes_since(
     for key in &order {
         let before = first.remove(key).flatten();
         let (agent, id) = key;
-        let now = contact_by_number(contacts, by_id, agent, *id)?;
+        let now = contact_by_number(contacts, agent, *id)?;
         match per_agent.last_mut() {
             Some((last, pairs)) if last == agent => pairs.push((before, now)),
             _ => per_agent.push((agent.clone(), vec![(before, now)])),

@@ -1,10 +1,10 @@
 //! Running a list query on one read snapshot.
 //!
 //! **Plain listing** (no `q`, no filter): a walk of the table that holds the sort
-//! field in order — `contacts_by_id` for `created_at`, `contacts` for `external_id`,
-//! `contacts_by_email` for `email`, the sort index for the rest — from the cursor (or
-//! offset), then, when some contacts have no value for the field, a walk of the id index
-//! for those. O(page) for cursors.
+//! field in order — the contact records for `created_at`, `contacts_by_external_id` for
+//! `external_id`, `contacts_by_email` for `email`, the sort index for the rest — from
+//! the cursor (or offset), then, when some contacts have no value for the field, a walk
+//! of the records for those. O(page) for cursors.
 //!
 //! **Cursor pages of a search or filter in another order than creation** first walk
 //! that order from the cursor, loading and checking each contact, for at most
@@ -53,8 +53,11 @@ use crate::domain::query::{Position, Query};
 use crate::domain::search::sort_key;
 use crate::domain::Contact;
 use crate::store::blocks::{self, CONTACT_BLOCKS};
-use crate::store::codec::{decode_agent, decode_stored_contact, expect_contact};
-use crate::store::tables::{AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_ID, FIELD_COUNTS};
+use crate::store::codec::{decode_agent, decode_stored_contact, expect_email};
+use crate::store::contacts::{contact_by_ext, contact_by_number, indexed_as};
+use crate::store::tables::{
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, FIELD_COUNTS,
+};
 use crate::store::StoreError;
 
 /// How much work a query may spend on each strategy. The defaults keep every
@@ -115,8 +118,8 @@ pub struct QueryPage {
 /// directory).
 pub(super) struct Snapshot<'t> {
     txn: &'t ReadTransaction,
-    pub(super) contacts: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
-    pub(super) by_id: ReadOnlyTable<(&'static str, u64), &'static str>,
+    pub(super) contacts: ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    pub(super) by_ext: ReadOnlyTable<(&'static str, &'static str), u64>,
     pub(super) by_email: ReadOnlyTable<(&'static str, &'static str), &'static str>,
     index: OnceCell<IndexView>,
     held: &'t Held,
@@ -128,7 +131,7 @@ impl<'t> Snapshot<'t> {
             txn,
             held,
             contacts: txn.open_table(CONTACTS)?,
-            by_id: txn.open_table(CONTACTS_BY_ID)?,
+            by_ext: txn.open_table(CONTACTS_BY_EXTERNAL_ID)?,
             by_email: txn.open_table(CONTACTS_BY_EMAIL)?,
             index: OnceCell::new(),
         })
@@ -144,10 +147,7 @@ impl<'t> Snapshot<'t> {
     }
 
     pub(super) fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
-        self.contacts
-            .get((agent, ext))?
-            .map(|bytes| decode_stored_contact(agent, ext, bytes.value()))
-            .transpose()
+        contact_by_ext(&self.contacts, &self.by_ext, agent, ext)
     }
 
     /// The contact an index entry names; an entry without one is corruption.
@@ -157,13 +157,13 @@ impl<'t> Snapshot<'t> {
         })
     }
 
+    /// Contact number `id`, which an index entry names: without one, corruption.
     fn by_id(&self, agent: &str, id: u64) -> Result<Contact, StoreError> {
-        match self.by_id.get((agent, id))? {
-            Some(ext) => expect_contact(self.indexed(agent, ext.value())?, Some(id), None),
-            None => Err(StoreError::Corrupt(format!(
-                "an index names contact {id} but the id index does not"
-            ))),
-        }
+        contact_by_number(&self.contacts, agent, id)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "an index names contact {id} but no such contact exists"
+            ))
+        })
     }
 }
 
@@ -195,8 +195,8 @@ pub fn execute(
     if query.terms.is_empty() && query.filters.is_empty() {
         let mut page = if query.sort_field == "created_at" {
             // A cursor says where to go on; an offset is found through the block
-            // counts, and what remains of it skipped in the id index without loading
-            // those contacts.
+            // counts, and what remains of it skipped in the records without decoding
+            // them.
             let (from, skip) = match after {
                 Some(pos) => (Some(pos.id), 0),
                 None if offset == 0 => (None, 0),
@@ -212,10 +212,8 @@ pub fn execute(
             {
                 skipped?;
             }
-            let rows = Box::new(ids.map(|row| {
-                let (id, ext) = row?;
-                expect_contact(snap.indexed(agent, &ext)?, Some(id), None)
-            }));
+            let rows =
+                Box::new(ids.map(|row| row.and_then(|(id, record)| decode(agent, id, &record))));
             take_page(rows, 0, limit, |_| true, query)?
         } else {
             let walk = Walk::everything();
@@ -486,13 +484,14 @@ fn id_walk<'a>(
     Ok(ids.peekable())
 }
 
-/// `(id, external id)` rows of the id index in query order, after `from`.
+/// `(id, record)` rows of the contact records in query order, after `from`; a record is
+/// decoded only by [`decode`].
 fn id_rows<'a>(
     snap: &'a Snapshot,
     agent: &str,
     from: Option<u64>,
     descending: bool,
-) -> Result<Results<'a, (u64, String)>, StoreError> {
+) -> Result<Results<'a, Record<'a>>, StoreError> {
     let floor = Bound::Included((agent, 0));
     let ceiling = Bound::Included((agent, u64::MAX));
     let bounds = match (from, descending) {
@@ -500,10 +499,10 @@ fn id_rows<'a>(
         (Some(f), false) => (Bound::Excluded((agent, f)), ceiling),
         (Some(f), true) => (floor, Bound::Excluded((agent, f))),
     };
-    let range = snap.by_id.range::<(&str, u64)>(bounds)?;
+    let range = snap.contacts.range::<(&str, u64)>(bounds)?;
     let rows = range.map(|row| {
-        let (key, ext) = row?;
-        Ok((key.value().1, ext.value().to_owned()))
+        let (key, record) = row?;
+        Ok((key.value().1, record))
     });
     Ok(if descending {
         Box::new(rows.rev())
@@ -512,8 +511,20 @@ fn id_rows<'a>(
     })
 }
 
+/// A contact number and its record, not decoded yet.
+type Record<'a> = (u64, AccessGuard<'a, &'static [u8]>);
+
+/// Decodes a record [`id_rows`] read.
+fn decode(
+    agent: &str,
+    id: u64,
+    record: &AccessGuard<'_, &'static [u8]>,
+) -> Result<Contact, StoreError> {
+    decode_stored_contact(agent, id, record.value())
+}
+
 /// Index entries a walk in sort order may read per match it could load instead. A load
-/// (two B-tree lookups and a decode) costs about 5 µs at a million contacts, an entry
+/// (a B-tree lookup and a decode) costs a few µs at a million contacts, an entry
 /// of the sort index (one merge step) about 0.1 µs; the bound stays below that ratio,
 /// so a walk cut off wastes less than loading the matches costs.
 const WALK_PER_LOAD: usize = 32;
@@ -606,13 +617,13 @@ fn ordered<'a>(
                 let rows = id_rows(snap, agent, after.map(|p| p.id), desc)?;
                 Box::new(
                     rows.take_while(|_| walk.step())
-                        .map(move |r| r.and_then(|(_, ext)| snap.indexed(agent, &ext))),
+                        .map(move |r| r.and_then(|(id, record)| decode(agent, id, &record))),
                 )
             }
             "external_id" => {
                 let key = after_value.map(|(k, _)| String::from_utf8_lossy(&k).into_owned());
-                let rows = str_range(&snap.contacts, agent, key.as_deref(), desc, |ext, v| {
-                    decode_stored_contact(agent, ext, v.value())
+                let rows = str_range(&snap.by_ext, agent, key.as_deref(), desc, |ext, n| {
+                    indexed_as(&snap.contacts, agent, ext, n.value())
                 })?;
                 Box::new(rows.take_while(|_| walk.step()))
             }
@@ -623,9 +634,7 @@ fn ordered<'a>(
                     agent,
                     key.as_deref(),
                     desc,
-                    move |email, ext| {
-                        expect_contact(snap.indexed(agent, ext.value())?, None, Some(email))
-                    },
+                    move |email, ext| expect_email(snap.indexed(agent, ext.value())?, email),
                 )?;
                 Box::new(rows.take_while(|_| walk.step()))
             }
@@ -661,7 +670,7 @@ fn ordered<'a>(
     let tail = id_rows(snap, agent, from, desc)?
         .take_while(|_| walk.step())
         .filter(|r| r.as_ref().map_or(true, |(id, _)| walk.keeps(*id)))
-        .map(move |r| r.and_then(|(_, ext)| snap.indexed(agent, &ext)))
+        .map(move |r| r.and_then(|(id, record)| decode(agent, id, &record)))
         .filter(move |r| r.as_ref().map_or(true, |c| sort_key(c, field).is_none()));
     Ok(Box::new(valued.chain(tail)))
 }
