@@ -438,38 +438,66 @@ fn in_memory(
 type TermStream = (Index, Vec<u64>, Vec<Vec<u8>>);
 
 /// The contact numbers all candidates share (the candidate set and each stream), in
-/// number order, when they are at most `most`; `None` when there are more.
+/// number order, when they are at most `most`; `None` when there are more. Every id of
+/// every stream is needed, so each is read whole and unmerged (see
+/// `IndexView::ids_in`), in no order, and intersected through a bitmap of the ids kept
+/// so far rather than sorted.
 fn collect(
     snap: &Snapshot,
     candidates: Option<&[u64]>,
     streams: &[TermStream],
     most: usize,
 ) -> Result<Option<Vec<u64>>, StoreError> {
-    let mut inputs: Vec<IdStream> = Vec::new();
-    if let Some(ids) = candidates {
-        inputs.push(list_stream(ids, None, false));
-    }
+    let mut kept: Option<Vec<u64>> = candidates.map(<[u64]>::to_vec);
     for (index, rare, common) in streams {
-        inputs.push(prefix_stream(
-            snap.index()?,
-            *index,
-            rare,
-            common,
-            None,
-            false,
-        )?);
-    }
-    let mut ids = Vec::new();
-    for id in (Intersection {
-        inputs,
-        descending: false,
-    }) {
-        ids.push(id?);
-        if ids.len() > most {
-            return Ok(None);
+        let mut ids = rare.clone();
+        for prefix in common {
+            let end = keys::prefix_end(prefix);
+            ids.extend(snap.index()?.ids_in(*index, prefix, &end)?);
         }
+        kept = Some(match kept {
+            Some(kept) => Bitmap::of(&kept).take(&ids),
+            None => Bitmap::of(&ids).take(&ids),
+        });
     }
+    let Some(mut ids) = kept.filter(|ids| ids.len() <= most) else {
+        return Ok(None);
+    };
+    ids.sort_unstable();
     Ok(Some(ids))
+}
+
+/// A set of contact numbers, a bit each.
+struct Bitmap(Vec<u64>);
+
+impl Bitmap {
+    fn of(ids: &[u64]) -> Self {
+        let top = ids.iter().max().map_or(0, |&max| max / 64 + 1);
+        let mut words = vec![0u64; usize::try_from(top).unwrap_or(usize::MAX)];
+        for &id in ids {
+            if let Some(word) = Self::word(&mut words, id) {
+                *word |= 1 << (id % 64);
+            }
+        }
+        Self(words)
+    }
+
+    fn word(words: &mut [u64], id: u64) -> Option<&mut u64> {
+        usize::try_from(id / 64).ok().and_then(|i| words.get_mut(i))
+    }
+
+    /// Those of `ids` in the set, each once (a taken id leaves the set), in `ids`' order.
+    fn take(mut self, ids: &[u64]) -> Vec<u64> {
+        let mut out = Vec::new();
+        for &id in ids {
+            let bit = 1 << (id % 64);
+            if let Some(word) = Self::word(&mut self.0, id).filter(|w| **w & bit != 0) {
+                *word &= !bit;
+                out.push(id);
+            }
+        }
+        out
+    }
 }
 
 /// Every contact number of the agent, in query order, after `from`.
@@ -707,4 +735,28 @@ where
     } else {
         Box::new(rows)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Taking ids from a bitmap of a set gives those in the set, each once, in the
+        /// order they are taken.
+        #[test]
+        fn a_bitmap_takes_what_the_set_holds_once(
+            set in proptest::collection::vec(0u64..300, 0..40),
+            ids in proptest::collection::vec(0u64..400, 0..60),
+        ) {
+            let mut want = Vec::new();
+            for id in &ids {
+                if set.contains(id) && !want.contains(id) {
+                    want.push(*id);
+                }
+            }
+            prop_assert_eq!(Bitmap::of(&set).take(&ids), want);
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use redb::{ReadOnlyTable, ReadableTable, Table};
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::block::{unpack, Block};
@@ -208,6 +209,40 @@ impl<'a> Cursor<'a> {
         }
         self.settle()
     }
+}
+
+/// The contact numbers of the present keys of several sources (newest first) from
+/// `lower` to below `upper`, in no order and possibly repeated: the ids a [`Merged`]
+/// range gives, but read one source after another instead of merged, so an entry costs
+/// one step rather than a comparison with every source's cursor. A key present in a
+/// source counts unless a newer source removed it (a newer source that has it present
+/// counts it itself).
+pub fn unordered_ids(
+    sources: &[&dyn Chunks],
+    lower: &[u8],
+    upper: &[u8],
+) -> Result<Vec<u64>, StoreError> {
+    let mut removed: HashSet<Vec<u8>> = HashSet::new();
+    let mut ids = Vec::new();
+    for src in sources {
+        let mut cursor = Cursor::seek(*src, lower, upper, false)?;
+        // Removals this source makes apply to older sources only.
+        let mut removes = Vec::new();
+        while within(&cursor, lower, upper, false) {
+            if let Some((key, present)) = cursor.peek() {
+                if !present {
+                    removes.push(key.to_vec());
+                } else if removed.is_empty() || !removed.contains(key) {
+                    let id = crate::store::index::keys::id_of(key)
+                        .ok_or_else(|| StoreError::Corrupt("a malformed index key".into()))?;
+                    ids.push(id);
+                }
+            }
+            cursor.step()?;
+        }
+        removed.extend(removes);
+    }
+    Ok(ids)
 }
 
 /// The entries of several sources (newest first) from `lower` to below `upper`, one

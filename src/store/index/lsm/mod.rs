@@ -160,6 +160,14 @@ pub struct IndexTables<T> {
 /// What a read snapshot sees of the indexes.
 pub type IndexView = IndexTables<ReadOnlyTable<u32, &'static [u8]>>;
 
+/// `key` of `index` as stored: behind the index's tag.
+fn tagged(index: Index, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(index.tag());
+    out.extend_from_slice(key);
+    out
+}
+
 impl IndexView {
     /// The indexes as `txn` has them: its log and runs, and the blocks of its journal
     /// entries not yet logged, from `held` (taken with the snapshot).
@@ -273,17 +281,25 @@ impl<T: ChunkTable> IndexTables<T> {
         upper: Option<&[u8]>,
         descending: bool,
     ) -> Result<Merged<'_>, StoreError> {
-        let tagged = |key: &[u8]| {
-            let mut out = Vec::with_capacity(key.len() + 1);
-            out.push(index.tag());
-            out.extend_from_slice(key);
-            out
-        };
         let upper = match upper {
-            Some(upper) => tagged(upper),
+            Some(upper) => tagged(index, upper),
             None => vec![index.tag() + 1],
         };
-        Merged::new(&self.all(), tagged(lower), upper, descending, false, 1)
+        Merged::new(
+            &self.all(),
+            tagged(index, lower),
+            upper,
+            descending,
+            false,
+            1,
+        )
+    }
+
+    /// The contact numbers the present keys of `index` from `lower` to below `upper` end
+    /// with, in no order and possibly repeated: [`IndexView::range`]'s `ids()`, read
+    /// without merging (see [`merge::unordered_ids`]).
+    pub fn ids_in(&self, index: Index, lower: &[u8], upper: &[u8]) -> Result<Vec<u64>, StoreError> {
+        merge::unordered_ids(&self.all(), &tagged(index, lower), &tagged(index, upper))
     }
 
     /// Whether the keys of `index` from `lower` to below `upper` surely outnumber `n`,
@@ -292,7 +308,7 @@ impl<T: ChunkTable> IndexTables<T> {
     /// more than twice `n`. An estimate for choosing how to read a range, never for what
     /// a read returns; `false` says nothing.
     pub fn surely_more_than(&self, index: Index, lower: &[u8], upper: &[u8], n: u64) -> bool {
-        let tagged = |key: &[u8]| [&[index.tag()], key].concat();
+        let tagged = |key: &[u8]| tagged(index, key);
         let (lower, upper) = (tagged(lower), tagged(upper));
         self.runs
             .iter()
@@ -1175,5 +1191,53 @@ mod tests {
         let view = IndexView::open(&txn, &Held::default()).unwrap();
         let left = view_range(&view, Index::Words, &[], None, false);
         assert_eq!(left, keys[256..].to_vec());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Read source by source, a range's contact numbers are those the merged range
+        /// gives: a key removed by a newer source is left out, one put back after its
+        /// removal is not, through flushes and merges.
+        #[test]
+        fn ids_read_unmerged_are_the_merged_ones(
+            txns in proptest::collection::vec(
+                proptest::collection::vec((0u8..3, 0u64..8, proptest::bool::weighted(0.6)), 0..12),
+                1..20),
+            bounds in (0u8..4, 0u8..4),
+        ) {
+            let (_dir, db) = empty_db();
+            let mut progress = HashMap::new();
+            let key = |word: u8, id: u64| [&[word][..], &id.to_be_bytes()].concat();
+            let (lower, upper) = (vec![bounds.0.min(bounds.1)], vec![bounds.0.max(bounds.1)]);
+            for ops in txns {
+                let txn = db.begin_write().unwrap();
+                let mut changes = Changes::default();
+                for (word, id, present) in ops {
+                    if present {
+                        changes.put(Index::Words, key(word, id));
+                    } else {
+                        changes.remove(Index::Words, key(word, id));
+                    }
+                }
+                changes.commit(&txn, TINY).unwrap();
+                txn.commit().unwrap();
+                merge_rounds(&db, &mut progress, 1);
+                let txn = db.begin_read().unwrap();
+                let view = IndexView::open(&txn, &Held::default()).unwrap();
+                let mut want: Vec<u64> = view
+                    .range(Index::Words, &lower, Some(&upper), false)
+                    .unwrap()
+                    .ids()
+                    .map(Result::unwrap)
+                    .collect();
+                want.sort_unstable();
+                want.dedup();
+                let mut read = view.ids_in(Index::Words, &lower, &upper).unwrap();
+                read.sort_unstable();
+                read.dedup();
+                prop_assert_eq!(read, want);
+            }
+        }
     }
 }
