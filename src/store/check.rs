@@ -3,11 +3,10 @@
 //! checksum, and verifies that every index agrees with the contact records.
 //!
 //! For each contact it recomputes the entries it should have (external-id index, email
-//! index,
-//! sort index, word index, field counts) and looks up the B-tree ones; then it counts
-//! each agent's entries in every index. Every expected entry present and the counts
-//! equal means the index holds exactly the expected entries, without loading a contact
-//! per index entry.
+//! index, sort index, word index, field counts) and looks up the B-tree ones; then it
+//! counts each agent's entries in every index. Every expected entry present and the
+//! counts equal means the index holds exactly the expected entries, without loading a
+//! contact per index entry.
 //!
 //! The sort and word indexes (log-structured, see `lsm`) are read in one ordered pass
 //! per agent instead of a lookup per entry: the count and a sum of hashes of the keys

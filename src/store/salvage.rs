@@ -513,7 +513,7 @@ fn copy_by_ext(
             copier.reread(agent, ext, source, found, report)?;
         }
     }
-    copier.finish(report, progress)
+    copier.finish(report)
 }
 
 /// Copies every readable contact of a source that keeps them by contact number.
@@ -555,7 +555,7 @@ fn copy_by_number(
             copier.reread(agent, ext, source, found, report)?;
         }
     }
-    copier.finish(report, progress)
+    copier.finish(report)
 }
 
 /// What a copy read so far: the contacts on their way out, and those lost.
@@ -637,11 +637,9 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    fn finish(
-        self,
-        report: &mut SalvageReport,
-        progress: &dyn Fn(u64),
-    ) -> Result<Copied, StoreError> {
+    /// Writes what is pending, and counts the contacts an earlier one clashed with as
+    /// lost.
+    fn finish(self, report: &mut SalvageReport) -> Result<Copied, StoreError> {
         let written = self.writer.finish()?;
         let mut named_lost = self.named_lost;
         for (agent, line) in written.clashes {
@@ -649,7 +647,7 @@ impl<'a> Copier<'a> {
             *named_lost.entry(agent).or_default() += 1;
         }
         report.contacts = written.per_agent.values().sum();
-        progress(report.contacts);
+        (self.progress)(report.contacts);
         Ok(Copied {
             per_agent: written.per_agent,
             max_id: written.max_id,
