@@ -450,6 +450,10 @@ fn collect(
 ) -> Result<Option<Vec<u64>>, StoreError> {
     let mut kept: Option<Vec<u64>> = candidates.map(<[u64]>::to_vec);
     for (index, rare, common) in streams {
+        if kept.as_ref().is_some_and(Vec::is_empty) {
+            // Nothing left to intersect: the other streams need not be read.
+            break;
+        }
         let mut ids = rare.clone();
         for prefix in common {
             let end = keys::prefix_end(prefix);
