@@ -731,6 +731,7 @@ mod tests {
             custom_attributes: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,
+            ..Contact::default()
         };
         let mut json_out = ExportWriter::new(Format::Json, vec![]);
         let mut bytes = json_out.start();

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::phone::Region;
 use crate::domain::UnknownPolicy;
 
 /// One setting: its key, its default (as text), and what it means.
@@ -77,6 +78,21 @@ pub const SETTINGS: &[Setting] = &[
         help: "most custom attribute definitions one agent may have (400 beyond)",
     },
     Setting {
+        key: "tags.unknown",
+        default: "define",
+        help: "tags a contact write names that the agent has not defined: define, strip or reject",
+    },
+    Setting {
+        key: "phone.default_region",
+        default: "",
+        help: "region (ISO 3166 code, e.g. US) whose national numbers a phone number without + or 00 is read as; empty: such digits are read as international, country code first",
+    },
+    Setting {
+        key: "pabbly.agent",
+        default: "default",
+        help: "the agent Pabbly Chatflow requests (/api/v1/contacts) with an admin key work on",
+    },
+    Setting {
         key: "wal.checkpoint_mb",
         default: "64",
         help:
@@ -119,6 +135,12 @@ pub struct Config {
     pub unknown_attributes: UnknownPolicy,
     /// Most custom attribute definitions per agent.
     pub max_attributes_per_agent: usize,
+    /// What writes do with tags the agent has not defined.
+    pub unknown_tags: UnknownPolicy,
+    /// The region national phone numbers are read in, if any.
+    pub phone_region: Option<Region>,
+    /// The agent of Pabbly requests made with an admin key.
+    pub pabbly_agent: String,
     /// MiB of write-ahead log that makes a checkpoint due.
     pub checkpoint_mb: u64,
     /// Time after which a checkpoint is due, if anything was logged.
@@ -140,6 +162,9 @@ impl Config {
     /// How the store is opened.
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
+            phone: crate::domain::phone::PhoneRules {
+                default_region: self.phone_region,
+            },
             cache_bytes: self.cache_bytes(),
             checkpoint_bytes: self.checkpoint_mb.saturating_mul(1 << 20),
             checkpoint_every: self.checkpoint_every,
@@ -281,9 +306,30 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
             format!("expected define, strip or reject, got \"{unknown}\""),
         )
     })?;
+    let unknown = get("tags.unknown").0.trim();
+    let unknown_tags = UnknownPolicy::parse(unknown).ok_or_else(|| {
+        fail(
+            "tags.unknown",
+            format!("expected define, strip or reject, got \"{unknown}\""),
+        )
+    })?;
+    let region = get("phone.default_region").0.trim();
+    let phone_region = match region {
+        "" => None,
+        code => Some(
+            code.parse::<Region>()
+                .map_err(|msg| fail("phone.default_region", msg))?,
+        ),
+    };
+    let pabbly_agent = get("pabbly.agent").0.trim().to_owned();
+    crate::domain::ids::check_agent_id(&pabbly_agent)
+        .map_err(|msg| fail("pabbly.agent", msg.into()))?;
     Ok(Config {
         listen,
         unknown_attributes,
+        unknown_tags,
+        phone_region,
+        pabbly_agent,
         data_dir: PathBuf::from(data_dir),
         cache_mb: number("cache_mb", 1)?,
         max_body_bytes: number("max_body_bytes", 1)?,
@@ -392,6 +438,18 @@ pub fn to_toml(config: &Config) -> String {
         "max_per_agent = {}\n",
         config.max_attributes_per_agent
     ));
+    out.push_str("\n[tags]\n");
+    out.push_str(&format!(
+        "unknown = {}\n",
+        quote(config.unknown_tags.as_str())
+    ));
+    out.push_str("\n[phone]\n");
+    out.push_str(&format!(
+        "default_region = {}\n",
+        quote(config.phone_region.as_ref().map_or("", Region::code))
+    ));
+    out.push_str("\n[pabbly]\n");
+    out.push_str(&format!("agent = {}\n", quote(&config.pabbly_agent)));
     out.push_str("\n[wal]\n");
     out.push_str(&format!("checkpoint_mb = {}\n", config.checkpoint_mb));
     out.push_str(&format!(

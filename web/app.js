@@ -62,7 +62,7 @@ function show(view) {
 }
 
 async function api(method, path, body, headers = {}) {
-  const init = { method, headers: { Authorization: `Bearer ${state.key}`, ...headers } };
+  const init = { method, headers: { Authorization: `Bearer ${state.key}`, "X-Contactd-Client": "dashboard", ...headers } };
   if (body !== undefined) {
     init.body = typeof body === "string" || body instanceof Blob ? body : JSON.stringify(body);
     if (!init.headers["Content-Type"]) init.headers["Content-Type"] = "application/json";

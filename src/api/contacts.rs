@@ -10,7 +10,7 @@ use crate::clock::unix_now;
 use crate::domain::issues::{join, json_type};
 use crate::domain::query::Query;
 use crate::domain::search::ATTR_PREFIX;
-use crate::domain::{AttrType, Contact, ContactInput, Field, Issue, Issues};
+use crate::domain::{AttrType, Contact, ContactInput, Field, Issue, Issues, Source};
 use crate::http::error::CONTACT_CONFLICT;
 use crate::http::{ApiError, Reply};
 use crate::store::{EntryIssue, OnDuplicate, PatchRequest, Start, StoreError};
@@ -125,7 +125,7 @@ pub(super) async fn parse_query(
     } else {
         BTreeMap::new()
     };
-    Query::parse(params, &schema).map_err(ApiError::invalid_params)
+    Query::parse(params, &schema, &app.write_rules.phone).map_err(ApiError::invalid_params)
 }
 
 pub async fn list(app: &App, ctx: &Ctx, agent: String) -> Result<Reply, ApiError> {
@@ -233,6 +233,10 @@ fn with_paths(err: StoreError, entry_path: impl Fn(usize) -> String) -> ApiError
     }
 }
 
+/// The header a client names itself in; `dashboard` marks contacts it creates as
+/// `source: manual`.
+pub const CLIENT_HEADER: &str = "x-contactd-client";
+
 pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let on_duplicate = parse_on_duplicate(&ctx.query)?;
@@ -242,23 +246,23 @@ pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, Api
         return Err(ApiError::BadRequest("Maximum 1000 contacts per request"));
     }
     let mut issues = Issues::new();
+    // The dashboard says so; what it creates is entered by hand.
+    let source = match ctx.headers.get(CLIENT_HEADER) {
+        Some("dashboard") => Source::Manual,
+        _ => Source::Api,
+    };
     let entries: Vec<ContactInput> = items
         .iter()
         .enumerate()
         .filter_map(|(i, item)| ContactInput::parse(item, &format!("{name}[{i}]"), &mut issues))
+        .map(|input| ContactInput { source, ..input })
         .collect();
     if !issues.is_empty() {
         return Err(ApiError::invalid_data(issues));
     }
     let outcome = app
         .store
-        .upsert_contacts(
-            agent,
-            entries,
-            on_duplicate,
-            app.attribute_rules,
-            unix_now(),
-        )
+        .upsert_contacts(agent, entries, on_duplicate, app.write_rules, unix_now())
         .await
         .map_err(|err| with_paths(err, |i| format!("{name}[{i}]")))?;
     Ok(Reply::json(&json!({
@@ -295,7 +299,7 @@ pub async fn patch(app: &App, mut ctx: Ctx, agent: String, id: String) -> Result
         agent,
         target: id,
         input,
-        rules: app.attribute_rules,
+        rules: app.write_rules,
     };
     let contact = app
         .store

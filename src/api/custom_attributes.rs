@@ -32,7 +32,7 @@ pub async fn create(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, Api
     let def = attribute::parse_new(&body, unix_now()).map_err(ApiError::invalid_data)?;
     let def = app
         .store
-        .create_attribute(agent, def, app.attribute_rules.max_per_agent)
+        .create_attribute(agent, def, app.write_rules.max_per_agent)
         .await?;
     Ok(success(def.to_json()))
 }

@@ -21,7 +21,7 @@ use super::{success, App, Ctx};
 use crate::bulk::{read_rows, FileError, Row};
 use crate::clock::unix_now;
 use crate::domain::bulk::{is_written_date, Format, ImportReport, RowError};
-use crate::domain::{AttrType, ContactInput, Field, Issues};
+use crate::domain::{AttrType, ContactInput, Field, Issues, Source};
 use crate::http::{ApiError, Headers, Reply, RequestBody};
 use crate::store::data_dir::private_file;
 use crate::store::{ImportOptions, ImportRow, OnDuplicate};
@@ -498,10 +498,13 @@ fn parse_row(row: Row) -> Result<ImportRow, RowError> {
         return Err(fail(&issue.field, &issue.message));
     }
     match input {
-        Some(input) if matches!(input.external_id, Field::Set(_)) => Ok(ImportRow {
-            row: row.row,
-            input,
-        }),
+        Some(mut input) if matches!(input.external_id, Field::Set(_)) => {
+            input.source = Source::Csv;
+            Ok(ImportRow {
+                row: row.row,
+                input,
+            })
+        }
         _ => Err(fail(
             "external_id",
             "is required: an import keys every row by external_id, so that running it again never creates duplicates",
@@ -529,7 +532,7 @@ async fn write_chunk(
                 ImportOptions {
                     declared: declared.to_vec(),
                     on_duplicate,
-                    rules: app.attribute_rules,
+                    rules: app.write_rules,
                     merge_attributes: format == Format::Csv,
                 },
                 unix_now(),

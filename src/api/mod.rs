@@ -11,6 +11,7 @@ mod export;
 mod health;
 mod import;
 mod keys;
+mod labels;
 
 pub use import::remove_stale_spools;
 
@@ -24,8 +25,9 @@ use tokio::sync::Semaphore;
 use self::cache::Cache;
 use crate::auth;
 use crate::config::Config;
+use crate::domain::phone::PhoneRules;
 use crate::domain::ApiKey;
-use crate::domain::AttributeRules;
+use crate::domain::WriteRules;
 use crate::http::body::read_json;
 use crate::http::{ApiError, Headers, Reply, Request, RequestBody, Route, Verb};
 use crate::store::{Store, StoreError};
@@ -34,7 +36,7 @@ use crate::store::{Store, StoreError};
 pub struct App {
     store: Arc<dyn Store>,
     max_body_bytes: u64,
-    attribute_rules: AttributeRules,
+    write_rules: WriteRules,
     /// Where import uploads are spooled (the data dir).
     spool_dir: PathBuf,
     import_max_bytes: u64,
@@ -67,9 +69,13 @@ impl App {
         Self {
             store,
             max_body_bytes: config.max_body_bytes,
-            attribute_rules: AttributeRules {
+            write_rules: WriteRules {
                 unknown: config.unknown_attributes,
                 max_per_agent: config.max_attributes_per_agent,
+                unknown_tags: config.unknown_tags,
+                phone: PhoneRules {
+                    default_region: config.phone_region,
+                },
             },
             spool_dir: config.data_dir.clone(),
             import_max_bytes: config.import_max_bytes,
@@ -139,6 +145,22 @@ impl App {
             }
             (Route::Attribute(agent, name), Verb::Put) => {
                 custom_attributes::update(self, ctx, agent, name).await
+            }
+            (Route::Labels(agent, kind), Verb::Get) => labels::list(self, &ctx, agent, kind).await,
+            (Route::Labels(agent, kind), Verb::Post) => {
+                labels::create(self, ctx, agent, kind).await
+            }
+            (Route::Label(agent, kind, name), Verb::Put) => {
+                labels::rename(self, ctx, agent, kind, name).await
+            }
+            (Route::Label(agent, kind, name), Verb::Delete) => {
+                labels::delete(self, &ctx, agent, kind, name).await
+            }
+            (Route::ListMembers(agent, name), Verb::Post) => {
+                labels::members(self, ctx, agent, name, true).await
+            }
+            (Route::ListMembers(agent, name), Verb::Delete) => {
+                labels::members(self, ctx, agent, name, false).await
             }
             // The router's `allowed()` lists exactly the pairs above.
             _ => Err(ApiError::NotFound),

@@ -71,6 +71,15 @@ pub struct SettingFlags {
     /// Most custom attribute definitions per agent [config: custom_attributes.max_per_agent]
     #[arg(long, global = true, value_name = "N")]
     pub custom_attributes_max_per_agent: Option<String>,
+    /// Tags a write names that are not defined: define, strip or reject [config: tags.unknown]
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub tags_unknown: Option<String>,
+    /// Region national phone numbers are read in, e.g. US [config: phone.default_region]
+    #[arg(long, global = true, value_name = "REGION")]
+    pub phone_default_region: Option<String>,
+    /// Agent of Pabbly requests made with an admin key [config: pabbly.agent]
+    #[arg(long, global = true, value_name = "AGENT")]
+    pub pabbly_agent: Option<String>,
     /// MiB of write-ahead log that makes a checkpoint due [config: wal.checkpoint_mb]
     #[arg(long, global = true, value_name = "MIB")]
     pub wal_checkpoint_mb: Option<String>,
@@ -102,6 +111,9 @@ impl SettingFlags {
                 "custom_attributes.max_per_agent",
                 &self.custom_attributes_max_per_agent,
             ),
+            ("tags.unknown", &self.tags_unknown),
+            ("phone.default_region", &self.phone_default_region),
+            ("pabbly.agent", &self.pabbly_agent),
             ("wal.checkpoint_mb", &self.wal_checkpoint_mb),
             ("wal.checkpoint_secs", &self.wal_checkpoint_secs),
             ("import.max_bytes", &self.import_max_bytes),

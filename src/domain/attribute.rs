@@ -14,6 +14,7 @@ use super::attr::AttrValue;
 use super::contact::Field;
 use super::date;
 use super::issues::{join, json_type, required_string, Issues};
+use super::phone::PhoneRules;
 
 /// Names a custom attribute may not take: the core contact fields.
 pub const RESERVED_NAMES: [&str; 9] = [
@@ -161,24 +162,30 @@ impl UnknownPolicy {
     }
 }
 
-/// How writes treat attribute definitions: keys without one (`custom_attributes.unknown`)
-/// and how many one agent may have (`custom_attributes.max_per_agent`).
+/// How contact writes treat what the agent has not defined and what they read:
+/// attribute keys without a definition (`custom_attributes.unknown`), how many
+/// definitions one agent may have (`custom_attributes.max_per_agent`), unknown tags
+/// (`tags.unknown`), and phone numbers (`phone.default_region`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttributeRules {
+pub struct WriteRules {
     pub unknown: UnknownPolicy,
     pub max_per_agent: usize,
+    pub unknown_tags: UnknownPolicy,
+    pub phone: PhoneRules,
 }
 
-impl Default for AttributeRules {
+impl Default for WriteRules {
     fn default() -> Self {
         Self {
             unknown: UnknownPolicy::default(),
             max_per_agent: 1000,
+            unknown_tags: UnknownPolicy::default(),
+            phone: PhoneRules::default(),
         }
     }
 }
 
-impl From<UnknownPolicy> for AttributeRules {
+impl From<UnknownPolicy> for WriteRules {
     fn from(unknown: UnknownPolicy) -> Self {
         Self {
             unknown,
@@ -418,7 +425,7 @@ impl AttributeChange {
 pub struct Schema {
     defs: BTreeMap<String, AttributeDef>,
     created: Vec<String>,
-    rules: AttributeRules,
+    rules: WriteRules,
 }
 
 /// Why a definition cannot be added: the agent has `max` already.
@@ -430,7 +437,7 @@ pub fn too_many_definitions(max: usize) -> String {
 
 impl Schema {
     /// The stored definitions `defs`, extended under `rules`.
-    pub fn new(defs: impl IntoIterator<Item = AttributeDef>, rules: AttributeRules) -> Self {
+    pub fn new(defs: impl IntoIterator<Item = AttributeDef>, rules: WriteRules) -> Self {
         Self {
             defs: defs.into_iter().map(|d| (d.name.clone(), d)).collect(),
             created: Vec::new(),
@@ -438,7 +445,7 @@ impl Schema {
         }
     }
 
-    pub fn rules(&self) -> AttributeRules {
+    pub fn rules(&self) -> WriteRules {
         self.rules
     }
 
@@ -619,7 +626,7 @@ mod tests {
                 description: None,
                 archived: false,
                 created_at: 0,
-            }], AttributeRules::default());
+            }], WriteRules::default());
             let mut issues = Issues::new();
             schema.type_values(&before, None, "", 1, &mut issues);
             let at_mark = schema.clone();
@@ -639,9 +646,10 @@ mod tests {
     fn definitions_on_the_fly_stop_at_the_limit_naming_the_key() {
         let mut schema = Schema::new(
             [],
-            AttributeRules {
+            WriteRules {
                 unknown: UnknownPolicy::Define,
                 max_per_agent: 2,
+                ..WriteRules::default()
             },
         );
         let raw: BTreeMap<String, Value> = [("a", 1), ("b", 2), ("c", 3)]

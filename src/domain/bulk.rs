@@ -72,7 +72,11 @@ pub enum Column {
     Phonenumber,
     /// A JSON array in the cell.
     StripeAccounts,
-    /// Written by export, not settable: `id`, `created_at`, `updated_at`.
+    /// `tags` or `lists`: names separated by `;`.
+    Names(&'static str),
+    /// `optin` or `incoming_blocked`: true or false.
+    Flag(&'static str),
+    /// Written by export, not settable: `id`, `source`, `created_at`, `updated_at`.
     Ignored,
     /// A custom attribute; `kind` when the header says it (`ltv:number`).
     Attribute {
@@ -103,7 +107,11 @@ impl Columns {
                 "email" => Column::Email,
                 "phonenumber" => Column::Phonenumber,
                 "stripe_accounts" => Column::StripeAccounts,
-                "id" | "created_at" | "updated_at" => Column::Ignored,
+                "tags" => Column::Names("tags"),
+                "lists" => Column::Names("lists"),
+                "optin" => Column::Flag("optin"),
+                "incoming_blocked" => Column::Flag("incoming_blocked"),
+                "id" | "created_at" | "updated_at" | "source" => Column::Ignored,
                 _ => {
                     let bare = cell.strip_prefix("custom_attributes.").unwrap_or(cell);
                     let (name, kind) = match bare.rsplit_once(':') {
@@ -219,6 +227,20 @@ impl Columns {
                     })?;
                     obj.insert("stripe_accounts".into(), parsed);
                 }
+                Column::Names(field) => {
+                    let names = cell
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| Value::String(n.to_owned()))
+                        .collect();
+                    obj.insert((*field).into(), Value::Array(names));
+                }
+                Column::Flag(field) => {
+                    let flag = cell_value(cell, Some(AttrType::Boolean))
+                        .map_err(|msg| ((*field).to_owned(), msg))?;
+                    obj.insert((*field).into(), flag);
+                }
                 Column::Ignored => {}
                 Column::Attribute { name, kind } => {
                     let kind = kind.or_else(|| types.get(name).copied());
@@ -273,6 +295,11 @@ pub fn csv_header(defs: &[AttributeDef]) -> Vec<String> {
         "email",
         "phonenumber",
         "stripe_accounts",
+        "tags",
+        "lists",
+        "optin",
+        "incoming_blocked",
+        "source",
         "created_at",
         "updated_at",
     ]
@@ -300,6 +327,14 @@ pub fn csv_record(contact: &Contact, defs: &[AttributeDef]) -> Vec<String> {
         text(&contact.email),
         text(&contact.phonenumber),
         stripe,
+        contact.tags.join(";"),
+        contact.lists.join(";"),
+        contact.optin.map(|b| b.to_string()).unwrap_or_default(),
+        contact
+            .incoming_blocked
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
+        contact.source.as_str().to_owned(),
         contact.created_at.to_string(),
         contact.updated_at.to_string(),
     ];
@@ -467,6 +502,7 @@ mod tests {
             custom_attributes: BTreeMap::from([("ltv".to_owned(), AttrValue::Int(540))]),
             created_at: 0,
             updated_at: 0,
+            ..Contact::default()
         };
         let row = csv_record(&contact, &defs);
         assert_eq!(row.len(), header.len());

@@ -10,6 +10,8 @@ use unicode_normalization::UnicodeNormalization;
 use super::attr::{AttrValue, MAX_ATTRIBUTES};
 use super::ids;
 use super::issues::{join, json_type, Issues};
+use super::label::{parse_names, LabelEdit, LabelKind};
+use super::phone::PhoneRules;
 
 /// Longest `name`, in characters.
 pub const MAX_NAME_CHARS: usize = 255;
@@ -21,17 +23,56 @@ pub const MAX_PHONE_CHARS: usize = 32;
 pub const MAX_STRIPE_ACCOUNTS: usize = 20;
 
 /// A stored contact. `id` is the server-wide number behind `contact_<n>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Contact {
     pub id: u64,
     pub external_id: String,
     pub name: Option<String>,
     pub email: Option<String>,
     pub phonenumber: Option<String>,
+    /// `phonenumber` in E.164 when it parses (see `phone`): the number lookups,
+    /// filters and Pabbly's `mobile` use, read under the rules of the write that set it.
+    pub phone: Option<String>,
     pub stripe_accounts: Vec<StripeAccount>,
     pub custom_attributes: BTreeMap<String, AttrValue>,
+    /// Tag and list names as the agent defined them, each once.
+    pub tags: Vec<String>,
+    pub lists: Vec<String>,
+    pub optin: Option<bool>,
+    pub incoming_blocked: Option<bool>,
+    /// How the contact was created; never changes.
+    pub source: Source,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// How a contact was created: through the API (either dialect), an import, or the
+/// dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Source {
+    #[default]
+    Api,
+    Csv,
+    Manual,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Csv => "csv",
+            Self::Manual => "manual",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "api" => Some(Self::Api),
+            "csv" => Some(Self::Csv),
+            "manual" => Some(Self::Manual),
+            _ => None,
+        }
+    }
 }
 
 /// A linked Stripe account: a label and at least one of id and email.
@@ -62,6 +103,21 @@ pub struct ContactInput {
     /// As sent (scalars and nulls, untyped); typed against the agent's schema by
     /// `attribute::Schema::type_values` inside the write.
     pub custom_attributes: Option<BTreeMap<String, Value>>,
+    pub tags: LabelEdit,
+    pub lists: LabelEdit,
+    pub optin: Field<bool>,
+    pub incoming_blocked: Field<bool>,
+    /// What a contact this entry creates records as its source.
+    pub source: Source,
+}
+
+/// What the writer made of an entry's values against the agent's definitions: typed
+/// custom attributes, and tags and lists as defined (each `None` when not sent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resolved {
+    pub attributes: Option<BTreeMap<String, AttrValue>>,
+    pub tags: Option<Vec<String>>,
+    pub lists: Option<Vec<String>>,
 }
 
 impl Contact {
@@ -99,6 +155,16 @@ impl Contact {
                     .collect(),
             ),
         );
+        let names =
+            |names: &[String]| Value::Array(names.iter().cloned().map(Value::String).collect());
+        obj.insert("tags".into(), names(&self.tags));
+        obj.insert("lists".into(), names(&self.lists));
+        obj.insert("optin".into(), self.optin.map_or(Value::Null, Value::Bool));
+        obj.insert(
+            "incoming_blocked".into(),
+            self.incoming_blocked.map_or(Value::Null, Value::Bool),
+        );
+        obj.insert("source".into(), Value::String(self.source.as_str().into()));
         obj.insert("created_at".into(), Value::Number(self.created_at.into()));
         obj.insert("updated_at".into(), Value::Number(self.updated_at.into()));
         Value::Object(obj)
@@ -223,20 +289,38 @@ impl ContactInput {
         };
         input.stripe_accounts = parse_stripe_accounts(obj.get("stripe_accounts"), prefix, issues);
         input.custom_attributes = parse_attributes(obj.get("custom_attributes"), prefix, issues);
+        for kind in [LabelKind::Tag, LabelKind::List] {
+            if let Some(value) = obj.get(kind.field()) {
+                let names = parse_names(kind, value, &join(prefix, kind.field()), issues);
+                let edit = match kind {
+                    LabelKind::Tag => &mut input.tags,
+                    LabelKind::List => &mut input.lists,
+                };
+                edit.set = names;
+            }
+        }
+        input.optin = parse_flag(obj.get("optin"), &join(prefix, "optin"), issues);
+        input.incoming_blocked = parse_flag(
+            obj.get("incoming_blocked"),
+            &join(prefix, "incoming_blocked"),
+            issues,
+        );
         (issues.len() == before).then_some(input)
     }
 
     /// Builds the contact that results from applying this input to `existing` (or to
-    /// nothing, for a new contact with number `new_id`). `attributes` is the typed
-    /// `custom_attributes` (when sent), which replaces the stored map. `updated_at`
-    /// moves to `now` only when a stored field actually changes.
+    /// nothing, for a new contact with number `new_id`). `resolved` holds the typed
+    /// `custom_attributes`, tags and lists (when sent), which replace the stored ones;
+    /// a phone number sent is read under `phone`. `updated_at` moves to `now` only
+    /// when a stored field actually changes.
     pub fn apply(
         &self,
         existing: Option<&Contact>,
         external_id: &str,
         new_id: u64,
         now: i64,
-        attributes: Option<BTreeMap<String, AttrValue>>,
+        resolved: Resolved,
+        phone: &PhoneRules,
     ) -> Contact {
         let mut next = existing.cloned().unwrap_or_else(|| Contact {
             id: new_id,
@@ -244,20 +328,37 @@ impl ContactInput {
             name: None,
             email: None,
             phonenumber: None,
+            phone: None,
             stripe_accounts: Vec::new(),
             custom_attributes: BTreeMap::new(),
+            tags: Vec::new(),
+            lists: Vec::new(),
+            optin: None,
+            incoming_blocked: None,
+            source: self.source,
             created_at: now,
             updated_at: now,
         });
         next.external_id = external_id.to_owned();
         apply_field(&mut next.name, &self.name);
         apply_field(&mut next.email, &self.email);
-        apply_field(&mut next.phonenumber, &self.phonenumber);
+        if self.phonenumber != Field::Absent {
+            apply_field(&mut next.phonenumber, &self.phonenumber);
+            next.phone = next.phonenumber.as_deref().and_then(|p| phone.e164(p));
+        }
+        apply_field(&mut next.optin, &self.optin);
+        apply_field(&mut next.incoming_blocked, &self.incoming_blocked);
         if let Some(accounts) = &self.stripe_accounts {
             next.stripe_accounts = accounts.clone();
         }
-        if let Some(attrs) = attributes {
+        if let Some(attrs) = resolved.attributes {
             next.custom_attributes = attrs;
+        }
+        if let Some(tags) = resolved.tags {
+            next.tags = tags;
+        }
+        if let Some(lists) = resolved.lists {
+            next.lists = lists;
         }
         if let Some(old) = existing {
             if old != &next {
@@ -268,7 +369,7 @@ impl ContactInput {
     }
 }
 
-fn apply_field(slot: &mut Option<String>, field: &Field<String>) {
+fn apply_field<T: Clone>(slot: &mut Option<T>, field: &Field<T>) {
     match field {
         Field::Absent => {}
         Field::Clear => *slot = None,
@@ -290,6 +391,22 @@ fn parse_external_id(value: Option<&Value>, prefix: &str, issues: &mut Issues) -
         },
         Some(other) => {
             issues.push(path, format!("must be a string, got {}", json_type(other)));
+            Field::Absent
+        }
+    }
+}
+
+/// A nullable boolean field.
+fn parse_flag(value: Option<&Value>, path: &str, issues: &mut Issues) -> Field<bool> {
+    match value {
+        None => Field::Absent,
+        Some(Value::Null) => Field::Clear,
+        Some(Value::Bool(b)) => Field::Set(*b),
+        Some(other) => {
+            issues.push(
+                path,
+                format!("must be true, false or null, got {}", json_type(other)),
+            );
             Field::Absent
         }
     }
@@ -541,17 +658,29 @@ mod tests {
     #[test]
     fn apply_keeps_created_at_and_moves_updated_at_only_on_change() {
         let input = parse(json!({"name": "Sam"})).unwrap();
-        let created = input.apply(None, "u1", 7, 100, None);
+        let rules = PhoneRules::default();
+        let apply = |input: &ContactInput, existing: Option<&Contact>, now| {
+            input.apply(
+                existing,
+                "u1",
+                if existing.is_some() { 99 } else { 7 },
+                now,
+                Resolved::default(),
+                &rules,
+            )
+        };
+        let created = apply(&input, None, 100);
         assert_eq!(
             (created.id, created.created_at, created.updated_at),
             (7, 100, 100)
         );
-        let same = input.apply(Some(&created), "u1", 99, 200, None);
+        let same = apply(&input, Some(&created), 200);
         assert_eq!(same, created);
-        let renamed =
-            parse(json!({"name": "Sam R"}))
-                .unwrap()
-                .apply(Some(&created), "u1", 99, 300, None);
+        let renamed = apply(
+            &parse(json!({"name": "Sam R"})).unwrap(),
+            Some(&created),
+            300,
+        );
         assert_eq!(
             (renamed.id, renamed.created_at, renamed.updated_at),
             (7, 100, 300)

@@ -13,12 +13,15 @@ pub mod date;
 pub mod ids;
 pub mod issues;
 pub mod key;
+pub mod label;
+pub mod phone;
 pub mod query;
 pub mod search;
 
 pub use agent::{Agent, AgentInput};
 pub use attr::AttrValue;
-pub use attribute::{AttrType, AttributeDef, AttributeRules, Schema, UnknownPolicy};
-pub use contact::{Contact, ContactInput, Field, StripeAccount};
+pub use attribute::{AttrType, AttributeDef, Schema, UnknownPolicy, WriteRules};
+pub use contact::{Contact, ContactInput, Field, Resolved, Source, StripeAccount};
 pub use issues::{Issue, Issues};
 pub use key::{ApiKey, Scope};
+pub use label::{Label, LabelKind};

@@ -7,10 +7,13 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::attribute::AttrType;
+use super::contact::Source;
 use super::contact::{email_key, Contact};
 use super::date;
 use super::ids;
 use super::issues::Issues;
+use super::label::{self, LabelKind};
+use super::phone::PhoneRules;
 use super::search::{
     attr_key, int_key, matches_terms, normalise_term, sort_key, text_key, ATTR_PREFIX, CORE_FIELDS,
 };
@@ -42,6 +45,16 @@ pub struct Filter {
 
 impl Filter {
     pub fn accepts(&self, contact: &Contact) -> bool {
+        let names = match self.field.as_str() {
+            "tags" => Some(&contact.tags),
+            "lists" => Some(&contact.lists),
+            _ => None,
+        };
+        if let (Some(names), Op::Eq(want)) = (names, &self.op) {
+            return names
+                .iter()
+                .any(|n| label::fold(n).as_bytes() == want.as_slice());
+        }
         let key = sort_key(contact, &self.field);
         match (&self.op, key) {
             (Op::Exists(want), key) => key.is_some() == *want,
@@ -95,12 +108,35 @@ enum Kind {
     /// Compared byte for byte (external_id).
     Exact,
     Attr(AttrType),
+    /// Filter only: a phone number in any formatting, compared in E.164.
+    Phone,
+    /// Filter only: tag or list names, the contact carrying all of them.
+    Names(LabelKind),
+    /// Filter only: `true` or `false` (optin, incoming_blocked).
+    Flag,
+    /// Filter only: `api`, `csv` or `manual`.
+    Source,
+}
+
+impl Kind {
+    /// Whether `sort` may name a field of this kind.
+    fn sortable(self) -> bool {
+        !matches!(
+            self,
+            Self::Phone | Self::Names(_) | Self::Flag | Self::Source
+        )
+    }
 }
 
 fn field_kind(field: &str, schema: &BTreeMap<String, AttrType>) -> Option<Kind> {
     match field {
         "created_at" | "updated_at" => Some(Kind::Seconds),
-        "name" | "phonenumber" => Some(Kind::Text),
+        "name" => Some(Kind::Text),
+        "phonenumber" => Some(Kind::Phone),
+        "tags" => Some(Kind::Names(LabelKind::Tag)),
+        "lists" => Some(Kind::Names(LabelKind::List)),
+        "optin" | "incoming_blocked" => Some(Kind::Flag),
+        "source" => Some(Kind::Source),
         "email" => Some(Kind::Email),
         "external_id" => Some(Kind::Exact),
         _ => field
@@ -111,7 +147,7 @@ fn field_kind(field: &str, schema: &BTreeMap<String, AttrType>) -> Option<Kind> 
 }
 
 /// The sort key of a filter value of `kind`, or why it does not fit.
-fn value_key(kind: Kind, text: &str) -> Result<Vec<u8>, &'static str> {
+fn value_key(kind: Kind, text: &str, phone: &PhoneRules) -> Result<Vec<u8>, &'static str> {
     let seconds = |t: &str| -> Option<i64> {
         t.trim()
             .parse::<i64>()
@@ -125,6 +161,19 @@ fn value_key(kind: Kind, text: &str) -> Result<Vec<u8>, &'static str> {
         Kind::Text => Ok(text_key(text)),
         Kind::Email => Ok(email_key(text).into_bytes()),
         Kind::Exact => Ok(ids::lookup_id(text).into_bytes()),
+        Kind::Phone => phone
+            .e164(text)
+            .map(String::into_bytes)
+            .ok_or("must be a phone number"),
+        Kind::Names(_) => Ok(label::fold(text.trim()).into_bytes()),
+        Kind::Flag => match text {
+            "true" | "1" => Ok(vec![1]),
+            "false" | "0" => Ok(vec![0]),
+            _ => Err("must be true or false"),
+        },
+        Kind::Source => Source::parse(text)
+            .map(|s| s.as_str().as_bytes().to_vec())
+            .ok_or("must be api, csv or manual"),
         Kind::Attr(AttrType::Text) => Ok(attr_key(&AttrValue::Text(text.to_owned()))),
         Kind::Attr(AttrType::Number) => AttrValue::parse_number(text)
             .map(|n| attr_key(&n))
@@ -166,6 +215,7 @@ impl Query {
     pub fn parse(
         params: &[(String, String)],
         schema: &BTreeMap<String, AttrType>,
+        phone: &PhoneRules,
     ) -> Result<Self, Issues> {
         let mut issues = Issues::new();
         let mut query = Self::default();
@@ -182,15 +232,16 @@ impl Query {
                     Some(rest) => (true, rest),
                     None => (false, value.as_str()),
                 };
-                if field_kind(field, schema).is_some() {
+                // A phone number sorts by its text as stored; it filters in E.164.
+                if field == "phonenumber" || field_kind(field, schema).is_some_and(Kind::sortable) {
                     query.sort_field = field.to_owned();
                     query.descending = desc;
                 } else {
                     issues.push("sort", format!("cannot sort by \"{field}\": not a core field ({}) or a defined custom_attributes.<name>", CORE_FIELDS.join(", ")));
                 }
             } else if let Some(rest) = name.strip_prefix("filter[") {
-                match parse_filter(rest, value, schema) {
-                    Ok(filter) => query.filters.push(filter),
+                match parse_filter(rest, value, schema, phone) {
+                    Ok(filters) => query.filters.extend(filters),
                     Err(msg) => issues.push(name.as_str(), msg),
                 }
             }
@@ -316,11 +367,13 @@ impl Query {
     }
 }
 
+/// One `filter[...]` parameter; `filter[tags]=a,b` is one filter per name.
 fn parse_filter(
     rest: &str,
     value: &str,
     schema: &BTreeMap<String, AttrType>,
-) -> Result<Filter, String> {
+    phone: &PhoneRules,
+) -> Result<Vec<Filter>, String> {
     let (field, op) = match rest.split_once(']') {
         Some((field, "")) => (field, None),
         Some((field, tail)) => match tail.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
@@ -332,8 +385,25 @@ fn parse_filter(
     let kind = field_kind(field, schema).ok_or_else(|| {
         format!("unknown field \"{field}\": use a core field ({}) or a defined custom_attributes.<name>", CORE_FIELDS.join(", "))
     })?;
+    if let (Kind::Names(_), None) = (kind, op) {
+        let names: Vec<Filter> = value
+            .split(',')
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| Filter {
+                field: field.to_owned(),
+                op: Op::Eq(label::fold(n.trim()).into_bytes()),
+            })
+            .collect();
+        if names.is_empty() {
+            return Err("must name at least one".into());
+        }
+        return Ok(names);
+    }
+    if !kind.sortable() && op.is_some() {
+        return Err(format!("\"{field}\" takes only filter[{field}]=value"));
+    }
     let op = match op {
-        None => Op::Eq(value_key(kind, value)?),
+        None => Op::Eq(value_key(kind, value, phone)?),
         Some("exists") => match value {
             "true" => Op::Exists(true),
             "false" => Op::Exists(false),
@@ -354,13 +424,15 @@ fn parse_filter(
             if !orderable(kind) {
                 return Err("gt, gte, lt and lte apply only to numbers and dates".into());
             }
-            Op::Cmp(cmp, value_key(kind, value)?)
+            Op::Cmp(cmp, value_key(kind, value, phone)?)
         }
     };
-    Ok(Filter {
+    // A phone number is looked up by its E.164 form, the contact's `phone`.
+    let field = if kind == Kind::Phone { "phone" } else { field };
+    Ok(vec![Filter {
         field: field.to_owned(),
         op,
-    })
+    }])
 }
 
 #[cfg(test)]
@@ -397,6 +469,7 @@ mod tests {
                 ("filter[email][exists]", "true"),
             ]),
             &schema(),
+            &PhoneRules::default(),
         )
         .unwrap();
         assert_eq!(q.terms, ["sam", "riv"]);
@@ -419,6 +492,7 @@ mod tests {
                 ("filter[custom_attributes.vip][exists]", "maybe"),
             ]),
             &schema(),
+            &PhoneRules::default(),
         )
         .unwrap_err();
         let fields: Vec<_> = err.into_vec().into_iter().map(|i| i.field).collect();
@@ -437,7 +511,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_other_queries() {
-        let q = Query::parse(&params(&[("sort", "name")]), &schema()).unwrap();
+        let q = Query::parse(
+            &params(&[("sort", "name")]),
+            &schema(),
+            &PhoneRules::default(),
+        )
+        .unwrap();
         let at = Position {
             key: Some(b"sam".to_vec()),
             id: 7,
@@ -449,7 +528,12 @@ mod tests {
             q.resume("default", &q.cursor("default", &missing)),
             Ok(missing)
         );
-        let other = Query::parse(&params(&[("sort", "-name")]), &schema()).unwrap();
+        let other = Query::parse(
+            &params(&[("sort", "-name")]),
+            &schema(),
+            &PhoneRules::default(),
+        )
+        .unwrap();
         assert!(other.resume("default", &cursor).is_err());
         assert!(q.resume("other", &cursor).is_err());
         assert!(q.resume("default", "zz").is_err());

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use super::attr::AttrValue;
 use super::contact::{email_key, Contact};
+use super::label::{self, LabelKind};
 
 /// The core columns a list can be sorted and filtered by.
 pub const CORE_FIELDS: [&str; 6] = [
@@ -231,6 +232,10 @@ pub fn sort_key(contact: &Contact, field: &str) -> Option<Vec<u8>> {
         "email" => contact.email.as_deref().map(|e| email_key(e).into_bytes()),
         "phonenumber" => text(&contact.phonenumber),
         "external_id" => Some(contact.external_id.as_bytes().to_vec()),
+        "phone" => contact.phone.as_deref().map(|p| p.as_bytes().to_vec()),
+        "optin" => contact.optin.map(|b| vec![u8::from(b)]),
+        "incoming_blocked" => contact.incoming_blocked.map(|b| vec![u8::from(b)]),
+        "source" => Some(contact.source.as_str().as_bytes().to_vec()),
         _ => field
             .strip_prefix(ATTR_PREFIX)
             .and_then(|name| contact.custom_attributes.get(name))
@@ -238,8 +243,12 @@ pub fn sort_key(contact: &Contact, field: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// Every `(field, sort key)` a contact has: each core column with a value and each
-/// custom attribute value.
+/// Fields that are filtered by through the sort index but never sorted by or counted.
+pub const FILTER_ONLY_FIELDS: [&str; 3] = ["optin", "incoming_blocked", "source"];
+
+/// Every `(field, sort key)` a contact has: each core column with a value, each
+/// custom attribute value, the [`FILTER_ONLY_FIELDS`] set, and each tag and list
+/// (`tags` / `lists` with the folded name: they are filtered by, never sorted by).
 pub fn sort_entries(contact: &Contact) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = CORE_FIELDS
         .iter()
@@ -251,6 +260,47 @@ pub fn sort_entries(contact: &Contact) -> Vec<(String, Vec<u8>)> {
             .iter()
             .map(|(name, v)| (format!("{ATTR_PREFIX}{name}"), attr_key(v))),
     );
+    out.extend(
+        FILTER_ONLY_FIELDS
+            .iter()
+            .filter_map(|f| sort_key(contact, f).map(|k| ((*f).to_owned(), k))),
+    );
+    for (kind, names) in [
+        (LabelKind::Tag, &contact.tags),
+        (LabelKind::List, &contact.lists),
+    ] {
+        out.extend(
+            names
+                .iter()
+                .map(|name| (kind.field().to_owned(), label::fold(name).into_bytes())),
+        );
+    }
+    out
+}
+
+/// The `field_counts` entry that counts the contacts carrying a tag or list.
+pub fn label_count_field(kind: LabelKind, folded: &str) -> String {
+    format!("{}/{folded}", kind.field())
+}
+
+/// The `field_counts` entries a contact adds to: each field it has a value for, and
+/// each of its tags and lists (see [`label_count_field`]).
+pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = sort_entries(contact)
+        .into_iter()
+        .filter(|(f, _)| f != "tags" && f != "lists" && !FILTER_ONLY_FIELDS.contains(&f.as_str()))
+        .map(|(f, _)| f)
+        .collect();
+    for (kind, names) in [
+        (LabelKind::Tag, &contact.tags),
+        (LabelKind::List, &contact.lists),
+    ] {
+        out.extend(
+            names
+                .iter()
+                .map(|n| label_count_field(kind, &label::fold(n))),
+        );
+    }
     out
 }
 
@@ -272,6 +322,7 @@ mod tests {
             custom_attributes: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,
+            ..Contact::default()
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::Response;
 use crate::auth::AuthError;
-use crate::domain::{Issue, Issues};
+use crate::domain::{Issue, Issues, LabelKind};
 use crate::store::{EntryIssue, StoreError};
 
 pub const CONTACT_CONFLICT: &str =
@@ -159,7 +159,12 @@ impl From<StoreError> for ApiError {
             StoreError::AgentNotFound
             | StoreError::ContactNotFound
             | StoreError::KeyNotFound
-            | StoreError::AttributeNotFound => Self::NotFound,
+            | StoreError::AttributeNotFound
+            | StoreError::LabelNotFound(_) => Self::NotFound,
+            StoreError::LabelExists(LabelKind::Tag) => Self::Conflict("Tag already exists", Vec::new()),
+            StoreError::LabelExists(LabelKind::List) => {
+                Self::Conflict("List already exists", Vec::new())
+            }
             StoreError::AgentExists => Self::Conflict("Chatbot already exists", Vec::new()),
             StoreError::LastAdminKey => Self::Conflict(
                 "This is the last active admin key; create another admin key before revoking it.",

@@ -4,6 +4,8 @@
 use hyper::Method;
 use percent_encoding::percent_decode_str;
 
+use crate::domain::LabelKind;
+
 /// A known resource, with its path parameters decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -20,6 +22,12 @@ pub enum Route {
     Contact(String, String),
     Attributes(String),
     Attribute(String, String),
+    /// `/tags` or `/lists` of an agent.
+    Labels(String, LabelKind),
+    /// `/tags/{name}` or `/lists/{name}`.
+    Label(String, LabelKind, String),
+    /// `/lists/{name}/contacts`: who is in a list.
+    ListMembers(String, String),
     Keys,
     Key(String),
 }
@@ -31,13 +39,17 @@ impl Route {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         match self {
             Self::Health | Self::Dashboard | Self::Asset(_) | Self::Export(_) => GET,
-            Self::Agents | Self::Contacts(_) | Self::Keys | Self::Attributes(_) => {
-                &[Method::GET, Method::HEAD, Method::POST]
-            }
+            Self::Agents
+            | Self::Contacts(_)
+            | Self::Keys
+            | Self::Attributes(_)
+            | Self::Labels(..) => &[Method::GET, Method::HEAD, Method::POST],
             Self::Agent(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Self::Import(_) => &[Method::POST],
             Self::Contact(..) => &[Method::GET, Method::HEAD, Method::PATCH, Method::DELETE],
             Self::Attribute(..) => &[Method::GET, Method::HEAD, Method::PUT],
+            Self::Label(..) => &[Method::PUT, Method::DELETE],
+            Self::ListMembers(..) => &[Method::POST, Method::DELETE],
             Self::Key(_) => &[Method::DELETE],
         }
     }
@@ -69,6 +81,17 @@ pub fn route(path: &str) -> Option<Route> {
         ["api", "v1", "chatbots", id, "custom-attributes"] => Route::Attributes(param(id)?),
         ["api", "v1", "chatbots", id, "custom-attributes", name] => {
             Route::Attribute(param(id)?, param(name)?)
+        }
+        ["api", "v1", "chatbots", id, "tags"] => Route::Labels(param(id)?, LabelKind::Tag),
+        ["api", "v1", "chatbots", id, "lists"] => Route::Labels(param(id)?, LabelKind::List),
+        ["api", "v1", "chatbots", id, "tags", name] => {
+            Route::Label(param(id)?, LabelKind::Tag, param(name)?)
+        }
+        ["api", "v1", "chatbots", id, "lists", name] => {
+            Route::Label(param(id)?, LabelKind::List, param(name)?)
+        }
+        ["api", "v1", "chatbots", id, "lists", name, "contacts"] => {
+            Route::ListMembers(param(id)?, param(name)?)
         }
         ["api", "v1", "keys"] => Route::Keys,
         ["api", "v1", "keys", id] => Route::Key(param(id)?),

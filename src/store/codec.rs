@@ -16,8 +16,11 @@ use crate::domain::{Agent, ApiKey, AttrType, AttributeDef, Contact, Scope};
 const CONTACT_V1: u8 = 1;
 /// Contacts with typed attributes (`AttrValue::Date`), unsealed. Legacy.
 const CONTACT_V2: u8 = 2;
-/// Version 2, sealed. Written now.
+/// Version 2, sealed: no phone identity, tags, lists, opt-in, blocking or source.
+/// Read still: a schema-5 write-ahead log holds them (see [`v3`]).
 const CONTACT_V3: u8 = 3;
+/// Sealed, with all of these. Written now.
+const CONTACT_V4: u8 = 4;
 /// Unsealed agents, keys and attribute definitions. Legacy.
 const AGENT_V1: u8 = 1;
 const KEY_V1: u8 = 1;
@@ -93,13 +96,32 @@ fn decode_legacy<T: DeserializeOwned>(
 /// A contact record of `agent`, sealed with the agent's id: a record found under another
 /// agent fails its seal. The external id is in the record itself.
 pub fn encode_contact(agent: &str, contact: &Contact) -> Vec<u8> {
-    encode(CONTACT_V3, contact, &[agent.as_bytes()])
+    encode(CONTACT_V4, contact, &[agent.as_bytes()])
 }
 
-/// Decodes a contact record of `agent` (the current, sealed version). Its contact
-/// number is checked against the key by the caller that knows it.
+/// A contact record of version 2 (`sealed: false`) or 3, as older builds wrote them.
+#[cfg(test)]
+pub fn encode_legacy_contact(agent: &str, contact: &Contact, sealed: bool) -> Vec<u8> {
+    let record = v3::Contact::from(contact);
+    let mut bytes = encode(CONTACT_V3, &record, &[agent.as_bytes()]);
+    if !sealed {
+        bytes.truncate(bytes.len() - 4);
+        bytes[0] = CONTACT_V2;
+    }
+    bytes
+}
+
+/// Decodes a sealed contact record of `agent`: the current version, or version 3 with
+/// the fields it lacks empty and its phone number read without a default region. Its
+/// contact number is checked against the key by the caller that knows it.
 pub fn decode_contact(agent: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
-    decode("contact", CONTACT_V3, bytes, &[agent.as_bytes()])
+    let key: &[&[u8]] = &[agent.as_bytes()];
+    match bytes.first() {
+        Some(&CONTACT_V3) => {
+            decode::<v3::Contact>("contact", CONTACT_V3, bytes, key).map(Into::into)
+        }
+        _ => decode("contact", CONTACT_V4, bytes, key),
+    }
 }
 
 /// Decodes the contact record stored under `(agent, n)`: a record that names another
@@ -131,9 +153,75 @@ pub fn expect_email(contact: Contact, email: &str) -> Result<Contact, StoreError
 /// salvage's of an older data dir, and the golden-file test's).
 pub fn decode_legacy_contact(agent: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
     match bytes.split_first() {
-        Some((&CONTACT_V2, body)) => decode_body("contact", body),
+        Some((&CONTACT_V2, body)) => decode_body::<v3::Contact>("contact v2", body).map(Into::into),
         Some((&CONTACT_V1, body)) => decode_body::<v1::Contact>("contact v1", body).map(Into::into),
         _ => decode_contact(agent, bytes),
+    }
+}
+
+/// The version-3 contact layout (typed attributes, sealed), frozen.
+mod v3 {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::domain::phone::PhoneRules;
+    use crate::domain::{AttrValue, Source, StripeAccount};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Contact {
+        id: u64,
+        external_id: String,
+        name: Option<String>,
+        email: Option<String>,
+        phonenumber: Option<String>,
+        stripe_accounts: Vec<StripeAccount>,
+        custom_attributes: BTreeMap<String, AttrValue>,
+        created_at: i64,
+        updated_at: i64,
+    }
+
+    /// A record as builds before schema 6 wrote it, for tests of their data dirs.
+    #[cfg(test)]
+    impl From<&crate::domain::Contact> for Contact {
+        fn from(c: &crate::domain::Contact) -> Self {
+            Self {
+                id: c.id,
+                external_id: c.external_id.clone(),
+                name: c.name.clone(),
+                email: c.email.clone(),
+                phonenumber: c.phonenumber.clone(),
+                stripe_accounts: c.stripe_accounts.clone(),
+                custom_attributes: c.custom_attributes.clone(),
+                created_at: c.created_at,
+                updated_at: c.updated_at,
+            }
+        }
+    }
+
+    impl From<Contact> for crate::domain::Contact {
+        fn from(c: Contact) -> Self {
+            Self {
+                id: c.id,
+                external_id: c.external_id,
+                name: c.name,
+                email: c.email,
+                phone: c
+                    .phonenumber
+                    .as_deref()
+                    .and_then(|p| PhoneRules::default().e164(p)),
+                phonenumber: c.phonenumber,
+                stripe_accounts: c.stripe_accounts,
+                custom_attributes: c.custom_attributes,
+                tags: Vec::new(),
+                lists: Vec::new(),
+                optin: None,
+                incoming_blocked: None,
+                source: Source::Api,
+                created_at: c.created_at,
+                updated_at: c.updated_at,
+            }
+        }
     }
 }
 
@@ -181,6 +269,10 @@ mod v1 {
                 external_id: c.external_id,
                 name: c.name,
                 email: c.email,
+                phone: c
+                    .phonenumber
+                    .as_deref()
+                    .and_then(|p| crate::domain::phone::PhoneRules::default().e164(p)),
                 phonenumber: c.phonenumber,
                 stripe_accounts: c
                     .stripe_accounts
@@ -204,6 +296,11 @@ mod v1 {
                         (k, v)
                     })
                     .collect(),
+                tags: Vec::new(),
+                lists: Vec::new(),
+                optin: None,
+                incoming_blocked: None,
+                source: crate::domain::Source::Api,
                 created_at: c.created_at,
                 updated_at: c.updated_at,
             }

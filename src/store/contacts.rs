@@ -15,11 +15,12 @@ use super::codec::{
     encode_contact,
 };
 use super::index::{self, Pairs};
+use super::labels::{self, Labels};
 use super::redb_store::{put_attribute, set_meta};
 use super::redo::{ContactChange, Op};
 use super::tables::{
-    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES, META,
-    META_NEXT_CONTACT_ID,
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
+    CUSTOM_ATTRIBUTES, META, META_NEXT_CONTACT_ID,
 };
 use super::writer::Txn;
 use super::{
@@ -27,8 +28,8 @@ use super::{
     StoreError, UpsertOutcome,
 };
 use crate::domain::{
-    ids, Agent, AttrType, AttrValue, AttributeDef, AttributeRules, Contact, ContactInput, Field,
-    Issues, Schema, UnknownPolicy,
+    ids, Agent, AttrType, AttrValue, AttributeDef, Contact, ContactInput, Field, Issues, LabelKind,
+    Resolved, Schema, UnknownPolicy, WriteRules,
 };
 
 /// Finds a contact by external id, falling back to `contact_<n>`.
@@ -98,6 +99,7 @@ struct Tables<'txn> {
     contacts: Table<'txn, (&'static str, u64), &'static [u8]>,
     by_ext: Table<'txn, (&'static str, &'static str), u64>,
     emails: Table<'txn, (&'static str, &'static str), &'static str>,
+    phones: Table<'txn, (&'static str, &'static str, u64), ()>,
     agents: Table<'txn, &'static str, &'static [u8]>,
     txn: &'txn Txn,
 }
@@ -108,6 +110,7 @@ impl<'txn> Tables<'txn> {
             contacts: txn.open_table(CONTACTS)?,
             by_ext: txn.open_table(CONTACTS_BY_EXTERNAL_ID)?,
             emails: txn.open_table(CONTACTS_BY_EMAIL)?,
+            phones: txn.open_table(CONTACTS_BY_PHONE)?,
             agents: txn.open_table(AGENTS)?,
             txn,
         })
@@ -161,6 +164,14 @@ impl<'txn> Tables<'txn> {
                     self.emails.remove((agent, key.as_str()))?;
                 }
             }
+            if let Some(phone) = &old.phone {
+                if after
+                    .as_ref()
+                    .is_none_or(|a| a.phone.as_ref() != Some(phone))
+                {
+                    self.phones.remove((agent, phone.as_str(), old.id))?;
+                }
+            }
             if renamed {
                 self.by_ext.remove((agent, old.external_id.as_str()))?;
             }
@@ -185,6 +196,14 @@ impl<'txn> Tables<'txn> {
                 let old_key = before.as_ref().and_then(Contact::email_key);
                 if !same_ext || old_key.as_deref() != Some(key.as_str()) {
                     self.emails.insert((agent, key.as_str()), ext)?;
+                }
+            }
+            if let Some(phone) = &new.phone {
+                if before
+                    .as_ref()
+                    .is_none_or(|b| b.phone.as_ref() != Some(phone))
+                {
+                    self.phones.insert((agent, phone.as_str(), new.id), ())?;
                 }
             }
             if !same_ext {
@@ -267,7 +286,7 @@ pub fn agent_attributes(
 fn load_schema(
     txn: &WriteTransaction,
     agent_id: &str,
-    rules: AttributeRules,
+    rules: WriteRules,
 ) -> Result<Schema, StoreError> {
     let table = txn.open_table(CUSTOM_ATTRIBUTES)?;
     Ok(Schema::new(agent_attributes(&table, agent_id)?, rules))
@@ -293,12 +312,15 @@ struct Batch<'txn> {
     tables: Tables<'txn>,
     agent: Agent,
     schema: Schema,
+    tags: Labels,
+    lists: Labels,
     first_id: u64,
     next_id: u64,
     order: Vec<String>,
     state: HashMap<String, (Option<Contact>, Option<Contact>)>,
     email_owner: HashMap<String, Option<String>>,
     on_duplicate: OnDuplicate,
+    rules: WriteRules,
     now: i64,
     /// Set for an import: how its rows differ from `POST /contacts` entries.
     import: Option<ImportMode>,
@@ -332,7 +354,7 @@ impl<'txn> Batch<'txn> {
         txn: &'txn Txn,
         agent_id: &str,
         on_duplicate: OnDuplicate,
-        rules: AttributeRules,
+        rules: WriteRules,
         now: i64,
     ) -> Result<Self, StoreError> {
         let first_id = next_contact_id(txn)?;
@@ -343,6 +365,8 @@ impl<'txn> Batch<'txn> {
             agent_id: agent_id.to_owned(),
             tables,
             agent,
+            tags: Labels::new(LabelKind::Tag, rules.unknown_tags),
+            lists: Labels::new(LabelKind::List, rules.unknown_tags),
             schema,
             first_id,
             next_id: first_id,
@@ -350,6 +374,7 @@ impl<'txn> Batch<'txn> {
             state: HashMap::new(),
             email_owner: HashMap::new(),
             on_duplicate,
+            rules,
             now,
             import: None,
         })
@@ -408,7 +433,7 @@ impl<'txn> Batch<'txn> {
             }
         }
         let mut invalid = Issues::new();
-        let mark = self.schema.mark();
+        let mark = (self.schema.mark(), self.tags.mark(), self.lists.mark());
         let attributes = entry.custom_attributes.as_ref().map(|raw| {
             let existing = current.map(|c| &c.custom_attributes);
             let merged = self.import_values(raw, existing);
@@ -416,11 +441,34 @@ impl<'txn> Batch<'txn> {
             self.schema
                 .type_values(raw, existing, "custom_attributes", self.now, &mut invalid)
         });
+        let txn = self.tables.txn;
+        let (tags, lists) = (
+            current.map_or(&[][..], |c| &c.tags[..]),
+            current.map_or(&[][..], |c| &c.lists[..]),
+        );
+        let tags = self
+            .tags
+            .resolve(txn, &self.agent_id, &entry.tags, tags, &mut invalid)?;
+        let lists = self
+            .lists
+            .resolve(txn, &self.agent_id, &entry.lists, lists, &mut invalid)?;
         if !invalid.is_empty() {
-            self.schema.roll_back(mark);
+            self.roll_back(mark);
             return Ok(Err(Rejected::Invalid(invalid)));
         }
-        let next = entry.apply(current, ext, self.next_id, self.now, attributes);
+        let resolved = Resolved {
+            attributes,
+            tags,
+            lists,
+        };
+        let next = entry.apply(
+            current,
+            ext,
+            self.next_id,
+            self.now,
+            resolved,
+            &self.rules.phone,
+        );
         let old_key = current.and_then(Contact::email_key);
         let new_key = next.email_key();
         if new_key != old_key {
@@ -430,7 +478,7 @@ impl<'txn> Batch<'txn> {
                     None => self.tables.email_owner(&self.agent_id, key)?,
                 };
                 if let Some(owner) = owner.filter(|o| o != ext) {
-                    self.schema.roll_back(mark);
+                    self.roll_back(mark);
                     let mut conflicts = Issues::new();
                     conflicts.push("email", held_by(&owner));
                     return Ok(Err(Rejected::Conflict(conflicts)));
@@ -452,6 +500,13 @@ impl<'txn> Batch<'txn> {
         } else {
             Planned::Updated(next)
         }))
+    }
+
+    /// Forgets what the definitions gained after `mark` (see `plan`).
+    fn roll_back(&mut self, (schema, tags, lists): (usize, usize, usize)) {
+        self.schema.roll_back(schema);
+        self.tags.roll_back(tags);
+        self.lists.roll_back(lists);
     }
 
     /// For an import row: defines the declared attributes the row has values for
@@ -506,6 +561,8 @@ impl<'txn> Batch<'txn> {
         if self.next_id != self.first_id {
             save_next_contact_id(txn, self.next_id)?;
         }
+        self.tags.save(txn, &agent_id)?;
+        self.lists.save(txn, &agent_id)?;
         save_created(txn, &agent_id, &self.schema)
     }
 }
@@ -516,7 +573,7 @@ pub fn upsert(
     agent_id: &str,
     entries: Vec<ContactInput>,
     on_duplicate: OnDuplicate,
-    rules: AttributeRules,
+    rules: WriteRules,
     now: i64,
 ) -> Result<UpsertOutcome, StoreError> {
     let mut batch = Batch::open(txn, agent_id, on_duplicate, rules, now)?;
@@ -630,12 +687,36 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
             &mut invalid,
         )
     });
+    let mut tags = Labels::new(LabelKind::Tag, req.rules.unknown_tags);
+    let mut lists = Labels::new(LabelKind::List, req.rules.unknown_tags);
+    let resolved = Resolved {
+        attributes,
+        tags: tags.resolve(
+            txn,
+            &req.agent,
+            &req.input.tags,
+            &current.tags,
+            &mut invalid,
+        )?,
+        lists: lists.resolve(
+            txn,
+            &req.agent,
+            &req.input.lists,
+            &current.lists,
+            &mut invalid,
+        )?,
+    };
     if !invalid.is_empty() {
         return Err(StoreError::Invalid(EntryIssue::at(0, invalid).collect()));
     }
-    let next = req
-        .input
-        .apply(Some(&current), &ext, current.id, now, attributes);
+    let next = req.input.apply(
+        Some(&current),
+        &ext,
+        current.id,
+        now,
+        resolved,
+        &req.rules.phone,
+    );
     if let Some(key) = next.email_key() {
         if current.email_key().as_deref() != Some(key.as_str()) {
             if let Some(owner) = tables.email_owner(&req.agent, &key)? {
@@ -648,6 +729,8 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     }
     tables.apply(&req.agent, vec![(Some(current), Some(next.clone()))])?;
     drop(tables);
+    tags.save(txn, &req.agent)?;
+    lists.save(txn, &req.agent)?;
     save_created(txn, &req.agent, &schema)?;
     Ok(next)
 }
@@ -674,6 +757,11 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     for key in agent_rows(&emails, agent_id)? {
         emails.remove((agent_id, key.as_str()))?;
     }
+    txn.open_table(CONTACTS_BY_PHONE)?.retain_in(
+        (agent_id, "", 0)..=(agent_id, "\u{10FFFF}", u64::MAX),
+        |_, ()| false,
+    )?;
+    labels::delete_all(txn, agent_id)?;
     let mut contacts = txn.open_table(CONTACTS)?;
     contacts.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;
     blocks::remove_agent(txn, agent_id)?;
@@ -703,4 +791,113 @@ fn agent_rows<V: redb::Value + 'static>(
         out.push(second.to_owned());
     }
     Ok(out)
+}
+
+/// Contacts a tag or list change applies to.
+#[derive(Debug, Clone)]
+pub enum Targets {
+    Numbers(Vec<u64>),
+    ExternalIds(Vec<String>),
+}
+
+/// A change to which contacts carry a tag or list.
+#[derive(Debug, Clone)]
+pub enum Relabel {
+    Add(String),
+    Remove(String),
+    /// Every contact's `from` becomes `to` (a name as it is to be defined).
+    Rename {
+        from: String,
+        to: String,
+    },
+}
+
+/// Applies `change` to each of `targets` that exists, in one transaction; returns how
+/// many contacts changed. The name added must be defined (`LabelNotFound`).
+pub fn relabel(
+    txn: &Txn,
+    agent: &str,
+    kind: LabelKind,
+    targets: &Targets,
+    change: &Relabel,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let mut tables = Tables::open(txn)?;
+    tables.agent(agent)?;
+    let (gone, put) = match change {
+        Relabel::Add(name) => {
+            let defined =
+                labels::lookup(txn, agent, kind, name)?.ok_or(StoreError::LabelNotFound(kind))?;
+            (None, Some(defined))
+        }
+        Relabel::Remove(name) => (Some(name.as_str()), None),
+        Relabel::Rename { from, to } => (Some(from.as_str()), Some(to.clone())),
+    };
+    let gone = gone.map(crate::domain::label::fold);
+    let mut found = Vec::new();
+    match targets {
+        Targets::Numbers(ids) => {
+            for &n in ids {
+                found.extend(contact_by_number(&tables.contacts, agent, n)?);
+            }
+        }
+        Targets::ExternalIds(exts) => {
+            for ext in exts {
+                found.extend(tables.load(agent, &ids::lookup_id(ext))?);
+            }
+        }
+    }
+    let mut pairs: Pairs = Vec::new();
+    for contact in found {
+        if pairs
+            .iter()
+            .any(|(b, _)| b.as_ref().is_some_and(|b| b.id == contact.id))
+        {
+            continue;
+        }
+        let names = match kind {
+            LabelKind::Tag => &contact.tags,
+            LabelKind::List => &contact.lists,
+        };
+        let had = |folded: &str| {
+            names
+                .iter()
+                .position(|n| crate::domain::label::fold(n) == folded)
+        };
+        let mut next_names = names.clone();
+        match (&gone, &put) {
+            (Some(from), Some(to)) => match had(from) {
+                Some(i) => next_names[i].clone_from(to),
+                None => continue,
+            },
+            (Some(from), None) => match had(from) {
+                Some(i) => {
+                    next_names.remove(i);
+                }
+                None => continue,
+            },
+            (None, Some(add)) => {
+                if had(&crate::domain::label::fold(add)).is_some() {
+                    continue;
+                }
+                next_names.push(add.clone());
+            }
+            (None, None) => continue,
+        }
+        if &next_names == names {
+            continue;
+        }
+        let mut next = contact.clone();
+        match kind {
+            LabelKind::Tag => next.tags = next_names,
+            LabelKind::List => next.lists = next_names,
+        }
+        next.updated_at = now.max(contact.updated_at);
+        pairs.push((Some(contact), Some(next)));
+    }
+    let changed = pairs.len() as u64;
+    if changed > 0 {
+        tables.apply(agent, pairs)?;
+    }
+    Ok(changed)
 }

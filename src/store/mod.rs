@@ -11,6 +11,7 @@ mod damage;
 pub mod data_dir;
 mod file;
 mod index;
+mod labels;
 mod redb_store;
 mod redo;
 mod salvage;
@@ -28,12 +29,14 @@ use std::pin::Pin;
 use crate::domain::attribute::AttributeChange;
 use crate::domain::query::Query;
 use crate::domain::{
-    Agent, ApiKey, AttrType, AttributeDef, AttributeRules, Contact, ContactInput, Issue, Issues,
+    Agent, ApiKey, AttrType, AttributeDef, Contact, ContactInput, Issue, Issues, Label, LabelKind,
+    WriteRules,
 };
 
 pub use check::{run_offline as check_offline, CheckReport, Space, TableSpace};
 pub use codec::{decode_contact, decode_legacy_contact, encode_contact};
 pub use compact::{run as compact, Compacted};
+pub use contacts::{Relabel, Targets};
 pub use damage::{DamageReport, MARKER as DAMAGE_MARKER};
 pub use file::DEFAULT_CACHE;
 pub use index::{IndexLimits, QueryLimits, QueryPage, Start};
@@ -77,7 +80,7 @@ pub struct ImportOptions {
     /// first row that is written with a value for it.
     pub declared: Vec<(String, AttrType)>,
     pub on_duplicate: OnDuplicate,
-    pub rules: AttributeRules,
+    pub rules: WriteRules,
     /// A row's attributes update only those attributes (CSV, where an empty cell means
     /// "not set"), instead of replacing the contact's set (JSON, as `POST /contacts`).
     pub merge_attributes: bool,
@@ -115,7 +118,7 @@ pub struct PatchRequest {
     pub agent: String,
     pub target: String,
     pub input: ContactInput,
-    pub rules: AttributeRules,
+    pub rules: WriteRules,
 }
 
 /// A problem a write found with what it was given: `entry` is the contact's position
@@ -182,7 +185,7 @@ pub trait Store: Send + Sync + 'static {
         agent: String,
         entries: Vec<ContactInput>,
         on_duplicate: OnDuplicate,
-        rules: AttributeRules,
+        rules: WriteRules,
         now: i64,
     ) -> StoreFuture<UpsertOutcome>;
     /// One chunk of an import, in one transaction: rows that fail are left out (and
@@ -219,6 +222,29 @@ pub trait Store: Send + Sync + 'static {
         name: String,
         change: AttributeChange,
     ) -> StoreFuture<AttributeDef>;
+    /// The agent's tags or lists, each with how many contacts carry it, by name.
+    fn labels(&self, agent: &str, kind: LabelKind) -> Result<Vec<Label>, StoreError>;
+    /// Defines a tag or list (`LabelExists` when one of that name in any case is).
+    fn create_label(&self, agent: String, kind: LabelKind, name: String) -> StoreFuture<Label>;
+    /// Changes which of `targets` (at most a batch) carry a tag or list, in one
+    /// transaction; resolves to how many contacts changed.
+    fn relabel(
+        &self,
+        agent: String,
+        kind: LabelKind,
+        targets: Targets,
+        change: Relabel,
+        now: i64,
+    ) -> StoreFuture<u64>;
+    /// Removes the definition `name`, or with `rename_to` renames it; contacts are
+    /// changed beforehand through `relabel`.
+    fn drop_label(
+        &self,
+        agent: String,
+        kind: LabelKind,
+        name: String,
+        rename_to: Option<String>,
+    ) -> StoreFuture<Label>;
 }
 
 /// Storage failures and the request-level conditions only storage can detect.
@@ -232,6 +258,8 @@ pub enum StoreError {
     LastAdminKey,
     AttributeNotFound,
     AttributeExists,
+    LabelNotFound(LabelKind),
+    LabelExists(LabelKind),
     /// Values that do not fit the stored schema (wrong type, archived, unknown key);
     /// checked inside the write because the schema may change with it.
     Invalid(Vec<EntryIssue>),
@@ -267,6 +295,8 @@ impl std::fmt::Display for StoreError {
             ),
             Self::AttributeNotFound => write!(f, "custom attribute not found"),
             Self::AttributeExists => write!(f, "custom attribute already exists"),
+            Self::LabelNotFound(kind) => write!(f, "{} not found", kind.noun()),
+            Self::LabelExists(kind) => write!(f, "{} already exists", kind.noun()),
             Self::Invalid(issues) => write!(f, "invalid: {} issue(s)", issues.len()),
             Self::Conflict(issues) => write!(f, "conflict: {} issue(s)", issues.len()),
             Self::AlreadyOpen(path) => write!(
@@ -333,8 +363,14 @@ pub(crate) mod samples {
             name: Some(name.into()),
             email: None,
             phonenumber: None,
+            phone: None,
             stripe_accounts: vec![],
             custom_attributes: Default::default(),
+            tags: vec![],
+            lists: vec![],
+            optin: None,
+            incoming_blocked: None,
+            source: Default::default(),
             created_at: 5,
             updated_at: 6,
         }

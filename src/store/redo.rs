@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use super::writer::Txn;
 use super::StoreError;
+use crate::domain::LabelKind;
 
 /// One contact's change: the external id and number it had before (`None`: created)
 /// and its record after (`None`: deleted).
 pub type ContactChange = (Option<(String, u64)>, Option<Vec<u8>>);
 
-/// One change to the data. Records are carried sealed, as the tables store them.
+/// One change to the data. Records are carried sealed, as the tables store them. The
+/// variant order is part of the log's format: append, never reorder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// Contacts of an agent created, changed or deleted.
@@ -38,6 +40,13 @@ pub enum Op {
     },
     /// A named counter or flag of `meta` set.
     SetMeta { name: String, value: u64 },
+    /// A tag or list definition written (`name`) or removed (`None`).
+    PutLabel {
+        agent: String,
+        kind: LabelKind,
+        folded: String,
+        name: Option<String>,
+    },
 }
 
 /// Applies `op` in `txn`, as the live write that recorded it did.
@@ -52,6 +61,12 @@ pub fn apply(txn: &Txn, op: Op) -> Result<(), StoreError> {
             name,
             record,
         } => super::redb_store::put_attribute_record(txn, &agent, &name, &record),
+        Op::PutLabel {
+            agent,
+            kind,
+            folded,
+            name,
+        } => super::labels::put(txn, &agent, kind, &folded, name.as_deref()),
         Op::SetMeta { name, value } => super::redb_store::set_meta(txn, &name, value),
     }
 }

@@ -26,13 +26,14 @@ use super::file;
 use super::redb_store::{RedbStore, DB_FILE};
 use super::scan::{walk_numbers, walk_pairs, Hints, Pair};
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
-    META, META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, META_WAL_CHECKPOINT,
-    SCHEMA_VERSION,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
+    CUSTOM_ATTRIBUTES, LISTS, META, META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION,
+    META_WAL_CHECKPOINT, SCHEMA_VERSION, TAGS,
 };
 use super::upgrade::{LEGACY_CONTACTS, LEGACY_CONTACTS_BY_ID};
 use super::wal;
 use super::StoreError;
+use crate::domain::label::fold;
 use crate::domain::{Agent, ApiKey, AttributeDef, Contact};
 
 /// Contacts per write transaction of the new data dir.
@@ -695,6 +696,9 @@ impl<'a> Batch<'a> {
             let mut contacts = txn.open_table(CONTACTS)?;
             let mut by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
             let mut by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
+            let mut by_phone = txn.open_table(CONTACTS_BY_PHONE)?;
+            let mut tags = txn.open_table(TAGS)?;
+            let mut lists = txn.open_table(LISTS)?;
             for (agent, contact) in self.pending.drain(..) {
                 let ext = contact.external_id.as_str();
                 let key = (agent.as_str(), contact.id);
@@ -712,6 +716,19 @@ impl<'a> Batch<'a> {
                     // Taken only by damage: the first holder keeps it.
                     if by_email.get((agent.as_str(), email.as_str()))?.is_none() {
                         by_email.insert((agent.as_str(), email.as_str()), ext)?;
+                    }
+                }
+                if let Some(e164) = &contact.phone {
+                    by_phone.insert((agent.as_str(), e164.as_str(), contact.id), ())?;
+                }
+                // A tag or list definition lost with its table is made again from the
+                // contacts that carry it.
+                for (defs, names) in [(&mut tags, &contact.tags), (&mut lists, &contact.lists)] {
+                    for name in names {
+                        let folded = fold(name);
+                        if defs.get((agent.as_str(), folded.as_str()))?.is_none() {
+                            defs.insert((agent.as_str(), folded.as_str()), name.as_str())?;
+                        }
                     }
                 }
                 *self.per_agent.entry(agent).or_default() += 1;

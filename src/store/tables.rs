@@ -15,6 +15,15 @@ pub const CONTACTS_BY_EXTERNAL_ID: TableDefinition<(&str, &str), u64> =
 /// `(agent_id, email key)` → external_id; see `domain::contact::email_key`.
 pub const CONTACTS_BY_EMAIL: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("contacts_by_email");
+/// `(agent_id, E.164 number, contact number)` → nothing: the contacts of each phone
+/// number (see `domain::phone`), oldest first. Several contacts may share one.
+pub const CONTACTS_BY_PHONE: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("contacts_by_phone");
+/// `(agent_id, folded tag name)` → the name as defined (see `domain::label`). How many
+/// contacts carry each is in `field_counts` under `tags/<folded name>`.
+pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
+/// `(agent_id, folded list name)` → the name as defined; counts under `lists/<folded>`.
+pub const LISTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("lists");
 /// agent_id → versioned agent record.
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 /// SHA-256 digest of the key → versioned key record.
@@ -50,8 +59,9 @@ pub const META_WAL_CHECKPOINT: &str = "wal_checkpoint";
 /// one word per digit group start instead of one per group (see `domain::search`);
 /// version 5 stores run chunks packed (see `lsm::block::PackedBuilder`); version 6
 /// seals blocks, chunks and journal entries with a checksum and cuts text sort keys to
-/// 1024 bytes (see `domain::search::text_key`).
-pub const INDEX_VERSION: u64 = 6;
+/// 1024 bytes (see `domain::search::text_key`); version 7 adds entries for tags, lists,
+/// `optin`, `incoming_blocked` and `source`, which filters read.
+pub const INDEX_VERSION: u64 = 7;
 
 /// The layout this build writes. Version 2 added `custom_attributes` and contact
 /// records with typed values; a version-1 data dir is upgraded at open (the new table
@@ -62,7 +72,8 @@ pub const INDEX_VERSION: u64 = 6;
 /// index by Unicode-folded emails. Version 5 keys contact records by contact number
 /// (`contact_records`) with an external-id index beside them, where version 4 keyed
 /// them by external id (`contacts`) with a contact-number index (`contacts_by_id`);
-/// see `upgrade`.
-pub const SCHEMA_VERSION: u64 = 5;
+/// see `upgrade`. Version 6 adds phone identity (`contacts_by_phone`), tags and lists
+/// (`tags`, `lists`) and contact records of version 4, which carry them.
+pub const SCHEMA_VERSION: u64 = 6;
 /// The oldest layout this build can upgrade.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;

@@ -25,14 +25,16 @@ use redb::{
 };
 
 use super::codec::{
-    decode_legacy_agent, decode_legacy_attribute, decode_legacy_contact, decode_legacy_key,
-    encode_agent, encode_attribute, encode_contact, encode_key,
+    decode_contact, decode_legacy_agent, decode_legacy_attribute, decode_legacy_contact,
+    decode_legacy_key, encode_agent, encode_attribute, encode_contact, encode_key,
 };
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
+    CUSTOM_ATTRIBUTES,
 };
 use super::StoreError;
 use crate::domain::ids;
+use crate::domain::phone::PhoneRules;
 
 /// Schema 4 and older: `(agent_id, external_id)` → contact record.
 pub const LEGACY_CONTACTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("contacts");
@@ -51,12 +53,63 @@ pub struct Collisions {
 }
 
 /// Upgrades a data dir of schema version `from` to the current one.
-pub fn run(db: &Database, from: u64) -> Result<Collisions, StoreError> {
+pub fn run(db: &Database, from: u64, phone: &PhoneRules) -> Result<Collisions, StoreError> {
     to_numbered(db)?;
-    if from < 4 {
-        return to_sealed_nfc(db);
+    let collisions = if from < 4 {
+        to_sealed_nfc(db)?
+    } else {
+        Collisions::default()
+    };
+    to_phone_identity(db, phone)?;
+    Ok(collisions)
+}
+
+/// Rewrites every contact record in the current version with its phone number read
+/// under `phone` (the E.164 form records before schema 6 lacked) and indexes it in
+/// [`CONTACTS_BY_PHONE`], [`BATCH`] contacts per transaction.
+fn to_phone_identity(db: &Database, phone: &PhoneRules) -> Result<(), StoreError> {
+    let mut after: Option<(String, u64)> = None;
+    loop {
+        let rows = {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(CONTACTS)?;
+            let range = match &after {
+                Some((agent, n)) => table.range::<(&str, u64)>((
+                    Bound::Excluded((agent.as_str(), *n)),
+                    Bound::Unbounded,
+                ))?,
+                None => table.range::<(&str, u64)>(..)?,
+            };
+            let mut rows = Vec::with_capacity(BATCH);
+            for row in range.take(BATCH) {
+                let (key, value) = row?;
+                let (agent, n) = key.value();
+                rows.push((agent.to_owned(), n, value.value().to_vec()));
+            }
+            rows
+        };
+        let Some((agent, n, _)) = rows.last() else {
+            return Ok(());
+        };
+        after = Some((agent.clone(), *n));
+        let txn = begin(db)?;
+        {
+            let mut contacts = txn.open_table(CONTACTS)?;
+            let mut phones = txn.open_table(CONTACTS_BY_PHONE)?;
+            for (agent, n, bytes) in &rows {
+                let mut contact = decode_contact(agent, bytes)?;
+                contact.phone = contact.phonenumber.as_deref().and_then(|p| phone.e164(p));
+                if let Some(e164) = &contact.phone {
+                    phones.insert((agent.as_str(), e164.as_str(), *n), ())?;
+                }
+                contacts.insert(
+                    (agent.as_str(), *n),
+                    encode_contact(agent, &contact).as_slice(),
+                )?;
+            }
+        }
+        txn.commit()?;
     }
-    Ok(Collisions::default())
 }
 
 /// Moves every contact record from [`LEGACY_CONTACTS`] to [`CONTACTS`] under its
@@ -341,10 +394,7 @@ mod tests {
 
     /// A contact record as schema 3 wrote it: version 2, unsealed.
     fn legacy(contact: &Contact) -> Vec<u8> {
-        let mut bytes = encode_contact("default", contact);
-        bytes.truncate(bytes.len() - 4);
-        bytes[0] = 2;
-        bytes
+        crate::store::codec::encode_legacy_contact("default", contact, false)
     }
 
     fn person(id: u64, ext: &str, email: &str) -> Contact {
@@ -415,13 +465,13 @@ mod tests {
         );
         // Two emails that are one now: the lower number keeps the index entry.
         let params = vec![("filter[email]".to_owned(), "STRASSE@X.DE".to_owned())];
-        let query = Query::parse(&params, &Default::default()).unwrap();
+        let query = Query::parse(&params, &Default::default(), &Default::default()).unwrap();
         let page = store
             .query_contacts("default", &query, &Start::Offset(0), 10)
             .unwrap();
         assert_eq!(page.contacts.iter().map(|c| c.id).collect::<Vec<_>>(), [1]);
         let params = vec![("filter[email]".to_owned(), "z@xn--bcher-kva.de".to_owned())];
-        let query = Query::parse(&params, &Default::default()).unwrap();
+        let query = Query::parse(&params, &Default::default(), &Default::default()).unwrap();
         let page = store
             .query_contacts("default", &query, &Start::Offset(0), 10)
             .unwrap();
@@ -470,7 +520,7 @@ mod tests {
         let ids: Vec<u64> = page.contacts.iter().map(|c| c.id).collect();
         assert_eq!((ids, page.total), (vec![1, 2, 4, 5, 6], 5));
         let params = vec![("filter[email]".to_owned(), "EWD@example.com".to_owned())];
-        let query = Query::parse(&params, &Default::default()).unwrap();
+        let query = Query::parse(&params, &Default::default(), &Default::default()).unwrap();
         let found = store
             .query_contacts("default", &query, &Start::Offset(0), 10)
             .unwrap();
@@ -489,6 +539,63 @@ mod tests {
                 "{gone} is still there"
             );
         }
+    }
+
+    /// A data dir the schema-5 release left when it was killed (a new contact and a
+    /// delete in its log) opens upgraded: every phone number read under the configured
+    /// region and indexed, the log applied, and `check` clean.
+    #[test]
+    fn a_killed_schema_5_data_dir_gets_phone_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/schema5");
+        for entry in std::fs::read_dir(golden).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let options = crate::store::StoreOptions {
+            phone: PhoneRules {
+                default_region: Some("IN".parse().unwrap()),
+            },
+            ..Default::default()
+        };
+        let store = RedbStore::open_with(dir.path(), options).unwrap();
+        let get = |id: &str| store.contact("default", id).unwrap();
+        assert!(get("alan").is_none(), "the logged delete is applied");
+        let phones: Vec<Option<String>> = ["ada", "grace", "edsger"]
+            .iter()
+            .map(|ext| get(ext).unwrap().phone)
+            .collect();
+        assert_eq!(
+            phones,
+            [
+                Some("+442079460958".to_owned()),
+                Some("+919179897123".to_owned()),
+                Some("+31205550101".to_owned())
+            ]
+        );
+        let rules = PhoneRules {
+            default_region: Some("IN".parse().unwrap()),
+        };
+        for (sent, want) in [("0044 20 7946 0958", "ada"), ("09179897123", "grace")] {
+            let params = vec![("filter[phonenumber]".to_owned(), sent.to_owned())];
+            let query = Query::parse(&params, &Default::default(), &rules).unwrap();
+            let page = store
+                .query_contacts("default", &query, &Start::Offset(0), 10)
+                .unwrap();
+            let found: Vec<&str> = page
+                .contacts
+                .iter()
+                .map(|c| c.external_id.as_str())
+                .collect();
+            assert_eq!(found, [want], "{sent}");
+        }
+        let report = store.check().unwrap();
+        assert_eq!(
+            (report.contacts, report.problem_count, report.damage_count),
+            (3, 0, 0),
+            "{:?}",
+            report.problems
+        );
     }
 
     /// Salvage reads a source that keeps its contacts by external id and writes the
@@ -514,7 +621,7 @@ mod tests {
         let zoe = store.contact("default", "Zo\u{eb}").unwrap().unwrap();
         assert_eq!(zoe.id, 2);
         let params = vec![("filter[email]".to_owned(), "ada@x.de".to_owned())];
-        let query = Query::parse(&params, &Default::default()).unwrap();
+        let query = Query::parse(&params, &Default::default(), &Default::default()).unwrap();
         let page = store
             .query_contacts("default", &query, &Start::Offset(0), 10)
             .unwrap();

@@ -68,6 +68,7 @@ fn contact() -> impl Strategy<Value = Contact> {
                 custom_attributes,
                 created_at,
                 updated_at,
+                ..Contact::default()
             },
         )
 }
@@ -372,7 +373,7 @@ proptest! {
         let schema: BTreeMap<String, AttrType> =
             [("ltv", AttrType::Number), ("vip", AttrType::Boolean), ("plan", AttrType::Text)]
                 .into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        let query = Query::parse(&params, &schema).unwrap();
+        let query = Query::parse(&params, &schema, &Default::default()).unwrap();
         let all: Vec<Contact> = rt.block_on(async {
             let agent = contactd::domain::Agent { id: "a".into(), name: "a".into(), created_at: 0, contact_count: 0 };
             store.create_agent(agent).await.unwrap();

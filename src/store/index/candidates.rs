@@ -67,6 +67,7 @@ pub(super) fn candidates(
                 let found = snap.by_ext(agent, &text(key))?;
                 Candidates::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
             }
+            ("phone", Op::Eq(key)) => Candidates::Ids(snap.by_phone(agent, &text(key))?),
             ("email" | "external_id", _) | (_, Op::Exists(false)) => Candidates::Unindexed,
             (_, op) => {
                 let field_start = keys::prefix(&[agent.as_bytes(), field.as_bytes()]);

@@ -18,7 +18,10 @@ use crate::store::StoreError;
 
 /// The B-tree index tables of index version 1, removed when the indexes are rebuilt.
 const LEGACY_TABLES: [&str; 2] = ["sort_index", "word_index"];
-use crate::domain::search::{sort_entries, visit_terms, ATTR_PREFIX, CORE_FIELDS};
+use crate::domain::label::{self, LabelKind};
+use crate::domain::search::{
+    label_count_field, sort_entries, visit_terms, ATTR_PREFIX, CORE_FIELDS,
+};
 use crate::domain::Contact;
 
 /// Fields ordered by another table, so the sort index leaves them out.
@@ -63,10 +66,7 @@ fn word_keys_of(agent: &str, contact: &Contact) -> Vec<Vec<u8>> {
     keys
 }
 
-/// The fields a contact has a value for (what `field_counts` counts).
-pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
-    sort_entries(contact).into_iter().map(|(f, _)| f).collect()
-}
+pub use crate::domain::search::counted_fields;
 
 /// Contact changes of one write: each contact before and after (either may be absent).
 pub type Pairs = Vec<(Option<Contact>, Option<Contact>)>;
@@ -104,6 +104,25 @@ pub fn count(pairs: &[(Option<Contact>, Option<Contact>)], counts: &mut HashMap<
             );
             if was != is {
                 add(core, i64::from(is) - i64::from(was));
+            }
+        }
+        for kind in [LabelKind::Tag, LabelKind::List] {
+            let names = |c: &Option<Contact>| -> Vec<String> {
+                c.as_ref()
+                    .map(|c| match kind {
+                        LabelKind::Tag => &c.tags,
+                        LabelKind::List => &c.lists,
+                    })
+                    .into_iter()
+                    .flatten()
+                    .map(|n| label::fold(n))
+                    .collect()
+            };
+            let (was, is) = (names(before), names(after));
+            for (mine, other, delta) in [(&was, &is, -1), (&is, &was, 1)] {
+                for name in mine.iter().filter(|n| !other.contains(n)) {
+                    add(&label_count_field(kind, name), delta);
+                }
             }
         }
         let (was, is) = (
@@ -362,6 +381,7 @@ mod tests {
                     custom_attributes: attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
                     created_at,
                     updated_at,
+                    ..Contact::default()
                 },
             )
     }

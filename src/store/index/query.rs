@@ -56,7 +56,7 @@ use crate::store::blocks::{self, CONTACT_BLOCKS};
 use crate::store::codec::{decode_agent, decode_stored_contact, expect_email};
 use crate::store::contacts::{contact_by_ext, contact_by_number, indexed_as};
 use crate::store::tables::{
-    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, FIELD_COUNTS,
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE, FIELD_COUNTS,
 };
 use crate::store::StoreError;
 
@@ -148,6 +148,16 @@ impl<'t> Snapshot<'t> {
 
     pub(super) fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         contact_by_ext(&self.contacts, &self.by_ext, agent, ext)
+    }
+
+    /// The contact numbers of the phone number `e164`, ascending.
+    pub(super) fn by_phone(&self, agent: &str, e164: &str) -> Result<Vec<u64>, StoreError> {
+        let phones = self.txn.open_table(CONTACTS_BY_PHONE)?;
+        let mut ids = Vec::new();
+        for row in phones.range((agent, e164, 0)..=(agent, e164, u64::MAX))? {
+            ids.push(row?.0.value().2);
+        }
+        Ok(ids)
     }
 
     /// The contact an index entry names; an entry without one is corruption.

@@ -1,0 +1,175 @@
+//! Phone numbers as an identity: every number that parses is also kept in E.164
+//! (`+15551234567`), so `+1 (555) 123-4567`, `15551234567` and `+15551234567` are one
+//! number for lookups, filters and Pabbly's `mobile` matching. Parsing uses
+//! libphonenumber's metadata (the `phonenumber` crate); validity is not required, so
+//! test numbers such as 555 ones count.
+
+use std::str::FromStr;
+
+use phonenumber::country;
+use phonenumber::Mode;
+
+/// How numbers without an international prefix are read (`phone.default_region`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PhoneRules {
+    /// A region (ISO 3166 code such as `US`) whose national numbers a number without
+    /// `+` or `00` is read as first. Without one, such a number's digits are read as
+    /// international, country code first (as Pabbly's `mobile` is).
+    pub default_region: Option<Region>,
+}
+
+/// A region of libphonenumber's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region(country::Id);
+
+impl FromStr for Region {
+    type Err = String;
+
+    fn from_str(code: &str) -> Result<Self, String> {
+        country::Id::from_str(&code.trim().to_ascii_uppercase())
+            .map(Region)
+            .map_err(|_| {
+                format!("'{code}' is not a region code (ISO 3166-1 alpha-2, such as US or GB)")
+            })
+    }
+}
+
+impl Region {
+    /// The ISO 3166 code (`US`).
+    pub fn code(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl PhoneRules {
+    /// The E.164 form of `text`, or `None` when it does not parse as a phone number:
+    /// `+…` and `00…` are international; otherwise a national number of the default
+    /// region when there is one and the number parses as such, else the digits read
+    /// as international.
+    pub fn e164(&self, text: &str) -> Option<String> {
+        let text = text.trim();
+        let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+        if digits.is_empty() {
+            return None;
+        }
+        let international = if text.starts_with('+') {
+            Some(digits.as_str())
+        } else {
+            digits.strip_prefix("00").filter(|_| text.starts_with("00"))
+        };
+        if let Some(rest) = international {
+            return parse(None, &format!("+{rest}")).map(|(e164, _)| e164);
+        }
+        if let Some(region) = self.default_region {
+            if let Some(e164) = national(region, &digits) {
+                return Some(e164);
+            }
+        }
+        parse(None, &format!("+{digits}")).map(|(e164, _)| e164)
+    }
+}
+
+/// `digits` as a national number of `region`. The parser takes digits that start with
+/// the region's country code for an international number (`9179897123` under IN as
+/// +91 79897123); when that reading is not a valid number but all the digits after
+/// the country code are, the national reading wins, as libphonenumber's own does.
+fn national(region: Region, digits: &str) -> Option<String> {
+    let parsed = parse(Some(region.0), digits);
+    if parsed.as_ref().is_some_and(|(_, valid)| *valid) {
+        return parsed.map(|(e164, _)| e164);
+    }
+    let code = phonenumber::metadata::DATABASE
+        .by_id(region.code())
+        .map(phonenumber::Metadata::country_code);
+    let whole = code.and_then(|code| parse(None, &format!("+{code}{digits}")));
+    match whole {
+        Some((e164, true)) => Some(e164),
+        _ => parsed.map(|(e164, _)| e164),
+    }
+}
+
+/// The E.164 form of a parse and whether it is a valid number.
+fn parse(region: Option<country::Id>, text: &str) -> Option<(String, bool)> {
+    let number = phonenumber::parse(region, text).ok()?;
+    let e164 = number.format().mode(Mode::E164).to_string();
+    Some((e164, number.is_valid()))
+}
+
+/// Pabbly's `mobile`: the E.164 number without its `+`.
+pub fn mobile(e164: &str) -> &str {
+    e164.strip_prefix('+').unwrap_or(e164)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rules(region: Option<&str>) -> PhoneRules {
+        PhoneRules {
+            default_region: region.map(|r| r.parse().unwrap()),
+        }
+    }
+
+    /// The phone table: (default region, as sent, E.164).
+    #[test]
+    fn numbers_read_as_expected_under_each_default_region() {
+        let table: &[(Option<&str>, &str, Option<&str>)] = &[
+            // US, in every formatting, with and without a region.
+            (None, "+1 (555) 123-4567", Some("+15551234567")),
+            (None, "15551234567", Some("+15551234567")),
+            (None, "+15551234567", Some("+15551234567")),
+            (None, "001 555 123 4567", Some("+15551234567")),
+            (Some("US"), "(555) 123-4567", Some("+15551234567")),
+            (Some("US"), "555.123.4567", Some("+15551234567")),
+            (Some("US"), "1 555 123 4567", Some("+15551234567")),
+            (Some("US"), "+44 20 7946 0958", Some("+442079460958")),
+            // UK: international, and national with the trunk 0 under GB.
+            (None, "+44 20 7946 0958", Some("+442079460958")),
+            (None, "442079460958", Some("+442079460958")),
+            (Some("GB"), "020 7946 0958", Some("+442079460958")),
+            (Some("GB"), "07700 900123", Some("+447700900123")),
+            // India, as Pabbly's mobile carries it (country code first, no +).
+            (None, "919179897123", Some("+919179897123")),
+            (Some("IN"), "09179897123", Some("+919179897123")),
+            (Some("IN"), "9179897123", Some("+919179897123")),
+            // Brazil mobile (São Paulo, nine digits).
+            (None, "+55 11 91234-5678", Some("+5511912345678")),
+            (None, "5511912345678", Some("+5511912345678")),
+            (Some("BR"), "(11) 91234-5678", Some("+5511912345678")),
+            // A national number without a region reads as international: here +555…
+            (None, "(555) 123-4567", Some("+5551234567")),
+            // Nothing that can be a number.
+            (None, "+-()", None),
+            (None, "", None),
+        ];
+        for (region, text, want) in table {
+            assert_eq!(
+                rules(*region).e164(text).as_deref(),
+                *want,
+                "{text} under {region:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn regions_parse_case_insensitively_and_refuse_unknown_codes() {
+        assert_eq!("gb".parse::<Region>().unwrap().code(), "GB");
+        assert!("XX".parse::<Region>().is_err());
+        assert_eq!(mobile("+919179897123"), "919179897123");
+    }
+
+    proptest! {
+        /// Anything a `phonenumber` field may hold reads without a panic, and a number
+        /// that reads once reads the same from its own E.164 form.
+        #[test]
+        fn e164_is_a_fixed_point(text in "[0-9 +().-]{0,32}", region in prop_oneof![Just(None), Just(Some("US")), Just(Some("GB")), Just(Some("IN"))]) {
+            let rules = rules(region);
+            if let Some(e164) = rules.e164(&text) {
+                prop_assert!(e164.starts_with('+'));
+                prop_assert_eq!(rules.e164(&e164), Some(e164.clone()));
+            }
+        }
+    }
+}
