@@ -12,6 +12,7 @@ mod health;
 mod import;
 mod keys;
 mod labels;
+mod pabbly;
 
 pub use import::remove_stale_spools;
 
@@ -37,6 +38,8 @@ pub struct App {
     store: Arc<dyn Store>,
     max_body_bytes: u64,
     write_rules: WriteRules,
+    /// The agent of Pabbly requests made with an admin key (`pabbly.agent`).
+    pabbly_agent: String,
     /// Where import uploads are spooled (the data dir).
     spool_dir: PathBuf,
     import_max_bytes: u64,
@@ -77,6 +80,7 @@ impl App {
                     default_region: config.phone_region,
                 },
             },
+            pabbly_agent: config.pabbly_agent.clone(),
             spool_dir: config.data_dir.clone(),
             import_max_bytes: config.import_max_bytes,
             import_timeout: config.import_timeout,
@@ -110,13 +114,29 @@ impl App {
             Route::Asset(name) => return dashboard::asset(&headers, name, &query),
             _ => {}
         }
-        let key = self.authenticate(&headers).await?;
+        let pabbly = route.is_pabbly();
+        let key = match self.authenticate(&headers).await {
+            Ok(key) => key,
+            Err(err) if pabbly => return Err(err.in_pabbly_form()),
+            Err(err) => return Err(err),
+        };
         let ctx = Ctx {
             key,
             query,
             headers,
             body: Some(body),
         };
+        if pabbly {
+            let answer = match (route, verb) {
+                (Route::PabblyContacts, Verb::Get) => pabbly::list(self, &ctx).await,
+                (Route::PabblyContacts, Verb::Post) => pabbly::create(self, ctx).await,
+                (Route::PabblyLists, Verb::Get) => pabbly::lists(self, &ctx).await,
+                (Route::PabblyContact(id), Verb::Get) => pabbly::get(self, &ctx, id).await,
+                (Route::PabblyContact(id), Verb::Put) => pabbly::update(self, ctx, id).await,
+                _ => Err(ApiError::NotFound),
+            };
+            return answer.map_err(ApiError::in_pabbly_form);
+        }
         match (route, verb) {
             (Route::Agents, Verb::Get) => agents::list(self, &ctx).await,
             (Route::Agents, Verb::Post) => agents::create(self, ctx).await,

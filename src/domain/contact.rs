@@ -109,6 +109,9 @@ pub struct ContactInput {
     pub incoming_blocked: Field<bool>,
     /// What a contact this entry creates records as its source.
     pub source: Source,
+    /// `custom_attributes` updates only the attributes it names (a `null` clears one)
+    /// instead of replacing the contact's set.
+    pub merge_attributes: bool,
 }
 
 /// What the writer made of an entry's values against the agent's definitions: typed

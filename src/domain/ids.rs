@@ -103,10 +103,39 @@ pub fn parse_contact_id(s: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// A contact's id in the Pabbly Chatflow dialect: 24 lowercase hex digits, its
+/// creation second (as 32 bits) then its contact number, as a MongoDB ObjectId is laid
+/// out. Stable (neither part ever changes) and unique (the number is).
+pub fn pabbly_id(created_at: i64, n: u64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let stamp = created_at as u32;
+    format!("{stamp:08x}{n:016x}")
+}
+
+/// Reads a [`pabbly_id`] back: the creation second (32 bits) and the contact number.
+pub fn parse_pabbly_id(s: &str) -> Option<(u32, u64)> {
+    if s.len() != 24 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let stamp = u32::from_str_radix(&s[..8], 16).ok()?;
+    let n = u64::from_str_radix(&s[8..], 16).ok()?;
+    Some((stamp, n))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pabbly_ids_round_trip_and_refuse_other_text() {
+        let id = pabbly_id(1_796_620_897, 42);
+        assert_eq!(id.len(), 24);
+        assert_eq!(parse_pabbly_id(&id), Some((1_796_620_897, 42)));
+        assert_eq!(parse_pabbly_id(&id.to_uppercase()), None);
+        assert_eq!(parse_pabbly_id("contact_42"), None);
+        assert_eq!(parse_pabbly_id(&id[1..]), None);
+    }
 
     #[test]
     fn agent_ids_follow_the_pattern() {

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod issues;
 pub mod key;
 pub mod label;
+pub mod pabbly;
 pub mod phone;
 pub mod query;
 pub mod search;

@@ -95,6 +95,13 @@ fn parse(region: Option<country::Id>, text: &str) -> Option<(String, bool)> {
     Some((e164, number.is_valid()))
 }
 
+/// The country calling code of an E.164 number (`91` for `+919179897123`).
+pub fn country_code(e164: &str) -> Option<u16> {
+    phonenumber::parse(None, e164)
+        .ok()
+        .map(|n| n.code().value())
+}
+
 /// Pabbly's `mobile`: the E.164 number without its `+`.
 pub fn mobile(e164: &str) -> &str {
     e164.strip_prefix('+').unwrap_or(e164)
@@ -158,6 +165,8 @@ mod tests {
         assert_eq!("gb".parse::<Region>().unwrap().code(), "GB");
         assert!("XX".parse::<Region>().is_err());
         assert_eq!(mobile("+919179897123"), "919179897123");
+        assert_eq!(country_code("+919179897123"), Some(91));
+        assert_eq!(country_code("+15551234567"), Some(1));
     }
 
     proptest! {

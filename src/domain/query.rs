@@ -34,6 +34,9 @@ pub enum Op {
     Eq(Vec<u8>),
     Cmp(Cmp, Vec<u8>),
     Exists(bool),
+    /// The key holds these bytes anywhere (Pabbly's `name` filter): checked contact by
+    /// contact, as no index holds substrings.
+    Contains(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,9 @@ impl Filter {
             (Op::Exists(want), key) => key.is_some() == *want,
             (_, None) => false,
             (Op::Eq(v), Some(k)) => k == *v,
+            (Op::Contains(v), Some(k)) => {
+                v.is_empty() || k.windows(v.len()).any(|w| w == v.as_slice())
+            }
             (Op::Cmp(Cmp::Gt, v), Some(k)) => k > *v,
             (Op::Cmp(Cmp::Gte, v), Some(k)) => k >= *v,
             (Op::Cmp(Cmp::Lt, v), Some(k)) => k < *v,

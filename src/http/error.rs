@@ -39,6 +39,9 @@ pub enum ApiError {
     Unavailable(String),
     /// 500; the text goes to the log only.
     Internal(String),
+    /// The error as the Pabbly Chatflow dialect answers it:
+    /// `{"status":"error","message":…}`, the issues' fields named in the message.
+    Pabbly(Box<ApiError>),
 }
 
 impl ApiError {
@@ -57,8 +60,73 @@ impl ApiError {
         Self::invalid_data(issues)
     }
 
+    /// The same error in the Pabbly Chatflow dialect's form.
+    pub fn in_pabbly_form(self) -> Self {
+        match self {
+            Self::Pabbly(_) => self,
+            other => Self::Pabbly(Box::new(other)),
+        }
+    }
+
+    /// The status and JSON body of the error.
+    fn parts(&self) -> (StatusCode, Value) {
+        match self {
+            Self::Pabbly(inner) => {
+                let (status, body) = inner.parts();
+                let mut text = body["message"].as_str().unwrap_or_default().to_owned();
+                if let Some(issues) = body["issues"].as_array() {
+                    let named: Vec<String> = issues
+                        .iter()
+                        .map(|i| {
+                            format!(
+                                "{}: {}",
+                                i["field"].as_str().unwrap_or_default(),
+                                i["message"].as_str().unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    text = format!("{text}: {}", named.join("; "));
+                }
+                (status, json!({"status": "error", "message": text}))
+            }
+            other => other.native_parts(),
+        }
+    }
+
     pub fn into_response(self) -> Response {
-        let (status, body) = match &self {
+        let (status, body) = self.parts();
+        let mut response = json_response(status, &body);
+        let headers = response.headers_mut();
+        let shown = match &self {
+            Self::Pabbly(inner) => inner,
+            other => other,
+        };
+        match shown {
+            Self::MethodNotAllowed(allow) => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    headers.insert(ALLOW, value);
+                }
+            }
+            // RFC 6750: a 401 names the scheme, and says when the token was the problem.
+            Self::NoApiKey => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"contactd\""),
+                );
+            }
+            Self::InvalidApiKey => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"contactd\", error=\"invalid_token\""),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+
+    fn native_parts(&self) -> (StatusCode, Value) {
+        match self {
             Self::InvalidData(issues) => (
                 StatusCode::BAD_REQUEST,
                 with_issues("Invalid request data", issues),
@@ -102,31 +170,8 @@ impl ApiError {
                     message("Internal server error"),
                 )
             }
-        };
-        let mut response = json_response(status, &body);
-        let headers = response.headers_mut();
-        match &self {
-            Self::MethodNotAllowed(allow) => {
-                if let Ok(value) = HeaderValue::from_str(allow) {
-                    headers.insert(ALLOW, value);
-                }
-            }
-            // RFC 6750: a 401 names the scheme, and says when the token was the problem.
-            Self::NoApiKey => {
-                headers.insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"contactd\""),
-                );
-            }
-            Self::InvalidApiKey => {
-                headers.insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"contactd\", error=\"invalid_token\""),
-                );
-            }
-            _ => {}
+            Self::Pabbly(inner) => inner.parts(),
         }
-        response
     }
 }
 

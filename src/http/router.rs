@@ -30,6 +30,12 @@ pub enum Route {
     ListMembers(String, String),
     Keys,
     Key(String),
+    /// Pabbly Chatflow's `/api/v1/contacts`.
+    PabblyContacts,
+    /// Pabbly Chatflow's `/api/v1/contacts/lists`.
+    PabblyLists,
+    /// Pabbly Chatflow's `/api/v1/contacts/{_id}`.
+    PabblyContact(String),
 }
 
 impl Route {
@@ -51,7 +57,19 @@ impl Route {
             Self::Label(..) => &[Method::PUT, Method::DELETE],
             Self::ListMembers(..) => &[Method::POST, Method::DELETE],
             Self::Key(_) => &[Method::DELETE],
+            Self::PabblyContacts => &[Method::GET, Method::HEAD, Method::POST],
+            Self::PabblyLists => GET,
+            Self::PabblyContact(_) => &[Method::GET, Method::HEAD, Method::PUT],
         }
+    }
+
+    /// Whether the route belongs to the Pabbly Chatflow dialect, whose errors have
+    /// their own form.
+    pub fn is_pabbly(&self) -> bool {
+        matches!(
+            self,
+            Self::PabblyContacts | Self::PabblyLists | Self::PabblyContact(_)
+        )
     }
 }
 
@@ -93,6 +111,9 @@ pub fn route(path: &str) -> Option<Route> {
         ["api", "v1", "chatbots", id, "lists", name, "contacts"] => {
             Route::ListMembers(param(id)?, param(name)?)
         }
+        ["api", "v1", "contacts"] => Route::PabblyContacts,
+        ["api", "v1", "contacts", "lists"] => Route::PabblyLists,
+        ["api", "v1", "contacts", id] => Route::PabblyContact(param(id)?),
         ["api", "v1", "keys"] => Route::Keys,
         ["api", "v1", "keys", id] => Route::Key(param(id)?),
         _ => return None,

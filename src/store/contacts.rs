@@ -24,15 +24,15 @@ use super::tables::{
 };
 use super::writer::Txn;
 use super::{
-    EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, RowFailure,
-    StoreError, UpsertOutcome,
+    EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, PhoneOutcome,
+    PhoneWrite, RowFailure, StoreError, UpsertOutcome,
 };
 use crate::domain::{
     ids, Agent, AttrType, AttrValue, AttributeDef, Contact, ContactInput, Field, Issues, LabelKind,
     Resolved, Schema, UnknownPolicy, WriteRules,
 };
 
-/// Finds a contact by external id, falling back to `contact_<n>`.
+/// Finds a contact by external id, falling back to `contact_<n>` and a Pabbly `_id`.
 pub fn find_contact(
     contacts: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     by_ext: &impl ReadableTable<(&'static str, &'static str), u64>,
@@ -43,8 +43,13 @@ pub fn find_contact(
     if let Some(contact) = contact_by_ext(contacts, by_ext, agent, &ext)? {
         return Ok(Some(contact));
     }
-    match ids::parse_contact_id(target) {
-        Some(n) => contact_by_number(contacts, agent, n),
+    if let Some(n) = ids::parse_contact_id(target) {
+        return contact_by_number(contacts, agent, n);
+    }
+    // A Pabbly `_id`: the contact number, with the creation second it must match.
+    match ids::parse_pabbly_id(target) {
+        Some((stamp, n)) => Ok(contact_by_number(contacts, agent, n)?
+            .filter(|c| ids::pabbly_id(c.created_at, c.id) == ids::pabbly_id(i64::from(stamp), n))),
         None => Ok(None),
     }
 }
@@ -123,6 +128,25 @@ impl<'txn> Tables<'txn> {
 
     fn load(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         contact_by_ext(&self.contacts, &self.by_ext, agent, ext)
+    }
+
+    /// The external id of the agent's oldest contact with the phone number `e164`.
+    fn phone_owner(&self, agent: &str, e164: &str) -> Result<Option<String>, StoreError> {
+        let first = self
+            .phones
+            .range((agent, e164, 0)..=(agent, e164, u64::MAX))?
+            .next()
+            .transpose()?;
+        let Some((key, _)) = first else {
+            return Ok(None);
+        };
+        let n = key.value().2;
+        let contact = contact_by_number(&self.contacts, agent, n)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the phone index names contact {n} for {e164} but no such contact exists"
+            ))
+        })?;
+        Ok(Some(contact.external_id))
     }
 
     fn email_owner(&self, agent: &str, key: &str) -> Result<Option<String>, StoreError> {
@@ -292,6 +316,24 @@ fn load_schema(
     Ok(Schema::new(agent_attributes(&table, agent_id)?, rules))
 }
 
+/// The stored values of defined, active attributes with `raw` on top (a `null`
+/// clears): what a write whose attributes update only themselves types. Archived
+/// values are left out here and kept by the typing.
+fn merged_attributes(
+    schema: &Schema,
+    existing: Option<&BTreeMap<String, AttrValue>>,
+    raw: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
+    let mut merged: BTreeMap<String, Value> = existing
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| schema.definition(name).is_some_and(|d| !d.archived))
+        .map(|(name, value)| (name.clone(), value.to_json()))
+        .collect();
+    merged.extend(raw.iter().map(|(k, v)| (k.clone(), v.clone())));
+    merged
+}
+
 /// Writes the definitions a request made on the fly.
 fn save_created(txn: &Txn, agent_id: &str, schema: &Schema) -> Result<(), StoreError> {
     for def in schema.created() {
@@ -436,7 +478,7 @@ impl<'txn> Batch<'txn> {
         let mark = (self.schema.mark(), self.tags.mark(), self.lists.mark());
         let attributes = entry.custom_attributes.as_ref().map(|raw| {
             let existing = current.map(|c| &c.custom_attributes);
-            let merged = self.import_values(raw, existing);
+            let merged = self.values_to_type(raw, existing, entry.merge_attributes);
             let raw = merged.as_ref().unwrap_or(raw);
             self.schema
                 .type_values(raw, existing, "custom_attributes", self.now, &mut invalid)
@@ -509,34 +551,27 @@ impl<'txn> Batch<'txn> {
         self.lists.roll_back(lists);
     }
 
-    /// For an import row: defines the declared attributes the row has values for
-    /// (under `define`), and with `merge_attributes` returns the values to type — the
-    /// stored ones of defined, active attributes with the row's on top (a `null`
-    /// clears). `None` means: type the row's values as they are.
-    fn import_values(
+    /// Defines the declared attributes an import row has values for (under `define`),
+    /// and when the entry's attributes update only themselves (`merge`, or a CSV
+    /// import) returns the values to type (see [`merged_attributes`]). `None` means:
+    /// type the entry's values as they are.
+    fn values_to_type(
         &mut self,
         raw: &BTreeMap<String, Value>,
         existing: Option<&BTreeMap<String, AttrValue>>,
+        merge: bool,
     ) -> Option<BTreeMap<String, Value>> {
-        let mode = self.import.as_ref()?;
-        if self.schema.rules().unknown == UnknownPolicy::Define {
-            for (name, value) in raw {
-                if let Some(kind) = mode.declared.get(name).filter(|_| !value.is_null()) {
-                    self.schema.declare(name, *kind, self.now);
+        if let Some(mode) = &self.import {
+            if self.schema.rules().unknown == UnknownPolicy::Define {
+                for (name, value) in raw {
+                    if let Some(kind) = mode.declared.get(name).filter(|_| !value.is_null()) {
+                        self.schema.declare(name, *kind, self.now);
+                    }
                 }
             }
         }
-        if !mode.merge_attributes {
-            return None;
-        }
-        let mut merged: BTreeMap<String, Value> = existing
-            .into_iter()
-            .flatten()
-            .filter(|(name, _)| self.schema.definition(name).is_some_and(|d| !d.archived))
-            .map(|(name, value)| (name.clone(), value.to_json()))
-            .collect();
-        merged.extend(raw.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Some(merged)
+        let merge = merge || self.import.as_ref().is_some_and(|m| m.merge_attributes);
+        merge.then(|| merged_attributes(&self.schema, existing, raw))
     }
 
     /// Writes everything planned.
@@ -613,6 +648,47 @@ pub fn upsert(
     Ok(outcome)
 }
 
+/// Pabbly's `POST /contacts`: each entry matched on its phone number (the agent's oldest
+/// contact with it, or one an earlier entry created) and created, updated or left
+/// alone on its own; entries that fail change nothing, the others are written.
+pub fn save_by_phone(
+    txn: &Txn,
+    agent_id: &str,
+    entries: Vec<PhoneWrite>,
+    rules: WriteRules,
+    now: i64,
+) -> Result<Vec<PhoneOutcome>, StoreError> {
+    let mut batch = Batch::open(txn, agent_id, OnDuplicate::Update, rules, now)?;
+    let mut created: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let owner = match created.get(&entry.phone) {
+            Some(ext) => Some(ext.clone()),
+            None => batch.tables.phone_owner(agent_id, &entry.phone)?,
+        };
+        if owner.is_some() && !entry.overwrite {
+            out.push(PhoneOutcome::Exists);
+            continue;
+        }
+        let mut input = entry.input;
+        input.external_id = Field::Set(owner.unwrap_or_else(ids::new_external_id));
+        out.push(match batch.plan(&input)? {
+            Ok(Planned::Created(contact)) => {
+                created.insert(entry.phone, contact.external_id.clone());
+                PhoneOutcome::Created(contact)
+            }
+            Ok(Planned::Updated(contact) | Planned::Skipped(contact)) => {
+                PhoneOutcome::Updated(contact)
+            }
+            Err(Rejected::Invalid(issues) | Rejected::Conflict(issues)) => {
+                PhoneOutcome::Failed(issues)
+            }
+        });
+    }
+    batch.finish(txn)?;
+    Ok(out)
+}
+
 /// One chunk of an import: each row upserted in order on its own; a row that fails is
 /// left out, changes nothing (not even attribute definitions) and is reported; the
 /// others are written. See [`ImportMode`] for how rows differ from `POST /contacts`.
@@ -679,8 +755,12 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     }
     let mut invalid = Issues::new();
     let attributes = req.input.custom_attributes.as_ref().map(|raw| {
+        let merged = req
+            .input
+            .merge_attributes
+            .then(|| merged_attributes(&schema, Some(&current.custom_attributes), raw));
         schema.type_values(
-            raw,
+            merged.as_ref().unwrap_or(raw),
             Some(&current.custom_attributes),
             "custom_attributes",
             now,

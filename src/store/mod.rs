@@ -65,6 +65,29 @@ pub struct UpsertOutcome {
     pub skipped: u64,
 }
 
+/// One contact of a write keyed by phone number (Pabbly's `POST /contacts`).
+#[derive(Debug, Clone)]
+pub struct PhoneWrite {
+    /// The number in E.164; the contact it names is the agent's oldest with it.
+    pub phone: String,
+    /// The fields sent (no external id: a new contact gets a generated one).
+    pub input: ContactInput,
+    /// Whether a contact that exists is updated; otherwise the entry fails.
+    pub overwrite: bool,
+}
+
+/// What became of one [`PhoneWrite`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum PhoneOutcome {
+    Created(Contact),
+    Updated(Contact),
+    /// A contact has the number and the entry did not ask to overwrite it.
+    Exists,
+    /// The entry's values do not fit (wrong type, unknown tag under `reject`, an email
+    /// another contact holds); nothing of it was written.
+    Failed(Issues),
+}
+
 /// One row of an import: where it is in the file, and the contact it asks for.
 #[derive(Debug, Clone)]
 pub struct ImportRow {
@@ -188,6 +211,15 @@ pub trait Store: Send + Sync + 'static {
         rules: WriteRules,
         now: i64,
     ) -> StoreFuture<UpsertOutcome>;
+    /// Entries keyed by phone number, in order, in one transaction: each is created,
+    /// updated or left alone on its own (see [`PhoneOutcome`]).
+    fn save_by_phone(
+        &self,
+        agent: String,
+        entries: Vec<PhoneWrite>,
+        rules: WriteRules,
+        now: i64,
+    ) -> StoreFuture<Vec<PhoneOutcome>>;
     /// One chunk of an import, in one transaction: rows that fail are left out (and
     /// change nothing) and are reported, the others written.
     fn import_contacts(

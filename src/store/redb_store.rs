@@ -32,7 +32,7 @@ use super::wal::{self, Log};
 use super::writer::{Txn, WalSetup, Writer};
 use super::{
     ContactPage, EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
-    Relabel, Store, StoreError, StoreFuture, Targets, UpsertOutcome,
+    PhoneOutcome, PhoneWrite, Relabel, Store, StoreError, StoreFuture, Targets, UpsertOutcome,
 };
 use crate::domain::attribute::too_many_definitions;
 use crate::domain::attribute::AttributeChange;
@@ -711,6 +711,17 @@ impl Store for RedbStore {
             }
             Ok(next)
         })
+    }
+
+    fn save_by_phone(
+        &self,
+        agent: String,
+        entries: Vec<PhoneWrite>,
+        rules: WriteRules,
+        now: i64,
+    ) -> StoreFuture<Vec<PhoneOutcome>> {
+        self.writer
+            .submit(move |txn| contacts::save_by_phone(txn, &agent, entries, rules, now))
     }
 
     fn labels(&self, agent: &str, kind: LabelKind) -> Result<Vec<Label>, StoreError> {

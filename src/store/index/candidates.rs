@@ -68,7 +68,9 @@ pub(super) fn candidates(
                 Candidates::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
             }
             ("phone", Op::Eq(key)) => Candidates::Ids(snap.by_phone(agent, &text(key))?),
-            ("email" | "external_id", _) | (_, Op::Exists(false)) => Candidates::Unindexed,
+            ("email" | "external_id", _) | (_, Op::Exists(false) | Op::Contains(_)) => {
+                Candidates::Unindexed
+            }
             (_, op) => {
                 let field_start = keys::prefix(&[agent.as_bytes(), field.as_bytes()]);
                 let field_end = keys::prefix_end(&field_start);
@@ -83,7 +85,8 @@ pub(super) fn candidates(
                     Op::Cmp(Cmp::Gte, key) => (at(key), field_end, false),
                     Op::Cmp(Cmp::Lt, key) => (field_start, at(key), false),
                     Op::Cmp(Cmp::Lte, key) => (field_start, keys::prefix_end(&at(key)), false),
-                    Op::Exists(_) => (field_start, field_end, false),
+                    // Substrings are matched before this arm; what holds one has a value.
+                    Op::Exists(_) | Op::Contains(_) => (field_start, field_end, false),
                 };
                 let cap = if streamable {
                     streamable_cap
