@@ -391,19 +391,24 @@ fn parse_filter(
     let kind = field_kind(field, schema).ok_or_else(|| {
         format!("unknown field \"{field}\": use a core field ({}) or a defined custom_attributes.<name>", CORE_FIELDS.join(", "))
     })?;
-    if let (Kind::Names(_), None) = (kind, op) {
-        let names: Vec<Filter> = value
+    if let (Kind::Names(names_kind), None) = (kind, op) {
+        let names: Vec<&str> = value
             .split(',')
-            .filter(|n| !n.trim().is_empty())
-            .map(|n| Filter {
-                field: field.to_owned(),
-                op: Op::Eq(label::fold(n.trim()).into_bytes()),
-            })
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
             .collect();
         if names.is_empty() {
             return Err("must name at least one".into());
         }
-        return Ok(names);
+        // Every contact is in the list `all`: naming it filters nothing.
+        return Ok(names
+            .into_iter()
+            .filter(|n| !(names_kind == LabelKind::List && label::is_all(n)))
+            .map(|n| Filter {
+                field: field.to_owned(),
+                op: Op::Eq(label::fold(n).into_bytes()),
+            })
+            .collect());
     }
     if !kind.sortable() && op.is_some() {
         return Err(format!("\"{field}\" takes only filter[{field}]=value"));
