@@ -34,7 +34,7 @@ fn push_lower(buf: &mut String, text: &str) {
 
 /// Calls `f` with every word a search term may be a prefix of: external id (whole and
 /// its words), name words, email (whole address, local part, domain, and their words),
-/// phone digits (see `phone_terms`). Words are lower-cased and may repeat; `f` returns
+/// phone digits (see `phone_terms`) and the digits of its E.164 form. Words are lower-cased and may repeat; `f` returns
 /// `false` to stop early. Words are built in one reused buffer.
 pub fn visit_terms(contact: &Contact, f: &mut dyn FnMut(&str) -> bool) -> bool {
     let mut buf = String::new();
@@ -76,9 +76,16 @@ pub fn visit_terms(contact: &Contact, f: &mut dyn FnMut(&str) -> bool) -> bool {
         }
     }
     if let Some(phone) = &contact.phonenumber {
-        return phone_terms(phone, f);
+        if !phone_terms(phone, f) {
+            return false;
+        }
     }
-    true
+    // The number's digits in E.164 too, so that `+1 555 123 4567` finds a number
+    // stored as `(555) 123-4567`.
+    match contact.phone.as_deref().and_then(|p| p.strip_prefix('+')) {
+        Some(digits) => f(digits),
+        None => true,
+    }
 }
 
 /// The digits of a phone number from the start of each of its digit groups to the end,
@@ -438,6 +445,15 @@ mod tests {
         let want: BTreeSet<String> = want.into_iter().map(String::from).collect();
         assert_eq!(phone_words("+44 20 7946 0958"), want);
         assert!(phone_words("no digits").is_empty());
+    }
+
+    #[test]
+    fn a_national_number_is_found_by_its_international_digits() {
+        let mut c = contact("x", "y@z.co", "(555) 123-4567");
+        let q = |s: &str| vec![normalise_term(s)];
+        assert!(!matches_terms(&c, &q("+1555123")));
+        c.phone = Some("+15551234567".into());
+        assert!(matches_terms(&c, &q("+1555123")));
     }
 
     #[test]
