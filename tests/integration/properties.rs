@@ -248,26 +248,34 @@ fn query_contact() -> impl Strategy<Value = Value> {
         proptest::option::of(0i64..5),
         proptest::option::of(any::<bool>()),
         proptest::option::of(prop_oneof![Just("pro"), Just("Basic")]),
+        (
+            proptest::sample::subsequence(vec!["VIP", "beta", "vip"], 0..=3),
+            proptest::sample::subsequence(vec!["news", "Q3"], 0..=2),
+            proptest::option::of(any::<bool>()),
+        ),
     )
-        .prop_map(|(first, last, domain, ltv, vip, plan)| {
-            let name = match (first, last) {
-                (Some(f), Some(l)) => Value::String(format!("{f} {l}")),
-                (Some(f), None) => Value::String(f.to_owned()),
-                (None, Some(l)) => Value::String(l.to_owned()),
-                (None, None) => Value::Null,
-            };
-            let mut attrs = serde_json::Map::new();
-            if let Some(v) = ltv {
-                attrs.insert("ltv".into(), json!(v));
-            }
-            if let Some(v) = vip {
-                attrs.insert("vip".into(), json!(v));
-            }
-            if let Some(v) = plan {
-                attrs.insert("plan".into(), json!(v));
-            }
-            json!({"name": name, "custom_attributes": attrs, "domain": domain})
-        })
+        .prop_map(
+            |(first, last, domain, ltv, vip, plan, (tags, lists, optin))| {
+                let name = match (first, last) {
+                    (Some(f), Some(l)) => Value::String(format!("{f} {l}")),
+                    (Some(f), None) => Value::String(f.to_owned()),
+                    (None, Some(l)) => Value::String(l.to_owned()),
+                    (None, None) => Value::Null,
+                };
+                let mut attrs = serde_json::Map::new();
+                if let Some(v) = ltv {
+                    attrs.insert("ltv".into(), json!(v));
+                }
+                if let Some(v) = vip {
+                    attrs.insert("vip".into(), json!(v));
+                }
+                if let Some(v) = plan {
+                    attrs.insert("plan".into(), json!(v));
+                }
+                json!({"name": name, "custom_attributes": attrs, "domain": domain,
+                   "tags": tags, "lists": lists, "optin": optin})
+            },
+        )
 }
 
 fn query_params() -> impl Strategy<Value = Vec<(String, String)>> {
@@ -296,6 +304,11 @@ fn query_params() -> impl Strategy<Value = Vec<(String, String)>> {
         Just(("filter[custom_attributes.ltv]", "2")),
         Just(("filter[email]", "P3@acme.com")),
         Just(("filter[external_id]", "e05")),
+        Just(("filter[tags]", "vip")),
+        Just(("filter[tags]", "VIP,beta")),
+        Just(("filter[lists]", "news")),
+        Just(("filter[optin]", "true")),
+        Just(("filter[source]", "api")),
     ];
     let q = prop_oneof![
         Just(""),
@@ -379,7 +392,8 @@ proptest! {
             store.create_agent(agent).await.unwrap();
             let mut issues = Issues::new();
             let entries: Vec<ContactInput> = specs.iter().enumerate().map(|(i, spec)| {
-                let mut body = json!({"external_id": format!("e{i:02}"), "name": spec["name"], "custom_attributes": spec["custom_attributes"]});
+                let mut body = json!({"external_id": format!("e{i:02}"), "name": spec["name"], "custom_attributes": spec["custom_attributes"],
+                    "tags": spec["tags"], "lists": spec["lists"], "optin": spec["optin"]});
                 if let Some(domain) = spec["domain"].as_str() {
                     body["email"] = json!(format!("p{i}@{domain}"));
                 }
