@@ -124,6 +124,22 @@ pub struct Resolved {
 }
 
 impl Contact {
+    /// The contact's tags or lists.
+    pub fn labels(&self, kind: LabelKind) -> &[String] {
+        match kind {
+            LabelKind::Tag => &self.tags,
+            LabelKind::List => &self.lists,
+        }
+    }
+
+    /// The contact's tags or lists, to change.
+    pub fn labels_mut(&mut self, kind: LabelKind) -> &mut Vec<String> {
+        match kind {
+            LabelKind::Tag => &mut self.tags,
+            LabelKind::List => &mut self.lists,
+        }
+    }
+
     /// The email in the form the per-agent uniqueness index uses.
     pub fn email_key(&self) -> Option<String> {
         self.email.as_deref().map(email_key)

@@ -88,11 +88,14 @@ fn national(region: Region, digits: &str) -> Option<String> {
     }
 }
 
-/// The E.164 form of a parse and whether it is a valid number.
+/// The E.164 form of a parse and whether it is a valid number. A reading whose E.164
+/// form does not read back as itself (the parser dropped digits it could not place,
+/// as in `+310001`) is no reading: one number must always have one form.
 fn parse(region: Option<country::Id>, text: &str) -> Option<(String, bool)> {
     let number = phonenumber::parse(region, text).ok()?;
     let e164 = number.format().mode(Mode::E164).to_string();
-    Some((e164, number.is_valid()))
+    let again = phonenumber::parse(None, &e164).ok()?;
+    (again.format().mode(Mode::E164).to_string() == e164).then(|| (e164, number.is_valid()))
 }
 
 /// The country calling code of an E.164 number (`91` for `+919179897123`).
@@ -158,6 +161,11 @@ mod tests {
                 "{text} under {region:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_reading_that_drops_digits_is_none() {
+        assert_eq!(rules(None).e164("310001"), None);
     }
 
     #[test]

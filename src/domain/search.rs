@@ -272,12 +272,10 @@ pub fn sort_entries(contact: &Contact) -> Vec<(String, Vec<u8>)> {
             .iter()
             .filter_map(|f| sort_key(contact, f).map(|k| ((*f).to_owned(), k))),
     );
-    for (kind, names) in [
-        (LabelKind::Tag, &contact.tags),
-        (LabelKind::List, &contact.lists),
-    ] {
+    for kind in [LabelKind::Tag, LabelKind::List] {
         out.extend(
-            names
+            contact
+                .labels(kind)
                 .iter()
                 .map(|name| (kind.field().to_owned(), label::fold(name).into_bytes())),
         );
@@ -298,15 +296,9 @@ pub fn counted_fields(contact: &Contact) -> BTreeSet<String> {
         .filter(|(f, _)| f != "tags" && f != "lists" && !FILTER_ONLY_FIELDS.contains(&f.as_str()))
         .map(|(f, _)| f)
         .collect();
-    for (kind, names) in [
-        (LabelKind::Tag, &contact.tags),
-        (LabelKind::List, &contact.lists),
-    ] {
-        out.extend(
-            names
-                .iter()
-                .map(|n| label_count_field(kind, &label::fold(n))),
-        );
+    for kind in [LabelKind::Tag, LabelKind::List] {
+        let names = contact.labels(kind).iter();
+        out.extend(names.map(|n| label_count_field(kind, &label::fold(n))));
     }
     out
 }

@@ -154,7 +154,9 @@ pub fn expect_email(contact: Contact, email: &str) -> Result<Contact, StoreError
 pub fn decode_legacy_contact(agent: &str, bytes: &[u8]) -> Result<Contact, StoreError> {
     match bytes.split_first() {
         Some((&CONTACT_V2, body)) => decode_body::<v3::Contact>("contact v2", body).map(Into::into),
-        Some((&CONTACT_V1, body)) => decode_body::<v1::Contact>("contact v1", body).map(Into::into),
+        Some((&CONTACT_V1, body)) => {
+            decode_body::<v1::Contact>("contact v1", body).map(|c| v3::Contact::from(c).into())
+        }
         _ => decode_contact(agent, bytes),
     }
 }
@@ -170,15 +172,15 @@ mod v3 {
 
     #[derive(Serialize, Deserialize)]
     pub struct Contact {
-        id: u64,
-        external_id: String,
-        name: Option<String>,
-        email: Option<String>,
-        phonenumber: Option<String>,
-        stripe_accounts: Vec<StripeAccount>,
-        custom_attributes: BTreeMap<String, AttrValue>,
-        created_at: i64,
-        updated_at: i64,
+        pub id: u64,
+        pub external_id: String,
+        pub name: Option<String>,
+        pub email: Option<String>,
+        pub phonenumber: Option<String>,
+        pub stripe_accounts: Vec<StripeAccount>,
+        pub custom_attributes: BTreeMap<String, AttrValue>,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 
     /// A record as builds before schema 6 wrote it, for tests of their data dirs.
@@ -262,17 +264,13 @@ mod v1 {
         updated_at: i64,
     }
 
-    impl From<Contact> for crate::domain::Contact {
+    impl From<Contact> for super::v3::Contact {
         fn from(c: Contact) -> Self {
             Self {
                 id: c.id,
                 external_id: c.external_id,
                 name: c.name,
                 email: c.email,
-                phone: c
-                    .phonenumber
-                    .as_deref()
-                    .and_then(|p| crate::domain::phone::PhoneRules::default().e164(p)),
                 phonenumber: c.phonenumber,
                 stripe_accounts: c
                     .stripe_accounts
@@ -296,11 +294,6 @@ mod v1 {
                         (k, v)
                     })
                     .collect(),
-                tags: Vec::new(),
-                lists: Vec::new(),
-                optin: None,
-                incoming_blocked: None,
-                source: crate::domain::Source::Api,
                 created_at: c.created_at,
                 updated_at: c.updated_at,
             }

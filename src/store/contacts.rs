@@ -935,16 +935,13 @@ pub fn relabel(
         {
             continue;
         }
-        let names = match kind {
-            LabelKind::Tag => &contact.tags,
-            LabelKind::List => &contact.lists,
-        };
+        let names = contact.labels(kind);
         let had = |folded: &str| {
             names
                 .iter()
                 .position(|n| crate::domain::label::fold(n) == folded)
         };
-        let mut next_names = names.clone();
+        let mut next_names = names.to_vec();
         match (&gone, &put) {
             (Some(from), Some(to)) => match had(from) {
                 Some(i) => next_names[i].clone_from(to),
@@ -964,14 +961,11 @@ pub fn relabel(
             }
             (None, None) => continue,
         }
-        if &next_names == names {
+        if next_names == names {
             continue;
         }
         let mut next = contact.clone();
-        match kind {
-            LabelKind::Tag => next.tags = next_names,
-            LabelKind::List => next.lists = next_names,
-        }
+        *next.labels_mut(kind) = next_names;
         next.updated_at = now.max(contact.updated_at);
         pairs.push((Some(contact), Some(next)));
     }

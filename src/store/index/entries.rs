@@ -108,15 +108,8 @@ pub fn count(pairs: &[(Option<Contact>, Option<Contact>)], counts: &mut HashMap<
         }
         for kind in [LabelKind::Tag, LabelKind::List] {
             let names = |c: &Option<Contact>| -> Vec<String> {
-                c.as_ref()
-                    .map(|c| match kind {
-                        LabelKind::Tag => &c.tags,
-                        LabelKind::List => &c.lists,
-                    })
-                    .into_iter()
-                    .flatten()
-                    .map(|n| label::fold(n))
-                    .collect()
+                let names = c.iter().flat_map(|c| c.labels(kind));
+                names.map(|n| label::fold(n)).collect()
             };
             let (was, is) = (names(before), names(after));
             for (mine, other, delta) in [(&was, &is, -1), (&is, &was, 1)] {
