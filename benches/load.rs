@@ -14,7 +14,11 @@
 //!   1% of the contacts (`ltv` is uniform below 20000).
 //!
 //! - (s) one client following `next_cursor` to page 10,000, comparing the first and the
-//!   last 100 pages.
+//!   last 100 pages;
+//! - (t) 8 clients looking contacts up by phone number in another formatting than the
+//!   one stored (`filter[phonenumber]=1AAABBBCCCC` for `+1 AAA BBB CCCC`);
+//! - (u) 8 clients listing the first page of a list holding 1% of the contacts
+//!   (`filter[lists]=promo`; every 100th preloaded contact is put in it first).
 //!
 //! `CONTACTD_BENCH_PHASES=a,b,o` runs only the phases with those letters;
 //! `CONTACTD_BENCH_SETTLE_SECS=60` waits that long after the preload, so that the index
@@ -58,6 +62,8 @@ enum Kind {
     List(&'static str),
     /// `filter[email]=` a random preloaded contact's email.
     EmailLookup,
+    /// `filter[phonenumber]=` a random preloaded contact's number, digits only.
+    PhoneLookup,
     /// `GET /contacts?` with this query string, following `next_cursor` page after page
     /// (from the first page again after the last).
     CursorWalk(&'static str),
@@ -71,7 +77,7 @@ struct Phase {
     max_requests: u64,
 }
 
-const PHASES: [Phase; 18] = [
+const PHASES: [Phase; 20] = [
     Phase {
         label: "(a) new contacts, 1000/request",
         kind: Kind::NewBatches,
@@ -144,6 +150,16 @@ const PHASES: [Phase; 18] = [
         "(r) filter matching 1%",
         "per_page=50&filter%5Bcustom_attributes.ltv%5D%5Bgte%5D=19800",
     ),
+    Phase {
+        label: "(t) phone lookup (filter[phonenumber])",
+        kind: Kind::PhoneLookup,
+        clients: 8,
+        max_requests: 200_000,
+    },
+    list_phase(
+        "(u) list filter matching 1%",
+        "per_page=50&filter%5Blists%5D=promo",
+    ),
 ];
 
 /// A phase of 8 clients repeating one list query.
@@ -164,6 +180,7 @@ impl Kind {
             | Self::Reads
             | Self::List(_)
             | Self::EmailLookup
+            | Self::PhoneLookup
             | Self::CursorWalk(_) => 1,
         }
     }
@@ -175,6 +192,7 @@ impl Kind {
             | Self::Reads
             | Self::List(_)
             | Self::EmailLookup
+            | Self::PhoneLookup
             | Self::CursorWalk(_) => "requests/s",
         }
     }
@@ -233,6 +251,19 @@ fn main() {
             settle.as_secs()
         );
         std::thread::sleep(settle);
+    }
+    if wanted("(u)") {
+        let members: Vec<String> = (0..workload.preloaded())
+            .step_by(100)
+            .map(|i| workload.external_id(i))
+            .collect();
+        let filled = rt.block_on(async {
+            let mut conn = server.connect().await;
+            conn.fill_list("promo", &members).await
+        });
+        if let Err(err) = filled {
+            println!("load: cannot fill the list of phase (u): {err}");
+        }
     }
     for (number, phase) in PHASES.iter().enumerate() {
         if wanted(phase.label) {
@@ -421,6 +452,15 @@ async fn run_client(
                     "filter%5Bemail%5D={}",
                     email.replace('@', "%40").replace('+', "%2B")
                 ))
+            }
+            Kind::PhoneLookup => {
+                let index = rng.random_range(0..workload.preloaded());
+                let phone = workload.contact(index, 0)["phonenumber"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+                Call::List(format!("filter%5Bphonenumber%5D={digits}"))
             }
         };
         let sent = Instant::now();

@@ -9,10 +9,22 @@ const CORE_COLUMNS = [
   ["name", "Name"],
   ["email", "Email"],
   ["phonenumber", "Phone"],
+  ["tags", "Tags"],
+  ["lists", "Lists"],
+  ["optin", "Opt-in"],
+  ["incoming_blocked", "Blocked"],
+  ["source", "Source"],
   ["created_at", "Created"],
   ["updated_at", "Updated"],
 ];
-const DEFAULT_CORE = ["external_id", "name", "email", "phonenumber", "updated_at"];
+const DEFAULT_CORE = ["external_id", "name", "email", "phonenumber", "tags", "optin", "incoming_blocked", "updated_at"];
+// Columns the server cannot sort by: their headers are not sort buttons.
+const UNSORTABLE = ["tags", "lists", "optin", "incoming_blocked", "source"];
+// Columns added after column choices were first saved: a saved choice that never
+// offered them shows the default ones among them.
+const LATER_COLUMNS = ["tags", "lists", "optin", "incoming_blocked", "source"];
+// Most external ids one request may add to a list.
+const LIST_BATCH = 1000;
 
 const state = {
   key: sessionStorage.getItem(KEY),
@@ -20,6 +32,11 @@ const state = {
   agent: null,
   attributes: [],
   q: "",
+  filterTags: [], // names: contacts carrying all of them
+  filterList: null, // a list name, or null for every contact
+  tags: [], // the agent's tags: {name, count}
+  lists: [], // the agent's lists: {name, count}
+  selected: new Set(), // external ids of the selected contacts (kept across pages)
   sort: "created_at",
   desc: false,
   perPage: 25,
@@ -85,10 +102,36 @@ function message(reply) {
   return (reply.body && reply.body.message) || `The server answered ${reply.status}.`;
 }
 
+/** The message with the issues it names, for the status line. */
+function problem(reply) {
+  const issues = (reply.body && reply.body.issues) || [];
+  if (!issues.length) return message(reply);
+  return `${message(reply)}: ${issues.map((i) => `${i.field} ${i.message}`).join("; ")}`;
+}
+
+/** Names typed as "a, b ,c": trimmed, empty ones left out, each once (case-insensitively). */
+function splitNames(text) {
+  const seen = new Set();
+  return text
+    .split(",")
+    .map((n) => n.trim())
+    .filter((n) => n && !seen.has(n.toLowerCase()) && seen.add(n.toLowerCase()));
+}
+
+/** Whether search text is a phone number: digits, spaces and + - ( ) . with 7+ digits. */
+function isPhone(text) {
+  return /^[\d\s+\-().]+$/.test(text) && text.replace(/\D/g, "").length >= 7;
+}
+
 function formatValue(column, contact) {
   if (column === "created_at" || column === "updated_at") {
     return new Date(contact[column] * 1000).toLocaleString();
   }
+  if (column === "optin" || column === "incoming_blocked") {
+    const flag = contact[column];
+    return flag === true ? "yes" : flag === false ? "no" : "—";
+  }
+  if (Array.isArray(contact[column])) return contact[column].join(", ");
   const value = column.startsWith("custom_attributes.")
     ? contact.custom_attributes[column.slice(18)]
     : contact[column];
@@ -133,10 +176,14 @@ async function openAgent() {
   sessionStorage.setItem(AGENT, state.agent);
   state.q = "";
   $("search").value = "";
+  state.filterTags = [];
+  state.filterList = null;
+  state.selected.clear();
   state.sort = "created_at";
   state.desc = false;
   resetPages();
   await loadAttributes();
+  await loadLabels();
   show("view-contacts");
   await loadContacts();
 }
@@ -154,16 +201,24 @@ function availableColumns() {
   return [...CORE_COLUMNS, ...attrs];
 }
 
+function storedList(key) {
+  try {
+    const value = JSON.parse(localStorage.getItem(key));
+    return Array.isArray(value) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
 function visibleColumns() {
   const available = availableColumns().map(([id]) => id);
-  let chosen = null;
-  try {
-    chosen = JSON.parse(localStorage.getItem(columnsKey()));
-  } catch {
-    chosen = null;
-  }
-  if (!Array.isArray(chosen)) {
+  let chosen = storedList(columnsKey());
+  if (!chosen) {
     chosen = [...DEFAULT_CORE, ...available.filter((c) => c.startsWith("custom_attributes.")).slice(0, 4)];
+  } else {
+    // Default columns the chooser did not offer when the choice was saved are shown.
+    const offered = storedList(`${columnsKey()}.offered`) || available.filter((c) => !LATER_COLUMNS.includes(c));
+    chosen = [...chosen, ...DEFAULT_CORE.filter((c) => !offered.includes(c))];
   }
   return available.filter((c) => chosen.includes(c));
 }
@@ -179,6 +234,7 @@ function renderColumnChooser() {
       box.addEventListener("change", () => {
         const chosen = [...list.querySelectorAll("input:checked")].map((i) => i.value);
         localStorage.setItem(columnsKey(), JSON.stringify(chosen));
+        localStorage.setItem(`${columnsKey()}.offered`, JSON.stringify(availableColumns().map(([c]) => c)));
         renderTable(state.lastContacts || []);
       });
       return el("label", { for: `col-${id}` }, box, label);
@@ -195,9 +251,24 @@ function resetPages() {
   state.total = null;
 }
 
+/** The current search and filters in the form of a list change's `query`: a search
+ * that looks like a phone number finds the number in any formatting. */
+function currentQuery() {
+  const query = {};
+  const filter = {};
+  if (isPhone(state.q)) filter.phonenumber = state.q;
+  else if (state.q) query.q = state.q;
+  if (state.filterTags.length) filter.tags = state.filterTags.join(",");
+  if (state.filterList) filter.lists = state.filterList;
+  if (Object.keys(filter).length) query.filter = filter;
+  return query;
+}
+
 function listQuery(extra = {}) {
   const params = new URLSearchParams();
-  if (state.q) params.set("q", state.q);
+  const query = currentQuery();
+  if (query.q) params.set("q", query.q);
+  for (const [field, value] of Object.entries(query.filter || {})) params.set(`filter[${field}]`, value);
   params.set("sort", (state.desc ? "-" : "") + state.sort);
   for (const [k, v] of Object.entries(extra)) params.set(k, v);
   return params;
@@ -229,7 +300,7 @@ async function loadContacts() {
   if (seq !== state.seq) return; // a newer request is on its way
   if (reply.status === 401) return signOut();
   if (reply.status !== 200) {
-    status(message(reply), true);
+    status(problem(reply), true);
     $("total").textContent = "";
     $("prev").disabled = state.page === 0;
     return;
@@ -251,8 +322,19 @@ async function loadContacts() {
 function renderTable(contacts) {
   const columns = visibleColumns();
   const labels = Object.fromEntries(availableColumns());
+  const pageBox = el("input", { type: "checkbox", id: "select-page", "aria-label": "Select every contact on this page" });
+  pageBox.addEventListener("change", () => {
+    for (const contact of contacts) {
+      if (pageBox.checked) state.selected.add(contact.external_id);
+      else state.selected.delete(contact.external_id);
+    }
+    for (const box of $("contacts-body").querySelectorAll("td.select input")) box.checked = pageBox.checked;
+    renderSelection();
+  });
   $("contacts-head").replaceChildren(
+    el("th", { scope: "col", class: "select" }, pageBox),
     ...columns.map((column) => {
+      if (UNSORTABLE.includes(column)) return el("th", { scope: "col", text: labels[column] });
       const sorted = state.sort === column;
       const th = el("th", { scope: "col" });
       if (sorted) th.setAttribute("aria-sort", state.desc ? "descending" : "ascending");
@@ -263,9 +345,20 @@ function renderTable(contacts) {
   $("contacts-body").replaceChildren(
     ...contacts.map((contact) => {
       const row = el("tr", { onclick: () => openContact(contact) });
+      const box = el("input", { type: "checkbox", "aria-label": `Select ${contact.external_id}`, value: contact.external_id });
+      box.checked = state.selected.has(contact.external_id);
+      box.addEventListener("change", () => {
+        if (box.checked) state.selected.add(contact.external_id);
+        else state.selected.delete(contact.external_id);
+        renderSelection();
+      });
+      // Clicks in the selection cell select; they do not open the contact.
+      row.append(el("td", { class: "select", onclick: (e) => e.stopPropagation() }, box));
       columns.forEach((column, i) => {
         const text = formatValue(column, contact);
-        if (i === 0) {
+        if ((column === "tags" || column === "lists") && i > 0) {
+          row.append(el("td", { title: text }, ...contact[column].map((name) => el("span", { class: "chip", text: name }))));
+        } else if (i === 0) {
           const open = el("button", { type: "button", class: "row-open", text: text || contact.id });
           open.addEventListener("click", (e) => {
             e.stopPropagation();
@@ -279,11 +372,31 @@ function renderTable(contacts) {
       return row;
     }),
   );
+  state.pageContacts = contacts;
+  renderSelection();
   const empty = $("contacts-empty");
   empty.hidden = contacts.length > 0;
-  empty.textContent = state.q
-    ? `No contact matches “${state.q}”.`
-    : "No contacts yet. Add one, or import a file.";
+  const filtered = state.filterTags.length > 0 || state.filterList !== null;
+  const within = filtered ? " with these filters" : "";
+  if (isPhone(state.q)) empty.textContent = `No contact has the phone number “${state.q}”${within}.`;
+  else if (state.q) empty.textContent = `No contact matches “${state.q}”${within}.`;
+  else if (filtered) empty.textContent = "No contact matches these filters.";
+  else empty.textContent = "No contacts yet. Add one, or import a file.";
+}
+
+/** The selection count, its buttons and the page's select-all box. */
+function renderSelection() {
+  const n = state.selected.size;
+  $("selection-count").textContent = n ? `${n} contact${n === 1 ? "" : "s"} selected` : "No contacts selected";
+  $("selection-clear").hidden = n === 0;
+  $("add-selected").disabled = n === 0;
+  $("add-selected").textContent = n ? `Add selected (${n})` : "Add selected";
+  const pageBox = $("select-page");
+  if (!pageBox) return;
+  const onPage = (state.pageContacts || []).filter((c) => state.selected.has(c.external_id)).length;
+  const all = (state.pageContacts || []).length;
+  pageBox.checked = all > 0 && onPage === all;
+  pageBox.indeterminate = onPage > 0 && onPage < all;
 }
 
 function sortBy(column) {
@@ -309,6 +422,7 @@ function showIssues(form, issues, fallback) {
     // users[0].email, data.custom_attributes.ltv, stripe_accounts[1].stripe_email
     let field = issue.field.replace(/^(users|contacts)\[\d+\]\./, "").replace(/^data\./, "");
     if (field.startsWith("stripe_accounts")) field = "stripe_accounts";
+    field = field.replace(/^(tags|lists)\[\d+\]$/, "$1");
     const target = form.querySelector(`.field-error[data-for="${CSS.escape(field)}"]`);
     if (target) {
       target.textContent = target.textContent ? `${target.textContent} ${issue.message}` : issue.message;
@@ -381,6 +495,15 @@ function openContact(contact) {
   for (const field of ["external_id", "name", "email", "phonenumber"]) {
     $(`f-${field}`).value = contact ? contact[field] || "" : "";
   }
+  $("f-tags").value = contact ? contact.tags.join(", ") : "";
+  $("f-lists").value = contact ? contact.lists.join(", ") : "";
+  for (const flag of ["optin", "incoming_blocked"]) {
+    const value = contact ? contact[flag] : null;
+    $(`f-${flag}`).value = value === true || value === false ? String(value) : "";
+  }
+  const source = { api: "through the API", csv: "by an import", manual: "by hand in the dashboard" }[contact && contact.source];
+  $("contact-source").hidden = !source;
+  $("contact-source").textContent = source ? `Added ${source}.` : "";
   $("stripe-list").replaceChildren(...(contact ? contact.stripe_accounts : []).map(stripeRow));
   const defs = state.attributes.filter((a) => !a.archived);
   $("attr-inputs").replaceChildren(
@@ -398,6 +521,17 @@ function contactBody() {
     const value = $(`f-${field}`).value.trim();
     if (value) body[field] = value;
     else if (editing && editing[field] && field !== "external_id") body[field] = null;
+  }
+  // Tags and lists replace the contact's set; sent when added with some, or changed.
+  for (const field of ["tags", "lists"]) {
+    const names = splitNames($(`f-${field}`).value);
+    const before = editing ? editing[field] : [];
+    if (names.join("\n") !== before.join("\n")) body[field] = names;
+  }
+  for (const flag of ["optin", "incoming_blocked"]) {
+    const text = $(`f-${flag}`).value;
+    const value = text === "" ? null : text === "true";
+    if (value !== (editing ? editing[flag] : null)) body[flag] = value;
   }
   body.stripe_accounts = [...document.querySelectorAll(".stripe-row")]
     .map((row) => {
@@ -442,6 +576,7 @@ async function saveContact(event) {
   $("contact-dialog").close();
   status(editing ? "Contact saved." : "Contact added.");
   await loadAttributes();
+  await loadLabels();
   await loadContacts();
 }
 
@@ -455,7 +590,172 @@ async function deleteContact() {
     return;
   }
   $("contact-dialog").close();
+  state.selected.delete(contact.external_id);
   status("Contact deleted.");
+  await loadLabels();
+  await loadContacts();
+}
+
+// ---------------------------------------------------------------- tags and lists
+
+async function loadLabels() {
+  let tags;
+  let lists;
+  try {
+    [tags, lists] = await Promise.all([api("GET", agentPath("/tags")), api("GET", agentPath("/lists"))]);
+  } catch (err) {
+    status(`Cannot reach the server: ${err.message}`, true);
+    return;
+  }
+  const failed = [tags, lists].find((reply) => reply.status !== 200);
+  if (failed) status(problem(failed), true);
+  state.tags = tags.status === 200 ? tags.body.data : [];
+  state.lists = lists.status === 200 ? lists.body.data : [];
+  renderLabelControls();
+}
+
+function labelOption(label) {
+  return el("option", { value: label.name, text: `${label.name} (${label.count})` });
+}
+
+function renderLabelControls() {
+  const active = new Set(state.filterTags.map((t) => t.toLowerCase()));
+  $("tag-filter").replaceChildren(
+    el("option", { value: "", text: state.tags.length ? "Add a tag…" : "No tags yet" }),
+    ...state.tags.filter((t) => !active.has(t.name.toLowerCase())).map(labelOption),
+  );
+  $("tag-filter").value = "";
+  $("tag-chips").replaceChildren(
+    ...state.filterTags.map((name) =>
+      el(
+        "li",
+        {},
+        el("button", {
+          type: "button",
+          class: "chip removable",
+          text: name,
+          title: `Remove the filter on tag ${name}`,
+          "aria-label": `Remove tag filter ${name}`,
+          onclick: () => removeTagFilter(name),
+        }),
+      ),
+    ),
+  );
+  const lists = [...state.lists];
+  // A list filtered by keeps its option even if it has gone meanwhile.
+  if (state.filterList && !lists.some((l) => l.name === state.filterList)) lists.push({ name: state.filterList, count: 0 });
+  $("list-filter").replaceChildren(el("option", { value: "", text: "All contacts" }), ...lists.map(labelOption));
+  $("list-filter").value = state.filterList || "";
+  const target = $("list-target").value;
+  $("list-target").replaceChildren(
+    el("option", { value: "", text: state.lists.length ? "Choose a list…" : "No lists yet" }),
+    ...state.lists.map(labelOption),
+  );
+  $("list-target").value = state.lists.some((l) => l.name === target) ? target : "";
+}
+
+function filtersChanged() {
+  renderLabelControls();
+  resetPages();
+  loadContacts();
+}
+
+function addTagFilter(name) {
+  if (!name || state.filterTags.some((t) => t.toLowerCase() === name.toLowerCase())) return;
+  state.filterTags.push(name);
+  filtersChanged();
+}
+
+function removeTagFilter(name) {
+  state.filterTags = state.filterTags.filter((t) => t !== name);
+  filtersChanged();
+  $("tag-filter").focus();
+}
+
+function openListDialog() {
+  const form = $("list-form");
+  form.reset();
+  clearErrors(form);
+  $("list-dialog").showModal();
+  $("list-name").focus();
+}
+
+async function createList(event) {
+  event.preventDefault();
+  const form = $("list-form");
+  clearErrors(form);
+  const name = $("list-name").value.trim();
+  let reply;
+  try {
+    reply = await api("POST", agentPath("/lists"), { name });
+  } catch (err) {
+    showIssues(form, [], `Cannot reach the server: ${err.message}`);
+    return;
+  }
+  if (reply.status !== 200) {
+    const issues = reply.body && reply.body.issues;
+    showIssues(form, issues && issues.length ? issues : [{ field: "name", message: message(reply) }], message(reply));
+    return;
+  }
+  $("list-dialog").close();
+  await loadLabels();
+  $("list-target").value = reply.body.data.name;
+  status(`List ${reply.body.data.name} created.`);
+}
+
+/** Adds the selected contacts (`selected`) or every contact the current search and
+ * filters match to the list chosen in "Add to list". */
+async function addToList(selected) {
+  const list = $("list-target").value;
+  if (!list) {
+    status("Choose a list to add the contacts to.", true);
+    $("list-target").focus();
+    return;
+  }
+  const path = agentPath(`/lists/${encodeURIComponent(list)}/contacts`);
+  const bodies = [];
+  let asked;
+  if (selected) {
+    const ids = [...state.selected];
+    if (!ids.length) return;
+    for (let i = 0; i < ids.length; i += LIST_BATCH) bodies.push({ external_ids: ids.slice(i, i + LIST_BATCH) });
+    asked = ids.length;
+  } else {
+    const query = currentQuery();
+    const many = state.total === null ? "every" : `all ${state.total}`;
+    const what = query.q || query.filter ? `${many} matching contact${state.total === 1 ? "" : "s"}` : `${many} contact${state.total === 1 ? "" : "s"}`;
+    if (!confirm(`Add ${what} to the list ${list}?`)) return;
+    bodies.push({ query });
+  }
+  const buttons = [$("add-selected"), $("add-matching")];
+  for (const b of buttons) b.disabled = true;
+  status(`Adding to ${list}…`);
+  let added = 0;
+  try {
+    for (const body of bodies) {
+      const reply = await api("POST", path, body);
+      if (reply.status === 401) return signOut();
+      if (reply.status === 404) {
+        status(`The list ${list} no longer exists.`, true);
+        await loadLabels();
+        return;
+      }
+      if (reply.status !== 200) {
+        status(added ? `${problem(reply)} (${added} added before that)` : problem(reply), true);
+        return;
+      }
+      added += reply.body.data.added;
+    }
+  } catch (err) {
+    status(`Cannot reach the server: ${err.message}`, true);
+    return;
+  } finally {
+    buttons[1].disabled = false;
+    renderSelection();
+  }
+  const already = asked !== undefined && asked > added ? ` (${asked - added} already in it or not found)` : "";
+  status(`${added} contact${added === 1 ? "" : "s"} added to ${list}${already}.`);
+  await loadLabels();
   await loadContacts();
 }
 
@@ -562,12 +862,12 @@ function parseCsv(text, maxRows) {
   return rows;
 }
 
-const CORE_FIELDS = ["external_id", "name", "email", "phonenumber", "stripe_accounts"];
+const CORE_FIELDS = ["external_id", "name", "email", "phonenumber", "stripe_accounts", "tags", "lists", "optin", "incoming_blocked"];
 
 function describeColumn(column) {
   const lower = column.toLowerCase();
   if (CORE_FIELDS.includes(lower)) return [`${column} → ${lower}`, false];
-  if (["id", "created_at", "updated_at"].includes(lower)) return [`${column} → ignored`, false];
+  if (["id", "created_at", "updated_at", "source"].includes(lower)) return [`${column} → ignored`, false];
   const bare = column.replace(/^custom_attributes\./, "");
   const [name, type] = bare.split(":");
   const def = state.attributes.find((a) => a.name === name);
@@ -672,6 +972,7 @@ function runImport() {
     status("Import finished.");
     showReport(body.data);
     await loadAttributes();
+    await loadLabels();
     resetPages();
     await loadContacts();
   };
@@ -775,6 +1076,7 @@ function wire() {
   });
   $("tab-contacts").addEventListener("click", () => {
     show("view-contacts");
+    loadLabels();
     loadContacts();
   });
   $("tab-attributes").addEventListener("click", () => {
@@ -789,6 +1091,21 @@ function wire() {
       loadContacts();
     }, 300),
   );
+  $("tag-filter").addEventListener("change", (e) => addTagFilter(e.target.value));
+  $("list-filter").addEventListener("change", (e) => {
+    state.filterList = e.target.value || null;
+    filtersChanged();
+  });
+  $("selection-clear").addEventListener("click", () => {
+    state.selected.clear();
+    for (const box of $("contacts-body").querySelectorAll("td.select input")) box.checked = false;
+    renderSelection();
+  });
+  $("add-selected").addEventListener("click", () => addToList(true));
+  $("add-matching").addEventListener("click", () => addToList(false));
+  $("list-new").addEventListener("click", openListDialog);
+  $("list-form").addEventListener("submit", createList);
+  $("list-cancel").addEventListener("click", () => $("list-dialog").close());
   $("per-page").addEventListener("change", (e) => {
     state.perPage = Number(e.target.value);
     resetPages();

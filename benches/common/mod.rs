@@ -593,6 +593,26 @@ impl Conn {
             .map(drop)
     }
 
+    /// Creates list `name` and puts the contacts `external_ids` in it, 1000 per request.
+    pub async fn fill_list(&mut self, name: &str, external_ids: &[String]) -> Result<(), Failure> {
+        let agent_path = self.contacts_path.trim_end_matches("/contacts").to_owned();
+        let body = Bytes::from(json!({ "name": name }).to_string());
+        // A list left by an earlier run of the same data dir is fine.
+        match self
+            .send(Method::POST, &format!("{agent_path}/lists"), body)
+            .await
+        {
+            Ok(_) | Err(Failure::Status(StatusCode::CONFLICT, _)) => {}
+            Err(err) => return Err(err),
+        }
+        for chunk in external_ids.chunks(1000) {
+            let body = Bytes::from(json!({ "external_ids": chunk }).to_string());
+            let path = format!("{agent_path}/lists/{name}/contacts");
+            self.send(Method::POST, &path, body).await?;
+        }
+        Ok(())
+    }
+
     /// The agent's contact count, from the `total` of a list page.
     pub async fn contact_total(&mut self) -> Result<u64, Failure> {
         let path = format!("{}?per_page=10", self.contacts_path);

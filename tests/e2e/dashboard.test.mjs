@@ -69,6 +69,19 @@ function stop(child) {
   });
 }
 
+/** Seed contact i's tags, opt-in and blocked flags (the test checks what the page shows
+ * against these). */
+function seedTags(i) {
+  return [...(i % 3 === 0 ? ["vip"] : []), ...(i % 5 === 0 ? ["beta"] : [])];
+}
+function seedOptin(i) {
+  return i % 2 === 0 ? true : i % 3 === 0 ? false : null;
+}
+function seedBlocked(i) {
+  return i % 10 === 7 ? true : i % 10 === 8 ? false : null;
+}
+const yesNo = (flag) => (flag === true ? "yes" : flag === false ? "no" : "—");
+
 async function call(base, method, pathname, body) {
   const response = await fetch(base + pathname, {
     method,
@@ -95,6 +108,9 @@ async function seed(base) {
       email: `person${i}@example.com`,
       phonenumber: `+1 555 010 ${String(1000 + i)}`,
       custom_attributes: { plan: i % 3 ? "pro" : "free", ltv: i * 10, vip: i % 4 === 0, since: "2024-05-01" },
+      tags: seedTags(i),
+      optin: seedOptin(i),
+      incoming_blocked: seedBlocked(i),
     });
   }
   await call(base, "POST", `${agent}/contacts`, { users });
@@ -107,8 +123,36 @@ async function shot(page, name) {
   shots.push(file);
 }
 
+/** The texts of data column `column` (0 = the first after the selection boxes). */
 async function rowTexts(page, column) {
-  return page.$$eval(`#contacts-body tr`, (rows, col) => rows.map((r) => r.cells[col]?.textContent ?? ""), column);
+  return page.$$eval(
+    `#contacts-body tr`,
+    (rows, col) => rows.map((r) => r.querySelectorAll("td:not(.select)")[col]?.textContent ?? ""),
+    column,
+  );
+}
+
+/** The texts of the column headed `header`. */
+async function columnTexts(page, header) {
+  return page.$$eval(
+    "#contacts-table",
+    ([table], name) => {
+      const index = [...table.tHead.rows[0].cells].findIndex((th) => th.textContent.trim() === name);
+      if (index < 0) throw new Error(`no column ${name}`);
+      return [...table.tBodies[0].rows].map((r) => r.cells[index].textContent);
+    },
+    header,
+  );
+}
+
+async function rowCount(page, n) {
+  await page.waitForFunction((n) => document.querySelectorAll("#contacts-body tr").length === n, n);
+}
+
+/** The external ids of the agent's contacts a list query selects, sorted. */
+async function idsWhere(base, query) {
+  const json = await call(base, "GET", `/api/v1/chatbots/default/contacts?per_page=100&${query}`);
+  return json.data.map((c) => c.external_id).sort();
 }
 
 async function run() {
@@ -153,6 +197,133 @@ async function run() {
     await page.selectOption("#per-page", "10");
     await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 10);
 
+    // (1) Tags column with chips; (3) Opt-in and Blocked columns: yes / no / —.
+    const first = Array.from({ length: 10 }, (_, i) => i);
+    const chips = await page.$$eval("#contacts-body tr", (rows) =>
+      rows.map((r) => [...r.querySelectorAll(".chip")].map((c) => c.textContent)),
+    );
+    assert.deepEqual(chips, first.map(seedTags), "tags shown as chips");
+    assert.deepEqual(await columnTexts(page, "Tags"), first.map((i) => seedTags(i).join("")));
+    assert.deepEqual(await columnTexts(page, "Opt-in"), first.map((i) => yesNo(seedOptin(i))));
+    assert.deepEqual(await columnTexts(page, "Blocked"), first.map((i) => yesNo(seedBlocked(i))));
+    assert.equal(await page.$("th:has-text('Tags') button"), null, "tags are not a sort button");
+
+    // (1) Tag filter chips from GET /tags: contacts carrying every chosen tag.
+    const offered = await page.$$eval("#tag-filter option", (options) => options.map((o) => o.textContent));
+    assert.equal(offered[0], "Add a tag…");
+    assert.deepEqual(offered.slice(1).sort(), ["beta (6)", "vip (10)"], "tags offered with their counts");
+    let [request] = await Promise.all([
+      page.waitForRequest((r) => r.url().includes("/contacts?") && r.url().includes("filter%5Btags%5D=vip&")),
+      page.selectOption("#tag-filter", "vip"),
+    ]);
+    await page.waitForSelector("#tag-chips button:has-text('vip')");
+    await page.waitForSelector("#total:has-text('10 contacts')");
+    assert.deepEqual(await page.$$eval("#tag-filter option", (o) => o.map((x) => x.value)), ["", "beta"], "an active tag is not offered again");
+    [request] = await Promise.all([
+      page.waitForRequest((r) => r.url().includes("filter%5Btags%5D=vip%2Cbeta")),
+      page.selectOption("#tag-filter", "beta"),
+    ]);
+    await page.waitForSelector("#total:has-text('2 contacts')");
+    assert.deepEqual(await rowTexts(page, 0), ["seed-00", "seed-15"]);
+    assert.deepEqual(await idsWhere(server.base, "filter[tags]=vip,beta"), ["seed-00", "seed-15"]);
+    await shot(page, "tag-filter");
+    await page.click("button[aria-label='Remove tag filter vip']");
+    await page.waitForSelector("#total:has-text('6 contacts')");
+    assert.deepEqual(await page.$$eval("#tag-chips button", (b) => b.map((x) => x.textContent)), ["beta"]);
+    await page.click("button[aria-label='Remove tag filter beta']");
+    await page.waitForSelector("#total:has-text('30 contacts')");
+    assert.equal(await page.$("#tag-chips button"), null);
+
+    // (2) Lists: create one (a refused name is reported on its field), add the selected
+    // contacts, add every contact the search and filters match, filter by list.
+    await page.click("#list-new");
+    await page.fill("#list-name", "all");
+    await page.click("#list-create");
+    await page.waitForSelector('#list-form .field-error[data-for="name"]:has-text("implicit list")');
+    await page.fill("#list-name", "Spring promo");
+    await page.click("#list-create");
+    await page.waitForSelector("#status:has-text('List Spring promo created')");
+    assert.equal(await page.inputValue("#list-target"), "Spring promo", "the new list is the one to add to");
+    await page.click("#list-new");
+    await page.fill("#list-name", "spring PROMO");
+    await page.press("#list-name", "Enter");
+    await page.waitForSelector('#list-form .field-error[data-for="name"]:has-text("already exists")');
+    await page.click("#list-cancel");
+    await page.check("input[aria-label='Select seed-01']");
+    await page.check("input[aria-label='Select seed-02']");
+    await page.waitForSelector("#selection-count:has-text('2 contacts selected')");
+    assert.equal(await page.isVisible("#contact-dialog[open]"), false, "ticking a box does not open the contact");
+    await page.click("#add-selected");
+    await page.waitForSelector("#status:has-text('2 contacts added to Spring promo')");
+    assert.deepEqual(await idsWhere(server.base, "filter[lists]=Spring%20promo"), ["seed-01", "seed-02"]);
+    await page.click("#selection-clear");
+    await page.waitForSelector("#selection-count:has-text('No contacts selected')");
+    assert.equal(await page.isChecked("input[aria-label='Select seed-01']"), false);
+    // Every contact matching the search and the tag filter: of person1 and person10-19,
+    // 12, 15 and 18 are vip.
+    await page.selectOption("#tag-filter", "vip");
+    await page.fill("#search", "person1");
+    await page.waitForSelector("#total:has-text('3 contacts')");
+    let asked = null;
+    page.once("dialog", (dialog) => {
+      asked = dialog.message();
+      dialog.accept();
+    });
+    await page.click("#add-matching");
+    await page.waitForSelector("#status:has-text('3 contacts added to Spring promo')");
+    assert.match(asked, /Add all 3 matching contacts to the list Spring promo/);
+    assert.deepEqual(await idsWhere(server.base, "filter[lists]=Spring%20promo"), ["seed-01", "seed-02", "seed-12", "seed-15", "seed-18"]);
+    await page.click("button[aria-label='Remove tag filter vip']");
+    await page.fill("#search", "");
+    await page.waitForSelector("#total:has-text('30 contacts')");
+    [request] = await Promise.all([
+      page.waitForRequest((r) => r.url().includes("filter%5Blists%5D=Spring+promo")),
+      page.selectOption("#list-filter", "Spring promo"),
+    ]);
+    await page.waitForSelector("#total:has-text('5 contacts')");
+    assert.deepEqual((await rowTexts(page, 0)).sort(), ["seed-01", "seed-02", "seed-12", "seed-15", "seed-18"]);
+    await page.waitForFunction(() => document.querySelector("#list-filter option:checked").textContent === "Spring promo (5)");
+    await page.check("#select-page");
+    await page.waitForSelector("#selection-count:has-text('5 contacts selected')");
+    await shot(page, "lists");
+    await page.click("#selection-clear");
+    await page.selectOption("#list-filter", "");
+    await page.waitForSelector("#total:has-text('30 contacts')");
+    // Nothing to add to, and a list gone meanwhile: both said in the status line.
+    await page.selectOption("#list-target", "");
+    await page.click("#add-matching");
+    await page.waitForSelector("#status.error:has-text('Choose a list')");
+    await call(server.base, "POST", "/api/v1/chatbots/default/lists", { name: "Short-lived" });
+    await page.click("#tab-contacts"); // reloads tags and lists
+    await page.waitForSelector("#list-target option[value='Short-lived']", { state: "attached" });
+    await page.selectOption("#list-target", "Short-lived");
+    await call(server.base, "DELETE", "/api/v1/chatbots/default/lists/Short-lived");
+    await page.check("input[aria-label='Select seed-03']");
+    await page.click("#add-selected");
+    await page.waitForSelector("#status.error:has-text('The list Short-lived no longer exists')");
+    await page.waitForSelector("#list-target option[value='Short-lived']", { state: "detached" });
+    await page.click("#selection-clear");
+
+    // (4) A search that is a phone number finds it in any formatting (filter[phonenumber]).
+    for (const typed of ["1 (555) 010-1003", "15550101003", "+1.555.010.1003"]) {
+      [request] = await Promise.all([
+        page.waitForRequest((r) => r.url().includes("/contacts?") && r.url().includes("filter%5Bphonenumber%5D")),
+        page.fill("#search", typed),
+      ]);
+      const params = new URL(request.url()).searchParams;
+      assert.equal(params.get("filter[phonenumber]"), typed);
+      assert.equal(params.get("q"), null, "a phone number is not sent as q");
+      await rowCount(page, 1);
+      assert.deepEqual(await rowTexts(page, 0), ["seed-03"], `search ${typed}`);
+    }
+    await page.fill("#search", "+1 555 010 9999");
+    await page.waitForSelector("#contacts-empty:has-text('No contact has the phone number')");
+    await page.fill("#search", "0000000");
+    await page.waitForSelector("#status.error:has-text('phone number')");
+    await page.fill("#search", "");
+    await rowCount(page, 10);
+    assert.equal(await page.textContent("#status"), "", "the error clears once a list loads");
+
     // Create a contact with typed attribute inputs.
     await page.click("#add");
     await page.fill("#f-external_id", "e2e-ada");
@@ -161,11 +332,22 @@ async function run() {
     await page.fill("#attr-ltv", "540");
     await page.check("#attr-vip");
     await page.fill("#attr-since", "2024-06-01");
+    // (5) Tags and lists as comma-separated names, opt-in and blocked as yes / no / —.
+    await page.fill("#f-tags", "vip, early adopter, ,VIP");
+    await page.fill("#f-lists", "Spring promo");
+    await page.selectOption("#f-optin", "true");
+    assert.equal(await page.inputValue("#f-incoming_blocked"), "", "not set by default");
     await page.click("#stripe-add");
     await page.fill(".stripe-row input[data-key=label]", "main");
     await page.fill(".stripe-row input[data-key=stripe_id]", "cus_123");
     await page.click("#contact-save");
     await page.waitForSelector("#status:has-text('Contact added')");
+    const added = await call(server.base, "GET", "/api/v1/chatbots/default/contacts/e2e-ada");
+    assert.deepEqual(added.data.tags, ["vip", "early adopter"]);
+    assert.deepEqual(added.data.lists, ["Spring promo"]);
+    assert.equal(added.data.optin, true);
+    assert.equal(added.data.incoming_blocked, null);
+    assert.equal(added.data.source, "manual", "contacts added in the dashboard are manual");
 
     // Adding never overwrites an existing contact: the external id is reported in use.
     await page.click("#add");
@@ -209,6 +391,19 @@ async function run() {
     await page.waitForSelector("#contact-dialog[open]");
     assert.equal(await page.inputValue("#attr-ltv"), "540");
     assert.equal(await page.isChecked("#attr-vip"), true);
+    assert.equal(await page.inputValue("#f-tags"), "vip, early adopter");
+    assert.equal(await page.inputValue("#f-lists"), "Spring promo");
+    assert.equal(await page.inputValue("#f-optin"), "true");
+    assert.match(await page.textContent("#contact-source"), /by hand/);
+    // A tag name the server refuses is reported on the Tags field.
+    await page.fill("#f-tags", "vip, half;half");
+    await page.click("#contact-save");
+    await page.waitForSelector('.field-error[data-for="tags"]:has-text("must not contain")');
+    assert.equal(await page.getAttribute("#f-tags", "aria-invalid"), "true");
+    await page.fill("#f-tags", "vip, newsletter");
+    await page.fill("#f-lists", "");
+    await page.selectOption("#f-optin", "");
+    await page.selectOption("#f-incoming_blocked", "true");
     await page.fill("#f-email", "not-an-email");
     await page.click("#contact-save");
     await page.waitForSelector('.field-error[data-for="email"]:not(:empty)');
@@ -222,6 +417,15 @@ async function run() {
     assert.equal(saved.data.email, "ada@lovelace.test");
     assert.equal(saved.data.custom_attributes.ltv, 600);
     assert.equal(saved.data.stripe_accounts[0].stripe_id, "cus_123");
+    assert.deepEqual(saved.data.tags, ["vip", "newsletter"]);
+    assert.deepEqual(saved.data.lists, []);
+    assert.equal(saved.data.optin, null);
+    assert.equal(saved.data.incoming_blocked, true);
+    await page.waitForSelector("#contacts-body .chip:has-text('newsletter')");
+    assert.deepEqual(await rowTexts(page, 0), ["e2e-ada"]);
+    assert.deepEqual(await columnTexts(page, "Tags"), ["vipnewsletter"]);
+    assert.deepEqual(await columnTexts(page, "Opt-in"), ["—"]);
+    assert.deepEqual(await columnTexts(page, "Blocked"), ["yes"]);
 
     // Import a file with one bad row: preview, mapping, report, failed rows as CSV.
     await page.fill("#search", "");
@@ -229,9 +433,10 @@ async function run() {
     await page.setInputFiles("#import-file", {
       name: "people.csv",
       mimeType: "text/csv",
-      buffer: Buffer.from("external_id,name,email,tier\nimp-1,Imported One,one@imp.test,gold\nimp-2,\"Two, Imported\",two@imp.test,silver\nimp-3,Bad Row,not-an-email,bronze\n"),
+      buffer: Buffer.from("external_id,name,email,tier,tags\nimp-1,Imported One,one@imp.test,gold,vip;imported\nimp-2,\"Two, Imported\",two@imp.test,silver,\nimp-3,Bad Row,not-an-email,bronze,\n"),
     });
     await page.waitForSelector("#import-mapping li.new:has-text('new attribute tier')");
+    await page.waitForSelector("#import-mapping li:not(.new):has-text('tags → tags')");
     assert.equal((await page.$$("#import-rows tbody tr")).length, 3);
     await page.click("#import-run");
     await page.waitForSelector("#import-report:has-text('3 rows: 2 created, 0 updated, 0 skipped, 1 failed')");
@@ -240,6 +445,8 @@ async function run() {
     const failed = fs.readFileSync(await download.path(), "utf8");
     assert.match(failed, /^row,external_id,field,message\r\n4,imp-3,email,/);
     await shot(page, "import-report");
+    const imported = await call(server.base, "GET", "/api/v1/chatbots/default/contacts/imp-1");
+    assert.deepEqual([imported.data.tags, imported.data.source], [["vip", "imported"], "csv"]);
     await page.click("#import-close");
 
     // Export the current view as CSV.
@@ -272,6 +479,25 @@ async function run() {
     await page.reload();
     await page.waitForSelector("#contacts-body tr");
     assert.notEqual(await page.$("th:has-text('Created')"), null, "column choice remembered per agent");
+    // A choice saved before the Tags, Opt-in and Blocked columns existed shows them.
+    const savedChoice = await page.evaluate(() => {
+      const saved = [localStorage.getItem("contactd.columns.default"), localStorage.getItem("contactd.columns.default.offered")];
+      localStorage.setItem("contactd.columns.default", JSON.stringify(["external_id", "name", "email"]));
+      localStorage.removeItem("contactd.columns.default.offered");
+      return saved;
+    });
+    await page.reload();
+    await page.waitForSelector("#contacts-body tr");
+    assert.deepEqual(
+      await page.$$eval("#contacts-head th:not(.select)", (ths) => ths.map((th) => th.textContent)),
+      ["External ID", "Name", "Email", "Tags", "Opt-in", "Blocked"],
+    );
+    await page.evaluate(([columns, offered]) => {
+      localStorage.setItem("contactd.columns.default", columns);
+      localStorage.setItem("contactd.columns.default.offered", offered);
+    }, savedChoice);
+    await page.reload();
+    await page.waitForSelector("#contacts-body tr");
 
     // Delete with confirmation.
     await page.fill("#search", "ada lovelace");
