@@ -446,7 +446,13 @@ pub fn to_toml(config: &Config) -> String {
     out.push_str("\n[phone]\n");
     out.push_str(&format!(
         "default_region = {}\n",
-        quote(config.phone_region.as_ref().map_or("", Region::code))
+        quote(
+            &config
+                .phone_region
+                .as_ref()
+                .map(Region::code)
+                .unwrap_or_default()
+        )
     ));
     out.push_str("\n[pabbly]\n");
     out.push_str(&format!("agent = {}\n", quote(&config.pabbly_agent)));

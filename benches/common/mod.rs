@@ -284,6 +284,11 @@ pub fn to_inputs(contacts: &[Value]) -> Vec<ContactInput> {
         .iter()
         .enumerate()
         .filter_map(|(i, c)| ContactInput::parse(c, &format!("users[{i}]"), &mut issues))
+        .map(|mut input| {
+            // As the API does before handing a write to the store.
+            input.read_phone(&Default::default());
+            input
+        })
         .collect();
     assert!(
         issues.is_empty(),

@@ -255,7 +255,11 @@ pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, Api
         .iter()
         .enumerate()
         .filter_map(|(i, item)| ContactInput::parse(item, &format!("{name}[{i}]"), &mut issues))
-        .map(|input| ContactInput { source, ..input })
+        .map(|mut input| {
+            input.source = source;
+            input.read_phone(&app.write_rules.phone);
+            input
+        })
         .collect();
     if !issues.is_empty() {
         return Err(ApiError::invalid_data(issues));
@@ -292,9 +296,10 @@ pub async fn patch(app: &App, mut ctx: Ctx, agent: String, id: String) -> Result
             issues.push(join(prefix, "external_id"), "must not be null or empty");
         }
     }
-    let Some(input) = input.filter(|_| issues.is_empty()) else {
+    let Some(mut input) = input.filter(|_| issues.is_empty()) else {
         return Err(ApiError::invalid_data(issues));
     };
+    input.read_phone(&app.write_rules.phone);
     let patch = PatchRequest {
         agent,
         target: id,

@@ -21,6 +21,7 @@ use super::{success, App, Ctx};
 use crate::bulk::{read_rows, FileError, Row};
 use crate::clock::unix_now;
 use crate::domain::bulk::{is_written_date, Format, ImportReport, RowError};
+use crate::domain::phone::PhoneRules;
 use crate::domain::{AttrType, ContactInput, Field, Issues, Source};
 use crate::http::{ApiError, Headers, Reply, RequestBody};
 use crate::store::data_dir::private_file;
@@ -95,7 +96,8 @@ pub async fn import(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, Api
         ..ImportReport::default()
     };
     let (tx, mut rx) = mpsc::channel::<Chunk>(2);
-    let reader = tokio::task::spawn_blocking(move || chunks(&input, &tx));
+    let phone = app.write_rules.phone;
+    let reader = tokio::task::spawn_blocking(move || chunks(&input, &phone, &tx));
     while let Some(chunk) = rx.recv().await {
         write_chunk(
             app,
@@ -440,7 +442,7 @@ struct Chunk {
 }
 
 /// Reads the file again, sending chunks of parsed rows.
-fn chunks(input: &Input, tx: &mpsc::Sender<Chunk>) -> Result<(), FileError> {
+fn chunks(input: &Input, phone: &PhoneRules, tx: &mpsc::Sender<Chunk>) -> Result<(), FileError> {
     let mut chunk = Chunk::default();
     let mut open = true;
     input.read(&mut |row| {
@@ -448,7 +450,10 @@ fn chunks(input: &Input, tx: &mpsc::Sender<Chunk>) -> Result<(), FileError> {
             chunk.bytes += weight(object);
         }
         match parse_row(row) {
-            Ok(ok) => chunk.rows.push(ok),
+            Ok(mut ok) => {
+                ok.input.read_phone(phone);
+                chunk.rows.push(ok);
+            }
             Err(err) => chunk.errors.push(err),
         }
         if chunk.rows.len() + chunk.errors.len() == CHUNK_ROWS || chunk.bytes >= CHUNK_BYTES {

@@ -110,6 +110,7 @@ pub fn parse_new(
     };
     let mut input = parse_fields(obj, false)?;
     input.phonenumber = Field::Set(mobile);
+    input.phone_reading = Some(Some(phone.clone()));
     Ok(NewItem {
         phone,
         input,

@@ -27,6 +27,7 @@ use super::{
     EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, PhoneOutcome,
     PhoneWrite, RowFailure, StoreError, UpsertOutcome,
 };
+use crate::domain::label::fold;
 use crate::domain::{
     ids, Agent, AttrType, AttrValue, AttributeDef, Contact, ContactInput, Field, Issues, LabelKind,
     Resolved, Schema, UnknownPolicy, WriteRules,
@@ -913,7 +914,7 @@ pub fn relabel(
         Relabel::Remove(name) => (Some(name.as_str()), None),
         Relabel::Rename { from, to } => (Some(from.as_str()), Some(to.clone())),
     };
-    let gone = gone.map(crate::domain::label::fold);
+    let gone = gone.map(fold);
     let mut found = Vec::new();
     match targets {
         Targets::Numbers(ids) => {
@@ -936,11 +937,7 @@ pub fn relabel(
             continue;
         }
         let names = contact.labels(kind);
-        let had = |folded: &str| {
-            names
-                .iter()
-                .position(|n| crate::domain::label::fold(n) == folded)
-        };
+        let had = |folded: &str| names.iter().position(|n| fold(n) == folded);
         let mut next_names = names.to_vec();
         match (&gone, &put) {
             (Some(from), Some(to)) => match had(from) {
@@ -954,7 +951,7 @@ pub fn relabel(
                 None => continue,
             },
             (None, Some(add)) => {
-                if had(&crate::domain::label::fold(add)).is_some() {
+                if had(&fold(add)).is_some() {
                     continue;
                 }
                 next_names.push(add.clone());

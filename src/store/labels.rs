@@ -77,7 +77,18 @@ pub fn put(
 pub fn delete_all(txn: &Txn, agent: &str) -> Result<(), StoreError> {
     for kind in [LabelKind::Tag, LabelKind::List] {
         let mut defs = txn.open_table(table(kind))?;
-        defs.retain_in((agent, "")..=(agent, "\u{10FFFF}"), |_, _| false)?;
+        let mut names = Vec::new();
+        for row in defs.range((agent, "")..)? {
+            let (key, _) = row?;
+            let (owner, folded) = key.value();
+            if owner != agent {
+                break;
+            }
+            names.push(folded.to_owned());
+        }
+        for folded in names {
+            defs.remove((agent, folded.as_str()))?;
+        }
     }
     Ok(())
 }
