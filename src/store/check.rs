@@ -30,6 +30,7 @@ use super::index::{
 };
 use super::redb_store::DB_FILE;
 use super::scan::{walk_numbers, walk_pairs, Hints};
+use super::tables::phone_key;
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
     CUSTOM_ATTRIBUTES, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION, META_NEXT_CONTACT_ID,
@@ -403,8 +404,9 @@ pub fn run(
     match unpanic("a phone index read", || {
         for row in by_phone.iter()? {
             let (key, _) = row?;
-            let agent = key.value().0;
-            expected.entry(agent.to_owned()).or_default().phones_found += 1;
+            let agent = keys::split_seg(key.value()).map(|(agent, _)| agent);
+            let agent = String::from_utf8_lossy(&agent.unwrap_or_default()).into_owned();
+            expected.entry(agent).or_default().phones_found += 1;
         }
         Ok(())
     }) {
@@ -450,7 +452,11 @@ pub fn run(
                 None => None,
             };
             let phone_entry = match &contact.phone {
-                Some(e164) => Some(by_phone.get((agent, e164.as_str(), n))?.is_some()),
+                Some(e164) => Some(
+                    by_phone
+                        .get(phone_key(agent, e164, n).as_slice())?
+                        .is_some(),
+                ),
                 None => None,
             };
             Ok((ext_entry, email, email_entry, phone_entry))

@@ -14,10 +14,11 @@ use super::codec::{
     decode_agent, decode_attribute, decode_contact, decode_stored_contact, encode_agent,
     encode_contact,
 };
-use super::index::{self, Pairs};
+use super::index::{self, keys, Pairs};
 use super::labels::{self, Labels};
 use super::redb_store::{put_attribute, set_meta};
 use super::redo::{ContactChange, Op};
+use super::tables::{agent_phone_range, phone_key, phone_range};
 use super::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
     CUSTOM_ATTRIBUTES, META, META_NEXT_CONTACT_ID,
@@ -105,7 +106,7 @@ struct Tables<'txn> {
     contacts: Table<'txn, (&'static str, u64), &'static [u8]>,
     by_ext: Table<'txn, (&'static str, &'static str), u64>,
     emails: Table<'txn, (&'static str, &'static str), &'static str>,
-    phones: Table<'txn, (&'static str, &'static str, u64), ()>,
+    phones: Table<'txn, &'static [u8], ()>,
     agents: Table<'txn, &'static str, &'static [u8]>,
     txn: &'txn Txn,
 }
@@ -133,15 +134,18 @@ impl<'txn> Tables<'txn> {
 
     /// The external id of the agent's oldest contact with the phone number `e164`.
     fn phone_owner(&self, agent: &str, e164: &str) -> Result<Option<String>, StoreError> {
+        let (start, end) = phone_range(agent, e164);
         let first = self
             .phones
-            .range((agent, e164, 0)..=(agent, e164, u64::MAX))?
+            .range(start.as_slice()..end.as_slice())?
             .next()
             .transpose()?;
         let Some((key, _)) = first else {
             return Ok(None);
         };
-        let n = key.value().2;
+        let n = keys::id_of(key.value()).ok_or_else(|| {
+            StoreError::Corrupt(format!("a malformed phone index key for {e164}"))
+        })?;
         let contact = contact_by_number(&self.contacts, agent, n)?.ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "the phone index names contact {n} for {e164} but no such contact exists"
@@ -194,7 +198,8 @@ impl<'txn> Tables<'txn> {
                     .as_ref()
                     .is_none_or(|a| a.phone.as_ref() != Some(phone))
                 {
-                    self.phones.remove((agent, phone.as_str(), old.id))?;
+                    self.phones
+                        .remove(phone_key(agent, phone, old.id).as_slice())?;
                 }
             }
             if renamed {
@@ -228,7 +233,8 @@ impl<'txn> Tables<'txn> {
                     .as_ref()
                     .is_none_or(|b| b.phone.as_ref() != Some(phone))
                 {
-                    self.phones.insert((agent, phone.as_str(), new.id), ())?;
+                    self.phones
+                        .insert(phone_key(agent, phone, new.id).as_slice(), ())?;
                 }
             }
             if !same_ext {
@@ -838,10 +844,9 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     for key in agent_rows(&emails, agent_id)? {
         emails.remove((agent_id, key.as_str()))?;
     }
-    txn.open_table(CONTACTS_BY_PHONE)?.retain_in(
-        (agent_id, "", 0)..=(agent_id, "\u{10FFFF}", u64::MAX),
-        |_, ()| false,
-    )?;
+    let (start, end) = agent_phone_range(agent_id);
+    txn.open_table(CONTACTS_BY_PHONE)?
+        .retain_in(start.as_slice()..end.as_slice(), |_, ()| false)?;
     labels::delete_all(txn, agent_id)?;
     let mut contacts = txn.open_table(CONTACTS)?;
     contacts.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;

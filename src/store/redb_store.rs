@@ -1588,6 +1588,60 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn check_reports_a_missing_and_a_stray_phone_index_entry() {
+        use crate::store::tables::phone_key;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = RedbStore::open(dir.path()).unwrap();
+        create_agent(&rt, &store, "a");
+        let mut issues = crate::domain::Issues::new();
+        let entries: Vec<ContactInput> = [("u1", "+1 555 010 0001"), ("u2", "15550100002")]
+            .iter()
+            .map(|(ext, phone)| {
+                let body = serde_json::json!({"external_id": ext, "phonenumber": phone});
+                ContactInput::parse(&body, "", &mut issues).unwrap()
+            })
+            .collect();
+        rt.block_on(store.upsert_contacts(
+            "a".into(),
+            entries,
+            OnDuplicate::Update,
+            WriteRules::default(),
+            1_700_000_000,
+        ))
+        .unwrap();
+        assert_eq!(store.check().unwrap().problem_count, 0);
+        let damage = |key: Vec<u8>, remove: bool| {
+            let txn = store.db_for_tests().begin_write().unwrap();
+            let mut phones = txn.open_table(CONTACTS_BY_PHONE).unwrap();
+            if remove {
+                phones.remove(key.as_slice()).unwrap();
+            } else {
+                phones.insert(key.as_slice(), ()).unwrap();
+            }
+            drop(phones);
+            txn.commit().unwrap();
+        };
+        damage(phone_key("a", "+15550100001", 1), true);
+        let problems = store.check().unwrap().problems.join("\n");
+        assert!(
+            problems.contains("a/u1: contacts_by_phone lacks +15550100001"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("contacts_by_phone holds 1 entries, expected 2"),
+            "{problems}"
+        );
+        damage(phone_key("a", "+15550100001", 1), false);
+        damage(phone_key("a", "+15550100009", 2), false);
+        let problems = store.check().unwrap().problems.join("\n");
+        assert!(
+            problems.contains("contacts_by_phone holds 3 entries, expected 2"),
+            "{problems}"
+        );
+    }
+
     /// What a store holds, as far as a client can tell: every agent with its contacts
     /// in creation order, attribute definitions and keys.
     fn everything(store: &RedbStore) -> String {

@@ -25,6 +25,7 @@ use super::data_dir;
 use super::file;
 use super::redb_store::{RedbStore, DB_FILE};
 use super::scan::{walk_numbers, walk_pairs, Hints, Pair};
+use super::tables::phone_key;
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
     CUSTOM_ATTRIBUTES, LISTS, META, META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION,
@@ -719,7 +720,7 @@ impl<'a> Batch<'a> {
                     }
                 }
                 if let Some(e164) = &contact.phone {
-                    by_phone.insert((agent.as_str(), e164.as_str(), contact.id), ())?;
+                    by_phone.insert(phone_key(&agent, e164, contact.id).as_slice(), ())?;
                 }
                 // A tag or list definition lost with its table is made again from the
                 // contacts that carry it.

@@ -3,6 +3,8 @@
 
 use redb::TableDefinition;
 
+use super::index::keys;
+
 /// `(agent_id, contact number)` → versioned contact record: creation order, and
 /// `contact_<n>` lookup. Contact numbers only grow, so a new contact is appended at the
 /// end of its agent's range: a batch of new contacts fills a few pages instead of
@@ -16,9 +18,30 @@ pub const CONTACTS_BY_EXTERNAL_ID: TableDefinition<(&str, &str), u64> =
 pub const CONTACTS_BY_EMAIL: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("contacts_by_email");
 /// `(agent_id, E.164 number, contact number)` → nothing: the contacts of each phone
-/// number (see `domain::phone`), oldest first. Several contacts may share one.
-pub const CONTACTS_BY_PHONE: TableDefinition<(&str, &str, u64), ()> =
-    TableDefinition::new("contacts_by_phone");
+/// number (see `domain::phone`), oldest first. Several contacts may share one. The
+/// keys are byte keys (segments, then the number: see `index::keys`, and
+/// [`phone_key`]), so that comparing two is one `memcmp`: every write of a number
+/// changes two entries at random places.
+pub const CONTACTS_BY_PHONE: TableDefinition<&[u8], ()> = TableDefinition::new("contacts_by_phone");
+
+/// The key of contact `n` of `agent` under the phone number `e164`.
+pub fn phone_key(agent: &str, e164: &str, n: u64) -> Vec<u8> {
+    keys::entry(&[agent.as_bytes(), e164.as_bytes()], n)
+}
+
+/// The keys of every contact of `agent` with the number `e164`: from, and below.
+pub fn phone_range(agent: &str, e164: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = keys::prefix(&[agent.as_bytes(), e164.as_bytes()]);
+    let end = keys::prefix_end(&start);
+    (start, end)
+}
+
+/// The keys of every phone number of `agent`: from, and below.
+pub fn agent_phone_range(agent: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = keys::prefix(&[agent.as_bytes()]);
+    let end = keys::prefix_end(&start);
+    (start, end)
+}
 /// `(agent_id, folded tag name)` → the name as defined (see `domain::label`). How many
 /// contacts carry each is in `field_counts` under `tags/<folded name>`.
 pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");

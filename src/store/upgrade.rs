@@ -28,6 +28,7 @@ use super::codec::{
     decode_contact, decode_legacy_agent, decode_legacy_attribute, decode_legacy_contact,
     decode_legacy_key, encode_agent, encode_attribute, encode_contact, encode_key,
 };
+use super::tables::phone_key;
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
     CUSTOM_ATTRIBUTES,
@@ -100,7 +101,7 @@ fn to_phone_identity(db: &Database, phone: &PhoneRules) -> Result<(), StoreError
                 let mut contact = decode_contact(agent, bytes)?;
                 contact.phone = contact.phonenumber.as_deref().and_then(|p| phone.e164(p));
                 if let Some(e164) = &contact.phone {
-                    phones.insert((agent.as_str(), e164.as_str(), *n), ())?;
+                    phones.insert(phone_key(agent, e164, *n).as_slice(), ())?;
                 }
                 contacts.insert(
                     (agent.as_str(), *n),

@@ -55,6 +55,7 @@ use crate::domain::Contact;
 use crate::store::blocks::{self, CONTACT_BLOCKS};
 use crate::store::codec::{decode_agent, decode_stored_contact, expect_email};
 use crate::store::contacts::{contact_by_ext, contact_by_number, indexed_as};
+use crate::store::tables::phone_range;
 use crate::store::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE, FIELD_COUNTS,
 };
@@ -153,9 +154,11 @@ impl<'t> Snapshot<'t> {
     /// The contact numbers of the phone number `e164`, ascending.
     pub(super) fn by_phone(&self, agent: &str, e164: &str) -> Result<Vec<u64>, StoreError> {
         let phones = self.txn.open_table(CONTACTS_BY_PHONE)?;
+        let (start, end) = phone_range(agent, e164);
         let mut ids = Vec::new();
-        for row in phones.range((agent, e164, 0)..=(agent, e164, u64::MAX))? {
-            ids.push(row?.0.value().2);
+        for row in phones.range(start.as_slice()..end.as_slice())? {
+            let key = row?.0;
+            ids.extend(keys::id_of(key.value()));
         }
         Ok(ids)
     }
