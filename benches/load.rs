@@ -18,7 +18,12 @@
 //! - (t) 8 clients looking contacts up by phone number in another formatting than the
 //!   one stored (`filter[phonenumber]=1AAABBBCCCC` for `+1 AAA BBB CCCC`);
 //! - (u) 8 clients listing the first page of a list holding 1% of the contacts
-//!   (`filter[lists]=promo`; every 100th preloaded contact is put in it first).
+//!   (`filter[lists]=promo`; every 100th preloaded contact is put in it first);
+//! - (v), (w) 8 clients listing Pabbly's first page of contacts whose name holds a
+//!   substring: `VELAC` (one last name in 16) and `ace lov` (across two words: Grace
+//!   Lovelace, one in 256, found through the candidates of `ace` and `lov`);
+//! - (x) the same with a substring no name holds (`xyzzy`): the whole answer is one
+//!   empty index range.
 //!
 //! `CONTACTD_BENCH_PHASES=a,b,o` runs only the phases with those letters;
 //! `CONTACTD_BENCH_SETTLE_SECS=60` waits that long after the preload, so that the index
@@ -67,6 +72,8 @@ enum Kind {
     /// `GET /contacts?` with this query string, following `next_cursor` page after page
     /// (from the first page again after the last).
     CursorWalk(&'static str),
+    /// Pabbly's `GET /api/v1/contacts?` with this query string.
+    PabblyList(&'static str),
 }
 
 struct Phase {
@@ -77,7 +84,7 @@ struct Phase {
     max_requests: u64,
 }
 
-const PHASES: [Phase; 20] = [
+const PHASES: [Phase; 23] = [
     Phase {
         label: "(a) new contacts, 1000/request",
         kind: Kind::NewBatches,
@@ -160,6 +167,24 @@ const PHASES: [Phase; 20] = [
         "(u) list filter matching 1%",
         "per_page=50&filter%5Blists%5D=promo",
     ),
+    Phase {
+        label: "(v) Pabbly name substring, 6%",
+        kind: Kind::PabblyList("name=VELAC"),
+        clients: 8,
+        max_requests: 2_000_000,
+    },
+    Phase {
+        label: "(w) Pabbly name substring over two words, 0.4%",
+        kind: Kind::PabblyList("name=ace%20lov"),
+        clients: 8,
+        max_requests: 2_000_000,
+    },
+    Phase {
+        label: "(x) Pabbly name substring no name holds",
+        kind: Kind::PabblyList("name=xyzzy"),
+        clients: 8,
+        max_requests: 2_000_000,
+    },
 ];
 
 /// A phase of 8 clients repeating one list query.
@@ -181,7 +206,8 @@ impl Kind {
             | Self::List(_)
             | Self::EmailLookup
             | Self::PhoneLookup
-            | Self::CursorWalk(_) => 1,
+            | Self::CursorWalk(_)
+            | Self::PabblyList(_) => 1,
         }
     }
 
@@ -193,7 +219,8 @@ impl Kind {
             | Self::List(_)
             | Self::EmailLookup
             | Self::PhoneLookup
-            | Self::CursorWalk(_) => "requests/s",
+            | Self::CursorWalk(_)
+            | Self::PabblyList(_) => "requests/s",
         }
     }
 }
@@ -415,6 +442,7 @@ enum Call {
     Get(String),
     List(String),
     Walk(String),
+    Pabbly(String),
 }
 
 /// One client: a request at a time on its own connection until the limit.
@@ -438,6 +466,7 @@ async fn run_client(
             Kind::SingleUpserts => Call::Post(common::batch_body(workload.new_contacts(1))),
             Kind::Reads => Call::Get(workload.random_existing_id(&mut rng)),
             Kind::List(query) => Call::List(query.to_owned()),
+            Kind::PabblyList(query) => Call::Pabbly(query.to_owned()),
             Kind::CursorWalk(query) => Call::Walk(match &cursor {
                 Some(c) => format!("{query}&cursor={c}"),
                 None => query.to_owned(),
@@ -468,6 +497,7 @@ async fn run_client(
             Call::Post(body) => conn.upsert(body).await,
             Call::Get(id) => conn.get(&id).await,
             Call::List(query) => conn.list(&query).await,
+            Call::Pabbly(query) => conn.pabbly_list(&query).await,
             Call::Walk(query) => conn.list_next(&query).await.map(|next| {
                 depth = if next.is_some() { depth + 1 } else { 0 };
                 tally.deepest_page = tally.deepest_page.max(depth + 1);

@@ -581,6 +581,13 @@ impl Conn {
         self.send(Method::GET, &path, Bytes::new()).await.map(drop)
     }
 
+    /// Pabbly's `GET /api/v1/contacts?{query}` (the admin key lists `pabbly.agent`,
+    /// which is [`AGENT`] by default).
+    pub async fn pabbly_list(&mut self, query: &str) -> Result<(), Failure> {
+        let path = format!("/api/v1/contacts?{query}");
+        self.send(Method::GET, &path, Bytes::new()).await.map(drop)
+    }
+
     /// `GET /contacts?{query}`: one page of a list query; returns its `next_cursor`.
     pub async fn list_next(&mut self, query: &str) -> Result<Option<String>, Failure> {
         let path = format!("{}?{query}", self.contacts_path);

@@ -34,8 +34,8 @@ pub enum Op {
     Eq(Vec<u8>),
     Cmp(Cmp, Vec<u8>),
     Exists(bool),
-    /// The key holds these bytes anywhere (Pabbly's `name` filter): checked contact by
-    /// contact, as no index holds substrings.
+    /// The key holds these bytes anywhere (Pabbly's `name` filter); the store finds
+    /// candidates through its name-word dictionary (see `search::substring_pieces`).
     Contains(Vec<u8>),
 }
 

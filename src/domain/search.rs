@@ -153,6 +153,59 @@ pub fn matches_terms(contact: &Contact, terms_wanted: &[String]) -> bool {
     missing.is_empty()
 }
 
+/// Longest name infix kept in the index, in characters: a longer piece of a substring
+/// is looked up by its first `INFIX_CHARS` characters.
+pub const INFIX_CHARS: usize = 10;
+
+/// Calls `f` with the words of the contact's name as `visit_terms` gives them (so each
+/// has the contact in the word index), when at least two characters long.
+pub fn visit_name_words(contact: &Contact, f: &mut dyn FnMut(&str)) {
+    let Some(name) = &contact.name else { return };
+    let mut buf = String::new();
+    for word in name.split(|c: char| !c.is_alphanumeric()) {
+        buf.clear();
+        push_lower(&mut buf, word);
+        if buf.chars().nth(1).is_some() {
+            f(&buf);
+        }
+    }
+}
+
+/// Calls `f` with the infixes of a name word: the word from each of its characters on,
+/// cut to [`INFIX_CHARS`] characters, when at least two characters long. A substring
+/// of a name has each of its words (see [`substring_pieces`]) as the start of an infix
+/// of one of the name's words.
+pub fn visit_word_infixes(word: &str, f: &mut dyn FnMut(&str)) {
+    let starts: Vec<usize> = word.char_indices().map(|(at, _)| at).collect();
+    for (n, &at) in starts.iter().enumerate() {
+        if starts.len() - n < 2 {
+            break;
+        }
+        let end = starts.get(n + INFIX_CHARS).copied().unwrap_or(word.len());
+        f(&word[at..end]);
+    }
+}
+
+/// What a name substring (an `Op::Contains` key of the name) is looked up by: its words
+/// of two characters or more, cut to [`INFIX_CHARS`] characters, sorted, without
+/// repeats. Every name that holds the substring has each of them as the start of an
+/// infix of one of its words. Empty when the substring has no such word (only
+/// one-character words, or none): it is then checked on every name, most of which it
+/// matches anyway.
+pub fn substring_pieces(substring: &[u8]) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(substring) else {
+        return Vec::new();
+    };
+    let mut pieces: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().nth(1).is_some())
+        .map(|w| w.chars().take(INFIX_CHARS).collect())
+        .collect();
+    pieces.sort_unstable();
+    pieces.dedup();
+    pieces
+}
+
 /// Bytes of a text's sort key: a longer text sorts by its first [`MAX_TEXT_KEY`] bytes
 /// (lower-cased), then by contact number, as MySQL sorts by `max_sort_length` bytes.
 /// It keeps index keys small: a text attribute may hold 4096 characters.
@@ -520,6 +573,109 @@ mod tests {
         #[test]
         fn int_keys_order_like_ints(a: i64, b: i64) {
             prop_assert_eq!(a.cmp(&b), int_key(a).cmp(&int_key(b)));
+        }
+    }
+
+    /// The infixes of every word of a name.
+    fn infixes(name: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        visit_name_words(&contact(name, "a@b.co", "1"), &mut |word| {
+            visit_word_infixes(word, &mut |i| {
+                out.insert(i.to_owned());
+            });
+        });
+        out
+    }
+
+    #[test]
+    fn name_infixes_are_word_pieces_of_two_to_ten_characters() {
+        assert_eq!(
+            infixes("Jane O'Doe"),
+            ["jane", "ane", "ne", "doe", "oe"]
+                .map(String::from)
+                .into_iter()
+                .collect(),
+            "the suffixes of each word, of two characters or more"
+        );
+        assert_eq!(
+            infixes("Montgomeryshire"),
+            [
+                "montgomery",
+                "ontgomerys",
+                "ntgomerysh",
+                "tgomeryshi",
+                "gomeryshir",
+                "omeryshire",
+                "meryshire",
+                "eryshire",
+                "ryshire",
+                "yshire",
+                "shire",
+                "hire",
+                "ire",
+                "re"
+            ]
+            .map(String::from)
+            .into_iter()
+            .collect()
+        );
+        assert_eq!(
+            infixes("Ünal Ö"),
+            ["ünal", "nal", "al"]
+                .map(String::from)
+                .into_iter()
+                .collect()
+        );
+    }
+
+    #[test]
+    fn name_words_are_search_words() {
+        let c = contact("İstanbul Ünal-O'Brien", "a@b.co", "1");
+        let all = terms(&c);
+        let mut words = Vec::new();
+        visit_name_words(&c, &mut |w| words.push(w.to_owned()));
+        assert_eq!(words, ["i\u{307}stanbul", "ünal", "brien"]);
+        assert!(words.iter().all(|w| all.contains(w)), "{words:?} {all:?}");
+    }
+
+    #[test]
+    fn substrings_are_looked_up_by_their_words() {
+        let pieces = |s: &str| substring_pieces(&text_key(s));
+        assert_eq!(pieces("ANE"), ["ane"]);
+        assert_eq!(pieces("tgomeryshire"), ["tgomeryshi"]);
+        assert_eq!(
+            pieces("e d-oe x"),
+            ["oe"],
+            "one-character words are not looked up"
+        );
+        assert_eq!(pieces("ne do ne"), ["do", "ne"]);
+        assert!(pieces("a").is_empty());
+        assert!(pieces(" - ").is_empty());
+    }
+
+    proptest! {
+        /// A name that holds a substring has each of the substring's pieces as the start
+        /// of an infix of one of its words.
+        #[test]
+        fn infixes_find_every_name_that_holds_a_substring(
+            name in "[a-zA-ZéİÖ' -]{0,24}",
+            from in 0usize..24,
+            len in 0usize..14,
+            other in "[a-zé -]{1,12}",
+        ) {
+            let text = String::from_utf8(text_key(&name)).unwrap();
+            let chars: Vec<char> = text.chars().collect();
+            let inside: String = chars.iter().skip(from).take(len).collect();
+            let found = infixes(&name);
+            for wanted in [inside.as_str(), other.as_str()] {
+                if text.contains(wanted) {
+                    let pieces = substring_pieces(wanted.as_bytes());
+                    for piece in &pieces {
+                        prop_assert!(found.iter().any(|i| i.starts_with(piece.as_str())),
+                            "{:?} in {:?}: {:?} not in {:?}", wanted, name, piece, found);
+                    }
+                }
+            }
         }
     }
 }

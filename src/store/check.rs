@@ -25,8 +25,8 @@ use super::blocks;
 use super::codec::{decode_agent, decode_attribute, decode_key, decode_stored_contact};
 use super::damage::{unpanic, MARKER};
 use super::index::{
-    counted_fields, keys, pending_block, sort_keys, word_keys, Held, Index, IndexView, Slot,
-    RUN_PREFIX,
+    counted_fields, keys, name_dictionary_holds, name_words, pending_block, sort_keys, word_keys,
+    Held, Index, IndexView, Slot, RUN_PREFIX,
 };
 use super::redb_store::DB_FILE;
 use super::scan::{walk_numbers, walk_pairs, Hints};
@@ -34,7 +34,7 @@ use super::tables::phone_key;
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
     CUSTOM_ATTRIBUTES, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION, META_NEXT_CONTACT_ID,
-    META_SCHEMA_VERSION, META_WAL_CHECKPOINT, SCHEMA_VERSION,
+    META_SCHEMA_VERSION, META_WAL_CHECKPOINT, NAME_INFIXES, SCHEMA_VERSION,
 };
 use super::wal;
 use super::StoreError;
@@ -280,6 +280,8 @@ struct Expected {
     phones_found: u64,
     /// The block counts the contact records make.
     blocks: blocks::Deltas,
+    /// The contacts' name words, which the name-word dictionary must hold.
+    name_words: BTreeSet<String>,
 }
 
 /// The keys a contact should have in an index.
@@ -375,6 +377,7 @@ pub fn run(
     let by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
     let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
     let by_phone = txn.open_table(CONTACTS_BY_PHONE)?;
+    let names = txn.open_table(NAME_INFIXES)?;
     let view = IndexView::open(txn, held)?;
     let counts = txn.open_table(FIELD_COUNTS)?;
     let mut expected: HashMap<String, Expected> = HashMap::new();
@@ -501,6 +504,7 @@ pub fn run(
         for key in word_keys(agent, &contact) {
             exp.words.add(&key);
         }
+        exp.name_words.extend(name_words(&contact));
         for field in counted_fields(&contact) {
             *exp.fields.entry(field).or_default() += 1;
         }
@@ -539,6 +543,17 @@ pub fn run(
                 "agent {agent}: contacts_by_phone holds {} entries, expected {}",
                 exp.phones_found, exp.phones
             ));
+        }
+        for word in &exp.name_words {
+            match unpanic("a name_infixes lookup", || {
+                name_dictionary_holds(&names, agent, word)
+            }) {
+                Ok(true) => {}
+                Ok(false) => report.problem(format!(
+                    "agent {agent}: name_infixes lacks the name word '{word}'"
+                )),
+                Err(err) => report.damage(format!("agent {agent}: name_infixes: {err}")),
+            }
         }
         for (index, want) in [(Index::Sort, exp.sort), (Index::Words, exp.words)] {
             let have = match unpanic("an index read", || digest(&view, index, agent)) {

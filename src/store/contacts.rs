@@ -166,7 +166,7 @@ impl<'txn> Tables<'txn> {
         let changes = Arc::new(changes);
         self.txn
             .index()
-            .contacts_changed(agent, Arc::clone(&changes));
+            .contacts_changed(agent, Arc::clone(&changes))?;
         let mut blocks = blocks::Deltas::default();
         for (before, after) in changes.iter() {
             match (before, after) {

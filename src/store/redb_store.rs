@@ -1642,6 +1642,67 @@ mod tests {
         );
     }
 
+    /// The name-word dictionary holds every infix of every name word; the words of a
+    /// renamed contact stay; a missing infix is a problem `check` names.
+    #[test]
+    fn check_reports_a_name_word_the_dictionary_lacks() {
+        use crate::store::index::keys;
+        use crate::store::tables::NAME_INFIXES;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = RedbStore::open(dir.path()).unwrap();
+        create_agent(&rt, &store, "a");
+        let write = |name: &str| {
+            let mut issues = crate::domain::Issues::new();
+            let body = serde_json::json!({"external_id": "u1", "name": name});
+            let input = ContactInput::parse(&body, "", &mut issues).unwrap();
+            rt.block_on(store.upsert_contacts(
+                "a".into(),
+                vec![input],
+                OnDuplicate::Update,
+                WriteRules::default(),
+                1_700_000_000,
+            ))
+            .unwrap();
+        };
+        let dictionary = || -> Vec<String> {
+            let txn = store.db_for_tests().begin_read().unwrap();
+            let table = txn.open_table(NAME_INFIXES).unwrap();
+            let rows = table.iter().unwrap().map(|row| {
+                let key = row.unwrap().0.value().to_vec();
+                let (_, rest) = keys::split_seg(&key).unwrap();
+                let (infix, rest) = keys::split_seg(rest).unwrap();
+                let (word, _) = keys::split_seg(rest).unwrap();
+                format!(
+                    "{}<{}",
+                    String::from_utf8(infix).unwrap(),
+                    String::from_utf8(word).unwrap()
+                )
+            });
+            rows.collect()
+        };
+        write("Ada O'Neil");
+        assert_eq!(
+            dictionary(),
+            ["ada<ada", "da<ada", "eil<neil", "il<neil", "neil<neil"]
+        );
+        write("Ada Bo");
+        assert_eq!(dictionary().len(), 6, "neil stays; bo is added");
+        assert_eq!(store.check().unwrap().problem_count, 0);
+        let txn = store.db_for_tests().begin_write().unwrap();
+        let mut table = txn.open_table(NAME_INFIXES).unwrap();
+        table
+            .remove(keys::prefix(&[b"a", b"da", b"ada"]).as_slice())
+            .unwrap();
+        drop(table);
+        txn.commit().unwrap();
+        let problems = store.check().unwrap().problems.join("\n");
+        assert!(
+            problems.contains("agent a: name_infixes lacks the name word 'ada'"),
+            "{problems}"
+        );
+    }
+
     /// What a store holds, as far as a client can tell: every agent with its contacts
     /// in creation order, attribute definitions and keys.
     fn everything(store: &RedbStore) -> String {

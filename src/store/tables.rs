@@ -23,6 +23,9 @@ pub const CONTACTS_BY_EMAIL: TableDefinition<(&str, &str), &str> =
 /// [`phone_key`]), so that comparing two is one `memcmp`: every write of a number
 /// changes two entries at random places.
 pub const CONTACTS_BY_PHONE: TableDefinition<&[u8], ()> = TableDefinition::new("contacts_by_phone");
+/// The name-word dictionary of Pabbly's name filter: `(agent_id, infix, word)` as
+/// index key segments (see `index::names`). Part of the indexes: rebuilt with them.
+pub const NAME_INFIXES: TableDefinition<&[u8], ()> = TableDefinition::new("name_infixes");
 
 /// The key of contact `n` of `agent` under the phone number `e164`.
 pub fn phone_key(agent: &str, e164: &str, n: u64) -> Vec<u8> {
@@ -83,8 +86,9 @@ pub const META_WAL_CHECKPOINT: &str = "wal_checkpoint";
 /// version 5 stores run chunks packed (see `lsm::block::PackedBuilder`); version 6
 /// seals blocks, chunks and journal entries with a checksum and cuts text sort keys to
 /// 1024 bytes (see `domain::search::text_key`); version 7 adds entries for tags, lists,
-/// `optin`, `incoming_blocked` and `source`, which filters read.
-pub const INDEX_VERSION: u64 = 7;
+/// `optin`, `incoming_blocked` and `source`, which filters read; version 8 adds the
+/// name-word dictionary (`name_infixes`, see `index::names`).
+pub const INDEX_VERSION: u64 = 8;
 
 /// The layout this build writes. Version 2 added `custom_attributes` and contact
 /// records with typed values; a version-1 data dir is upgraded at open (the new table

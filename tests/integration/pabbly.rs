@@ -382,6 +382,71 @@ async fn put_replaces_adds_and_removes_tags_and_updates_attributes_by_name() {
     );
 }
 
+/// The name filter finds a substring anywhere in the name, across words and in long
+/// or accented words, and follows renames.
+#[tokio::test]
+async fn name_filter_finds_substrings_anywhere() {
+    let s = TestServer::start().await;
+    s.upsert(json!([
+        {"external_id": "a", "name": "Grace Montgomeryshire-Smythe"},
+        {"external_id": "b", "name": "Ünal Özdemir"},
+        {"external_id": "c", "name": "Ada Lovelace"},
+        {"external_id": "d", "name": "Grace Hopper"},
+        {"external_id": "e"},
+    ]))
+    .await;
+    let found = |r: &Reply| -> (Vec<String>, Value) {
+        let names = r.body["data"]["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        (names, r.body["data"]["totalCount"].clone())
+    };
+    let montgomery = "Grace Montgomeryshire-Smythe";
+    for (name, want) in [
+        ("ACE", vec![montgomery, "Ada Lovelace", "Grace Hopper"]),
+        ("gomeryshire-smy", vec![montgomery]),
+        ("omeryshir", vec![montgomery]),
+        ("montgomeryshires", vec![]),
+        ("ÖZDEM", vec!["Ünal Özdemir"]),
+        ("l ö", vec!["Ünal Özdemir"]),
+        ("e h", vec!["Grace Hopper"]),
+        ("ace m", vec![montgomery]),
+        (
+            "a",
+            vec![montgomery, "Ünal Özdemir", "Ada Lovelace", "Grace Hopper"],
+        ),
+        ("-", vec![montgomery]),
+        ("xyzzy", vec![]),
+    ] {
+        let encoded: String = name.bytes().map(|b| format!("%{b:02X}")).collect();
+        let r = s.get(&format!("{PABBLY}?name={encoded}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}: {}", r.body);
+        assert_eq!(
+            found(&r),
+            (
+                want.iter().map(|n| n.to_string()).collect(),
+                json!(want.len())
+            ),
+            "{name}"
+        );
+    }
+    // A renamed contact is found by its new name only.
+    let r = s
+        .patch(
+            &contact_path("d"),
+            json!({"data": {"name": "Grace Brewster"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for (name, want) in [("hop", vec![]), ("rewst", vec!["Grace Brewster"])] {
+        let r = s.get(&format!("{PABBLY}?name={name}")).await;
+        assert_eq!(found(&r).0, want, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn get_filters_order_and_pages() {
     let s = TestServer::start().await;

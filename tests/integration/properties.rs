@@ -242,7 +242,8 @@ fn query_contact() -> impl Strategy<Value = Value> {
         proptest::option::of(prop_oneof![
             Just("Rivera"),
             Just("Lovelace"),
-            Just("Samson")
+            Just("Samson"),
+            Just("Montgomeryshire")
         ]),
         proptest::option::of(prop_oneof![Just("acme.com"), Just("x.org")]),
         proptest::option::of(0i64..5),
@@ -353,8 +354,13 @@ proptest! {
         deletions in proptest::collection::vec(0usize..40, 0..4),
         limits in proptest::option::of((1usize..6, 0usize..4, 0usize..6, 1usize..3, 1usize..3, 1usize..6)),
         batch in proptest::option::of(1usize..10),
+        name_part in proptest::option::of(prop_oneof![
+            Just("sa"), Just("AM RIV"), Just("am"), Just("a"), Just("ove"), Just("m r"),
+            Just("-"), Just("lovelacex"), Just("RIVERA"), Just("gomeryshir"),
+            Just("tgomeryshire"), Just("sam samson"), Just("zed"), Just("rivera sa")
+        ]),
     ) {
-        use contactd::domain::query::Query;
+        use contactd::domain::query::{Filter, Op, Query};
         use contactd::store::Start;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -386,7 +392,11 @@ proptest! {
         let schema: BTreeMap<String, AttrType> =
             [("ltv", AttrType::Number), ("vip", AttrType::Boolean), ("plan", AttrType::Text)]
                 .into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        let query = Query::parse(&params, &schema, &Default::default()).unwrap();
+        let mut query = Query::parse(&params, &schema, &Default::default()).unwrap();
+        // Pabbly's name filter, which only its dialect sends.
+        if let Some(part) = name_part {
+            query.filters.push(Filter { field: "name".into(), op: Op::Contains(contactd::domain::search::text_key(part)) });
+        }
         let all: Vec<Contact> = rt.block_on(async {
             let agent = contactd::domain::Agent { id: "a".into(), name: "a".into(), created_at: 0, contact_count: 0 };
             store.create_agent(agent).await.unwrap();

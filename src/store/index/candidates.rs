@@ -4,8 +4,10 @@
 
 use super::keys;
 use super::lsm::{Index, IndexView};
+use super::names::words_with;
 use super::query::{QueryLimits, Snapshot};
 use crate::domain::query::{Cmp, Op, Query};
+use crate::domain::search::substring_pieces;
 use crate::store::codec::expect_email;
 use crate::store::StoreError;
 
@@ -22,6 +24,9 @@ pub(super) enum Candidates {
     Streamed(Index, Vec<u64>, Vec<Vec<u8>>),
     /// No usable index range: contacts are checked one by one.
     Unindexed,
+    /// The candidates given before it for this filter may hold more than it accepts:
+    /// each is checked, and their number is no total.
+    Inexact,
 }
 
 pub(super) fn candidates(
@@ -68,6 +73,18 @@ pub(super) fn candidates(
                 Candidates::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
             }
             ("phone", Op::Eq(key)) => Candidates::Ids(snap.by_phone(agent, &text(key))?),
+            ("name", Op::Contains(key)) => {
+                // The word index mixes a contact's name words with its other words, so
+                // the candidates are checked.
+                for piece in substring_pieces(key) {
+                    let words = words_with(&snap.name_infixes()?, agent, &piece, limits.words)?;
+                    out.push(match words {
+                        Some(words) => word_ranges(snap.index()?, agent, &words, limits)?,
+                        None => Candidates::Unindexed,
+                    });
+                }
+                Candidates::Inexact
+            }
             ("email" | "external_id", _) | (_, Op::Exists(false) | Op::Contains(_)) => {
                 Candidates::Unindexed
             }
@@ -105,6 +122,34 @@ pub(super) fn candidates(
         out.push(found);
     }
     Ok(out)
+}
+
+/// The contacts under each of `words` (whole words) in the word index: each word read
+/// whole up to `limits.common_word` entries, else streamed; unindexed past
+/// `limits.max_common_words` streamed words.
+fn word_ranges(
+    view: &IndexView,
+    agent: &str,
+    words: &[String],
+    limits: QueryLimits,
+) -> Result<Candidates, StoreError> {
+    let mut rare = Vec::new();
+    let mut common = Vec::new();
+    for word in words {
+        let prefix = keys::prefix(&[agent.as_bytes(), word.as_bytes()]);
+        match collect(view, Index::Words, &prefix, None, limits.common_word)? {
+            Some(ids) => rare.extend(ids),
+            None if common.len() < limits.max_common_words => common.push(prefix),
+            None => return Ok(Candidates::Unindexed),
+        }
+    }
+    rare.sort_unstable();
+    rare.dedup();
+    Ok(if common.is_empty() {
+        Candidates::Ids(rare)
+    } else {
+        Candidates::Streamed(Index::Words, rare, common)
+    })
 }
 
 /// The contact numbers of the keys from `lower` while below `upper` (without one:

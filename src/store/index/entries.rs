@@ -12,6 +12,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::keys;
 use super::lsm::{self, Changes, Index, IndexLimits, Op, Sorted};
+use super::names;
 use crate::store::codec::decode_stored_contact;
 use crate::store::tables::{CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION};
 use crate::store::StoreError;
@@ -275,7 +276,7 @@ pub fn delete_agent(
     }
     let mut counts = txn.open_table(FIELD_COUNTS)?;
     counts.retain_in((agent, "")..=(agent, "\u{10FFFF}"), |_, _| false)?;
-    Ok(())
+    names::delete_agent(txn, agent)
 }
 
 /// Builds the indexes from the contact records when the data dir has none or another
@@ -296,6 +297,7 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
     // Created even when empty: readers open it.
     txn.open_table(FIELD_COUNTS)?;
     lsm::clear(txn)?;
+    names::clear(txn)?;
     let mut ops = Vec::new();
     let mut counts = HashMap::new();
     let contacts = txn.open_table(CONTACTS)?;
@@ -312,6 +314,7 @@ pub fn ensure(txn: &WriteTransaction, limits: IndexLimits) -> Result<Option<u64>
         }
         let contact = decode_stored_contact(agent, key.value().1, value.value())?;
         record(agent, None, Some(&contact), &mut ops);
+        names::record(txn, agent, std::iter::once((None, Some(&contact))))?;
         let pair = [(None, Some(contact))];
         count(&pair, &mut counts);
         built += 1;

@@ -23,6 +23,7 @@ pub(super) mod keys;
 /// Public to the store for its tests, which look at the index tables.
 pub(super) mod lsm;
 mod merger;
+mod names;
 mod query;
 mod streams;
 mod txn;
@@ -33,5 +34,6 @@ pub use journal::{pending_block, replay};
 pub use lsm::unlogged::{Held, Slot, Unlogged, INDEX_JOURNAL};
 pub use lsm::{Index, IndexLimits, IndexView, RUN_PREFIX};
 pub use merger::{Kick, Merger};
+pub use names::{holds as name_dictionary_holds, name_words};
 pub use query::{execute, QueryLimits, QueryPage, Start};
 pub use txn::{Finished, IndexTxn, Indexer, TxnIndex};

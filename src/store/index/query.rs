@@ -58,6 +58,7 @@ use crate::store::contacts::{contact_by_ext, contact_by_number, indexed_as};
 use crate::store::tables::phone_range;
 use crate::store::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE, FIELD_COUNTS,
+    NAME_INFIXES,
 };
 use crate::store::StoreError;
 
@@ -149,6 +150,11 @@ impl<'t> Snapshot<'t> {
 
     pub(super) fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         contact_by_ext(&self.contacts, &self.by_ext, agent, ext)
+    }
+
+    /// The name-word dictionary (see `names`).
+    pub(super) fn name_infixes(&self) -> Result<ReadOnlyTable<&'static [u8], ()>, StoreError> {
+        Ok(self.txn.open_table(NAME_INFIXES)?)
     }
 
     /// The contact numbers of the phone number `e164`, ascending.
@@ -258,7 +264,7 @@ pub fn execute(
         match found {
             Candidates::Ids(ids) => sets.push(ids),
             Candidates::Streamed(index, rare, common) => streams.push((index, rare, common)),
-            Candidates::Unindexed => unchecked = true,
+            Candidates::Unindexed | Candidates::Inexact => unchecked = true,
         }
     }
     if sets.is_empty() && small_agent {

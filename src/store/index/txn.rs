@@ -19,6 +19,7 @@ use super::lsm::block::Block;
 use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
 use super::lsm::{store_blocks, IndexLimits};
 use super::merger::Kick;
+use super::names;
 use super::worker::{self, IndexWorker, Job};
 use crate::store::StoreError;
 
@@ -124,8 +125,14 @@ impl IndexTxn<'_> {
     }
 
     /// Records contact writes (made or about to be made in this transaction): their
-    /// field counts now, their index entries when the group finishes.
-    pub fn contacts_changed(&self, agent: &str, pairs: Arc<Pairs>) {
+    /// field counts and new name words now, their index entries when the group
+    /// finishes.
+    pub fn contacts_changed(&self, agent: &str, pairs: Arc<Pairs>) -> Result<(), StoreError> {
+        names::record(
+            self.txn,
+            agent,
+            pairs.iter().map(|(b, a)| (b.as_ref(), a.as_ref())),
+        )?;
         entries::count(
             &pairs,
             self.state
@@ -135,6 +142,7 @@ impl IndexTxn<'_> {
                 .or_default(),
         );
         self.state.jobs.borrow_mut().push((agent.to_owned(), pairs));
+        Ok(())
     }
 
     /// Notes that index changes were written to the log directly, so that the merger
