@@ -303,8 +303,10 @@ pub fn sort_key(contact: &Contact, field: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// Fields that are filtered by through the sort index but never sorted by or counted.
-pub const FILTER_ONLY_FIELDS: [&str; 3] = ["optin", "incoming_blocked", "source"];
+/// Fields that are filtered by through the sort index but never sorted by or counted:
+/// `phone` is the number in E.164, which `filter[phonenumber]` and Pabbly's `mobile`
+/// match on.
+pub const FILTER_ONLY_FIELDS: [&str; 4] = ["optin", "incoming_blocked", "source", "phone"];
 
 /// Every `(field, sort key)` a contact has: each core column with a value, each
 /// custom attribute value, the [`FILTER_ONLY_FIELDS`] set, and each tag and list

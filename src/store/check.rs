@@ -30,10 +30,9 @@ use super::index::{
 };
 use super::redb_store::DB_FILE;
 use super::scan::{walk_numbers, walk_pairs, Hints};
-use super::tables::phone_key;
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
-    CUSTOM_ATTRIBUTES, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION, META_NEXT_CONTACT_ID,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
+    FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION, META_NEXT_CONTACT_ID,
     META_SCHEMA_VERSION, META_WAL_CHECKPOINT, NAME_INFIXES, SCHEMA_VERSION,
 };
 use super::wal;
@@ -275,9 +274,6 @@ struct Expected {
     /// Entries read from `contacts_by_external_id` and `contacts_by_email`.
     exts_found: u64,
     emails_found: u64,
-    /// Contacts with a phone number in E.164, and entries of `contacts_by_phone`.
-    phones: u64,
-    phones_found: u64,
     /// The block counts the contact records make.
     blocks: blocks::Deltas,
     /// The contacts' name words, which the name-word dictionary must hold.
@@ -376,7 +372,6 @@ pub fn run(
     let contacts = txn.open_table(CONTACTS)?;
     let by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
     let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
-    let by_phone = txn.open_table(CONTACTS_BY_PHONE)?;
     let names = txn.open_table(NAME_INFIXES)?;
     let view = IndexView::open(txn, held)?;
     let counts = txn.open_table(FIELD_COUNTS)?;
@@ -402,19 +397,6 @@ pub fn run(
         true
     }) {
         report.damage(format!("contacts_by_email {gap}"));
-    }
-
-    match unpanic("a phone index read", || {
-        for row in by_phone.iter()? {
-            let (key, _) = row?;
-            let agent = keys::split_seg(key.value()).map(|(agent, _)| agent);
-            let agent = String::from_utf8_lossy(&agent.unwrap_or_default()).into_owned();
-            expected.entry(agent).or_default().phones_found += 1;
-        }
-        Ok(())
-    }) {
-        Ok(()) => {}
-        Err(err) => report.damage(format!("contacts_by_phone: {err}")),
     }
 
     // Every contact: its record, and the entries it should have. Past damage in the
@@ -454,17 +436,9 @@ pub fn run(
                     .map(|v| v.value().to_owned()),
                 None => None,
             };
-            let phone_entry = match &contact.phone {
-                Some(e164) => Some(
-                    by_phone
-                        .get(phone_key(agent, e164, n).as_slice())?
-                        .is_some(),
-                ),
-                None => None,
-            };
-            Ok((ext_entry, email, email_entry, phone_entry))
+            Ok((ext_entry, email, email_entry))
         });
-        let (ext_entry, email, email_entry, phone_entry) = match lookups {
+        let (ext_entry, email, email_entry) = match lookups {
             Ok(found) => found,
             Err(err) => {
                 report.damage(format!("the indexes of {agent}/{ext}: {err}"));
@@ -475,15 +449,6 @@ pub fn run(
             report.problem(format!(
                 "{agent}/{ext}: contacts_by_external_id names contact {ext_entry:?}, expected {n}"
             ));
-        }
-        if let Some(indexed) = phone_entry {
-            exp.phones += 1;
-            if !indexed {
-                report.problem(format!(
-                    "{agent}/{ext}: contacts_by_phone lacks {}",
-                    contact.phone.as_deref().unwrap_or_default()
-                ));
-            }
         }
         if let Some(email) = email {
             match email_entry {
@@ -538,12 +503,6 @@ pub fn run(
                 exp.emails_found, exp.emails
             ));
         }
-        if exp.phones_found != exp.phones {
-            report.problem(format!(
-                "agent {agent}: contacts_by_phone holds {} entries, expected {}",
-                exp.phones_found, exp.phones
-            ));
-        }
         for word in &exp.name_words {
             match unpanic("a name_infixes lookup", || {
                 name_dictionary_holds(&names, agent, word)
@@ -583,7 +542,7 @@ pub fn run(
         }
         check_field_counts(&counts, agent, exp.fields, report);
         check_blocks(txn, agent, &exp.blocks, report)?;
-        report.index_entries += exp.exts_found + exp.emails_found + exp.phones_found;
+        report.index_entries += exp.exts_found + exp.emails_found;
     }
     // Entries outside every agent's range (an agent that no longer exists).
     for index in [Index::Sort, Index::Words] {

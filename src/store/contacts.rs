@@ -14,14 +14,13 @@ use super::codec::{
     decode_agent, decode_attribute, decode_contact, decode_stored_contact, encode_agent,
     encode_contact,
 };
-use super::index::{self, keys, Pairs};
+use super::index::{self, IndexView, Pairs};
 use super::labels::{self, Labels};
 use super::redb_store::{put_attribute, set_meta};
 use super::redo::{ContactChange, Op};
-use super::tables::{agent_phone_range, phone_key, phone_range};
 use super::tables::{
-    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
-    CUSTOM_ATTRIBUTES, META, META_NEXT_CONTACT_ID,
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES, META,
+    META_NEXT_CONTACT_ID,
 };
 use super::writer::Txn;
 use super::{
@@ -106,7 +105,6 @@ struct Tables<'txn> {
     contacts: Table<'txn, (&'static str, u64), &'static [u8]>,
     by_ext: Table<'txn, (&'static str, &'static str), u64>,
     emails: Table<'txn, (&'static str, &'static str), &'static str>,
-    phones: Table<'txn, &'static [u8], ()>,
     agents: Table<'txn, &'static str, &'static [u8]>,
     txn: &'txn Txn,
 }
@@ -117,7 +115,6 @@ impl<'txn> Tables<'txn> {
             contacts: txn.open_table(CONTACTS)?,
             by_ext: txn.open_table(CONTACTS_BY_EXTERNAL_ID)?,
             emails: txn.open_table(CONTACTS_BY_EMAIL)?,
-            phones: txn.open_table(CONTACTS_BY_PHONE)?,
             agents: txn.open_table(AGENTS)?,
             txn,
         })
@@ -130,28 +127,6 @@ impl<'txn> Tables<'txn> {
 
     fn load(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
         contact_by_ext(&self.contacts, &self.by_ext, agent, ext)
-    }
-
-    /// The external id of the agent's oldest contact with the phone number `e164`.
-    fn phone_owner(&self, agent: &str, e164: &str) -> Result<Option<String>, StoreError> {
-        let (start, end) = phone_range(agent, e164);
-        let first = self
-            .phones
-            .range(start.as_slice()..end.as_slice())?
-            .next()
-            .transpose()?;
-        let Some((key, _)) = first else {
-            return Ok(None);
-        };
-        let n = keys::id_of(key.value()).ok_or_else(|| {
-            StoreError::Corrupt(format!("a malformed phone index key for {e164}"))
-        })?;
-        let contact = contact_by_number(&self.contacts, agent, n)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the phone index names contact {n} for {e164} but no such contact exists"
-            ))
-        })?;
-        Ok(Some(contact.external_id))
     }
 
     fn email_owner(&self, agent: &str, key: &str) -> Result<Option<String>, StoreError> {
@@ -193,15 +168,6 @@ impl<'txn> Tables<'txn> {
                     self.emails.remove((agent, key.as_str()))?;
                 }
             }
-            if let Some(phone) = &old.phone {
-                if after
-                    .as_ref()
-                    .is_none_or(|a| a.phone.as_ref() != Some(phone))
-                {
-                    self.phones
-                        .remove(phone_key(agent, phone, old.id).as_slice())?;
-                }
-            }
             if renamed {
                 self.by_ext.remove((agent, old.external_id.as_str()))?;
             }
@@ -226,15 +192,6 @@ impl<'txn> Tables<'txn> {
                 let old_key = before.as_ref().and_then(Contact::email_key);
                 if !same_ext || old_key.as_deref() != Some(key.as_str()) {
                     self.emails.insert((agent, key.as_str()), ext)?;
-                }
-            }
-            if let Some(phone) = &new.phone {
-                if before
-                    .as_ref()
-                    .is_none_or(|b| b.phone.as_ref() != Some(phone))
-                {
-                    self.phones
-                        .insert(phone_key(agent, phone, new.id).as_slice(), ())?;
                 }
             }
             if !same_ext {
@@ -668,10 +625,17 @@ pub fn save_by_phone(
     let mut batch = Batch::open(txn, agent_id, OnDuplicate::Update, rules, now)?;
     let mut created: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
+    let mut view = None;
     for entry in entries {
         let owner = match created.get(&entry.phone) {
             Some(ext) => Some(ext.clone()),
-            None => batch.tables.phone_owner(agent_id, &entry.phone)?,
+            None => {
+                let view = match &mut view {
+                    Some(view) => view,
+                    None => view.insert(txn.committed_index()?),
+                };
+                phone_owner(txn, view, &batch.tables, agent_id, &entry.phone)?
+            }
         };
         if owner.is_some() && !entry.overwrite {
             out.push(PhoneOutcome::Exists);
@@ -694,6 +658,33 @@ pub fn save_by_phone(
     }
     batch.finish(txn)?;
     Ok(out)
+}
+
+/// The external id of the agent's oldest contact with the phone number `e164`: the
+/// `phone` entries of the sort index as earlier groups committed them, and the contacts
+/// this group's jobs wrote, each checked against its record as it stands now.
+fn phone_owner(
+    txn: &Txn,
+    view: &IndexView,
+    tables: &Tables<'_>,
+    agent: &str,
+    e164: &str,
+) -> Result<Option<String>, StoreError> {
+    let mut ids = index::value_holders(view, agent, "phone", e164.as_bytes())?;
+    ids.extend(
+        txn.index()
+            .pending(agent, &|c| c.phone.as_deref() == Some(e164)),
+    );
+    ids.sort_unstable();
+    ids.dedup();
+    for n in ids {
+        if let Some(contact) = contact_by_number(&tables.contacts, agent, n)? {
+            if contact.phone.as_deref() == Some(e164) {
+                return Ok(Some(contact.external_id));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// One chunk of an import: each row upserted in order on its own; a row that fails is
@@ -844,9 +835,6 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     for key in agent_rows(&emails, agent_id)? {
         emails.remove((agent_id, key.as_str()))?;
     }
-    let (start, end) = agent_phone_range(agent_id);
-    txn.open_table(CONTACTS_BY_PHONE)?
-        .retain_in(start.as_slice()..end.as_slice(), |_, ()| false)?;
     labels::delete_all(txn, agent_id)?;
     let mut contacts = txn.open_table(CONTACTS)?;
     contacts.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;

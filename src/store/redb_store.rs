@@ -23,9 +23,9 @@ use super::index::{
 use super::labels;
 use super::redo::Op;
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
-    CUSTOM_ATTRIBUTES, FIELD_COUNTS, LISTS, META, META_INITIALIZED, META_SCHEMA_VERSION,
-    META_WAL_CHECKPOINT, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION, TAGS,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
+    FIELD_COUNTS, LISTS, META, META_INITIALIZED, META_SCHEMA_VERSION, META_WAL_CHECKPOINT,
+    OLDEST_SCHEMA_VERSION, SCHEMA_VERSION, TAGS,
 };
 use super::upgrade;
 use super::wal::{self, Log};
@@ -319,7 +319,6 @@ fn prepare(db: &Database, damage: &Damage, phone: &PhoneRules) -> Result<(), Sto
         txn.open_table(CONTACTS)?;
         txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
         txn.open_table(CONTACTS_BY_EMAIL)?;
-        txn.open_table(CONTACTS_BY_PHONE)?;
         txn.open_table(TAGS)?;
         txn.open_table(LISTS)?;
         txn.open_table(AGENTS)?;
@@ -1588,9 +1587,11 @@ mod tests {
         ));
     }
 
+    /// Phone numbers are `phone` entries of the sort index, in E.164, which `check`
+    /// verifies like every other entry.
     #[test]
-    fn check_reports_a_missing_and_a_stray_phone_index_entry() {
-        use crate::store::tables::phone_key;
+    fn check_reports_a_missing_and_a_stray_phone_entry() {
+        use crate::store::index::keys;
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         let store = RedbStore::open(dir.path()).unwrap();
@@ -1600,7 +1601,9 @@ mod tests {
             .iter()
             .map(|(ext, phone)| {
                 let body = serde_json::json!({"external_id": ext, "phonenumber": phone});
-                ContactInput::parse(&body, "", &mut issues).unwrap()
+                let mut input = ContactInput::parse(&body, "", &mut issues).unwrap();
+                input.read_phone(&PhoneRules::default());
+                input
             })
             .collect();
         rt.block_on(store.upsert_contacts(
@@ -1612,34 +1615,74 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(store.check().unwrap().problem_count, 0);
-        let damage = |key: Vec<u8>, remove: bool| {
-            let txn = store.db_for_tests().begin_write().unwrap();
-            let mut phones = txn.open_table(CONTACTS_BY_PHONE).unwrap();
-            if remove {
-                phones.remove(key.as_slice()).unwrap();
-            } else {
-                phones.insert(key.as_slice(), ()).unwrap();
-            }
-            drop(phones);
+        store.shutdown();
+        drop(store);
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut changes = Changes::default();
+            let entry = |e164: &str, n| keys::entry(&[b"a", b"phone", e164.as_bytes()], n);
+            changes.remove(Index::Sort, entry("+15550100001", 1));
+            changes.put(Index::Sort, entry("+15550100009", 2));
+            changes.commit(&txn, IndexLimits::default()).unwrap();
             txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        let problems = store.check().unwrap().problems.join("\n");
+        assert!(problems.contains("sort_index lacks"), "{problems}");
+        assert!(problems.contains("+15550100001"), "{problems}");
+        assert!(problems.contains("+15550100009"), "{problems}");
+    }
+
+    /// Pabbly writes of one new number racing each other create one contact: a write
+    /// grouped with another one that created the number finds it among the group's
+    /// pending contacts, a later group in the index.
+    #[test]
+    fn racing_writes_by_phone_create_one_contact_per_number() {
+        use crate::store::{PhoneOutcome, PhoneWrite};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+        create_agent(&rt, &store, "a");
+        let write = |phone: String| {
+            let store = Arc::clone(&store);
+            async move {
+                let mut issues = crate::domain::Issues::new();
+                let body = serde_json::json!({"name": "n", "phonenumber": phone});
+                let mut input = ContactInput::parse(&body, "", &mut issues).unwrap();
+                input.read_phone(&PhoneRules::default());
+                let entry = PhoneWrite {
+                    phone,
+                    input,
+                    overwrite: false,
+                };
+                store
+                    .save_by_phone(
+                        "a".into(),
+                        vec![entry],
+                        WriteRules::default(),
+                        1_700_000_000,
+                    )
+                    .await
+                    .unwrap()
+            }
         };
-        damage(phone_key("a", "+15550100001", 1), true);
-        let problems = store.check().unwrap().problems.join("\n");
-        assert!(
-            problems.contains("a/u1: contacts_by_phone lacks +15550100001"),
-            "{problems}"
-        );
-        assert!(
-            problems.contains("contacts_by_phone holds 1 entries, expected 2"),
-            "{problems}"
-        );
-        damage(phone_key("a", "+15550100001", 1), false);
-        damage(phone_key("a", "+15550100009", 2), false);
-        let problems = store.check().unwrap().problems.join("\n");
-        assert!(
-            problems.contains("contacts_by_phone holds 3 entries, expected 2"),
-            "{problems}"
-        );
+        for round in 0..40 {
+            let phone = format!("+1555010{round:04}");
+            let outcomes = rt.block_on(async {
+                let racers: Vec<_> = (0..4).map(|_| tokio::spawn(write(phone.clone()))).collect();
+                let mut all = Vec::new();
+                for racer in racers {
+                    all.extend(racer.await.unwrap());
+                }
+                all
+            });
+            let created = outcomes
+                .iter()
+                .filter(|o| matches!(o, PhoneOutcome::Created(_)))
+                .count();
+            assert_eq!(created, 1, "round {round}: {outcomes:?}");
+        }
     }
 
     /// The name-word dictionary holds every infix of every name word; the words of a

@@ -25,11 +25,10 @@ use super::data_dir;
 use super::file;
 use super::redb_store::{RedbStore, DB_FILE};
 use super::scan::{walk_numbers, walk_pairs, Hints, Pair};
-use super::tables::phone_key;
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
-    CUSTOM_ATTRIBUTES, LISTS, META, META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION,
-    META_WAL_CHECKPOINT, SCHEMA_VERSION, TAGS,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
+    LISTS, META, META_INITIALIZED, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, META_WAL_CHECKPOINT,
+    SCHEMA_VERSION, TAGS,
 };
 use super::upgrade::{LEGACY_CONTACTS, LEGACY_CONTACTS_BY_ID};
 use super::wal;
@@ -697,7 +696,6 @@ impl<'a> Batch<'a> {
             let mut contacts = txn.open_table(CONTACTS)?;
             let mut by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
             let mut by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
-            let mut by_phone = txn.open_table(CONTACTS_BY_PHONE)?;
             let mut tags = txn.open_table(TAGS)?;
             let mut lists = txn.open_table(LISTS)?;
             for (agent, contact) in self.pending.drain(..) {
@@ -718,9 +716,6 @@ impl<'a> Batch<'a> {
                     if by_email.get((agent.as_str(), email.as_str()))?.is_none() {
                         by_email.insert((agent.as_str(), email.as_str()), ext)?;
                     }
-                }
-                if let Some(e164) = &contact.phone {
-                    by_phone.insert(phone_key(&agent, e164, contact.id).as_slice(), ())?;
                 }
                 // A tag or list definition lost with its table is made again from the
                 // contacts that carry it.

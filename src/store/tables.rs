@@ -3,8 +3,6 @@
 
 use redb::TableDefinition;
 
-use super::index::keys;
-
 /// `(agent_id, contact number)` → versioned contact record: creation order, and
 /// `contact_<n>` lookup. Contact numbers only grow, so a new contact is appended at the
 /// end of its agent's range: a batch of new contacts fills a few pages instead of
@@ -17,34 +15,10 @@ pub const CONTACTS_BY_EXTERNAL_ID: TableDefinition<(&str, &str), u64> =
 /// `(agent_id, email key)` → external_id; see `domain::contact::email_key`.
 pub const CONTACTS_BY_EMAIL: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("contacts_by_email");
-/// `(agent_id, E.164 number, contact number)` → nothing: the contacts of each phone
-/// number (see `domain::phone`), oldest first. Several contacts may share one. The
-/// keys are byte keys (segments, then the number: see `index::keys`, and
-/// [`phone_key`]), so that comparing two is one `memcmp`: every write of a number
-/// changes two entries at random places.
-pub const CONTACTS_BY_PHONE: TableDefinition<&[u8], ()> = TableDefinition::new("contacts_by_phone");
 /// The name-word dictionary of Pabbly's name filter: `(agent_id, infix, word)` as
 /// index key segments (see `index::names`). Part of the indexes: rebuilt with them.
 pub const NAME_INFIXES: TableDefinition<&[u8], ()> = TableDefinition::new("name_infixes");
 
-/// The key of contact `n` of `agent` under the phone number `e164`.
-pub fn phone_key(agent: &str, e164: &str, n: u64) -> Vec<u8> {
-    keys::entry(&[agent.as_bytes(), e164.as_bytes()], n)
-}
-
-/// The keys of every contact of `agent` with the number `e164`: from, and below.
-pub fn phone_range(agent: &str, e164: &str) -> (Vec<u8>, Vec<u8>) {
-    let start = keys::prefix(&[agent.as_bytes(), e164.as_bytes()]);
-    let end = keys::prefix_end(&start);
-    (start, end)
-}
-
-/// The keys of every phone number of `agent`: from, and below.
-pub fn agent_phone_range(agent: &str) -> (Vec<u8>, Vec<u8>) {
-    let start = keys::prefix(&[agent.as_bytes()]);
-    let end = keys::prefix_end(&start);
-    (start, end)
-}
 /// `(agent_id, folded tag name)` → the name as defined (see `domain::label`). How many
 /// contacts carry each is in `field_counts` under `tags/<folded name>`.
 pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
@@ -87,8 +61,9 @@ pub const META_WAL_CHECKPOINT: &str = "wal_checkpoint";
 /// seals blocks, chunks and journal entries with a checksum and cuts text sort keys to
 /// 1024 bytes (see `domain::search::text_key`); version 7 adds entries for tags, lists,
 /// `optin`, `incoming_blocked` and `source`, which filters read; version 8 adds the
-/// name-word dictionary (`name_infixes`, see `index::names`).
-pub const INDEX_VERSION: u64 = 8;
+/// name-word dictionary (`name_infixes`, see `index::names`); version 9 adds `phone`
+/// entries (the number in E.164) and removes the `contacts_by_phone` table they replace.
+pub const INDEX_VERSION: u64 = 9;
 
 /// The layout this build writes. Version 2 added `custom_attributes` and contact
 /// records with typed values; a version-1 data dir is upgraded at open (the new table
@@ -99,8 +74,9 @@ pub const INDEX_VERSION: u64 = 8;
 /// index by Unicode-folded emails. Version 5 keys contact records by contact number
 /// (`contact_records`) with an external-id index beside them, where version 4 keyed
 /// them by external id (`contacts`) with a contact-number index (`contacts_by_id`);
-/// see `upgrade`. Version 6 adds phone identity (`contacts_by_phone`), tags and lists
-/// (`tags`, `lists`) and contact records of version 4, which carry them.
+/// see `upgrade`. Version 6 adds phone identity (the number in E.164 in each record,
+/// indexed by the sort index's `phone` entries), tags and lists (`tags`, `lists`) and
+/// contact records of version 4, which carry them.
 pub const SCHEMA_VERSION: u64 = 6;
 /// The oldest layout this build can upgrade.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;

@@ -28,10 +28,8 @@ use super::codec::{
     decode_contact, decode_legacy_agent, decode_legacy_attribute, decode_legacy_contact,
     decode_legacy_key, encode_agent, encode_attribute, encode_contact, encode_key,
 };
-use super::tables::phone_key;
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE,
-    CUSTOM_ATTRIBUTES,
+    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
 };
 use super::StoreError;
 use crate::domain::ids;
@@ -66,8 +64,8 @@ pub fn run(db: &Database, from: u64, phone: &PhoneRules) -> Result<Collisions, S
 }
 
 /// Rewrites every contact record in the current version with its phone number read
-/// under `phone` (the E.164 form records before schema 6 lacked) and indexes it in
-/// [`CONTACTS_BY_PHONE`], [`BATCH`] contacts per transaction.
+/// under `phone` (the E.164 form records before schema 6 lacked), [`BATCH`] contacts
+/// per transaction. The indexes are rebuilt after the upgrade, with the numbers.
 fn to_phone_identity(db: &Database, phone: &PhoneRules) -> Result<(), StoreError> {
     let mut after: Option<(String, u64)> = None;
     loop {
@@ -96,13 +94,9 @@ fn to_phone_identity(db: &Database, phone: &PhoneRules) -> Result<(), StoreError
         let txn = begin(db)?;
         {
             let mut contacts = txn.open_table(CONTACTS)?;
-            let mut phones = txn.open_table(CONTACTS_BY_PHONE)?;
             for (agent, n, bytes) in &rows {
                 let mut contact = decode_contact(agent, bytes)?;
                 contact.phone = contact.phonenumber.as_deref().and_then(|p| phone.e164(p));
-                if let Some(e164) = &contact.phone {
-                    phones.insert(phone_key(agent, e164, *n).as_slice(), ())?;
-                }
                 contacts.insert(
                     (agent.as_str(), *n),
                     encode_contact(agent, &contact).as_slice(),

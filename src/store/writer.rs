@@ -26,7 +26,7 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::damage::{unpanic, Damage};
-use super::index::{Finished, IndexTxn, Indexer, TxnIndex};
+use super::index::{Finished, IndexTxn, IndexView, Indexer, TxnIndex};
 use super::redo::{self, Op};
 use super::tables::{META, META_WAL_CHECKPOINT};
 use super::wal::{self, Log};
@@ -35,6 +35,8 @@ use super::{StoreError, StoreFuture};
 /// A write group's transaction, its index changes and its log record so far.
 pub struct Txn {
     txn: WriteTransaction,
+    /// For snapshots of what earlier groups committed (see [`Txn::committed`]).
+    db: Arc<Database>,
     index: TxnIndex,
     /// The changes to the data the group's jobs made, for the write-ahead log.
     redo: RefCell<Vec<Op>>,
@@ -59,6 +61,13 @@ impl Txn {
             txn: &self.txn,
             state: &self.index,
         }
+    }
+
+    /// The sort and word indexes as the groups before this one committed them: what
+    /// this group's jobs changed reaches them only after the group (see
+    /// [`IndexTxn::pending`]).
+    pub fn committed_index(&self) -> Result<IndexView, StoreError> {
+        self.index.committed_index(&self.db)
     }
 
     /// Records a change to the data for the write-ahead log (see `redo`): every write
@@ -206,7 +215,7 @@ where
 
 /// What every group of the writer uses.
 struct Parts<'a> {
-    db: &'a Database,
+    db: &'a Arc<Database>,
     indexer: &'a Arc<Indexer>,
     damage: &'a Damage,
 }
@@ -216,6 +225,7 @@ impl Parts<'_> {
     fn begin(&self) -> Result<Txn, StoreError> {
         Ok(Txn {
             txn: self.db.begin_write()?,
+            db: Arc::clone(self.db),
             index: self.indexer.begin(),
             redo: RefCell::new(Vec::new()),
             replaying: Cell::new(false),

@@ -72,7 +72,6 @@ pub(super) fn candidates(
                 let found = snap.by_ext(agent, &text(key))?;
                 Candidates::Ids(found.map(|c| vec![c.id]).unwrap_or_default())
             }
-            ("phone", Op::Eq(key)) => Candidates::Ids(snap.by_phone(agent, &text(key))?),
             ("name", Op::Contains(key)) => {
                 // The word index mixes a contact's name words with its other words, so
                 // the candidates are checked.
@@ -122,6 +121,19 @@ pub(super) fn candidates(
         out.push(found);
     }
     Ok(out)
+}
+
+/// The contacts of `agent` whose sort-index entry for `field` is `value`, ascending.
+pub fn value_holders(
+    view: &IndexView,
+    agent: &str,
+    field: &str,
+    value: &[u8],
+) -> Result<Vec<u64>, StoreError> {
+    let at = keys::prefix(&[agent.as_bytes(), field.as_bytes(), value]);
+    let end = keys::prefix_end(&at);
+    let found = collect(view, Index::Sort, &at, Some(&end), usize::MAX)?;
+    Ok(found.unwrap_or_default())
 }
 
 /// The contacts under each of `words` (whole words) in the word index: each word read

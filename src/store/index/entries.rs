@@ -17,8 +17,10 @@ use crate::store::codec::decode_stored_contact;
 use crate::store::tables::{CONTACTS, FIELD_COUNTS, INDEX_VERSION, META, META_INDEX_VERSION};
 use crate::store::StoreError;
 
-/// The B-tree index tables of index version 1, removed when the indexes are rebuilt.
-const LEGACY_TABLES: [&str; 2] = ["sort_index", "word_index"];
+/// B-tree index tables of earlier index versions, removed when the indexes are rebuilt:
+/// version 1's sort and word indexes, and the phone index of versions 7 and 8 (its
+/// entries are `phone` entries of the sort index now).
+const LEGACY_TABLES: [&str; 3] = ["sort_index", "word_index", "contacts_by_phone"];
 use crate::domain::label::{self, LabelKind};
 use crate::domain::search::{
     label_count_field, sort_entries, visit_terms, ATTR_PREFIX, CORE_FIELDS,

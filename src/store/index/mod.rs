@@ -29,6 +29,7 @@ mod streams;
 mod txn;
 mod worker;
 
+pub use candidates::value_holders;
 pub use entries::{counted_fields, delete_agent, ensure, sort_keys, word_keys, Pairs};
 pub use journal::{pending_block, replay};
 pub use lsm::unlogged::{Held, Slot, Unlogged, INDEX_JOURNAL};

@@ -55,10 +55,8 @@ use crate::domain::Contact;
 use crate::store::blocks::{self, CONTACT_BLOCKS};
 use crate::store::codec::{decode_agent, decode_stored_contact, expect_email};
 use crate::store::contacts::{contact_by_ext, contact_by_number, indexed_as};
-use crate::store::tables::phone_range;
 use crate::store::tables::{
-    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CONTACTS_BY_PHONE, FIELD_COUNTS,
-    NAME_INFIXES,
+    AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, FIELD_COUNTS, NAME_INFIXES,
 };
 use crate::store::StoreError;
 
@@ -155,18 +153,6 @@ impl<'t> Snapshot<'t> {
     /// The name-word dictionary (see `names`).
     pub(super) fn name_infixes(&self) -> Result<ReadOnlyTable<&'static [u8], ()>, StoreError> {
         Ok(self.txn.open_table(NAME_INFIXES)?)
-    }
-
-    /// The contact numbers of the phone number `e164`, ascending.
-    pub(super) fn by_phone(&self, agent: &str, e164: &str) -> Result<Vec<u64>, StoreError> {
-        let phones = self.txn.open_table(CONTACTS_BY_PHONE)?;
-        let (start, end) = phone_range(agent, e164);
-        let mut ids = Vec::new();
-        for row in phones.range(start.as_slice()..end.as_slice())? {
-            let key = row?.0;
-            ids.extend(keys::id_of(key.value()));
-        }
-        Ok(ids)
     }
 
     /// The contact an index entry names; an entry without one is corruption.

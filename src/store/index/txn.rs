@@ -11,16 +11,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::entries::{self, Pairs};
 use super::journal;
 use super::lsm::block::Block;
 use super::lsm::unlogged::{Slot, Unlogged, INDEX_JOURNAL};
-use super::lsm::{store_blocks, IndexLimits};
+use super::lsm::{store_blocks, IndexLimits, IndexView};
 use super::merger::Kick;
 use super::names;
 use super::worker::{self, IndexWorker, Job};
+use crate::domain::Contact;
 use crate::store::StoreError;
 
 /// What every write group's index work shares: the worker that builds blocks, the
@@ -118,7 +119,26 @@ pub struct IndexTxn<'a> {
     pub(crate) state: &'a TxnIndex,
 }
 
+impl TxnIndex {
+    /// The indexes in a snapshot of what the groups before this one committed.
+    pub fn committed_index(&self, db: &Database) -> Result<IndexView, StoreError> {
+        let (txn, held) = self.indexer.unlogged.begin_read(db)?;
+        IndexView::open(&txn, &held)
+    }
+}
+
 impl IndexTxn<'_> {
+    /// The contacts of `agent` this group's jobs have written so far that `keep`
+    /// accepts, as written: what [`TxnIndex::committed_index`] does not hold yet.
+    pub fn pending(&self, agent: &str, keep: &dyn Fn(&Contact) -> bool) -> Vec<u64> {
+        let jobs = self.state.jobs.borrow();
+        let written = jobs
+            .iter()
+            .filter(|(a, _)| a == agent)
+            .flat_map(|(_, pairs)| pairs.iter().filter_map(|(_, after)| after.as_ref()));
+        written.filter(|c| keep(c)).map(|c| c.id).collect()
+    }
+
     /// The index limits this group runs with.
     pub fn limits(&self) -> IndexLimits {
         self.state.limits
