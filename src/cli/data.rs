@@ -56,7 +56,7 @@ pub fn check(config: &Config, json: bool) -> ExitCode {
         Err(err) => {
             eprintln!(
                 "contactd check: {}",
-                describe(&err, &config.data_dir, "GET /healthz to see how it is")
+                describe(&err, "GET /healthz to see how it is")
             );
             return ExitCode::from(EXIT_UNREADABLE);
         }
@@ -110,7 +110,7 @@ pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
         Err(err) => {
             eprintln!(
                 "contactd salvage: {}",
-                describe(&err, &config.data_dir, "nothing: stop it first")
+                describe(&err, "nothing: stop it first")
             );
             return ExitCode::from(EXIT_FAILED);
         }
@@ -195,7 +195,7 @@ fn mib(bytes: u64) -> String {
 
 pub fn compact(config: &Config) -> Result<(), String> {
     let done = store::compact(&config.data_dir, config.store_options())
-        .map_err(|err| describe(&err, &config.data_dir, "nothing: stop it first"))?;
+        .map_err(|err| describe(&err, "nothing: stop it first"))?;
     let per_contact = |bytes: u64| bytes.checked_div(done.contacts).unwrap_or(0);
     println!(
         "compacted {}: {} -> {} ({} -> {} bytes per contact, {} contacts)",

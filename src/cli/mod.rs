@@ -404,10 +404,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
-    let data_dir = config.data_dir.clone();
     crate::serve(listener, config, shutdown)
         .await
-        .map_err(|err| describe(&err, &data_dir, "the running server"))
+        .map_err(|err| describe(&err, "the running server"))
 }
 
 /// A future that resolves on SIGINT or SIGTERM; the handlers are installed now.
@@ -433,12 +432,12 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// A store error as a message; `endpoint` is the HTTP call to use while the server runs.
-pub(crate) fn describe(err: &StoreError, data_dir: &Path, endpoint: &str) -> String {
+pub(crate) fn describe(err: &StoreError, endpoint: &str) -> String {
     match err {
-        StoreError::AlreadyOpen(path) => format!(
-            "the server is running and holds the database {} (data dir {}); stop it first, or use {endpoint} instead",
-            path.display(),
-            data_dir.display()
+        StoreError::AlreadyOpen(dir, holder) => format!(
+            "the server is running ({}) and holds the data dir {}; stop it first, or use {endpoint} instead",
+            holder.map_or_else(|| "its process id is unknown".to_owned(), |pid| format!("process {pid}")),
+            dir.display()
         ),
         other => other.to_string(),
     }
@@ -446,7 +445,7 @@ pub(crate) fn describe(err: &StoreError, data_dir: &Path, endpoint: &str) -> Str
 
 fn open(config: &Config, endpoint: &str) -> Result<RedbStore, String> {
     RedbStore::open_with(&config.data_dir, config.store_options())
-        .map_err(|err| describe(&err, &config.data_dir, endpoint))
+        .map_err(|err| describe(&err, endpoint))
 }
 
 pub(crate) fn print_json(value: &Value) {

@@ -113,7 +113,7 @@ pub fn open_read_only(data_dir: &Path) -> Result<ReadOnlyDatabase, StoreError> {
         .open_read_only(&path)
     {
         Ok(db) => Ok(db),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::AlreadyOpen(path)),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(super::data_dir::already_open(data_dir)),
         Err(redb::DatabaseError::RepairAborted) => Err(StoreError::Backend(format!(
             "{} was not closed cleanly (the server was killed or crashed): start `contactd serve` on it once, which repairs the file and applies its log, stop it, and check again; or salvage it",
             path.display()

@@ -10,6 +10,49 @@ use std::path::Path;
 
 use super::StoreError;
 
+/// The file in which the process that opened the data dir for writing records its id,
+/// so that a second process refused the data dir can name the holder.
+const HOLDER_FILE: &str = "contactd.pid";
+
+/// Records this process as the data dir's holder (it has just opened the database).
+pub fn record_holder(dir: &Path) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join(HOLDER_FILE))?;
+    writeln!(file, "{}", std::process::id())
+}
+
+/// Forgets the holder record when it is this process's (it is closing the database).
+pub fn forget_holder(dir: &Path) {
+    if holder_record(dir) == Some(std::process::id()) {
+        let _ = std::fs::remove_file(dir.join(HOLDER_FILE));
+    }
+}
+
+/// The process that holds the data dir, as it recorded itself, if that process is
+/// still running (a record a killed process left names nobody).
+pub fn holder(dir: &Path) -> Option<u32> {
+    let pid = holder_record(dir)?;
+    let alive = !cfg!(target_os = "linux") || Path::new(&format!("/proc/{pid}")).exists();
+    alive.then_some(pid)
+}
+
+fn holder_record(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join(HOLDER_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The error for a data dir whose database another process holds.
+pub fn already_open(dir: &Path) -> StoreError {
+    StoreError::AlreadyOpen(dir.to_path_buf(), holder(dir))
+}
+
 /// Mode bits that let anyone but the owner in.
 #[cfg(unix)]
 const OTHERS: u32 = 0o077;

@@ -297,8 +297,9 @@ pub enum StoreError {
     Invalid(Vec<EntryIssue>),
     /// An external id or email is taken; each issue names the contact holding it.
     Conflict(Vec<EntryIssue>),
-    /// Another process (usually a running server) holds the database file.
-    AlreadyOpen(PathBuf),
+    /// Another process (usually a running server) holds the data dir's database file:
+    /// the data dir, and the process id the holder recorded (see `data_dir::holder`).
+    AlreadyOpen(PathBuf, Option<u32>),
     /// The data dir cannot be used safely (its permissions); the text says how to fix it.
     DataDir(String),
     /// The data was written by an incompatible version.
@@ -331,10 +332,14 @@ impl std::fmt::Display for StoreError {
             Self::LabelExists(kind) => write!(f, "{} already exists", kind.noun()),
             Self::Invalid(issues) => write!(f, "invalid: {} issue(s)", issues.len()),
             Self::Conflict(issues) => write!(f, "conflict: {} issue(s)", issues.len()),
-            Self::AlreadyOpen(path) => write!(
+            Self::AlreadyOpen(dir, holder) => write!(
                 f,
-                "the database {} is in use by another process (is the server running?)",
-                path.display()
+                "the data dir {} is in use by {} (is the server running?)",
+                dir.display(),
+                holder.map_or_else(
+                    || "another process".to_owned(),
+                    |pid| format!("process {pid}")
+                )
             ),
             Self::DataDir(msg) => write!(f, "{msg}"),
             Self::Incompatible(msg) => write!(f, "incompatible data: {msg}"),

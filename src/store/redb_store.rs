@@ -112,10 +112,13 @@ impl RedbStore {
         let db = match file::open(&path, cache_bytes) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::AlreadyOpen(path))
+                return Err(data_dir::already_open(data_dir))
             }
             Err(err) => return Err(err.into()),
         };
+        if let Err(err) = data_dir::record_holder(data_dir) {
+            tracing::warn!(error = %err, "cannot record this process as the data dir's holder");
+        }
         prepare(&db, &damage, &options.phone)?;
         let db = Arc::new(db);
         let kick = Kick::default();
@@ -230,6 +233,9 @@ impl RedbStore {
     pub fn shutdown(&self) {
         self.merger.shutdown();
         self.writer.shutdown();
+        if let Some(dir) = self.path.parent() {
+            data_dir::forget_holder(dir);
+        }
     }
 }
 
@@ -1503,7 +1509,7 @@ mod tests {
         let _first = RedbStore::open(dir.path()).unwrap();
         assert!(matches!(
             RedbStore::open(dir.path()),
-            Err(StoreError::AlreadyOpen(_))
+            Err(StoreError::AlreadyOpen(_, Some(pid))) if pid == std::process::id()
         ));
     }
 

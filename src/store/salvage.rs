@@ -93,7 +93,7 @@ pub fn run(
     let mut report = SalvageReport::default();
     let db = match open_read_only(source) {
         Ok(db) => db,
-        Err(err @ StoreError::AlreadyOpen(_)) => return Err(err),
+        Err(err @ StoreError::AlreadyOpen(..)) => return Err(err),
         Err(err) => {
             report.lose(format!("the database file cannot be opened: {err}"));
             return Ok(report);

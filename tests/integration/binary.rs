@@ -469,6 +469,47 @@ fn admin_cli_refuses_while_the_server_runs() {
     drop(proc);
 }
 
+/// A second server on a running server's data dir fails at once, naming the data dir
+/// and the server's process; so does `check`, which leaves the server serving.
+#[test]
+fn a_second_process_is_refused_naming_the_data_dir_and_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc = Proc::start(dir.path(), Some(ADMIN_KEY));
+    let d = dir.path().to_str().unwrap();
+    let pid = format!("process {}", proc.child.id());
+    let started = std::time::Instant::now();
+    let out = run(
+        &["--listen", "127.0.0.1:0", "--data-dir", d],
+        dir.path(),
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "it fails at once"
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains(d) && err.contains(&pid), "{err}");
+    let out = run(&["--data-dir", d, "check"], dir.path(), &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(d) && err.contains(&pid), "{err}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = rt.block_on(http(
+        &proc.addr,
+        Method::GET,
+        "/api/v1/chatbots",
+        ADMIN_KEY,
+        None,
+    ));
+    assert_eq!(status, StatusCode::OK, "the server goes on serving");
+    assert!(proc.terminate().success());
+    assert!(
+        !dir.path().join("contactd.pid").exists(),
+        "a server that stopped forgets it held the data dir"
+    );
+}
+
 #[tokio::test]
 async fn check_passes_on_a_healthy_dir_and_reports_a_damaged_index() {
     let dir = tempfile::tempdir().unwrap();
