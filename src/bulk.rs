@@ -18,7 +18,9 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::{Map, Value};
 
 use crate::domain::attr::{MAX_ATTRIBUTES, MAX_TEXT_CHARS};
-use crate::domain::bulk::{csv_header, csv_record, Columns, Format, RowError};
+use crate::domain::bulk::{
+    csv_header, csv_record, neutralize_cell, restore_cell, Columns, Format, RowError,
+};
 use crate::domain::{AttrType, AttributeDef, Contact};
 
 /// What is wrong with a whole file.
@@ -220,7 +222,7 @@ fn read_csv(
         let record = record.map_err(|err| FileError::Invalid(format!("row {row}: {err}")))?;
         let cells: Vec<&str> = record
             .iter()
-            .map(std::str::from_utf8)
+            .map(|cell| std::str::from_utf8(cell).map(restore_cell))
             .collect::<Result<_, _>>()
             .map_err(|_| not_utf8(row))?;
         let object = columns
@@ -468,6 +470,8 @@ pub struct ExportWriter {
     format: Format,
     defs: Vec<AttributeDef>,
     rows: u64,
+    /// CSV cells as stored, without [`neutralize_cell`]'s quote (`?raw=true`).
+    raw: bool,
 }
 
 impl ExportWriter {
@@ -477,7 +481,15 @@ impl ExportWriter {
             format,
             defs,
             rows: 0,
+            raw: false,
         }
+    }
+
+    /// Writes CSV cells as stored, formulas included.
+    #[must_use]
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
     }
 
     pub fn start(&self) -> Vec<u8> {
@@ -492,7 +504,13 @@ impl ExportWriter {
         let mut out = Vec::with_capacity(contacts.len() * 256);
         for contact in contacts {
             match self.format {
-                Format::Csv => out.extend(csv_line(&csv_record(contact, &self.defs))),
+                Format::Csv => {
+                    let mut cells = csv_record(contact, &self.defs);
+                    if !self.raw {
+                        cells = cells.into_iter().map(neutralize_cell).collect();
+                    }
+                    out.extend(csv_line(&cells));
+                }
                 Format::Json => {
                     out.extend_from_slice(if self.rows == 0 { b"\n" } else { b",\n" });
                     out.extend(serde_json::to_vec(&contact.to_json()).unwrap_or_default());

@@ -1,6 +1,7 @@
 //! `GET /api/v1/chatbots/{chatbotId}/contacts/export?format=csv|json|ndjson`: every
 //! contact (or those the list's `q`/`filter[...]`/`sort` select) streamed from one read
-//! snapshot, in the format import reads back.
+//! snapshot, in the format import reads back. CSV cells a spreadsheet would run as a
+//! formula get a leading `'` unless `raw=true` (see `domain::bulk::neutralize_cell`).
 
 use bytes::Bytes;
 
@@ -22,10 +23,19 @@ pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Reply, ApiErr
         issues.push("format", "must be csv, json or ndjson");
         ApiError::invalid_params(issues)
     })?;
+    let raw = match first(&ctx.query, "raw") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            let mut issues = Issues::new();
+            issues.push("raw", "must be true or false");
+            return Err(ApiError::invalid_params(issues));
+        }
+    };
     let params: Vec<(String, String)> = ctx
         .query
         .iter()
-        .filter(|(k, _)| k != "format")
+        .filter(|(k, _)| k != "format" && k != "raw")
         .cloned()
         .collect();
     // Without list parameters: everything, in the order that is cheapest to read.
@@ -40,7 +50,7 @@ pub async fn export(app: &App, ctx: &Ctx, agent: String) -> Result<Reply, ApiErr
     let (out, body) = http::stream(4);
     let store = app.store();
     tokio::task::spawn_blocking(move || {
-        let mut writer = ExportWriter::new(format, defs);
+        let mut writer = ExportWriter::new(format, defs).raw(raw);
         if !out.send_blocking(Bytes::from(writer.start())) {
             return;
         }

@@ -313,6 +313,37 @@ pub fn csv_header(defs: &[AttributeDef]) -> Vec<String> {
     header
 }
 
+/// Whether a spreadsheet would run `cell` as a formula: it starts with `=`, `@`, a tab or
+/// a carriage return, or with `+` or `-` followed by anything but digits, spaces and
+/// `()-.+` (so phone numbers and negative numbers are not formulas).
+fn formula_like(cell: &str) -> bool {
+    let mut chars = cell.chars();
+    match chars.next() {
+        Some('=' | '@' | '\t' | '\r') => true,
+        Some('+' | '-') => chars.any(|c| !(c.is_ascii_digit() || " ()-.+".contains(c))),
+        _ => false,
+    }
+}
+
+/// A CSV cell as export writes it: with a leading `'` when a spreadsheet would run it
+/// as a formula, also behind leading quotes of its own, so that [`restore_cell`] can
+/// tell the added quote from the value's.
+pub fn neutralize_cell(cell: String) -> String {
+    if formula_like(cell.trim_start_matches('\'')) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
+/// A CSV cell as import reads it: without the quote [`neutralize_cell`] adds.
+pub fn restore_cell(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if formula_like(cell.trim_start_matches('\'')) => rest,
+        _ => cell,
+    }
+}
+
 /// A contact as a row under [`csv_header`].
 pub fn csv_record(contact: &Contact, defs: &[AttributeDef]) -> Vec<String> {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -517,5 +548,38 @@ mod tests {
             .unwrap();
         assert_eq!(back["custom_attributes"]["ltv"], json!(540));
         assert_eq!(back["name"], json!("Sam, \"Jr\""));
+    }
+
+    #[test]
+    fn formula_cells_get_a_quote_and_numbers_do_not() {
+        for (cell, exported) in [
+            ("=1+1", "'=1+1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+            ("-2+3+cmd", "'-2+3+cmd"),
+            ("'=x", "''=x"),
+            ("+1 (555) 010-0100", "+1 (555) 010-0100"),
+            ("-12.5", "-12.5"),
+            ("-", "-"),
+            ("'quoted", "'quoted"),
+            ("Ada", "Ada"),
+            ("", ""),
+        ] {
+            assert_eq!(neutralize_cell(cell.to_owned()), exported, "{cell:?}");
+            assert_eq!(restore_cell(exported), cell, "{exported:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Import gives back every value export wrote, and what export writes never
+        /// starts as a formula.
+        #[test]
+        fn neutralized_cells_read_back_and_never_start_a_formula(cell in "['=@+\\-\t\r0-9a-z ()]{0,8}") {
+            let exported = neutralize_cell(cell.clone());
+            proptest::prop_assert_eq!(restore_cell(&exported), cell.as_str());
+            proptest::prop_assert!(!formula_like(&exported));
+        }
     }
 }

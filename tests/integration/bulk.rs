@@ -438,6 +438,95 @@ async fn export_then_import_reproduces_contacts_attributes_and_types() {
     }
 }
 
+/// CSV export puts a `'` before cells a spreadsheet would run as formulas (not before
+/// phone or negative numbers), `raw=true` leaves them as stored, and import takes the
+/// quote off again.
+#[tokio::test]
+async fn csv_export_neutralizes_formulas_and_import_restores_them() {
+    let s = TestServer::start().await;
+    let names = [
+        "=HYPERLINK(\"http://x\")",
+        "@SUM(A1)",
+        "+cmd",
+        "-2+3+cmd",
+        "\tTabbed",
+        "'=quoted already",
+        "'plain quote",
+        "Ada",
+    ];
+    let contacts: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            json!({"external_id": format!("u{i}"), "name": name, "phonenumber": "+1 (555) 010-0100",
+            "custom_attributes": {"score": -12.5}})
+        })
+        .collect();
+    s.upsert(Value::Array(contacts)).await;
+    let export = |raw: &'static str| {
+        let s = &s;
+        async move {
+            let (status, _, body) = s
+                .send_bytes(
+                    Method::GET,
+                    &format!("{EXPORT}?format=csv{raw}"),
+                    &[],
+                    Vec::new(),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            String::from_utf8(body.to_vec()).unwrap()
+        }
+    };
+    let safe = export("").await;
+    let raw = export("&raw=true").await;
+    let rows = |csv: &str| -> Vec<Vec<String>> {
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        reader
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect()
+    };
+    let (safe_rows, raw_rows) = (rows(&safe), rows(&raw));
+    for (i, name) in names.iter().enumerate() {
+        let quoted = i < 6;
+        let want = if quoted {
+            format!("'{name}")
+        } else {
+            (*name).to_owned()
+        };
+        assert_eq!(safe_rows[i][1], want, "{name}");
+        assert_eq!(raw_rows[i][1], *name, "raw: {name}");
+        assert_eq!(safe_rows[i][3], "+1 (555) 010-0100", "a phone number stays");
+        assert_eq!(
+            safe_rows[i].last().unwrap(),
+            "-12.5",
+            "a negative number stays"
+        );
+    }
+    let r = s.get(&format!("{EXPORT}?raw=yes")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["issues"][0]["field"], "raw", "{}", r.body);
+
+    s.agent_with_key("copy").await;
+    let r = s
+        .import(
+            "/api/v1/chatbots/copy/contacts/import",
+            "text/csv",
+            safe.into_bytes(),
+        )
+        .await;
+    assert_eq!(data(&r)["created"], names.len(), "{}", r.body);
+    let copy = s.get("/api/v1/chatbots/copy/contacts").await;
+    let copied: Vec<&str> = copy.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(copied, names, "export then import gives back every value");
+}
+
 #[tokio::test]
 async fn export_takes_the_list_query_and_checks_its_format() {
     let s = TestServer::start().await;
