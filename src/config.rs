@@ -93,6 +93,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "the agent Pabbly Chatflow requests (/api/v1/contacts) with an admin key work on",
     },
     Setting {
+        key: "cors.allowed_origins",
+        default: "",
+        help: "origins (comma-separated, e.g. https://app.example.com, or *) whose browser pages may call the API; empty: none",
+    },
+    Setting {
         key: "wal.checkpoint_mb",
         default: "64",
         help:
@@ -141,6 +146,8 @@ pub struct Config {
     pub phone_region: Option<Region>,
     /// The agent of Pabbly requests made with an admin key.
     pub pabbly_agent: String,
+    /// Origins whose browser pages may call the API (`cors.allowed_origins`; `*`: any).
+    pub cors_origins: Vec<String>,
     /// MiB of write-ahead log that makes a checkpoint due.
     pub checkpoint_mb: u64,
     /// Time after which a checkpoint is due, if anything was logged.
@@ -321,6 +328,16 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
                 .map_err(|msg| fail("phone.default_region", msg))?,
         ),
     };
+    let cors_origins: Vec<String> = get("cors.allowed_origins")
+        .0
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for origin in &cors_origins {
+        crate::http::cors::check_origin(origin).map_err(|msg| fail("cors.allowed_origins", msg))?;
+    }
     let pabbly_agent = get("pabbly.agent").0.trim().to_owned();
     crate::domain::ids::check_agent_id(&pabbly_agent)
         .map_err(|msg| fail("pabbly.agent", msg.into()))?;
@@ -330,6 +347,7 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
         unknown_tags,
         phone_region,
         pabbly_agent,
+        cors_origins,
         data_dir: PathBuf::from(data_dir),
         cache_mb: number("cache_mb", 1)?,
         max_body_bytes: number("max_body_bytes", 1)?,
@@ -456,6 +474,11 @@ pub fn to_toml(config: &Config) -> String {
     ));
     out.push_str("\n[pabbly]\n");
     out.push_str(&format!("agent = {}\n", quote(&config.pabbly_agent)));
+    out.push_str("\n[cors]\n");
+    out.push_str(&format!(
+        "allowed_origins = {}\n",
+        quote(&config.cors_origins.join(","))
+    ));
     out.push_str("\n[wal]\n");
     out.push_str(&format!("checkpoint_mb = {}\n", config.checkpoint_mb));
     out.push_str(&format!(

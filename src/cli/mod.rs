@@ -80,6 +80,9 @@ pub struct SettingFlags {
     /// Agent of Pabbly requests made with an admin key [config: pabbly.agent]
     #[arg(long, global = true, value_name = "AGENT")]
     pub pabbly_agent: Option<String>,
+    /// Origins whose browser pages may call the API, comma-separated [config: cors.allowed_origins]
+    #[arg(long, global = true, value_name = "ORIGINS")]
+    pub cors_allowed_origins: Option<String>,
     /// MiB of write-ahead log that makes a checkpoint due [config: wal.checkpoint_mb]
     #[arg(long, global = true, value_name = "MIB")]
     pub wal_checkpoint_mb: Option<String>,
@@ -114,6 +117,7 @@ impl SettingFlags {
             ("tags.unknown", &self.tags_unknown),
             ("phone.default_region", &self.phone_default_region),
             ("pabbly.agent", &self.pabbly_agent),
+            ("cors.allowed_origins", &self.cors_allowed_origins),
             ("wal.checkpoint_mb", &self.wal_checkpoint_mb),
             ("wal.checkpoint_secs", &self.wal_checkpoint_secs),
             ("import.max_bytes", &self.import_max_bytes),

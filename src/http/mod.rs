@@ -3,6 +3,7 @@
 //! see a [`Request`] and answer a [`Reply`]; neither names a hyper type.
 
 pub mod body;
+pub mod cors;
 pub mod error;
 mod reply;
 mod request;

@@ -51,8 +51,13 @@ impl Reply {
 
     /// `304 Not Modified`: no body, no content type.
     pub fn not_modified() -> Self {
+        Self::empty(304)
+    }
+
+    /// `status` with no body and no content type.
+    pub fn empty(status: u16) -> Self {
         Self {
-            status: 304,
+            status,
             content_type: None,
             headers: Vec::new(),
             body: full(Bytes::new()),

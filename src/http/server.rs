@@ -19,16 +19,19 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::cors::Cors;
 use crate::api::App;
 use crate::config::Config;
 
-/// Connection and time limits, from the configuration.
-#[derive(Debug, Clone, Copy)]
+/// Connection and time limits, and the origins browsers may call from, from the
+/// configuration.
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub cors: Arc<Cors>,
 }
 
 impl From<&Config> for Limits {
@@ -38,6 +41,7 @@ impl From<&Config> for Limits {
             header_read_timeout: config.header_read_timeout,
             request_timeout: config.request_timeout,
             shutdown_grace: config.shutdown_grace,
+            cors: Arc::new(Cors::new(config.cors_origins.clone())),
         }
     }
 }
@@ -77,9 +81,11 @@ pub async fn run(
         }
         let app = Arc::clone(&app);
         let timeout = limits.request_timeout;
+        let cors = Arc::clone(&limits.cors);
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(super::service::serve(app, req, timeout).await) }
+            let cors = Arc::clone(&cors);
+            async move { Ok::<_, Infallible>(super::service::serve(app, &cors, req, timeout).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -9,6 +9,7 @@ use hyper::header::{HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use hyper::Method;
 
 use super::body::query_pairs;
+use super::cors::Cors;
 use super::request::{Headers, Request, RequestBody, Verb};
 use super::{router, ApiError, Reply, Response, Route};
 use crate::api::App;
@@ -16,16 +17,51 @@ use crate::api::App;
 /// Handles one request within `timeout` (imports: within the app's import timeout); a
 /// panic or a timeout becomes a JSON error. Every answer says
 /// `X-Content-Type-Options: nosniff`: a JSON body is never to be read as anything else.
-pub async fn serve(app: Arc<App>, req: hyper::Request<Incoming>, timeout: Duration) -> Response {
-    let result = match parse(req) {
-        Ok(request) => run(app, request, timeout).await,
-        Err(err) => Err(err),
+/// A request from an origin `cors` allows gets the CORS headers; its preflight is
+/// answered here (204).
+pub async fn serve(
+    app: Arc<App>,
+    cors: &Cors,
+    req: hyper::Request<Incoming>,
+    timeout: Duration,
+) -> Response {
+    let origin = cors.allowed_origin(req.headers());
+    let mut response = match (&origin, preflight_methods(&req)) {
+        (Some(origin), Some(methods)) => {
+            let mut response = Reply::empty(204).into_response();
+            Cors::preflight(response.headers_mut(), origin.clone(), &methods);
+            response
+        }
+        _ => {
+            let result = match parse(req) {
+                Ok(request) => run(app, request, timeout).await,
+                Err(err) => Err(err),
+            };
+            let mut response = result.map_or_else(ApiError::into_response, Reply::into_response);
+            if let Some(origin) = origin {
+                Cors::decorate(response.headers_mut(), origin);
+            }
+            response
+        }
     };
-    let mut response = result.map_or_else(ApiError::into_response, Reply::into_response);
     response
         .headers_mut()
         .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
+}
+
+/// The methods of the route a CORS preflight (`OPTIONS` with
+/// `Access-Control-Request-Method`) asks about; `None` for any other request, or a
+/// path no route serves.
+fn preflight_methods(req: &hyper::Request<Incoming>) -> Option<Vec<Method>> {
+    if req.method() != Method::OPTIONS
+        || !req
+            .headers()
+            .contains_key(hyper::header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return None;
+    }
+    Some(router::route(req.uri().path())?.allowed().to_vec())
 }
 
 /// Runs the request's handler on a task of its own, so that a panic or the deadline

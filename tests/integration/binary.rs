@@ -93,6 +93,22 @@ fn invalid_configuration_exits_2_naming_the_key() {
         &[("CONTACTD_ADMIN_KEY", "short")],
     );
     assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_file(dir.path().join("config.toml")).unwrap();
+    let out = run(
+        &[
+            "--cors-allowed-origins",
+            "https://ok.example, app.example.com",
+            "print-config",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cors.allowed_origins") && err.contains("app.example.com"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

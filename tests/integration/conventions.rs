@@ -282,3 +282,81 @@ async fn the_dashboard_is_served_without_a_key_with_csp_types_and_caching() {
     let (status, _, _) = s.send_bytes(Method::POST, "/", &[], Vec::new()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+/// `cors.allowed_origins`: an allowed origin's preflight is answered and its answers
+/// carry the CORS headers; any other origin, or none configured, gets none of them.
+#[tokio::test]
+async fn cors_answers_allowed_origins_only() {
+    let allowed = "https://app.example.com";
+    let s = TestServer::start_with(|c| c.cors_origins = vec![allowed.to_owned()]).await;
+    let preflight = [
+        ("origin", allowed),
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type",
+        ),
+    ];
+    let (status, headers, body) = s
+        .send_bytes(Method::OPTIONS, CONTACTS, &preflight, Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(body.is_empty());
+    let header = |h: &hyper::HeaderMap, name: &str| {
+        h.get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header(&headers, "access-control-allow-origin"), allowed);
+    assert!(header(&headers, "access-control-allow-methods").contains("POST"));
+    let allow_headers = header(&headers, "access-control-allow-headers");
+    assert!(allow_headers.contains("Authorization") && allow_headers.contains("Content-Type"));
+    assert_eq!(header(&headers, "access-control-max-age"), "600");
+    assert_eq!(header(&headers, "vary"), "Origin");
+    assert!(!headers.contains_key("access-control-allow-credentials"));
+
+    let (status, headers, _) = s
+        .send_bytes(Method::GET, CONTACTS, &[("origin", allowed)], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "access-control-allow-origin"), allowed);
+    let exposed = header(&headers, "access-control-expose-headers");
+    for name in [
+        "ETag",
+        "X-Request-Id",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    ] {
+        assert!(exposed.contains(name), "{name} in {exposed}");
+    }
+
+    let other = [
+        ("origin", "https://evil.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    let (status, headers, _) = s
+        .send_bytes(Method::OPTIONS, CONTACTS, &other, Vec::new())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "no preflight for another origin"
+    );
+    assert!(!headers.contains_key("access-control-allow-origin"));
+    let (_, headers, _) = s
+        .send_bytes(Method::GET, CONTACTS, &other[..1], Vec::new())
+        .await;
+    assert!(!headers.contains_key("access-control-allow-origin"));
+
+    let plain = TestServer::start().await;
+    let (status, headers, _) = plain
+        .send_bytes(Method::OPTIONS, CONTACTS, &preflight, Vec::new())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "no origin is allowed by default"
+    );
+    assert!(!headers.contains_key("access-control-allow-origin"));
+}
