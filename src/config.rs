@@ -68,6 +68,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "error, warn, info, debug or trace",
     },
     Setting {
+        key: "log_format",
+        default: "text",
+        help: "text (one readable line per event) or json (one JSON object per line)",
+    },
+    Setting {
         key: "custom_attributes.unknown",
         default: "define",
         help: "custom attribute keys without a definition: define, strip or reject",
@@ -136,6 +141,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub log_level: String,
+    /// `text` or `json` (`log_format`).
+    pub log_format: String,
     /// What writes do with custom attribute keys that have no definition.
     pub unknown_attributes: UnknownPolicy,
     /// Most custom attribute definitions per agent.
@@ -299,6 +306,13 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
             message,
         })?;
     }
+    let log_format = get("log_format").0.trim().to_ascii_lowercase();
+    if !["text", "json"].contains(&log_format.as_str()) {
+        return Err(fail(
+            "log_format",
+            format!("expected text or json, got \"{log_format}\""),
+        ));
+    }
     let log_level = get("log_level").0.trim().to_ascii_lowercase();
     if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
         return Err(fail(
@@ -357,6 +371,7 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
         request_timeout: Duration::from_secs(number("request_timeout_secs", 1)?),
         shutdown_grace: Duration::from_secs(number("shutdown_grace_secs", 0)?),
         log_level,
+        log_format,
         max_attributes_per_agent: usize::try_from(number("custom_attributes.max_per_agent", 1)?)
             .map_err(|_| fail("custom_attributes.max_per_agent", "too large".into()))?,
         admin_key,
@@ -443,6 +458,7 @@ pub fn to_toml(config: &Config) -> String {
             config.shutdown_grace.as_secs().to_string(),
         ),
         ("log_level", quote(&config.log_level)),
+        ("log_format", quote(&config.log_format)),
     ];
     for (key, value) in lines {
         out.push_str(&format!("{key} = {value}\n"));

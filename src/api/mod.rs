@@ -107,6 +107,7 @@ impl App {
             query,
             headers,
             body,
+            caller,
         } = req;
         match &route {
             Route::Health => return Ok(health::get(self)),
@@ -116,7 +117,10 @@ impl App {
         }
         let pabbly = route.is_pabbly();
         let key = match self.authenticate(&headers).await {
-            Ok(key) => key,
+            Ok(key) => {
+                caller.set(&key.id);
+                key
+            }
             Err(err) if pabbly => return Err(err.in_pabbly_form()),
             Err(err) => return Err(err),
         };

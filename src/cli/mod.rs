@@ -64,6 +64,9 @@ pub struct SettingFlags {
     /// error, warn, info, debug or trace [config: log_level]
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// text or json [config: log_format]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Custom attribute keys without a definition: define, strip or reject
     /// [config: custom_attributes.unknown]
     #[arg(long, global = true, value_name = "POLICY")]
@@ -109,6 +112,7 @@ impl SettingFlags {
             ("request_timeout_secs", &self.request_timeout_secs),
             ("shutdown_grace_secs", &self.shutdown_grace_secs),
             ("log_level", &self.log_level),
+            ("log_format", &self.log_format),
             ("custom_attributes.unknown", &self.custom_attributes_unknown),
             (
                 "custom_attributes.max_per_agent",
@@ -286,7 +290,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(&config.log_level);
+    init_logging(&config.log_level, &config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -392,13 +396,18 @@ fn read_file(path: &Path) -> Result<(String, String), String> {
         .map_err(|err| format!("cannot read config file {}: {err}", path.display()))
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: &str) {
     let level = level.parse().unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 async fn serve(config: Config) -> Result<(), String> {

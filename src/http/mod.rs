@@ -13,7 +13,7 @@ mod service;
 
 pub use error::ApiError;
 pub use reply::Reply;
-pub use request::{BodyError, Headers, Request, RequestBody, Verb};
+pub use request::{BodyError, Caller, Headers, Request, RequestBody, Verb};
 pub use router::Route;
 
 use std::convert::Infallible;

@@ -26,6 +26,23 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     pub headers: Headers,
     pub body: RequestBody,
+    /// Where the handler notes the id of the key that authenticated the request, for
+    /// its log line.
+    pub caller: Caller,
+}
+
+/// The id of the key a request authenticated with, once known.
+#[derive(Debug, Clone, Default)]
+pub struct Caller(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl Caller {
+    pub fn set(&self, key_id: &str) {
+        let _ = self.0.set(key_id.to_owned());
+    }
+
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
 }
 
 /// The request's headers.

@@ -63,6 +63,33 @@ impl Route {
         }
     }
 
+    /// The route's path with its parameters named, as request log lines show it.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Self::Health => "/healthz",
+            Self::Dashboard => "/",
+            Self::Asset(_) => "/assets/{file}",
+            Self::Agents => "/api/v1/chatbots",
+            Self::Agent(_) => "/api/v1/chatbots/{chatbotId}",
+            Self::Contacts(_) => "/api/v1/chatbots/{chatbotId}/contacts",
+            Self::Import(_) => "/api/v1/chatbots/{chatbotId}/contacts/import",
+            Self::Export(_) => "/api/v1/chatbots/{chatbotId}/contacts/export",
+            Self::Contact(..) => "/api/v1/chatbots/{chatbotId}/contacts/{contactId}",
+            Self::Attributes(_) => "/api/v1/chatbots/{chatbotId}/custom-attributes",
+            Self::Attribute(..) => "/api/v1/chatbots/{chatbotId}/custom-attributes/{name}",
+            Self::Labels(_, LabelKind::Tag) => "/api/v1/chatbots/{chatbotId}/tags",
+            Self::Labels(_, LabelKind::List) => "/api/v1/chatbots/{chatbotId}/lists",
+            Self::Label(_, LabelKind::Tag, _) => "/api/v1/chatbots/{chatbotId}/tags/{name}",
+            Self::Label(_, LabelKind::List, _) => "/api/v1/chatbots/{chatbotId}/lists/{name}",
+            Self::ListMembers(..) => "/api/v1/chatbots/{chatbotId}/lists/{name}/contacts",
+            Self::Keys => "/api/v1/keys",
+            Self::Key(_) => "/api/v1/keys/{keyId}",
+            Self::PabblyContacts => "/api/v1/contacts",
+            Self::PabblyLists => "/api/v1/contacts/lists",
+            Self::PabblyContact(_) => "/api/v1/contacts/{_id}",
+        }
+    }
+
     /// Whether the route belongs to the Pabbly Chatflow dialect, whose errors have
     /// their own form.
     pub fn is_pabbly(&self) -> bool {

@@ -2,15 +2,15 @@
 //! method, bound its time, turn the handler's [`Reply`] or [`ApiError`] into a response.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use hyper::header::{HeaderName, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use hyper::Method;
 
 use super::body::query_pairs;
 use super::cors::Cors;
-use super::request::{Headers, Request, RequestBody, Verb};
+use super::request::{Caller, Headers, Request, RequestBody, Verb};
 use super::{router, ApiError, Reply, Response, Route};
 use crate::api::App;
 
@@ -18,13 +18,21 @@ use crate::api::App;
 /// panic or a timeout becomes a JSON error. Every answer says
 /// `X-Content-Type-Options: nosniff`: a JSON body is never to be read as anything else.
 /// A request from an origin `cors` allows gets the CORS headers; its preflight is
-/// answered here (204).
+/// answered here (204). Every answer echoes the request's `X-Request-Id` (one is made
+/// when the request has no usable one), and every request is one log line: method,
+/// route template, status, duration, request id and the id of the key it used — never
+/// the key or a body.
 pub async fn serve(
     app: Arc<App>,
     cors: &Cors,
     req: hyper::Request<Incoming>,
     timeout: Duration,
 ) -> Response {
+    let started = Instant::now();
+    let request_id = request_id(req.headers());
+    let method = req.method().clone();
+    let template = router::route(req.uri().path()).map_or("(unknown)", |r| r.template());
+    let caller = Caller::default();
     let origin = cors.allowed_origin(req.headers());
     let mut response = match (&origin, preflight_methods(&req)) {
         (Some(origin), Some(methods)) => {
@@ -33,7 +41,7 @@ pub async fn serve(
             response
         }
         _ => {
-            let result = match parse(req) {
+            let result = match parse(req, caller.clone()) {
                 Ok(request) => run(app, request, timeout).await,
                 Err(err) => Err(err),
             };
@@ -44,10 +52,40 @@ pub async fn serve(
             response
         }
     };
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    tracing::info!(
+        target: "contactd::request",
+        method = %method,
+        route = template,
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        request_id = %request_id,
+        key_id = caller.get().unwrap_or("-"),
+        "request"
+    );
     response
-        .headers_mut()
-        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
+}
+
+/// The `X-Request-Id` header.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's own id when it sent a usable one (1–128 visible ASCII characters),
+/// else a new one: 16 random bytes in hex.
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    let sent = headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+    match sent {
+        Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) => {
+            id.to_owned()
+        }
+        _ => {
+            let bytes: [u8; 16] = rand::random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
 }
 
 /// The methods of the route a CORS preflight (`OPTIONS` with
@@ -84,7 +122,7 @@ async fn run(app: Arc<App>, request: Request, timeout: Duration) -> Result<Reply
 }
 
 /// Routes the request and checks its method against the route's.
-fn parse(req: hyper::Request<Incoming>) -> Result<Request, ApiError> {
+fn parse(req: hyper::Request<Incoming>, caller: Caller) -> Result<Request, ApiError> {
     let (parts, body) = req.into_parts();
     let route = router::route(parts.uri.path()).ok_or(ApiError::NotFound)?;
     let allowed = route.allowed();
@@ -111,5 +149,6 @@ fn parse(req: hyper::Request<Incoming>) -> Result<Request, ApiError> {
         query: query_pairs(parts.uri.query()),
         headers: Headers::new(parts.headers),
         body: RequestBody::new(body),
+        caller,
     })
 }

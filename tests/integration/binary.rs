@@ -485,6 +485,79 @@ fn admin_cli_refuses_while_the_server_runs() {
     drop(proc);
 }
 
+/// `log_format = "json"`: one JSON line per request with its method, route template,
+/// status, duration, request id and key id, never the key; `X-Request-Id` is taken
+/// from the request or made, and echoed.
+#[test]
+fn json_logs_have_one_line_per_request_and_request_ids_are_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let data = dir.path().join("data");
+    let proc = Proc::start_logging(
+        &data,
+        Some(ADMIN_KEY),
+        &["--log-format", "json", "--log-level", "info"],
+        std::process::Stdio::from(log),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let send = |path: &str, id: Option<&str>| {
+        rt.block_on(async {
+            let stream = tokio::net::TcpStream::connect(&proc.addr).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut req = hyper::Request::get(path)
+                .header("host", "x")
+                .header("authorization", format!("Bearer {ADMIN_KEY}"));
+            if let Some(id) = id {
+                req = req.header("x-request-id", id);
+            }
+            let resp = sender
+                .send_request(
+                    req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let echoed = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+            (resp.status(), echoed)
+        })
+    };
+    let (status, echoed) = send(
+        "/api/v1/chatbots/default/contacts?per_page=1",
+        Some("trace-42"),
+    );
+    assert_eq!((status, echoed.as_str()), (StatusCode::OK, "trace-42"));
+    let (status, made) = send("/api/v1/nowhere", None);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(made.len(), 32, "a request id is made: {made}");
+    assert!(proc.terminate().success());
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains(ADMIN_KEY), "the key is never logged");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
+    assert_eq!(requests.len(), 2, "{text}");
+    let first = requests[0];
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["route"], "/api/v1/chatbots/{chatbotId}/contacts");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["request_id"], "trace-42");
+    assert!(
+        first["key_id"].as_str().unwrap().starts_with("key_"),
+        "{first}"
+    );
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(requests[1]["request_id"], made.as_str());
+    assert_eq!(requests[1]["status"], 404);
+}
+
 /// A second server on a running server's data dir fails at once, naming the data dir
 /// and the server's process; so does `check`, which leaves the server serving.
 #[test]

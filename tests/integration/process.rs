@@ -29,8 +29,18 @@ impl Proc {
     }
 
     /// [`Proc::start`] with more flags.
-    #[allow(clippy::zombie_processes)]
     pub fn start_with(data_dir: &Path, admin_key: Option<&str>, flags: &[&str]) -> Self {
+        Self::start_logging(data_dir, admin_key, flags, Stdio::null())
+    }
+
+    /// [`Proc::start_with`], its log (stderr) going to `stderr`.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_logging(
+        data_dir: &Path,
+        admin_key: Option<&str>,
+        flags: &[&str],
+        stderr: Stdio,
+    ) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -38,7 +48,7 @@ impl Proc {
             .env_remove("CONTACTD_ADMIN_KEY")
             .env("CONTACTD_LOG_LEVEL", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(stderr);
         if let Some(key) = admin_key {
             cmd.env("CONTACTD_ADMIN_KEY", key);
         }
