@@ -31,17 +31,18 @@ pub async fn serve(
     let started = Instant::now();
     let request_id = request_id(req.headers());
     let method = req.method().clone();
-    let template = router::route(req.uri().path()).map_or("(unknown)", |r| r.template());
+    let route = router::route(req.uri().path());
+    let template = route.as_ref().map_or("(unknown)", Route::template);
     let caller = Caller::default();
     let origin = cors.allowed_origin(req.headers());
-    let mut response = match (&origin, preflight_methods(&req)) {
+    let mut response = match (&origin, preflight_methods(&req, route.as_ref())) {
         (Some(origin), Some(methods)) => {
             let mut response = Reply::empty(204).into_response();
             Cors::preflight(response.headers_mut(), origin.clone(), &methods);
             response
         }
         _ => {
-            let result = match parse(req, caller.clone()) {
+            let result = match parse(req, route, caller.clone()) {
                 Ok(request) => run(app, request, timeout).await,
                 Err(err) => Err(err),
             };
@@ -88,10 +89,10 @@ fn request_id(headers: &hyper::HeaderMap) -> String {
     }
 }
 
-/// The methods of the route a CORS preflight (`OPTIONS` with
-/// `Access-Control-Request-Method`) asks about; `None` for any other request, or a
-/// path no route serves.
-fn preflight_methods(req: &hyper::Request<Incoming>) -> Option<Vec<Method>> {
+/// The methods of `route` when the request is a CORS preflight (`OPTIONS` with
+/// `Access-Control-Request-Method`) for it; `None` for any other request, or a path
+/// no route serves.
+fn preflight_methods(req: &hyper::Request<Incoming>, route: Option<&Route>) -> Option<Vec<Method>> {
     if req.method() != Method::OPTIONS
         || !req
             .headers()
@@ -99,7 +100,7 @@ fn preflight_methods(req: &hyper::Request<Incoming>) -> Option<Vec<Method>> {
     {
         return None;
     }
-    Some(router::route(req.uri().path())?.allowed().to_vec())
+    Some(route?.allowed().to_vec())
 }
 
 /// Runs the request's handler on a task of its own, so that a panic or the deadline
@@ -121,10 +122,14 @@ async fn run(app: Arc<App>, request: Request, timeout: Duration) -> Result<Reply
     }
 }
 
-/// Routes the request and checks its method against the route's.
-fn parse(req: hyper::Request<Incoming>, caller: Caller) -> Result<Request, ApiError> {
+/// Checks the request's method against its route's (`None`: no route serves the path).
+fn parse(
+    req: hyper::Request<Incoming>,
+    route: Option<Route>,
+    caller: Caller,
+) -> Result<Request, ApiError> {
     let (parts, body) = req.into_parts();
-    let route = router::route(parts.uri.path()).ok_or(ApiError::NotFound)?;
+    let route = route.ok_or(ApiError::NotFound)?;
     let allowed = route.allowed();
     if !allowed.contains(&parts.method) {
         let allow = allowed
