@@ -195,6 +195,16 @@ pub async fn update(app: &App, mut ctx: Ctx, id: String) -> Result<Reply, ApiErr
     ))
 }
 
+/// The native filter for Pabbly's `optin=<value>` (or `incomingBlocked`): `true` as is,
+/// `false` as "not true", which also finds contacts whose flag was never set.
+fn flag_filter(field: &str, value: &str) -> (String, String) {
+    if value.trim().eq_ignore_ascii_case("false") {
+        (format!("filter[{field}][ne]"), "true".into())
+    } else {
+        (format!("filter[{field}]"), value.to_owned())
+    }
+}
+
 /// `GET /contacts`: filters `name` (substring), `mobile`, `tags`, `optin`,
 /// `incomingBlocked`, `source`, `attributes[i][name]`/`[value]`; `order` 1 | -1;
 /// `limit` (at most 25), `page` from 1.
@@ -211,8 +221,9 @@ pub async fn list(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
             "name" => name = Some(value.clone()),
             "mobile" => params.push(("filter[phonenumber]".into(), value.clone())),
             "tags" => params.push(("filter[tags]".into(), value.clone())),
-            "optin" => params.push(("filter[optin]".into(), value.clone())),
-            "incomingBlocked" => params.push(("filter[incoming_blocked]".into(), value.clone())),
+            // Pabbly shows a flag never set as `false`, so `false` finds those too.
+            "optin" => params.push(flag_filter("optin", value)),
+            "incomingBlocked" => params.push(flag_filter("incoming_blocked", value)),
             "source" => params.push(("filter[source]".into(), value.clone())),
             "order" => match value.as_str() {
                 "1" => descending = false,
@@ -308,8 +319,8 @@ fn pabbly_param(field: &str) -> String {
     match field {
         "filter[phonenumber]" => "mobile".into(),
         "filter[tags]" => "tags".into(),
-        "filter[optin]" => "optin".into(),
-        "filter[incoming_blocked]" => "incomingBlocked".into(),
+        "filter[optin]" | "filter[optin][ne]" => "optin".into(),
+        "filter[incoming_blocked]" | "filter[incoming_blocked][ne]" => "incomingBlocked".into(),
         "filter[source]" => "source".into(),
         other => match other
             .strip_prefix("filter[custom_attributes.")

@@ -12,6 +12,15 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 /// Most keys in one contact's `custom_attributes`.
 pub const MAX_ATTRIBUTES: usize = 100;
 
+/// Checks a custom attribute's name as a contact write sends it: 1 to 64 characters,
+/// no control characters.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err("attribute names must be 1 to 64 characters without control characters");
+    }
+    Ok(())
+}
+
 /// One stored custom attribute value.
 ///
 /// Integers keep their exact value across the whole i64 and u64 ranges (`Int`, and

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
 
-use super::attr::{AttrValue, MAX_ATTRIBUTES};
+use super::attr::{check_name, AttrValue, MAX_ATTRIBUTES};
 use super::ids;
 use super::issues::{join, json_type, Issues};
 use super::label::{parse_names, LabelEdit, LabelKind};
@@ -609,11 +609,8 @@ fn parse_attributes(
     let mut attrs = BTreeMap::new();
     for (key, raw) in obj {
         let key_path = join(&path, key);
-        if key.is_empty() || key.chars().count() > 64 || key.chars().any(char::is_control) {
-            issues.push(
-                key_path,
-                "attribute names must be 1 to 64 characters without control characters",
-            );
+        if let Err(msg) = check_name(key) {
+            issues.push(key_path, msg);
             continue;
         }
         if AttrValue::check_raw(raw, &key_path, issues) {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::attr::{check_name, AttrValue, MAX_ATTRIBUTES};
 use super::contact::{check_phone, Contact, ContactInput, Field, MAX_NAME_CHARS};
 use super::date;
 use super::issues::json_type;
@@ -196,14 +197,21 @@ fn names(value: Option<&Value>, field: &str) -> Result<Option<Vec<String>>, Item
     let mut issues = super::Issues::new();
     match label::parse_names(LabelKind::Tag, value, field, &mut issues) {
         Some(names) => Ok(Some(names)),
-        None => {
-            let issue = issues.into_vec().into_iter().next();
-            Err(issue.map_or_else(
-                || ItemProblem::new(field, "must be an array of tag names"),
-                |i| ItemProblem::new(&i.field, i.message),
-            ))
-        }
+        None => Err(first_problem(
+            issues,
+            field,
+            "must be an array of tag names",
+        )),
     }
+}
+
+/// The first of `issues` as the item's problem (`fallback` on `field` if there is none).
+fn first_problem(issues: super::Issues, field: &str, fallback: &str) -> ItemProblem {
+    let issue = issues.into_vec().into_iter().next();
+    issue.map_or_else(
+        || ItemProblem::new(field, fallback),
+        |i| ItemProblem::new(&i.field, i.message),
+    )
 }
 
 /// `attributes`: `[{"name", "value"}]` as custom attribute values. An empty value (or
@@ -218,11 +226,20 @@ fn attributes(value: &Value, update: bool) -> Result<BTreeMap<String, Value>, It
             ),
         )
     })?;
+    if items.len() > MAX_ATTRIBUTES {
+        return Err(ItemProblem::new(
+            "attributes",
+            format!("must have at most {MAX_ATTRIBUTES} items"),
+        ));
+    }
     let mut out = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         let at = format!("attributes[{i}]");
         let name = match item.get("name") {
-            Some(Value::String(n)) if !n.is_empty() => n.clone(),
+            Some(Value::String(n)) => match check_name(n) {
+                Ok(()) => n.clone(),
+                Err(msg) => return Err(ItemProblem::new(&format!("{at}.name"), msg)),
+            },
             _ => {
                 return Err(ItemProblem::new(
                     &format!("{at}.name"),
@@ -238,14 +255,12 @@ fn attributes(value: &Value, update: bool) -> Result<BTreeMap<String, Value>, It
             }
             continue;
         }
-        if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-            return Err(ItemProblem::new(
-                &format!("{at}.value"),
-                format!(
-                    "must be a string, number or boolean, got {}",
-                    json_type(&value)
-                ),
-            ));
+        // The same limits as a native write's values (a string of at most 4096
+        // characters, a number or a boolean), so that an export imports back.
+        let mut issues = super::Issues::new();
+        let path = format!("{at}.value");
+        if !AttrValue::check_raw(&value, &path, &mut issues) {
+            return Err(first_problem(issues, &path, "is not a valid value"));
         }
         out.insert(name, value);
     }
@@ -326,6 +341,22 @@ mod tests {
             (
                 json!({"mobile": "1555", "onDuplicate": "merge"}),
                 "onDuplicate",
+            ),
+            (
+                json!({"mobile": "1555", "attributes": [{"name": "note", "value": "x".repeat(4097)}]}),
+                "attributes[0].value",
+            ),
+            (
+                json!({"mobile": "1555", "attributes": [{"name": "n".repeat(65), "value": 1}]}),
+                "attributes[0].name",
+            ),
+            (
+                json!({"mobile": "1555", "attributes": [{"name": "a", "value": [1]}]}),
+                "attributes[0].value",
+            ),
+            (
+                json!({"mobile": "1555", "attributes": vec![json!({"name": "a", "value": 1}); 101]}),
+                "attributes",
             ),
         ] {
             assert_eq!(

@@ -34,6 +34,8 @@ pub enum Op {
     Eq(Vec<u8>),
     Cmp(Cmp, Vec<u8>),
     Exists(bool),
+    /// Any value but this one, or none (`filter[optin][ne]=true`: not opted in).
+    Ne(Vec<u8>),
     /// The key holds these bytes anywhere (Pabbly's `name` filter); the store finds
     /// candidates through its name-word dictionary (see `search::substring_pieces`).
     Contains(Vec<u8>),
@@ -61,6 +63,7 @@ impl Filter {
         let key = sort_key(contact, &self.field);
         match (&self.op, key) {
             (Op::Exists(want), key) => key.is_some() == *want,
+            (Op::Ne(v), key) => key.as_ref() != Some(v),
             (_, None) => false,
             (Op::Eq(v), Some(k)) => k == *v,
             (Op::Contains(v), Some(k)) => {
@@ -410,8 +413,19 @@ fn parse_filter(
             })
             .collect());
     }
+    if kind == Kind::Flag && op == Some("ne") {
+        return Ok(vec![Filter {
+            field: field.to_owned(),
+            op: Op::Ne(value_key(kind, value, phone)?),
+        }]);
+    }
     if !kind.sortable() && op.is_some() {
-        return Err(format!("\"{field}\" takes only filter[{field}]=value"));
+        let ne = if kind == Kind::Flag {
+            format!(" or filter[{field}][ne]=value")
+        } else {
+            String::new()
+        };
+        return Err(format!("\"{field}\" takes only filter[{field}]=value{ne}"));
     }
     let op = match op {
         None => Op::Eq(value_key(kind, value, phone)?),

@@ -861,6 +861,11 @@ async fn optin_and_incoming_blocked_are_set_kept_cleared_and_filtered() {
         ["c"],
         "unset is neither true nor false"
     );
+    assert_eq!(
+        matching(&s, &[("filter[optin][ne]", "true")]).await,
+        ["b", "c", "d"],
+        "not true: false or unset"
+    );
 
     let r = s.patch(&contact_path("a"), json!({"name": "A"})).await;
     assert_eq!(r.body["data"]["optin"], true, "omitted: kept");

@@ -101,6 +101,7 @@ async fn every_item_problem_fails_that_item_only_naming_the_field() {
             {"mobile": "+1 555 0103", "tags": ["unknown"]},
             {"mobile": "+1 555 0104", "attributes": [{"value": "x"}]},
             {"mobile": "+1 555 0105", "onDuplicate": "merge"},
+            {"mobile": "+1 555 0107", "attributes": [{"name": "note", "value": "x".repeat(4097)}]},
             {"mobile": "+1 555 0106", "tags": ["KNOWN"], "optin": "false"},
         ]),
     )
@@ -126,10 +127,11 @@ async fn every_item_problem_fails_that_item_only_naming_the_field() {
             "tags",
             "tags",
             "attributes[0].name",
-            "onDuplicate"
+            "onDuplicate",
+            "attributes[0].value"
         ]
     );
-    assert_eq!(r.body["data"]["failedCount"], 7);
+    assert_eq!(r.body["data"]["failedCount"], 8);
     let saved = created(&r);
     assert_eq!(saved.len(), 1);
     assert_eq!(
@@ -373,12 +375,25 @@ async fn put_replaces_adds_and_removes_tags_and_updates_attributes_by_name() {
         (&json!(["y", "z"]), &json!(true), &json!("Cy"))
     );
     assert_eq!(c["attributes"], json!([{"name": "plan", "value": "team"}]));
-    let r = s.call(Method::PUT, &path, Some(json!({"optin": 7}))).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(
-        r.body["message"].as_str().unwrap().contains("optin"),
-        "{}",
-        r.body
+    for (bad, field) in [
+        (json!({"optin": 7}), "optin"),
+        (
+            json!({"attributes": [{"name": "note", "value": "x".repeat(10_000)}]}),
+            "attributes[0].value",
+        ),
+    ] {
+        let r = s.call(Method::PUT, &path, Some(bad)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            r.body["message"].as_str().unwrap().contains(field),
+            "{}",
+            r.body
+        );
+    }
+    let r = s.get(&path).await;
+    assert_eq!(
+        r.body["data"]["attributes"],
+        json!([{"name": "plan", "value": "team"}])
     );
 }
 
@@ -472,7 +487,10 @@ async fn get_filters_order_and_pages() {
         ("tags=vip,beta", vec!["Alexandra Stone"]),
         ("tags=vip&order=-1", vec!["Sandra Lee", "Alexandra Stone"]),
         ("optin=true", vec!["Alexandra Stone"]),
+        // A flag never set shows as false, so `false` finds it too.
+        ("optin=false", vec!["Sandra Lee", "Bob"]),
         ("incomingBlocked=true", vec!["Sandra Lee"]),
+        ("incomingBlocked=false", vec!["Alexandra Stone", "Bob"]),
         ("source=api&limit=2", vec!["Alexandra Stone", "Sandra Lee"]),
         ("limit=2&page=2", vec!["Bob"]),
         (

@@ -84,7 +84,7 @@ pub(super) fn candidates(
                 }
                 Candidates::Inexact
             }
-            ("email" | "external_id", _) | (_, Op::Exists(false) | Op::Contains(_)) => {
+            ("email" | "external_id", _) | (_, Op::Exists(false) | Op::Ne(_) | Op::Contains(_)) => {
                 Candidates::Unindexed
             }
             (_, op) => {
@@ -101,8 +101,9 @@ pub(super) fn candidates(
                     Op::Cmp(Cmp::Gte, key) => (at(key), field_end, false),
                     Op::Cmp(Cmp::Lt, key) => (field_start, at(key), false),
                     Op::Cmp(Cmp::Lte, key) => (field_start, keys::prefix_end(&at(key)), false),
-                    // Substrings are matched before this arm; what holds one has a value.
-                    Op::Exists(_) | Op::Contains(_) => (field_start, field_end, false),
+                    // Substrings and `ne` are matched before this arm; what holds a
+                    // substring has a value.
+                    Op::Exists(_) | Op::Ne(_) | Op::Contains(_) => (field_start, field_end, false),
                 };
                 let cap = if streamable {
                     streamable_cap
