@@ -4,7 +4,7 @@
 
 use crate::auth;
 use crate::clock::unix_now;
-use crate::domain::{Agent, Scope};
+use crate::domain::{Agent, KeyGrant, Scope};
 use crate::store::{Store, StoreError};
 
 /// Id of the agent created on first run.
@@ -37,7 +37,11 @@ pub async fn first_run(
         created_at: now,
         contact_count: 0,
     };
-    let key = auth::new_key_record(&plaintext, "admin (first run)", Scope::Admin, now);
+    let key = auth::new_key_record(
+        &plaintext,
+        KeyGrant::unrestricted("admin (first run)", Scope::Admin),
+        now,
+    );
     Ok(match store.initialize(agent, key).await? {
         false => FirstRun::AlreadyDone,
         true if generated => FirstRun::GeneratedKey(plaintext),

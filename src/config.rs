@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::key::{MAX_RATE_REQUESTS, MAX_RATE_SECS};
 use crate::domain::phone::Region;
-use crate::domain::UnknownPolicy;
+use crate::domain::{RateLimit, UnknownPolicy};
 
 /// One setting: its key, its default (as text), and what it means.
 pub struct Setting {
@@ -103,6 +104,46 @@ pub const SETTINGS: &[Setting] = &[
         help: "origins (comma-separated, e.g. https://app.example.com, or *) whose browser pages may call the API; empty: none",
     },
     Setting {
+        key: "rate_limit.requests",
+        default: "0",
+        help: "requests a key may make per rate_limit.per_secs (a token bucket; 0: no limit); a key created with its own rate_limit uses that",
+    },
+    Setting {
+        key: "rate_limit.per_secs",
+        default: "10",
+        help: "seconds in which a key's rate_limit.requests refill",
+    },
+    Setting {
+        key: "rate_limit.auth_failures_per_min",
+        default: "20",
+        help: "failed authentications per minute a client IP may make before its every request gets 429 (0: no limit)",
+    },
+    Setting {
+        key: "rate_limit.client_ip_header",
+        default: "",
+        help: "header a reverse proxy puts the client's address in (e.g. X-Forwarded-For: its last address counts); empty: the connection's address",
+    },
+    Setting {
+        key: "metrics.listen",
+        default: "",
+        help: "address serving GET /metrics without a key, for a Prometheus scraper (e.g. 127.0.0.1:9090); empty: only the main port serves it, to admin keys",
+    },
+    Setting {
+        key: "backup.every_hours",
+        default: "0",
+        help: "hours between scheduled online backups into backup.dir (0: none)",
+    },
+    Setting {
+        key: "backup.keep",
+        default: "7",
+        help: "scheduled backups kept in backup.dir; older ones are deleted",
+    },
+    Setting {
+        key: "backup.dir",
+        default: "",
+        help: "directory of scheduled backups; empty: backups/ in the data dir",
+    },
+    Setting {
         key: "wal.checkpoint_mb",
         default: "64",
         help:
@@ -155,6 +196,21 @@ pub struct Config {
     pub pabbly_agent: String,
     /// Origins whose browser pages may call the API (`cors.allowed_origins`; `*`: any).
     pub cors_origins: Vec<String>,
+    /// Every key's request budget, unless the key has its own (`rate_limit.requests`
+    /// per `rate_limit.per_secs`; `None`: none).
+    pub rate_limit: Option<RateLimit>,
+    /// Failed authentications per minute per client IP (`None`: unlimited).
+    pub auth_failures_per_min: Option<u32>,
+    /// The header that names the client's address behind a reverse proxy.
+    pub client_ip_header: Option<String>,
+    /// Where `/metrics` is also served without a key (`metrics.listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Time between scheduled backups (`None`: none).
+    pub backup_every: Option<Duration>,
+    /// Scheduled backups kept.
+    pub backup_keep: usize,
+    /// Directory of scheduled backups.
+    pub backup_dir: PathBuf,
     /// MiB of write-ahead log that makes a checkpoint due.
     pub checkpoint_mb: u64,
     /// Time after which a checkpoint is due, if anything was logged.
@@ -352,6 +408,66 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
     for origin in &cors_origins {
         crate::http::cors::check_origin(origin).map_err(|msg| fail("cors.allowed_origins", msg))?;
     }
+    let per_secs = number("rate_limit.per_secs", 1)?;
+    let rate_limit = match number("rate_limit.requests", 0)? {
+        0 => None,
+        requests => Some(RateLimit {
+            requests: u32::try_from(requests)
+                .ok()
+                .filter(|&n| n <= MAX_RATE_REQUESTS)
+                .ok_or_else(|| {
+                    fail(
+                        "rate_limit.requests",
+                        format!("must be at most {MAX_RATE_REQUESTS}"),
+                    )
+                })?,
+            per_secs: u32::try_from(per_secs)
+                .ok()
+                .filter(|&n| n <= MAX_RATE_SECS)
+                .ok_or_else(|| {
+                    fail(
+                        "rate_limit.per_secs",
+                        format!("must be at most {MAX_RATE_SECS}"),
+                    )
+                })?,
+        }),
+    };
+    let auth_failures_per_min = match number("rate_limit.auth_failures_per_min", 0)? {
+        0 => None,
+        n => Some(
+            u32::try_from(n)
+                .map_err(|_| fail("rate_limit.auth_failures_per_min", "too large".into()))?,
+        ),
+    };
+    let client_ip_header = match get("rate_limit.client_ip_header").0.trim() {
+        "" => None,
+        name => {
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                fail(
+                    "rate_limit.client_ip_header",
+                    format!("\"{name}\" is not a header name"),
+                )
+            })?;
+            Some(name.to_ascii_lowercase())
+        }
+    };
+    let metrics_listen = match get("metrics.listen").0.trim() {
+        "" => None,
+        text => Some(text.parse::<SocketAddr>().map_err(|_| {
+            fail(
+                "metrics.listen",
+                format!("expected an address such as 127.0.0.1:9090, got \"{text}\""),
+            )
+        })?),
+    };
+    let backup_every = match number("backup.every_hours", 0)? {
+        0 => None,
+        hours => Some(Duration::from_secs(hours.saturating_mul(3600))),
+    };
+    let backup_dir = match get("backup.dir").0.trim() {
+        "" => PathBuf::from(data_dir).join("backups"),
+        dir => PathBuf::from(dir),
+    };
     let pabbly_agent = get("pabbly.agent").0.trim().to_owned();
     crate::domain::ids::check_agent_id(&pabbly_agent)
         .map_err(|msg| fail("pabbly.agent", msg.into()))?;
@@ -362,6 +478,14 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
         phone_region,
         pabbly_agent,
         cors_origins,
+        rate_limit,
+        auth_failures_per_min,
+        client_ip_header,
+        metrics_listen,
+        backup_every,
+        backup_keep: usize::try_from(number("backup.keep", 1)?)
+            .map_err(|_| fail("backup.keep", "too large".into()))?,
+        backup_dir,
         data_dir: PathBuf::from(data_dir),
         cache_mb: number("cache_mb", 1)?,
         max_body_bytes: number("max_body_bytes", 1)?,
@@ -494,6 +618,40 @@ pub fn to_toml(config: &Config) -> String {
     out.push_str(&format!(
         "allowed_origins = {}\n",
         quote(&config.cors_origins.join(","))
+    ));
+    out.push_str("\n[rate_limit]\n");
+    let (requests, per_secs) = config
+        .rate_limit
+        .map_or((0, 10), |r| (r.requests, r.per_secs));
+    out.push_str(&format!("requests = {requests}\n"));
+    out.push_str(&format!("per_secs = {per_secs}\n"));
+    out.push_str(&format!(
+        "auth_failures_per_min = {}\n",
+        config.auth_failures_per_min.unwrap_or(0)
+    ));
+    out.push_str(&format!(
+        "client_ip_header = {}\n",
+        quote(config.client_ip_header.as_deref().unwrap_or_default())
+    ));
+    out.push_str("\n[metrics]\n");
+    out.push_str(&format!(
+        "listen = {}\n",
+        quote(
+            &config
+                .metrics_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        )
+    ));
+    out.push_str("\n[backup]\n");
+    out.push_str(&format!(
+        "every_hours = {}\n",
+        config.backup_every.map_or(0, |d| d.as_secs() / 3600)
+    ));
+    out.push_str(&format!("keep = {}\n", config.backup_keep));
+    out.push_str(&format!(
+        "dir = {}\n",
+        quote(&config.backup_dir.display().to_string())
     ));
     out.push_str("\n[wal]\n");
     out.push_str(&format!("checkpoint_mb = {}\n", config.checkpoint_mb));

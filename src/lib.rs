@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backups;
 pub mod bootstrap;
 pub mod bulk;
 pub mod cli;
@@ -14,13 +15,16 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod store;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::bootstrap::FirstRun;
 use crate::config::Config;
@@ -41,6 +45,12 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StoreError> {
+    // Installed first, so that what opening the store does (a checkpoint) counts.
+    let routes: Vec<&'static str> = http::Route::samples()
+        .iter()
+        .map(http::Route::template)
+        .collect();
+    let metrics_on = metrics::install(&routes).is_some();
     let data_dir = config.data_dir.clone();
     let options = config.store_options();
     let store = tokio::task::spawn_blocking(move || RedbStore::open_with(&data_dir, options))
@@ -65,13 +75,99 @@ pub async fn serve(
             FirstRun::AlreadyDone => {}
         }
     }
+    let background =
+        background_tasks(&config, &(Arc::clone(&store) as Arc<dyn Store>), metrics_on).await?;
     let addr = listener.local_addr()?;
     println!("listening on {addr}");
     // Tests and scripts wait for this line; make sure it is not stuck in a buffer.
     std::io::stdout().flush()?;
     let app = Arc::new(api::App::new(Arc::clone(&store) as _, &config));
     http::server::run(listener, app, http::server::Limits::from(&config), shutdown).await;
+    for task in background {
+        task.abort();
+    }
     tracing::info!("closing the database");
     store.shutdown();
     Ok(())
+}
+
+/// Starts what runs beside the requests until shutdown: metrics upkeep and gauges, the
+/// keyless metrics listener (`metrics.listen`), scheduled backups (`backup.*`).
+async fn background_tasks(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    metrics_on: bool,
+) -> Result<Vec<JoinHandle<()>>, StoreError> {
+    let mut tasks = Vec::new();
+    if metrics_on {
+        // The first reading is taken before the server answers, so that every family
+        // is there for the first scrape; then one every `metrics::REFRESH_EVERY`.
+        let agents = Arc::new(parking_lot::Mutex::new(BTreeSet::new()));
+        let refresh = {
+            let (store, data_dir) = (Arc::clone(store), config.data_dir.clone());
+            move || {
+                let (store, data_dir, agents) =
+                    (Arc::clone(&store), data_dir.clone(), Arc::clone(&agents));
+                tokio::task::spawn_blocking(move || {
+                    refresh_gauges(store.as_ref(), &data_dir, &mut agents.lock());
+                })
+            }
+        };
+        refresh()
+            .await
+            .map_err(|err| StoreError::Backend(format!("metrics task failed: {err}")))?;
+        tasks.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(metrics::REFRESH_EVERY);
+            loop {
+                ticks.tick().await;
+                metrics::upkeep();
+                let _ = refresh().await;
+            }
+        }));
+    }
+    if let Some(addr) = config.metrics_listen {
+        let listener = TcpListener::bind(addr).await.map_err(|err| {
+            StoreError::Backend(format!("cannot listen on {addr} (metrics.listen): {err}"))
+        })?;
+        println!("serving /metrics on {}", listener.local_addr()?);
+        tasks.push(tokio::spawn(http::server::serve_metrics(listener)));
+    }
+    if let Some(every) = config.backup_every {
+        tasks.push(tokio::spawn(backups::schedule(
+            Arc::clone(store),
+            every,
+            config.backup_keep,
+            config.backup_dir.clone(),
+        )));
+    }
+    Ok(tasks)
+}
+
+/// Contacts per agent (0 for the agents of `seen` that are gone), and the sizes of the
+/// data file and the write-ahead log.
+fn refresh_gauges(store: &dyn Store, data_dir: &std::path::Path, seen: &mut BTreeSet<String>) {
+    if let Ok(agents) = store.agents() {
+        let now: BTreeSet<String> = agents.iter().map(|a| a.id.clone()).collect();
+        for gone in seen.difference(&now) {
+            metrics::contacts(gone, 0);
+        }
+        for agent in agents {
+            metrics::contacts(&agent.id, agent.contact_count);
+        }
+        *seen = now;
+    }
+    let (mut database, mut log) = (0, 0);
+    if let Ok(entries) = std::fs::read_dir(data_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let size = entry.metadata().map_or(0, |m| m.len());
+            if name == store::DB_FILE {
+                database = size;
+            } else if name.starts_with("wal-") && name.ends_with(".log") {
+                log += size;
+            }
+        }
+    }
+    metrics::disk(database, log);
 }

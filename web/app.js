@@ -46,6 +46,7 @@ const state = {
   total: null, // the last total the server counted for this query
   seq: 0,
   editing: null, // the contact being edited, or null when adding
+  readOnly: false, // the key can read only: no control that writes is shown
 };
 
 // ---------------------------------------------------------------- helpers
@@ -150,6 +151,8 @@ async function signIn(key) {
     return reply.status === 401 ? "That key was not accepted. Check it and try again." : message(reply);
   }
   sessionStorage.setItem(KEY, key);
+  const me = await api("GET", "/api/v1/me");
+  setReadOnly(me.status === 200 && me.body.data.access === "read");
   state.agents = reply.body.data;
   if (state.agents.length === 0) return "This key can see no agent.";
   const saved = sessionStorage.getItem(AGENT);
@@ -162,7 +165,15 @@ async function signIn(key) {
   return null;
 }
 
+/** Shows the read-only view (no control that writes) for a read key. */
+function setReadOnly(readOnly) {
+  state.readOnly = readOnly;
+  document.body.classList.toggle("read-only", readOnly);
+  $("read-only-badge").hidden = !readOnly;
+}
+
 function signOut() {
+  setReadOnly(false);
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(AGENT);
   state.key = null;
@@ -452,7 +463,7 @@ function stripeRow(account = {}) {
     input.value = account[key] || "";
     row.append(el("div", {}, el("label", { for: id, text: label }), input));
   }
-  row.append(el("button", { type: "button", text: "Remove", "aria-label": "Remove this Stripe account", onclick: () => row.remove() }));
+  row.append(el("button", { type: "button", class: "writes", text: "Remove", "aria-label": "Remove this Stripe account", onclick: () => row.remove() }));
   return row;
 }
 
@@ -491,7 +502,8 @@ function openContact(contact) {
   state.editing = contact;
   const form = $("contact-form");
   clearErrors(form);
-  $("contact-title").textContent = contact ? `Edit ${contact.name || contact.external_id}` : "Add a contact";
+  const verb = state.readOnly ? "View" : "Edit";
+  $("contact-title").textContent = contact ? `${verb} ${contact.name || contact.external_id}` : "Add a contact";
   for (const field of ["external_id", "name", "email", "phonenumber"]) {
     $(`f-${field}`).value = contact ? contact[field] || "" : "";
   }
@@ -510,6 +522,8 @@ function openContact(contact) {
     ...(defs.length ? defs.map((d) => attributeInput(d, contact ? contact.custom_attributes[d.name] : undefined)) : [el("p", { text: "No custom attributes defined." })]),
   );
   $("contact-delete").hidden = !contact;
+  for (const input of form.querySelectorAll("input, select")) input.disabled = state.readOnly;
+  $("contact-cancel").textContent = state.readOnly ? "Close" : "Cancel";
   $("contact-dialog").showModal();
   $("f-external_id").focus();
 }
@@ -784,6 +798,7 @@ function renderAttributes() {
           {},
           el("button", {
             type: "button",
+            class: "writes",
             text: a.archived ? "Restore" : "Archive",
             "aria-label": `${a.archived ? "Restore" : "Archive"} ${a.name}`,
             onclick: () => setArchived(a, !a.archived),

@@ -1,10 +1,11 @@
-//! `GET /healthz`: liveness, no key needed. A store that has seen damage answers 503
-//! with what it saw, so monitoring notices that writes are refused.
+//! How the server is doing. `GET /healthz`: liveness, no key needed; a store that has
+//! seen damage answers 503 with what it saw, so monitoring notices that writes are
+//! refused. `GET /metrics`: Prometheus metrics, to admin keys (see `crate::metrics`).
 
 use serde_json::json;
 
-use super::App;
-use crate::http::Reply;
+use super::{require_admin, App, Ctx};
+use crate::http::{ApiError, Reply};
 
 pub fn get(app: &App) -> Reply {
     match app.store.damage() {
@@ -18,4 +19,14 @@ pub fn get(app: &App) -> Reply {
             }),
         ),
     }
+}
+
+/// `GET /metrics` on the main port.
+pub fn metrics(ctx: &Ctx) -> Result<Reply, ApiError> {
+    require_admin(&ctx.key)?;
+    Ok(Reply::bytes(
+        200,
+        crate::metrics::CONTENT_TYPE,
+        crate::metrics::render(),
+    ))
 }

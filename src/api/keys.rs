@@ -6,7 +6,7 @@ use super::{require_admin, success, App, Ctx};
 use crate::auth;
 use crate::clock::unix_now;
 use crate::domain::issues::{check_display_name, json_type, required_string};
-use crate::domain::{ids, ApiKey, Issues, Scope};
+use crate::domain::{ids, Access, ApiKey, Issues, KeyGrant, RateLimit, Scope};
 use crate::http::{ApiError, Reply};
 use crate::store::StoreError;
 
@@ -18,13 +18,8 @@ pub async fn list(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     )))
 }
 
-/// A validated `POST /keys` body.
-struct KeyInput {
-    name: String,
-    chatbot_id: Option<String>,
-}
-
-fn parse_input(body: &Value) -> Result<KeyInput, Issues> {
+/// Reads a `POST /keys` body into what the new key is for; `now` judges `expires_at`.
+fn parse_input(body: &Value, now: i64) -> Result<KeyGrant, Issues> {
     let mut issues = Issues::new();
     let Some(obj) = body.as_object() else {
         issues.push(
@@ -50,20 +45,50 @@ fn parse_input(body: &Value) -> Result<KeyInput, Issues> {
             None
         }
     };
-    if issues.is_empty() {
-        Ok(KeyInput { name, chatbot_id })
-    } else {
-        Err(issues)
+    let access = match obj.get("access") {
+        None | Some(Value::Null) => Access::Write,
+        Some(value) => value.as_str().and_then(Access::parse).unwrap_or_else(|| {
+            issues.push("access", "must be \"read\" or \"write\"");
+            Access::Write
+        }),
+    };
+    let expires_at = match obj.get("expires_at") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_i64() {
+            Some(at) if at > now => Some(at),
+            Some(_) => {
+                issues.push("expires_at", "must be in the future (Unix seconds)");
+                None
+            }
+            None => {
+                issues.push("expires_at", "must be an integer: Unix seconds");
+                None
+            }
+        },
+    };
+    let rate_limit = match obj.get("rate_limit") {
+        None | Some(Value::Null) => None,
+        Some(value) => RateLimit::from_json(value, "rate_limit", &mut issues),
+    };
+    if !issues.is_empty() {
+        return Err(issues);
     }
+    Ok(KeyGrant {
+        name,
+        scope: chatbot_id.map_or(Scope::Admin, Scope::Agent),
+        access,
+        expires_at,
+        rate_limit,
+    })
 }
 
 pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
     require_admin(&ctx.key)?;
     let body = app.body_json(&mut ctx).await?;
-    let input = parse_input(&body).map_err(ApiError::invalid_data)?;
-    let scope = input.chatbot_id.map_or(Scope::Admin, Scope::Agent);
+    let now = unix_now();
+    let grant = parse_input(&body, now).map_err(ApiError::invalid_data)?;
     let plaintext = auth::generate_key();
-    let record = auth::new_key_record(&plaintext, &input.name, scope, unix_now());
+    let record = auth::new_key_record(&plaintext, grant, now);
     let key = match app.store.create_key(record).await {
         Err(StoreError::AgentNotFound) => {
             return Err(ApiError::invalid_field(
@@ -77,6 +102,12 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
     data["key"] = Value::String(plaintext);
     // The plaintext key is in this answer: no cache may keep it.
     Ok(success(data).header("cache-control", "no-store"))
+}
+
+/// `GET /api/v1/me`: the key the request was made with, for any key (the dashboard
+/// learns from it whether to offer writes).
+pub fn me(ctx: &Ctx) -> Reply {
+    success(ctx.key.to_json())
 }
 
 pub async fn revoke(app: &App, ctx: &Ctx, id: String) -> Result<Reply, ApiError> {

@@ -3,6 +3,7 @@
 //! replies and errors into responses in one place.
 
 mod agents;
+mod backup;
 mod cache;
 mod contacts;
 mod custom_attributes;
@@ -12,25 +13,30 @@ mod health;
 mod import;
 mod keys;
 mod labels;
+mod openapi;
 mod pabbly;
+mod rate_limit;
 
 pub use import::remove_stale_spools;
+pub use rate_limit::Standing;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use self::cache::Cache;
+use self::rate_limit::Buckets;
 use crate::auth;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::domain::phone::PhoneRules;
-use crate::domain::ApiKey;
-use crate::domain::WriteRules;
+use crate::domain::{Access, ApiKey, RateLimit, WriteRules};
 use crate::http::body::read_json;
-use crate::http::{ApiError, Headers, Reply, Request, RequestBody, Route, Verb};
+use crate::http::{ApiError, Caller, Headers, Reply, Request, RequestBody, Route, Verb};
 use crate::store::{Store, StoreError};
 
 /// Shared state of every request.
@@ -54,6 +60,17 @@ pub struct App {
     /// pages or a short wait for one page, so a few per core keep the cores busy; more
     /// only add threads, each with its own allocator cache holding memory.
     reads: Arc<Semaphore>,
+    budgets: Budgets,
+}
+
+/// The request budgets of keys and of client IPs' failed authentications.
+struct Budgets {
+    /// Every key's budget unless it has its own (`rate_limit.*`).
+    default: Option<RateLimit>,
+    keys: Buckets<String>,
+    /// Failed authentications per minute per IP (`rate_limit.auth_failures_per_min`).
+    failures: Option<RateLimit>,
+    clients: Buckets<IpAddr>,
 }
 
 /// Store reads per core that may run at once (see `App::reads`).
@@ -89,6 +106,15 @@ impl App {
             reads: Arc::new(Semaphore::new(
                 READS_PER_CORE * std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            budgets: Budgets {
+                default: config.rate_limit,
+                keys: Buckets::new(),
+                failures: config.auth_failures_per_min.map(|n| RateLimit {
+                    requests: n,
+                    per_secs: 60,
+                }),
+                clients: Buckets::new(),
+            },
         }
     }
 
@@ -98,8 +124,10 @@ impl App {
         self.import_timeout
     }
 
-    /// Runs the handler of a routed request; health and the dashboard need no key,
-    /// everything else does.
+    /// Runs the handler of a routed request; health, the dashboard and the OpenAPI
+    /// document need no key, everything else does. A keyed request passes, in order:
+    /// the client IP's failed-authentication budget, authentication, the key's request
+    /// budget, and — for a read-only key — being a read.
     pub async fn dispatch(&self, req: Request) -> Result<Reply, ApiError> {
         let Request {
             route,
@@ -107,20 +135,19 @@ impl App {
             query,
             headers,
             body,
+            client,
             caller,
         } = req;
         match &route {
             Route::Health => return Ok(health::get(self)),
             Route::Dashboard => return Ok(dashboard::index(&headers)),
             Route::Asset(name) => return dashboard::asset(&headers, name, &query),
+            Route::OpenApi => return Ok(openapi::document()),
             _ => {}
         }
         let pabbly = route.is_pabbly();
-        let key = match self.authenticate(&headers).await {
-            Ok(key) => {
-                caller.set(&key.id);
-                key
-            }
+        let key = match self.admit(&headers, client, verb, &caller).await {
+            Ok(key) => key,
             Err(err) if pabbly => return Err(err.in_pabbly_form()),
             Err(err) => return Err(err),
         };
@@ -146,6 +173,9 @@ impl App {
             (Route::Agents, Verb::Post) => agents::create(self, ctx).await,
             (Route::Agent(id), Verb::Get) => agents::get(self, &ctx, id).await,
             (Route::Agent(id), Verb::Delete) => agents::delete(self, &ctx, id).await,
+            (Route::Me, Verb::Get) => Ok(keys::me(&ctx)),
+            (Route::Metrics, Verb::Get) => health::metrics(&ctx),
+            (Route::Backup, Verb::Get) => backup::download(self, &ctx).await,
             (Route::Keys, Verb::Get) => keys::list(self, &ctx).await,
             (Route::Keys, Verb::Post) => keys::create(self, ctx).await,
             (Route::Key(id), Verb::Delete) => keys::revoke(self, &ctx, id).await,
@@ -227,6 +257,49 @@ impl App {
         f(self.store.as_ref()).map_err(ApiError::from)
     }
 
+    /// Lets a keyed request in, or says why not (see [`App::dispatch`]); notes the key
+    /// and its budget on `caller`.
+    async fn admit(
+        &self,
+        headers: &Headers,
+        client: IpAddr,
+        verb: Verb,
+        caller: &Caller,
+    ) -> Result<ApiKey, ApiError> {
+        let now = Instant::now();
+        let budgets = &self.budgets;
+        if budgets.failures.is_some() {
+            if let Some(retry) = budgets.clients.exhausted(&client, now) {
+                crate::metrics::rate_limited("auth_failures");
+                return Err(ApiError::RateLimited(retry));
+            }
+        }
+        let key = match self.authenticate(headers).await {
+            Ok(key) => key,
+            Err(err) => {
+                if let (Some(budget), ApiError::NoApiKey | ApiError::InvalidApiKey) =
+                    (budgets.failures, &err)
+                {
+                    budgets.clients.take(&client, budget, now);
+                }
+                return Err(err);
+            }
+        };
+        caller.set_key(&key.id);
+        if let Some(budget) = key.rate_limit.or(budgets.default) {
+            let standing = budgets.keys.take(&key.id, budget, now);
+            caller.set_budget(standing);
+            if let Some(retry) = standing.retry_after_secs {
+                crate::metrics::rate_limited("key");
+                return Err(ApiError::RateLimited(retry));
+            }
+        }
+        if key.access == Access::Read && verb != Verb::Get {
+            return Err(ApiError::ReadOnlyKey);
+        }
+        Ok(key)
+    }
+
     async fn authenticate(&self, headers: &Headers) -> Result<ApiKey, ApiError> {
         // Which of two keys would count is ambiguous (proxies disagree): refuse both.
         if headers.count("authorization") > 1 {
@@ -246,7 +319,7 @@ impl App {
                 stored
             }
         };
-        Ok(auth::verify(token, stored)?)
+        Ok(auth::verify(token, stored, unix_now())?)
     }
 
     /// Drops every cached key and agent; called after a key is revoked or an agent is

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::domain::ids::random_base62;
-use crate::domain::{ApiKey, Scope};
+use crate::domain::{ApiKey, KeyGrant};
 
 pub const KEY_PREFIX: &str = "oc_live_";
 /// Characters of the plaintext kept so people can tell keys apart.
@@ -37,11 +37,14 @@ pub fn check_chosen_key(key: &str) -> Result<(), String> {
 }
 
 /// Builds the stored record for plaintext `key`.
-pub fn new_key_record(key: &str, name: &str, scope: Scope, now: i64) -> ApiKey {
+pub fn new_key_record(key: &str, grant: KeyGrant, now: i64) -> ApiKey {
     ApiKey {
         id: format!("key_{}", random_base62(16)),
-        name: name.to_owned(),
-        scope,
+        name: grant.name,
+        scope: grant.scope,
+        access: grant.access,
+        expires_at: grant.expires_at,
+        rate_limit: grant.rate_limit,
         prefix: key.chars().take(SHOWN_PREFIX_LEN).collect(),
         digest: digest(key),
         created_at: now,
@@ -54,7 +57,7 @@ pub fn new_key_record(key: &str, name: &str, scope: Scope, now: i64) -> ApiKey {
 pub enum AuthError {
     /// No `Authorization: Bearer …` header.
     Missing,
-    /// Unknown or revoked key.
+    /// Unknown, revoked or expired key.
     Invalid,
 }
 
@@ -73,11 +76,12 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-/// Accepts `stored` for `presented` only if the digests match and it is not revoked.
-pub fn verify(presented: &str, stored: Option<ApiKey>) -> Result<ApiKey, AuthError> {
+/// Accepts `stored` for `presented` only if the digests match and, at Unix time `now`,
+/// it is neither revoked nor expired.
+pub fn verify(presented: &str, stored: Option<ApiKey>, now: i64) -> Result<ApiKey, AuthError> {
     let key = stored.ok_or(AuthError::Invalid)?;
     let matches: bool = digest(presented).ct_eq(&key.digest).into();
-    if !matches || key.revoked {
+    if !matches || key.revoked || key.expired(now) {
         return Err(AuthError::Invalid);
     }
     Ok(key)
@@ -87,6 +91,7 @@ pub fn verify(presented: &str, stored: Option<ApiKey>) -> Result<ApiKey, AuthErr
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::domain::Scope;
 
     #[test]
     fn generated_keys_have_the_documented_shape() {
@@ -105,14 +110,22 @@ mod tests {
     }
 
     #[test]
-    fn revoked_and_mismatched_keys_fail() {
-        let mut rec = new_key_record("oc_live_x", "n", Scope::Admin, 0);
-        assert!(verify("oc_live_x", Some(rec.clone())).is_ok());
+    fn revoked_expired_and_mismatched_keys_fail() {
+        let grant = KeyGrant::unrestricted("n", Scope::Admin);
+        let mut rec = new_key_record("oc_live_x", grant, 0);
+        assert!(verify("oc_live_x", Some(rec.clone()), 5).is_ok());
         assert_eq!(
-            verify("oc_live_y", Some(rec.clone())),
+            verify("oc_live_y", Some(rec.clone()), 5),
             Err(AuthError::Invalid)
         );
+        rec.expires_at = Some(5);
+        assert!(verify("oc_live_x", Some(rec.clone()), 4).is_ok());
+        assert_eq!(
+            verify("oc_live_x", Some(rec.clone()), 5),
+            Err(AuthError::Invalid)
+        );
+        rec.expires_at = None;
         rec.revoked = true;
-        assert_eq!(verify("oc_live_x", Some(rec)), Err(AuthError::Invalid));
+        assert_eq!(verify("oc_live_x", Some(rec), 5), Err(AuthError::Invalid));
     }
 }

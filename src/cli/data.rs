@@ -1,6 +1,7 @@
-//! `contactd check`, `contactd salvage` and `contactd compact`: the data dir's health,
-//! read without changing it, a copy of what can still be read, and the file's free
-//! pages given back. All need the server stopped.
+//! `contactd check`, `contactd salvage`, `contactd compact`, and `contactd backup
+//! --data-dir` and `contactd restore`: the data dir's health, read without changing it,
+//! a copy of what can still be read, the file's free pages given back, and backups of
+//! it. All need the server stopped.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -108,10 +109,7 @@ pub fn salvage(config: &Config, output: &Path, json: bool) -> ExitCode {
     let report: SalvageReport = match report {
         Ok(report) => report,
         Err(err) => {
-            eprintln!(
-                "contactd salvage: {}",
-                describe(&err, "nothing: stop it first")
-            );
+            eprintln!("contactd salvage: {}", describe(&err, ""));
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -195,7 +193,7 @@ fn mib(bytes: u64) -> String {
 
 pub fn compact(config: &Config) -> Result<(), String> {
     let done = store::compact(&config.data_dir, config.store_options())
-        .map_err(|err| describe(&err, "nothing: stop it first"))?;
+        .map_err(|err| describe(&err, ""))?;
     let per_contact = |bytes: u64| bytes.checked_div(done.contacts).unwrap_or(0);
     println!(
         "compacted {}: {} -> {} ({} -> {} bytes per contact, {} contacts)",
@@ -207,4 +205,56 @@ pub fn compact(config: &Config) -> Result<(), String> {
         done.contacts
     );
     Ok(())
+}
+
+/// `contactd backup --data-dir DIR --output FILE`: a backup of a stopped data dir (its
+/// write-ahead log applied first, as a start would).
+pub fn backup(config: &Config, output: &Path) -> ExitCode {
+    let written = super::open(
+        config,
+        "contactd backup --output FILE with the server's URL and an admin key",
+    )
+    .and_then(|store| {
+        let summary = crate::backups::write_file(&store, output).map_err(|e| e.to_string());
+        store.shutdown();
+        summary
+    });
+    match written {
+        Ok(summary) => {
+            print_backup("backed up", &summary, output);
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("contactd backup: {message}");
+            ExitCode::from(EXIT_UNREADABLE)
+        }
+    }
+}
+
+/// `contactd restore FILE`: the backup into the data dir.
+pub fn restore(config: &Config, file: &Path, force: bool) -> ExitCode {
+    match store::backup::restore(file, &config.data_dir, force) {
+        Ok(summary) => {
+            print_backup("restored", &summary, &config.data_dir);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("contactd restore: {}", describe(&err, ""));
+            ExitCode::from(EXIT_UNREADABLE)
+        }
+    }
+}
+
+/// `<done> N agents, N keys, ... (N bytes): <where>`.
+pub(crate) fn print_backup(done: &str, s: &store::backup::BackupSummary, place: &Path) {
+    println!(
+        "{done} {} agents, {} keys, {} custom attributes, {} tags and lists, {} contacts ({} bytes): {}",
+        s.agents,
+        s.keys,
+        s.attributes,
+        s.labels,
+        s.contacts,
+        s.bytes,
+        place.display()
+    );
 }

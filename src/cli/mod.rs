@@ -9,12 +9,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-mod data;
+pub(crate) mod data;
 
 use crate::auth;
 use crate::clock::unix_now;
 use crate::config::{self, Config, Layers};
-use crate::domain::{ids, Agent, Scope};
+use crate::domain::{ids, Access, Agent, KeyGrant, Scope};
 use crate::store::{RedbStore, Store, StoreError};
 
 #[derive(Parser, Debug)]
@@ -86,6 +86,31 @@ pub struct SettingFlags {
     /// Origins whose browser pages may call the API, comma-separated [config: cors.allowed_origins]
     #[arg(long, global = true, value_name = "ORIGINS")]
     pub cors_allowed_origins: Option<String>,
+    /// Requests per key per rate_limit.per_secs, 0 for none [config: rate_limit.requests]
+    #[arg(long, global = true, value_name = "N")]
+    pub rate_limit_requests: Option<String>,
+    /// Seconds in which a key's requests refill [config: rate_limit.per_secs]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub rate_limit_per_secs: Option<String>,
+    /// Failed authentications per minute per client IP, 0 for no limit
+    /// [config: rate_limit.auth_failures_per_min]
+    #[arg(long, global = true, value_name = "N")]
+    pub rate_limit_auth_failures_per_min: Option<String>,
+    /// Header naming the client's address behind a proxy [config: rate_limit.client_ip_header]
+    #[arg(long, global = true, value_name = "HEADER")]
+    pub rate_limit_client_ip_header: Option<String>,
+    /// Address serving /metrics without a key [config: metrics.listen]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Hours between scheduled backups, 0 for none [config: backup.every_hours]
+    #[arg(long, global = true, value_name = "HOURS")]
+    pub backup_every_hours: Option<String>,
+    /// Scheduled backups kept [config: backup.keep]
+    #[arg(long, global = true, value_name = "N")]
+    pub backup_keep: Option<String>,
+    /// Directory of scheduled backups [config: backup.dir]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub backup_dir: Option<String>,
     /// MiB of write-ahead log that makes a checkpoint due [config: wal.checkpoint_mb]
     #[arg(long, global = true, value_name = "MIB")]
     pub wal_checkpoint_mb: Option<String>,
@@ -122,6 +147,20 @@ impl SettingFlags {
             ("phone.default_region", &self.phone_default_region),
             ("pabbly.agent", &self.pabbly_agent),
             ("cors.allowed_origins", &self.cors_allowed_origins),
+            ("rate_limit.requests", &self.rate_limit_requests),
+            ("rate_limit.per_secs", &self.rate_limit_per_secs),
+            (
+                "rate_limit.auth_failures_per_min",
+                &self.rate_limit_auth_failures_per_min,
+            ),
+            (
+                "rate_limit.client_ip_header",
+                &self.rate_limit_client_ip_header,
+            ),
+            ("metrics.listen", &self.metrics_listen),
+            ("backup.every_hours", &self.backup_every_hours),
+            ("backup.keep", &self.backup_keep),
+            ("backup.dir", &self.backup_dir),
             ("wal.checkpoint_mb", &self.wal_checkpoint_mb),
             ("wal.checkpoint_secs", &self.wal_checkpoint_secs),
             ("import.max_bytes", &self.import_max_bytes),
@@ -166,6 +205,29 @@ pub enum Command {
         output: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Back up every record to one file: through the running server (--url/CONTACTD_URL
+    /// and an admin key, --key/CONTACTD_KEY), or, when --data-dir is given, from that
+    /// stopped data dir
+    Backup {
+        /// The backup file to write
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+        /// The server, http://host:port (default: the configured listen address)
+        #[arg(long, env = "CONTACTD_URL", value_name = "URL")]
+        url: Option<String>,
+        /// An admin API key
+        #[arg(long, env = "CONTACTD_KEY", value_name = "KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// Restore a backup file into the data dir, which must be missing or empty (server
+    /// stopped); the backup is checked whole first
+    Restore {
+        /// The backup file
+        file: PathBuf,
+        /// Delete what the data dir holds first (never while a process has it open)
+        #[arg(long)]
+        force: bool,
     },
     /// Import a CSV, JSON or NDJSON file (.gz too) into an agent through a running
     /// server; exits 1 if any row failed (they go to FILE.errors.csv), 2 on errors
@@ -219,15 +281,19 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     fn target(&self, config: &Config) -> Result<crate::client::Target, String> {
-        let url = self.url.clone().unwrap_or_else(|| {
-            let mut addr = config.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
-        });
-        crate::client::Target::parse(&url, &self.key)
+        crate::client::Target::parse(&server_url(config, self.url.clone()), &self.key)
     }
+}
+
+/// `url`, or the configured listen address as a URL.
+fn server_url(config: &Config, url: Option<String>) -> String {
+    url.unwrap_or_else(|| {
+        let mut addr = config.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -261,6 +327,9 @@ pub enum KeysCommand {
         /// Scope the key to this agent (an admin key when omitted)
         #[arg(long, value_name = "ID")]
         agent: Option<String>,
+        /// A read-only key: every write is refused with 403
+        #[arg(long)]
+        read_only: bool,
         #[arg(long)]
         json: bool,
     },
@@ -301,6 +370,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let data_dir_flag = cli.settings.data_dir.is_some();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve(config)),
         Command::PrintConfig => {
@@ -312,6 +382,26 @@ pub fn main() -> ExitCode {
         Command::Check { json } => return data::check(&config, json),
         Command::Salvage { output, json } => return data::salvage(&config, &output, json),
         Command::Compact => data::compact(&config),
+        Command::Restore { file, force } => return data::restore(&config, &file, force),
+        Command::Backup { output, url, key } => {
+            // A data dir named on the command line is backed up directly; otherwise the
+            // running server is asked.
+            if data_dir_flag {
+                return data::backup(&config, &output);
+            }
+            let target = key
+                .ok_or_else(|| {
+                    "an admin key is needed: --key or CONTACTD_KEY (or --data-dir DIR to back up a stopped data dir)".to_owned()
+                })
+                .and_then(|key| crate::client::Target::parse(&server_url(&config, url), &key));
+            return match target {
+                Ok(target) => crate::client::backup(&runtime, &target, &output),
+                Err(message) => {
+                    eprintln!("contactd: {message}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
         Command::Import {
             file,
             server,
@@ -444,14 +534,25 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// A store error as a message; `endpoint` is the HTTP call to use while the server runs.
+/// A store error as a message; `endpoint` is what to use instead while the server runs
+/// (empty: nothing, the server must be stopped).
 pub(crate) fn describe(err: &StoreError, endpoint: &str) -> String {
     match err {
-        StoreError::AlreadyOpen(dir, holder) => format!(
-            "the server is running ({}) and holds the data dir {}; stop it first, or use {endpoint} instead",
-            holder.map_or_else(|| "its process id is unknown".to_owned(), |pid| format!("process {pid}")),
-            dir.display()
-        ),
+        StoreError::AlreadyOpen(dir, holder) => {
+            let instead = if endpoint.is_empty() {
+                String::new()
+            } else {
+                format!(", or use {endpoint} instead")
+            };
+            format!(
+                "the server is running ({}) and holds the data dir {}; stop it first{instead}",
+                holder.map_or_else(
+                    || "its process id is unknown".to_owned(),
+                    |pid| format!("process {pid}")
+                ),
+                dir.display()
+            )
+        }
         other => other.to_string(),
     }
 }
@@ -511,14 +612,22 @@ async fn agents(config: &Config, cmd: AgentsCommand) -> Result<(), String> {
 
 async fn keys(config: &Config, cmd: KeysCommand) -> Result<(), String> {
     match cmd {
-        KeysCommand::Create { name, agent, json } => {
+        KeysCommand::Create {
+            name,
+            agent,
+            read_only,
+            json,
+        } => {
             if name.trim().is_empty() || name.chars().count() > 255 {
                 return Err("--name must be 1 to 255 characters".into());
             }
             let store = open(config, "the HTTP API: POST /api/v1/keys")?;
-            let scope = agent.map_or(Scope::Admin, Scope::Agent);
+            let mut grant = KeyGrant::unrestricted(&name, agent.map_or(Scope::Admin, Scope::Agent));
+            if read_only {
+                grant.access = Access::Read;
+            }
             let plaintext = auth::generate_key();
-            let record = auth::new_key_record(&plaintext, &name, scope, unix_now());
+            let record = auth::new_key_record(&plaintext, grant, unix_now());
             let key = store.create_key(record).await.map_err(|err| match err {
                 StoreError::AgentNotFound => "--agent names no existing agent".to_owned(),
                 other => other.to_string(),
@@ -540,18 +649,29 @@ async fn keys(config: &Config, cmd: KeysCommand) -> Result<(), String> {
                 print_json(&Value::Array(keys.iter().map(|k| k.to_json()).collect()));
             } else {
                 println!(
-                    "{:<22} {:<14} {:<8} {:<16} NAME",
-                    "ID", "PREFIX", "STATE", "SCOPE"
+                    "{:<22} {:<14} {:<8} {:<16} {:<6} NAME",
+                    "ID", "PREFIX", "STATE", "SCOPE", "ACCESS"
                 );
                 for k in keys {
                     let scope = match &k.scope {
                         Scope::Admin => "admin".to_owned(),
                         Scope::Agent(id) => format!("agent:{id}"),
                     };
-                    let state = if k.revoked { "revoked" } else { "active" };
+                    let state = if k.revoked {
+                        "revoked"
+                    } else if k.expired(unix_now()) {
+                        "expired"
+                    } else {
+                        "active"
+                    };
                     println!(
-                        "{:<22} {:<14} {:<8} {:<16} {}",
-                        k.id, k.prefix, state, scope, k.name
+                        "{:<22} {:<14} {:<8} {:<16} {:<6} {}",
+                        k.id,
+                        k.prefix,
+                        state,
+                        scope,
+                        k.access.as_str(),
+                        k.name
                     );
                 }
             }

@@ -164,6 +164,76 @@ fn describe_error(status: StatusCode, body: &[u8]) -> String {
     format!("the server answered {status}: {message}{issues}")
 }
 
+/// `GET path` on its own connection: the body of a 200 answer, still to read; any
+/// other answer is its error. `what` names the download in messages.
+async fn download(
+    target: &Target,
+    path: &str,
+    what: &str,
+) -> Result<hyper::body::Incoming, String> {
+    let mut sender = connect(target).await?;
+    let req = request(target, Method::GET, path, None, Bytes::new())?;
+    // A download that fails part-way closes the connection; when that happens before
+    // the server's answer went out, no answer arrives at all.
+    let response = exchange(&mut sender, req)
+        .await
+        .map_err(|err| format!("the {what} broke off before it began: {err}"))?;
+    let status = response.status();
+    let body = response.into_body();
+    if status != StatusCode::OK {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|err| err.to_string())?
+            .to_bytes();
+        return Err(describe_error(status, &bytes));
+    }
+    Ok(body)
+}
+
+/// `contactd backup` through a running server: `GET /api/v1/backup` into `output`,
+/// checked whole before it is renamed into place.
+pub fn backup(rt: &Runtime, target: &Target, output: &std::path::Path) -> ExitCode {
+    match rt.block_on(run_backup(target, output)) {
+        Ok(summary) => {
+            crate::cli::data::print_backup("backed up", &summary, output);
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("contactd backup: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn run_backup(
+    target: &Target,
+    output: &std::path::Path,
+) -> Result<crate::store::backup::BackupSummary, String> {
+    let path = format!("{}/api/v1/backup", target.base);
+    let mut body = download(target, &path, "backup").await?;
+    let partial = crate::backups::partial_path(output);
+    let result = async {
+        let file = File::create(&partial)
+            .map_err(|err| format!("cannot create {}: {err}", partial.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        copy_body(&mut body, &mut out).await?;
+        out.into_inner()
+            .map_err(|err| format!("cannot write {}: {err}", partial.display()))?
+            .sync_all()
+            .map_err(|err| format!("cannot write {}: {err}", partial.display()))?;
+        let summary = crate::store::backup::verify(&partial).map_err(|err| err.to_string())?;
+        std::fs::rename(&partial, output)
+            .map_err(|err| format!("cannot move the backup to {}: {err}", output.display()))?;
+        Ok(summary)
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
 /// What `contactd export` was asked.
 #[derive(Debug, Clone)]
 pub struct ExportArgs {
@@ -202,23 +272,7 @@ async fn run_export(args: &ExportArgs) -> Result<u64, String> {
         path.push('&');
         path.push_str(q.trim_start_matches('?'));
     }
-    let mut sender = connect(&args.target).await?;
-    let req = request(&args.target, Method::GET, &path, None, Bytes::new())?;
-    // An export that fails part-way closes the connection; when that happens before
-    // the server's answer went out, no answer arrives at all.
-    let response = exchange(&mut sender, req)
-        .await
-        .map_err(|err| format!("the export broke off before it began: {err}"))?;
-    let status = response.status();
-    let mut body = response.into_body();
-    if status != StatusCode::OK {
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|err| err.to_string())?
-            .to_bytes();
-        return Err(describe_error(status, &bytes));
-    }
+    let mut body = download(&args.target, &path, "export").await?;
     match &args.output {
         None => {
             copy_body(
@@ -230,7 +284,7 @@ async fn run_export(args: &ExportArgs) -> Result<u64, String> {
         Some(path) => {
             // Written beside the output and renamed into place once complete, so a
             // broken export never leaves a file that looks whole.
-            let partial = partial_path(path);
+            let partial = crate::backups::partial_path(path);
             let result = async {
                 let file = File::create(&partial)
                     .map_err(|err| format!("cannot create {}: {err}", partial.display()))?;
@@ -250,27 +304,21 @@ async fn run_export(args: &ExportArgs) -> Result<u64, String> {
 }
 
 /// Where an export to `path` is written until it is complete.
-fn partial_path(path: &std::path::Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
-}
-
 /// Copies the answer's body to `out`; the bytes copied. A body that breaks off (the
-/// server stopped the export part-way) is an error.
+/// server stopped an export or a backup part-way) is an error.
 async fn copy_body(body: &mut hyper::body::Incoming, out: &mut impl Write) -> Result<u64, String> {
     let mut written = 0u64;
     while let Some(frame) = body.frame().await {
         let frame =
-            frame.map_err(|err| format!("the export broke off after {written} bytes: {err}"))?;
+            frame.map_err(|err| format!("the answer broke off after {written} bytes: {err}"))?;
         if let Ok(data) = frame.into_data() {
             out.write_all(&data)
-                .map_err(|err| format!("cannot write the export: {err}"))?;
+                .map_err(|err| format!("cannot write the file: {err}"))?;
             written += data.len() as u64;
         }
     }
     out.flush()
-        .map_err(|err| format!("cannot write the export: {err}"))?;
+        .map_err(|err| format!("cannot write the file: {err}"))?;
     Ok(written)
 }
 

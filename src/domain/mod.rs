@@ -24,5 +24,5 @@ pub use attr::AttrValue;
 pub use attribute::{AttrType, AttributeDef, Schema, UnknownPolicy, WriteRules};
 pub use contact::{Contact, ContactInput, Field, Resolved, Source, StripeAccount};
 pub use issues::{Issue, Issues};
-pub use key::{ApiKey, Scope};
+pub use key::{Access, ApiKey, KeyGrant, RateLimit, Scope};
 pub use label::{Label, LabelKind};

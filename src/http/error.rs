@@ -2,7 +2,7 @@
 //! into a status and a JSON body. Internal details are logged, never sent.
 
 use bytes::Bytes;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
@@ -25,6 +25,10 @@ pub enum ApiError {
     NoApiKey,
     InvalidApiKey,
     Forbidden,
+    /// 403: a read-only key asked for a write.
+    ReadOnlyKey,
+    /// 429, with `Retry-After` in seconds.
+    RateLimited(u64),
     NotFound,
     MethodNotAllowed(String),
     Conflict(&'static str, Vec<Issue>),
@@ -120,6 +124,9 @@ impl ApiError {
                     HeaderValue::from_static("Bearer realm=\"contactd\", error=\"invalid_token\""),
                 );
             }
+            Self::RateLimited(secs) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*secs));
+            }
             _ => {}
         }
         response
@@ -142,6 +149,11 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 message("This API key is not allowed to do that."),
             ),
+            Self::ReadOnlyKey => (
+                StatusCode::FORBIDDEN,
+                message("This API key is read-only: it cannot write."),
+            ),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, message("Too many requests")),
             Self::NotFound => (StatusCode::NOT_FOUND, message("Resource not found")),
             Self::MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,

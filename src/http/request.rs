@@ -6,7 +6,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::HeaderMap;
 
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
 use super::Route;
+use crate::api::Standing;
 
 /// The methods handlers answer. `HEAD` arrives as [`Verb::Get`]: hyper leaves the body
 /// out of the answer.
@@ -26,22 +30,40 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     pub headers: Headers,
     pub body: RequestBody,
-    /// Where the handler notes the id of the key that authenticated the request, for
-    /// its log line.
+    /// The client's address: the connection's, or the one a trusted proxy named.
+    pub client: IpAddr,
+    /// Where the handler notes what it learned of the caller, for the answer's headers
+    /// and its log line.
     pub caller: Caller,
 }
 
-/// The id of the key a request authenticated with, once known.
+/// What is known of who made a request once it is authenticated: its key's id, and
+/// its key's request budget when one applies.
 #[derive(Debug, Clone, Default)]
-pub struct Caller(std::sync::Arc<std::sync::OnceLock<String>>);
+pub struct Caller(Arc<CallerInfo>);
+
+#[derive(Debug, Default)]
+struct CallerInfo {
+    key_id: OnceLock<String>,
+    budget: OnceLock<Standing>,
+}
 
 impl Caller {
-    pub fn set(&self, key_id: &str) {
-        let _ = self.0.set(key_id.to_owned());
+    pub fn set_key(&self, key_id: &str) {
+        let _ = self.0.key_id.set(key_id.to_owned());
     }
 
-    pub fn get(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+    pub fn key_id(&self) -> Option<&str> {
+        self.0.key_id.get().map(String::as_str)
+    }
+
+    /// Notes where the key's bucket stands after this request.
+    pub fn set_budget(&self, standing: Standing) {
+        let _ = self.0.budget.set(standing);
+    }
+
+    pub fn budget(&self) -> Option<Standing> {
+        self.0.budget.get().copied()
     }
 }
 

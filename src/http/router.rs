@@ -30,6 +30,14 @@ pub enum Route {
     ListMembers(String, String),
     Keys,
     Key(String),
+    /// The key the request was made with.
+    Me,
+    /// The OpenAPI document of the API.
+    OpenApi,
+    /// A backup of the whole store, as one file.
+    Backup,
+    /// Prometheus metrics.
+    Metrics,
     /// Pabbly Chatflow's `/api/v1/contacts`.
     PabblyContacts,
     /// Pabbly Chatflow's `/api/v1/contacts/lists`.
@@ -44,7 +52,14 @@ impl Route {
     pub fn allowed(&self) -> &'static [Method] {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         match self {
-            Self::Health | Self::Dashboard | Self::Asset(_) | Self::Export(_) => GET,
+            Self::Health
+            | Self::Dashboard
+            | Self::Asset(_)
+            | Self::Export(_)
+            | Self::Me
+            | Self::OpenApi
+            | Self::Backup
+            | Self::Metrics => GET,
             Self::Agents
             | Self::Contacts(_)
             | Self::Keys
@@ -84,10 +99,77 @@ impl Route {
             Self::ListMembers(..) => "/api/v1/chatbots/{chatbotId}/lists/{name}/contacts",
             Self::Keys => "/api/v1/keys",
             Self::Key(_) => "/api/v1/keys/{keyId}",
+            Self::Me => "/api/v1/me",
+            Self::OpenApi => "/api/v1/openapi.json",
+            Self::Backup => "/api/v1/backup",
+            Self::Metrics => "/metrics",
             Self::PabblyContacts => "/api/v1/contacts",
             Self::PabblyLists => "/api/v1/contacts/lists",
             Self::PabblyContact(_) => "/api/v1/contacts/{_id}",
         }
+    }
+
+    /// One route of every kind, with sample parameters: what the OpenAPI document must
+    /// describe and what request metrics are labelled by.
+    pub fn samples() -> Vec<Route> {
+        let a = || "bot".to_owned();
+        let x = || "x".to_owned();
+        let all = vec![
+            Self::Health,
+            Self::Dashboard,
+            Self::Asset(x()),
+            Self::Agents,
+            Self::Agent(a()),
+            Self::Contacts(a()),
+            Self::Import(a()),
+            Self::Export(a()),
+            Self::Contact(a(), x()),
+            Self::Attributes(a()),
+            Self::Attribute(a(), x()),
+            Self::Labels(a(), LabelKind::Tag),
+            Self::Labels(a(), LabelKind::List),
+            Self::Label(a(), LabelKind::Tag, x()),
+            Self::Label(a(), LabelKind::List, x()),
+            Self::ListMembers(a(), x()),
+            Self::Keys,
+            Self::Key(x()),
+            Self::Me,
+            Self::OpenApi,
+            Self::Backup,
+            Self::Metrics,
+            Self::PabblyContacts,
+            Self::PabblyLists,
+            Self::PabblyContact(x()),
+        ];
+        // Adding a variant fails to compile here until it is listed above.
+        for route in &all {
+            match route {
+                Self::Health
+                | Self::Dashboard
+                | Self::Asset(_)
+                | Self::Agents
+                | Self::Agent(_)
+                | Self::Contacts(_)
+                | Self::Import(_)
+                | Self::Export(_)
+                | Self::Contact(..)
+                | Self::Attributes(_)
+                | Self::Attribute(..)
+                | Self::Labels(..)
+                | Self::Label(..)
+                | Self::ListMembers(..)
+                | Self::Keys
+                | Self::Key(_)
+                | Self::Me
+                | Self::OpenApi
+                | Self::Backup
+                | Self::Metrics
+                | Self::PabblyContacts
+                | Self::PabblyLists
+                | Self::PabblyContact(_) => {}
+            }
+        }
+        all
     }
 
     /// Whether the route belongs to the Pabbly Chatflow dialect, whose errors have
@@ -141,6 +223,10 @@ pub fn route(path: &str) -> Option<Route> {
         ["api", "v1", "contacts"] => Route::PabblyContacts,
         ["api", "v1", "contacts", "lists"] => Route::PabblyLists,
         ["api", "v1", "contacts", id] => Route::PabblyContact(param(id)?),
+        ["metrics"] => Route::Metrics,
+        ["api", "v1", "me"] => Route::Me,
+        ["api", "v1", "openapi.json"] => Route::OpenApi,
+        ["api", "v1", "backup"] => Route::Backup,
         ["api", "v1", "keys"] => Route::Keys,
         ["api", "v1", "keys", id] => Route::Key(param(id)?),
         _ => return None,

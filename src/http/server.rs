@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::header::HeaderName;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::cors::Cors;
+use super::{ApiError, Reply};
 use crate::api::App;
 use crate::config::Config;
 
@@ -32,6 +34,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub cors: Arc<Cors>,
+    /// The header a reverse proxy names the client's address in
+    /// (`rate_limit.client_ip_header`).
+    pub client_ip_header: Option<HeaderName>,
 }
 
 impl From<&Config> for Limits {
@@ -42,6 +47,10 @@ impl From<&Config> for Limits {
             request_timeout: config.request_timeout,
             shutdown_grace: config.shutdown_grace,
             cors: Arc::new(Cors::new(config.cors_origins.clone())),
+            client_ip_header: config
+                .client_ip_header
+                .as_deref()
+                .and_then(|name| HeaderName::from_bytes(name.as_bytes()).ok()),
         }
     }
 }
@@ -54,6 +63,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let limits = Arc::new(limits);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -64,10 +74,10 @@ pub async fn run(
                 Err(_) => break,
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Usually EMFILE/ENFILE: back off instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
@@ -80,12 +90,11 @@ pub async fn run(
             tracing::debug!(error = %err, "set_nodelay failed");
         }
         let app = Arc::clone(&app);
-        let timeout = limits.request_timeout;
-        let cors = Arc::clone(&limits.cors);
+        let conn_limits = Arc::clone(&limits);
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
-            let cors = Arc::clone(&cors);
-            async move { Ok::<_, Infallible>(super::service::serve(app, &cors, req, timeout).await) }
+            let limits = Arc::clone(&conn_limits);
+            async move { Ok::<_, Infallible>(super::service::serve(app, &limits, req, peer.ip()).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -107,3 +116,47 @@ pub async fn run(
         }
     }
 }
+
+/// Connections the keyless metrics listener serves at once.
+const METRICS_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` without a key on its own listener (`metrics.listen`), for a
+/// scraper; any other request is 404. Runs until the task is dropped.
+pub async fn serve_metrics(listener: TcpListener) {
+    let permits = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            let scrape = req.uri().path() == "/metrics"
+                && matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD);
+            let response = if scrape {
+                Reply::bytes(200, crate::metrics::CONTENT_TYPE, crate::metrics::render())
+                    .into_response()
+            } else {
+                ApiError::NotFound.into_response()
+            };
+            Ok::<_, Infallible>(response)
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(METRICS_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}
+
+/// Time a scraper has to send its request headers.
+const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,6 +1,7 @@
 //! One request, from hyper's types to a handler and back: route it once, check its
 //! method, bound its time, turn the handler's [`Reply`] or [`ApiError`] into a response.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +12,9 @@ use hyper::Method;
 use super::body::query_pairs;
 use super::cors::Cors;
 use super::request::{Caller, Headers, Request, RequestBody, Verb};
+use super::server::Limits;
 use super::{router, ApiError, Reply, Response, Route};
-use crate::api::App;
+use crate::api::{App, Standing};
 
 /// Handles one request within `timeout` (imports: within the app's import timeout); a
 /// panic or a timeout becomes a JSON error. Every answer says
@@ -24,16 +26,22 @@ use crate::api::App;
 /// the key or a body.
 pub async fn serve(
     app: Arc<App>,
-    cors: &Cors,
+    limits: &Limits,
     req: hyper::Request<Incoming>,
-    timeout: Duration,
+    peer: IpAddr,
 ) -> Response {
     let started = Instant::now();
+    let cors = &limits.cors;
     let request_id = request_id(req.headers());
     let method = req.method().clone();
     let route = router::route(req.uri().path());
     let template = route.as_ref().map_or("(unknown)", Route::template);
     let caller = Caller::default();
+    let client = limits
+        .client_ip_header
+        .as_ref()
+        .and_then(|name| forwarded_ip(req.headers(), name))
+        .unwrap_or(peer);
     let origin = cors.allowed_origin(req.headers());
     let mut response = match (&origin, preflight_methods(&req, route.as_ref())) {
         (Some(origin), Some(methods)) => {
@@ -42,8 +50,8 @@ pub async fn serve(
             response
         }
         _ => {
-            let result = match parse(req, route, caller.clone()) {
-                Ok(request) => run(app, request, timeout).await,
+            let result = match parse(req, route, client, caller.clone()) {
+                Ok(request) => run(app, request, limits.request_timeout).await,
                 Err(err) => Err(err),
             };
             let mut response = result.map_or_else(ApiError::into_response, Reply::into_response);
@@ -58,17 +66,41 @@ pub async fn serve(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, value);
     }
+    if let Some(budget) = caller.budget() {
+        budget_headers(headers, budget);
+    }
+    let elapsed = started.elapsed();
+    crate::metrics::request(template, response.status().as_u16(), elapsed);
     tracing::info!(
         target: "contactd::request",
         method = %method,
         route = template,
         status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        duration_ms = elapsed.as_micros() as f64 / 1000.0,
         request_id = %request_id,
-        key_id = caller.get().unwrap_or("-"),
+        key_id = caller.key_id().unwrap_or("-"),
         "request"
     );
     response
+}
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the bucket is full).
+fn budget_headers(headers: &mut hyper::HeaderMap, budget: Standing) {
+    let pairs = [
+        ("x-ratelimit-limit", u64::from(budget.limit)),
+        ("x-ratelimit-remaining", u64::from(budget.remaining)),
+        ("x-ratelimit-reset", budget.reset_secs),
+    ];
+    for (name, value) in pairs {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+}
+
+/// The client address a reverse proxy put in header `name`: the last address of a
+/// list (`X-Forwarded-For: client, proxy1`), the one the nearest proxy added.
+fn forwarded_ip(headers: &hyper::HeaderMap, name: &HeaderName) -> Option<IpAddr> {
+    let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+    value.rsplit(',').next()?.trim().parse().ok()
 }
 
 /// The `X-Request-Id` header.
@@ -126,6 +158,7 @@ async fn run(app: Arc<App>, request: Request, timeout: Duration) -> Result<Reply
 fn parse(
     req: hyper::Request<Incoming>,
     route: Option<Route>,
+    client: IpAddr,
     caller: Caller,
 ) -> Result<Request, ApiError> {
     let (parts, body) = req.into_parts();
@@ -154,6 +187,7 @@ fn parse(
         query: query_pairs(parts.uri.query()),
         headers: Headers::new(parts.headers),
         body: RequestBody::new(body),
+        client,
         caller,
     })
 }

@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::seal::{seal_for, unseal_for};
 use super::StoreError;
-use crate::domain::{Agent, ApiKey, AttrType, AttributeDef, Contact, Scope};
+use crate::domain::{Access, Agent, ApiKey, AttrType, AttributeDef, Contact, RateLimit, Scope};
 
 /// Contacts before typed attributes: no `Date` value variant. Legacy.
 const CONTACT_V1: u8 = 1;
@@ -27,8 +27,11 @@ const KEY_V1: u8 = 1;
 const ATTRIBUTE_V1: u8 = 1;
 /// Version 1, sealed. Written now.
 const AGENT_V2: u8 = 2;
-const KEY_V2: u8 = 2;
 const ATTRIBUTE_V2: u8 = 2;
+/// Keys of version 1, sealed: no access, expiry or rate limit. Read still.
+const KEY_V2: u8 = 2;
+/// Sealed, with access, expiry and rate limit. Written now.
+const KEY_V3: u8 = 3;
 
 fn cfg() -> Configuration {
     config::standard()
@@ -339,8 +342,9 @@ fn agent_from(id: &str, rec: AgentRecord) -> Result<Agent, StoreError> {
     })
 }
 
+/// A key as versions 1 and 2 store it.
 #[derive(Serialize, Deserialize)]
-struct KeyRecord {
+struct KeyRecordV2 {
     id: String,
     name: String,
     /// `None` for an admin key, else the agent id.
@@ -350,9 +354,41 @@ struct KeyRecord {
     revoked: bool,
 }
 
+/// A key as version 3 stores it.
+#[derive(Serialize, Deserialize)]
+struct KeyRecord {
+    id: String,
+    name: String,
+    /// `None` for an admin key, else the agent id.
+    agent: Option<String>,
+    read_only: bool,
+    expires_at: Option<i64>,
+    /// `(requests, per_secs)`.
+    rate_limit: Option<(u32, u32)>,
+    prefix: String,
+    created_at: i64,
+    revoked: bool,
+}
+
+impl From<KeyRecordV2> for KeyRecord {
+    fn from(v2: KeyRecordV2) -> Self {
+        Self {
+            id: v2.id,
+            name: v2.name,
+            agent: v2.agent,
+            read_only: false,
+            expires_at: None,
+            rate_limit: None,
+            prefix: v2.prefix,
+            created_at: v2.created_at,
+            revoked: v2.revoked,
+        }
+    }
+}
+
 pub fn encode_key(key: &ApiKey) -> Vec<u8> {
     encode(
-        KEY_V2,
+        KEY_V3,
         &KeyRecord {
             id: key.id.clone(),
             name: key.name.clone(),
@@ -360,6 +396,9 @@ pub fn encode_key(key: &ApiKey) -> Vec<u8> {
                 Scope::Admin => None,
                 Scope::Agent(id) => Some(id.clone()),
             },
+            read_only: key.access == Access::Read,
+            expires_at: key.expires_at,
+            rate_limit: key.rate_limit.map(|r| (r.requests, r.per_secs)),
             prefix: key.prefix.clone(),
             created_at: key.created_at,
             revoked: key.revoked,
@@ -368,16 +407,23 @@ pub fn encode_key(key: &ApiKey) -> Vec<u8> {
     )
 }
 
+/// Decodes a sealed key record of version 2 or 3.
 pub fn decode_key(digest: &[u8], bytes: &[u8]) -> Result<ApiKey, StoreError> {
-    key_from(digest, decode("api key", KEY_V2, bytes, &[digest])?)
+    let record = match bytes.first() {
+        Some(&KEY_V2) => decode::<KeyRecordV2>("api key", KEY_V2, bytes, &[digest])?.into(),
+        _ => decode("api key", KEY_V3, bytes, &[digest])?,
+    };
+    key_from(digest, record)
 }
 
 /// [`decode_key`] for the upgrade: unsealed records too.
 pub fn decode_legacy_key(digest: &[u8], bytes: &[u8]) -> Result<ApiKey, StoreError> {
-    key_from(
-        digest,
-        decode_legacy("api key", KEY_V1, KEY_V2, bytes, &[digest])?,
-    )
+    match bytes.split_first() {
+        Some((&KEY_V1, body)) => {
+            key_from(digest, decode_body::<KeyRecordV2>("api key", body)?.into())
+        }
+        _ => decode_key(digest, bytes),
+    }
 }
 
 fn key_from(digest: &[u8], rec: KeyRecord) -> Result<ApiKey, StoreError> {
@@ -388,6 +434,15 @@ fn key_from(digest: &[u8], rec: KeyRecord) -> Result<ApiKey, StoreError> {
         id: rec.id,
         name: rec.name,
         scope: rec.agent.map_or(Scope::Admin, Scope::Agent),
+        access: if rec.read_only {
+            Access::Read
+        } else {
+            Access::Write
+        },
+        expires_at: rec.expires_at,
+        rate_limit: rec
+            .rate_limit
+            .map(|(requests, per_secs)| RateLimit { requests, per_secs }),
         prefix: rec.prefix,
         digest,
         created_at: rec.created_at,
@@ -534,15 +589,35 @@ mod tests {
 
     #[test]
     fn key_round_trip() {
-        let key = ApiKey {
+        let mut key = ApiKey {
             id: "key_1".into(),
             name: "ci".into(),
             scope: Scope::Agent("bot".into()),
+            access: Access::Read,
+            expires_at: Some(1_900_000_000),
+            rate_limit: Some(RateLimit {
+                requests: 100,
+                per_secs: 10,
+            }),
             prefix: "oc_live_abcd".into(),
             digest: [7; 32],
             created_at: 5,
             revoked: true,
         };
         assert_eq!(decode_key(&[7; 32], &encode_key(&key)).unwrap(), key);
+        // A version-2 record reads as a key without restrictions.
+        let v2 = KeyRecordV2 {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            agent: Some("bot".into()),
+            prefix: key.prefix.clone(),
+            created_at: 5,
+            revoked: true,
+        };
+        let bytes = encode(KEY_V2, &v2, &[&[7; 32]]);
+        key.access = Access::Write;
+        key.expires_at = None;
+        key.rate_limit = None;
+        assert_eq!(decode_key(&[7; 32], &bytes).unwrap(), key);
     }
 }

@@ -2,6 +2,7 @@
 //! blocking pool); writes go to a single writer thread and resolve once their
 //! transaction is durably committed.
 
+pub mod backup;
 mod blocks;
 mod check;
 mod codec;
@@ -232,6 +233,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every contact `query` selects, in its order (without a query: all of them, in
     /// creation order, the cheapest walk), from one read snapshot: handed to `sink`
     /// `chunk` at a time until it returns false.
+    /// Writes every record of one read snapshot to `out` as a backup file (see
+    /// [`backup`]): it holds every write acknowledged before it began.
+    fn backup(&self, out: &mut dyn std::io::Write) -> Result<backup::BackupSummary, StoreError>;
     fn export_contacts(
         &self,
         agent: &str,
@@ -304,6 +308,8 @@ pub enum StoreError {
     DataDir(String),
     /// The data was written by an incompatible version.
     Incompatible(String),
+    /// A backup file that cannot be restored: the file and why.
+    InvalidBackup(String),
     /// Damage to the file met by an operation: a record that fails its checksum or
     /// names another key, redb reporting corruption, or a panic reading a page.
     Corrupt(String),
@@ -342,6 +348,7 @@ impl std::fmt::Display for StoreError {
                 )
             ),
             Self::DataDir(msg) => write!(f, "{msg}"),
+            Self::InvalidBackup(msg) => write!(f, "the backup {msg}"),
             Self::Incompatible(msg) => write!(f, "incompatible data: {msg}"),
             Self::Corrupt(msg) => write!(f, "damaged data: {msg}"),
             Self::Damaged(msg) => write!(f, "the database is damaged and refuses writes: {msg}"),

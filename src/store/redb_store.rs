@@ -419,6 +419,16 @@ fn hold_journal(db: &Database, unlogged: &Unlogged) -> Result<(), StoreError> {
 }
 
 impl Store for RedbStore {
+    fn backup(
+        &self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<super::backup::BackupSummary, StoreError> {
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            super::backup::write(&txn, out)
+        })
+    }
+
     fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
         self.guard(|| {
             let txn = self.db.begin_read()?;
@@ -1809,7 +1819,11 @@ mod tests {
         rt.block_on(store.delete_contact("a".into(), "u2".into()))
             .unwrap();
         states.push(everything(&store));
-        let key = crate::auth::new_key_record("oc_live_k", "k", Scope::Agent("a".into()), 1);
+        let key = crate::auth::new_key_record(
+            "oc_live_k",
+            crate::domain::KeyGrant::unrestricted("k", Scope::Agent("a".into())),
+            1,
+        );
         rt.block_on(store.create_key(key)).unwrap();
         states.push(everything(&store));
 

@@ -175,7 +175,7 @@ fn copy(
 
 /// The output must be a missing or empty directory: salvage never overwrites. Returns
 /// whether it exists.
-fn check_output(output: &Path) -> Result<bool, StoreError> {
+pub(super) fn check_output(output: &Path) -> Result<bool, StoreError> {
     match std::fs::read_dir(output) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(StoreError::Backend(format!(
@@ -192,7 +192,7 @@ fn check_output(output: &Path) -> Result<bool, StoreError> {
     }
 }
 
-fn clear_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn clear_dir(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
@@ -430,7 +430,7 @@ impl std::fmt::Display for Key<'_> {
     }
 }
 
-fn begin(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+pub(super) fn begin(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     txn.set_quick_repair(true);
@@ -658,19 +658,19 @@ impl<'a> Copier<'a> {
 }
 
 /// Contacts on their way into the new data dir, a transaction per [`BATCH`].
-struct Batch<'a> {
+pub(super) struct Batch<'a> {
     out: &'a Database,
     pending: Vec<(String, Contact)>,
-    per_agent: BTreeMap<String, u64>,
-    max_id: u64,
+    pub(super) per_agent: BTreeMap<String, u64>,
+    pub(super) max_id: u64,
     copied: u64,
     /// Contacts not copied because an earlier one has their number or external id
     /// (only damage makes two such): per agent, a line.
-    clashes: Vec<(String, String)>,
+    pub(super) clashes: Vec<(String, String)>,
 }
 
 impl<'a> Batch<'a> {
-    fn new(out: &'a Database) -> Self {
+    pub(super) fn new(out: &'a Database) -> Self {
         Self {
             out,
             pending: Vec::with_capacity(BATCH),
@@ -681,7 +681,7 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn add(&mut self, agent: &str, contact: &Contact) -> Result<(), StoreError> {
+    pub(super) fn add(&mut self, agent: &str, contact: &Contact) -> Result<(), StoreError> {
         self.pending.push((agent.to_owned(), contact.clone()));
         self.copied += 1;
         if self.pending.len() >= BATCH {
@@ -736,7 +736,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Writes what is pending; the copy's counts are then final.
-    fn finish(mut self) -> Result<Self, StoreError> {
+    pub(super) fn finish(mut self) -> Result<Self, StoreError> {
         self.flush()?;
         Ok(self)
     }

@@ -367,9 +367,11 @@ impl Segment {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.unsynced {
+            let started = std::time::Instant::now();
             self.file.flush()?;
             self.file.get_ref().sync_data()?;
             self.unsynced = false;
+            crate::metrics::log_sync(started.elapsed());
         }
         Ok(())
     }

@@ -272,6 +272,7 @@ fn write_groups(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, wal: WalSetup) {
                 Err(_) => break,
             }
         }
+        crate::metrics::write_group(group.len(), rx.len());
         // Nothing is written over damage.
         if let Err(err) = parts.damage.writable() {
             for job in group {
@@ -368,6 +369,7 @@ fn write_groups(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, wal: WalSetup) {
 fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, Option<Vec<u8>>) {
     let record = (!ops.is_empty()).then(|| wal::encode(log.wal.next_lsn, ops));
     let record_len = record.as_ref().map_or(0, |r| r.len() as u64);
+    let started = Instant::now();
     if log.due(&txn, record_len) {
         let lsn = log.take_lsn();
         let committed = unpanic("a checkpoint", || {
@@ -381,6 +383,7 @@ fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, 
             Ok(())
         });
         if committed.is_ok() {
+            crate::metrics::checkpoint(started.elapsed());
             log.wal.log.rotate(lsn);
             log.bytes = 0;
             log.since = Instant::now();
@@ -393,6 +396,7 @@ fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, 
         inner.commit()?;
         Ok(())
     });
+    crate::metrics::commit(started.elapsed());
     match record {
         Some(record) if committed.is_ok() => {
             log.take_lsn();

@@ -519,10 +519,40 @@ async function run() {
     await page.emulateMedia({ colorScheme: "dark" });
     await shot(page, "contacts-dark");
 
+    // The API's OpenAPI document is one click away.
+    assert.equal(await page.getAttribute("#api-doc", "href"), "/api/v1/openapi.json");
+    assert.equal(await page.isVisible("#read-only-badge"), false);
+
     // Sign out forgets the key.
     await page.click("#sign-out");
     await page.waitForSelector("#view-signin:not([hidden])");
     assert.equal(await page.evaluate(() => sessionStorage.getItem("contactd.key")), null);
+
+    // A read-only key gets a view without any control that writes.
+    const reader = await call(server.base, "POST", "/api/v1/keys", { name: "auditor", access: "read" });
+    await page.setViewportSize({ width: 1280, height: 860 });
+    await page.fill("#signin-key", reader.data.key);
+    await page.click("#signin-form button[type=submit]");
+    await page.waitForSelector("#contacts-body tr");
+    await page.waitForSelector("#read-only-badge:not([hidden])");
+    for (const control of ["#add", "#import-open", "#bulk"]) {
+      assert.equal(await page.isVisible(control), false, `${control} is hidden from a read key`);
+    }
+    assert.equal(await page.isVisible("#export"), true, "exporting is a read");
+    await page.click("#contacts-body tr button.row-open");
+    await page.waitForSelector("#contact-dialog[open]");
+    assert.match(await page.textContent("#contact-title"), /^View /);
+    assert.equal(await page.isVisible("#contact-save"), false);
+    assert.equal(await page.isVisible("#contact-delete"), false);
+    assert.equal(await page.isDisabled("#f-name"), true);
+    await shot(page, "read-only-contact");
+    await page.click("#contact-cancel");
+    await page.click("#tab-attributes");
+    await page.waitForSelector("#view-attributes:not([hidden])");
+    assert.equal(await page.isVisible("#attribute-form"), false);
+    await page.click("#sign-out");
+    await page.waitForSelector("#view-signin:not([hidden])");
+    assert.equal(await page.isVisible("#read-only-badge"), false, "the next key starts with every control");
 
     assert.deepEqual(problems, [], "no script errors or CSP violations");
   } catch (err) {

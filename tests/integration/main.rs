@@ -8,6 +8,7 @@
 mod agents;
 mod attributes;
 mod auth;
+mod backups;
 mod binary;
 mod bulk;
 mod common;
@@ -20,6 +21,8 @@ mod import_memory;
 mod keys;
 mod labels;
 mod listing;
+mod metrics;
+mod operations;
 mod pabbly;
 mod process;
 mod properties;

@@ -391,6 +391,7 @@ pub fn round(
     let steps = {
         let txn = db.begin_read()?;
         let plans = pending(&txn)?;
+        crate::metrics::merges_pending(plans.len());
         progress.retain(|output, _| plans.iter().any(|p| p.output == *output));
         let runs = run_sizes(&txn.open_table(INDEX_RUNS)?)?;
         let mut steps = Vec::with_capacity(plans.len());

@@ -1,0 +1,502 @@
+//! Backups: every record of one read snapshot in one file, and restoring such a file into
+//! a new data dir.
+//!
+//! A snapshot is one redb read transaction. The writer commits each group to the file
+//! before it answers (the write-ahead log only makes it durable), so a snapshot taken
+//! after a write was acknowledged holds it. Indexes are not in a backup: opening the
+//! restored data dir builds them from the contacts, as `salvage` does.
+//!
+//! The format (version [`FORMAT_VERSION`]):
+//! - the 16-byte magic `contactd backup\n`, the format version (u32, little endian) and
+//!   the store's schema version (u64);
+//! - records, each a kind byte and its fields, each field a length (u32) and its bytes:
+//!   the next contact number, agents, keys, custom attributes, tags, lists, contacts —
+//!   the values exactly as the store keeps them, sealed, so each is checked again when
+//!   it is restored;
+//! - the end: kind `0xFF`, the number of records (u64), and the SHA-256 of every byte
+//!   before it. A file that ends early, or whose bytes changed, is refused.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+use redb::{ReadTransaction, ReadableTable};
+use sha2::{Digest, Sha256};
+
+use super::codec::{
+    decode_agent, decode_attribute, decode_contact, decode_key, encode_agent, encode_attribute,
+    encode_key,
+};
+use super::data_dir;
+use super::file;
+use super::redb_store::{RedbStore, DB_FILE};
+use super::salvage::{begin, check_output, clear_dir, Batch};
+use super::tables::{
+    AGENTS, API_KEYS, CONTACTS, CUSTOM_ATTRIBUTES, LISTS, META, META_INITIALIZED,
+    META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, SCHEMA_VERSION, TAGS,
+};
+use super::StoreError;
+use crate::domain::{Agent, ApiKey, AttributeDef, LabelKind};
+
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 16] = b"contactd backup\n";
+
+const NEXT_CONTACT: u8 = 1;
+const AGENT: u8 = 2;
+const KEY: u8 = 3;
+const ATTRIBUTE: u8 = 4;
+const TAG: u8 = 5;
+const LIST: u8 = 6;
+const CONTACT: u8 = 7;
+const END: u8 = 0xFF;
+
+/// The largest field a backup may hold: above any record the store writes.
+const MAX_FIELD: u32 = 64 << 20;
+/// Bytes gathered before a write to the output.
+const CHUNK: usize = 256 << 10;
+
+/// What a backup holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub agents: u64,
+    pub keys: u64,
+    pub attributes: u64,
+    pub labels: u64,
+    pub contacts: u64,
+    pub bytes: u64,
+}
+
+/// Writes every record of the snapshot `txn` to `out`.
+pub fn write(txn: &ReadTransaction, out: &mut dyn Write) -> Result<BackupSummary, StoreError> {
+    let mut w = Writer::new(out);
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+    w.raw(&header)?;
+    let meta = txn.open_table(META)?;
+    let next = meta.get(META_NEXT_CONTACT_ID)?.map_or(0, |v| v.value());
+    w.record(NEXT_CONTACT, &[&next.to_le_bytes()])?;
+    let mut summary = BackupSummary::default();
+    for row in txn.open_table(AGENTS)?.iter()? {
+        let (id, value) = row?;
+        w.record(AGENT, &[id.value().as_bytes(), value.value()])?;
+        summary.agents += 1;
+    }
+    for row in txn.open_table(API_KEYS)?.iter()? {
+        let (digest, value) = row?;
+        w.record(KEY, &[digest.value(), value.value()])?;
+        summary.keys += 1;
+    }
+    for row in txn.open_table(CUSTOM_ATTRIBUTES)?.iter()? {
+        let (key, value) = row?;
+        let (agent, name) = key.value();
+        w.record(
+            ATTRIBUTE,
+            &[agent.as_bytes(), name.as_bytes(), value.value()],
+        )?;
+        summary.attributes += 1;
+    }
+    for (kind, table) in [(TAG, TAGS), (LIST, LISTS)] {
+        for row in txn.open_table(table)?.iter()? {
+            let (key, name) = row?;
+            let (agent, folded) = key.value();
+            w.record(
+                kind,
+                &[agent.as_bytes(), folded.as_bytes(), name.value().as_bytes()],
+            )?;
+            summary.labels += 1;
+        }
+    }
+    for row in txn.open_table(CONTACTS)?.iter()? {
+        let (key, value) = row?;
+        let (agent, _) = key.value();
+        w.record(CONTACT, &[agent.as_bytes(), value.value()])?;
+        summary.contacts += 1;
+    }
+    summary.bytes = w.finish()?;
+    Ok(summary)
+}
+
+/// Gathers records into chunks, hashing every byte.
+struct Writer<'a> {
+    out: &'a mut dyn Write,
+    buf: Vec<u8>,
+    hash: Sha256,
+    records: u64,
+    written: u64,
+}
+
+impl<'a> Writer<'a> {
+    fn new(out: &'a mut dyn Write) -> Self {
+        Self {
+            out,
+            buf: Vec::with_capacity(CHUNK + 4096),
+            hash: Sha256::new(),
+            records: 0,
+            written: 0,
+        }
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, kind: u8, fields: &[&[u8]]) -> Result<(), StoreError> {
+        self.buf.push(kind);
+        for field in fields {
+            let len = u32::try_from(field.len())
+                .ok()
+                .filter(|&n| n <= MAX_FIELD)
+                .ok_or_else(|| StoreError::Backend("a record too large for a backup".into()))?;
+            self.buf.extend_from_slice(&len.to_le_bytes());
+            self.buf.extend_from_slice(field);
+        }
+        self.records += 1;
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.hash.update(&self.buf);
+        self.out.write_all(&self.buf).map_err(output_failed)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the end record; returns the backup's size.
+    fn finish(mut self) -> Result<u64, StoreError> {
+        self.buf.push(END);
+        self.buf.extend_from_slice(&self.records.to_le_bytes());
+        self.flush()?;
+        let digest = self.hash.finalize();
+        self.out.write_all(&digest).map_err(output_failed)?;
+        self.out.flush().map_err(output_failed)?;
+        Ok(self.written + digest.len() as u64)
+    }
+}
+
+fn output_failed(err: io::Error) -> StoreError {
+    StoreError::Backend(format!("cannot write the backup: {err}"))
+}
+
+/// A record of a backup, decoded and its seal checked.
+enum Record {
+    NextContact(u64),
+    Agent(Agent),
+    Key(ApiKey),
+    Attribute(String, AttributeDef),
+    Label(LabelKind, String, String, String),
+    Contact(String, crate::domain::Contact),
+}
+
+/// Why a backup file cannot be used.
+fn unusable(path: &Path, why: impl std::fmt::Display) -> StoreError {
+    StoreError::InvalidBackup(format!("{}: {why}", path.display()))
+}
+
+/// Reads a backup's records, hashing every byte, and checks its end.
+struct Reader<R> {
+    input: R,
+    hash: Sha256,
+    records: u64,
+}
+
+impl<R: Read> Reader<R> {
+    fn bytes(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; n];
+        self.input.read_exact(&mut buf)?;
+        self.hash.update(&buf);
+        Ok(buf)
+    }
+
+    fn u32(&mut self) -> io::Result<u32> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> io::Result<u64> {
+        let b = self.bytes(8)?;
+        let mut a = [0; 8];
+        a.copy_from_slice(&b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn field(&mut self) -> Result<Vec<u8>, String> {
+        let len = self.u32().map_err(read_failed)?;
+        if len > MAX_FIELD {
+            return Err("it is damaged (a record field of impossible length)".into());
+        }
+        self.bytes(len as usize).map_err(read_failed)
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        String::from_utf8(self.field()?)
+            .map_err(|_| "it is damaged (a name that is not UTF-8)".into())
+    }
+
+    /// The next record, or `None` after a valid end.
+    fn next(&mut self) -> Result<Option<Record>, String> {
+        let kind = self.bytes(1).map_err(read_failed)?[0];
+        let damaged = |err: StoreError| format!("it is damaged ({err})");
+        let record = match kind {
+            NEXT_CONTACT => {
+                let b = self.field()?;
+                let bytes: [u8; 8] = b
+                    .try_into()
+                    .map_err(|_| "it is damaged (a contact number of the wrong size)")?;
+                Record::NextContact(u64::from_le_bytes(bytes))
+            }
+            AGENT => {
+                let id = self.text()?;
+                Record::Agent(decode_agent(&id, &self.field()?).map_err(damaged)?)
+            }
+            KEY => {
+                let digest = self.field()?;
+                Record::Key(decode_key(&digest, &self.field()?).map_err(damaged)?)
+            }
+            ATTRIBUTE => {
+                let agent = self.text()?;
+                let name = self.text()?;
+                let def = decode_attribute(&agent, &name, &self.field()?).map_err(damaged)?;
+                Record::Attribute(agent, def)
+            }
+            TAG | LIST => {
+                let kind = if kind == TAG {
+                    LabelKind::Tag
+                } else {
+                    LabelKind::List
+                };
+                Record::Label(kind, self.text()?, self.text()?, self.text()?)
+            }
+            CONTACT => {
+                let agent = self.text()?;
+                let contact = decode_contact(&agent, &self.field()?).map_err(damaged)?;
+                Record::Contact(agent, contact)
+            }
+            END => {
+                let count = self.u64().map_err(read_failed)?;
+                let expected = std::mem::take(&mut self.hash).finalize();
+                let mut digest = [0; 32];
+                self.input.read_exact(&mut digest).map_err(read_failed)?;
+                if digest[..] != expected[..] {
+                    return Err(
+                        "its checksum does not match: the file was changed or damaged".into(),
+                    );
+                }
+                if count != self.records {
+                    return Err("it is damaged (the record count does not match)".into());
+                }
+                let mut rest = [0; 1];
+                if self.input.read(&mut rest).map_err(read_failed)? != 0 {
+                    return Err("it has bytes after its end".into());
+                }
+                return Ok(None);
+            }
+            other => return Err(format!("it is damaged (unknown record kind {other})")),
+        };
+        self.records += 1;
+        Ok(Some(record))
+    }
+}
+
+fn read_failed(err: io::Error) -> String {
+    if err.kind() == io::ErrorKind::UnexpectedEof {
+        "it is truncated: it ends before its last record".into()
+    } else {
+        format!("cannot read it: {err}")
+    }
+}
+
+/// Reads the backup at `path` to its end, handing each record to `visit`; fails on
+/// anything that is not a whole, unchanged backup of a known format.
+fn read(
+    path: &Path,
+    visit: &mut dyn FnMut(Record) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let file = File::open(path).map_err(|err| unusable(path, format!("cannot open it: {err}")))?;
+    let mut reader = Reader {
+        input: BufReader::with_capacity(1 << 20, file),
+        hash: Sha256::new(),
+        records: 0,
+    };
+    let head = reader.bytes(MAGIC.len() + 12).map_err(|err| {
+        if err.kind() == io::ErrorKind::UnexpectedEof {
+            unusable(path, "it is not a contactd backup (too short)")
+        } else {
+            unusable(path, format!("cannot read it: {err}"))
+        }
+    })?;
+    if head[..MAGIC.len()] != MAGIC[..] {
+        return Err(unusable(path, "it is not a contactd backup"));
+    }
+    let mut version = [0; 4];
+    version.copy_from_slice(&head[16..20]);
+    let version = u32::from_le_bytes(version);
+    if version != FORMAT_VERSION {
+        return Err(unusable(
+            path,
+            format!("its format version is {version}; this build reads version {FORMAT_VERSION}"),
+        ));
+    }
+    let mut schema = [0; 8];
+    schema.copy_from_slice(&head[20..28]);
+    let schema = u64::from_le_bytes(schema);
+    if schema > SCHEMA_VERSION {
+        return Err(unusable(
+            path,
+            format!("it was written by a newer build (schema {schema}; this build knows {SCHEMA_VERSION})"),
+        ));
+    }
+    while let Some(record) = reader.next().map_err(|why| unusable(path, why))? {
+        visit(record)?;
+    }
+    Ok(())
+}
+
+/// Checks that the file at `path` is a whole backup this build can restore.
+pub fn verify(path: &Path) -> Result<BackupSummary, StoreError> {
+    let mut summary = BackupSummary::default();
+    read(path, &mut |record| {
+        match record {
+            Record::Agent(_) => summary.agents += 1,
+            Record::Key(_) => summary.keys += 1,
+            Record::Attribute(..) => summary.attributes += 1,
+            Record::Label(..) => summary.labels += 1,
+            Record::Contact(..) => summary.contacts += 1,
+            Record::NextContact(_) => {}
+        }
+        Ok(())
+    })?;
+    summary.bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    Ok(summary)
+}
+
+/// Restores the backup at `path` into `dir`, which must be missing or empty unless
+/// `force` (then what it holds is deleted first, unless a process has it open). The
+/// backup is checked whole before anything is written; a failure part-way leaves
+/// `dir` empty.
+pub fn restore(path: &Path, dir: &Path, force: bool) -> Result<BackupSummary, StoreError> {
+    let summary = verify(path)?;
+    let existed = match check_output(dir) {
+        Ok(existed) => existed,
+        Err(StoreError::DataDir(_)) if force => {
+            refuse_if_open(dir)?;
+            clear_dir(dir)?;
+            true
+        }
+        Err(StoreError::DataDir(_)) => {
+            return Err(StoreError::DataDir(format!(
+                "{} is not empty; restore writes into a new or empty directory (--force deletes what it holds first)",
+                dir.display()
+            )))
+        }
+        Err(err) => return Err(err),
+    };
+    let written = write_dir(path, dir);
+    if let Err(err) = written {
+        let _ = if existed {
+            clear_dir(dir)
+        } else {
+            std::fs::remove_dir_all(dir)
+        };
+        return Err(err);
+    }
+    Ok(summary)
+}
+
+/// A data dir another process holds is never cleared.
+fn refuse_if_open(dir: &Path) -> Result<(), StoreError> {
+    let db = dir.join(DB_FILE);
+    if !db.exists() {
+        return Ok(());
+    }
+    match file::open(&db, 1 << 20) {
+        Ok(db) => {
+            drop(db);
+            Ok(())
+        }
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(data_dir::already_open(dir)),
+        // A file that does not open (damage, another format) is not held: it may go.
+        Err(_) => Ok(()),
+    }
+}
+
+fn write_dir(path: &Path, dir: &Path) -> Result<(), StoreError> {
+    data_dir::create_private_dir(dir)?;
+    let out = file::open(&dir.join(DB_FILE), 64 << 20)?;
+    let mut next = 0;
+    let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
+    let mut small = Vec::new();
+    let mut batch = Batch::new(&out);
+    read(path, &mut |record| {
+        match record {
+            Record::NextContact(n) => next = n,
+            Record::Agent(agent) => {
+                agents.insert(agent.id.clone(), agent);
+            }
+            Record::Contact(agent, contact) => batch.add(&agent, &contact)?,
+            other => small.push(other),
+        }
+        Ok(())
+    })?;
+    let batch = batch.finish()?;
+    if let Some((_, line)) = batch.clashes.first() {
+        return Err(StoreError::InvalidBackup(format!(
+            "{}: it is damaged ({line})",
+            path.display()
+        )));
+    }
+    let txn = begin(&out)?;
+    {
+        let mut keys = txn.open_table(API_KEYS)?;
+        let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
+        let mut tags = txn.open_table(TAGS)?;
+        let mut lists = txn.open_table(LISTS)?;
+        for record in &small {
+            match record {
+                Record::Key(key) => {
+                    keys.insert(key.digest.as_slice(), encode_key(key).as_slice())?;
+                }
+                Record::Attribute(agent, def) => {
+                    attributes.insert(
+                        (agent.as_str(), def.name.as_str()),
+                        encode_attribute(agent, def).as_slice(),
+                    )?;
+                }
+                Record::Label(kind, agent, folded, name) => {
+                    let table = match kind {
+                        LabelKind::Tag => &mut tags,
+                        LabelKind::List => &mut lists,
+                    };
+                    table.insert((agent.as_str(), folded.as_str()), name.as_str())?;
+                }
+                _ => {}
+            }
+        }
+        let mut table = txn.open_table(AGENTS)?;
+        for agent in agents.values() {
+            let agent = Agent {
+                contact_count: batch.per_agent.get(&agent.id).copied().unwrap_or(0),
+                ..agent.clone()
+            };
+            table.insert(agent.id.as_str(), encode_agent(&agent).as_slice())?;
+        }
+        let mut meta = txn.open_table(META)?;
+        meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+        meta.insert(META_INITIALIZED, 1)?;
+        meta.insert(META_NEXT_CONTACT_ID, next.max(batch.max_id + 1))?;
+    }
+    txn.commit()?;
+    drop(out);
+    // Opening the new dir builds its indexes and field counts from the contacts.
+    RedbStore::open(dir)?.shutdown();
+    Ok(())
+}
