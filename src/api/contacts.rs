@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::{success, App, Ctx};
 use crate::clock::unix_now;
 use crate::domain::issues::{join, json_type};
+use crate::domain::precondition::{contact_etag, IfMatch};
 use crate::domain::query::Query;
 use crate::domain::search::ATTR_PREFIX;
 use crate::domain::{AttrType, Contact, ContactInput, Field, Issue, Issues, Source};
@@ -179,7 +180,24 @@ pub async fn get(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Repl
     let contact = app
         .read_point(|s| s.contact(&agent, &id))?
         .ok_or(ApiError::NotFound)?;
-    Ok(success(contact.to_json()))
+    Ok(with_etag(&contact))
+}
+
+/// The contact's answer, with its `ETag`.
+fn with_etag(contact: &Contact) -> Reply {
+    success(contact.to_json()).header("etag", contact_etag(contact))
+}
+
+/// The request's `If-Match`, if it sent one (several headers count as one list).
+fn if_match(ctx: &Ctx) -> Result<Option<IfMatch>, ApiError> {
+    let Some(value) = ctx.headers.joined("if-match") else {
+        return Ok(None);
+    };
+    IfMatch::parse(&value).map(Some).map_err(|msg| {
+        let mut issues = Issues::new();
+        issues.push("If-Match", msg);
+        ApiError::InvalidParams(issues.into_vec())
+    })
 }
 
 /// Finds the contact array (`users`, or its alias `contacts`) and its name.
@@ -278,6 +296,7 @@ pub async fn upsert(app: &App, mut ctx: Ctx, agent: String) -> Result<Reply, Api
 
 pub async fn patch(app: &App, mut ctx: Ctx, agent: String, id: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
+    let if_match = if_match(&ctx)?;
     let body = app.body_json(&mut ctx).await?;
     let (value, prefix) = match body.as_object() {
         Some(obj) if obj.contains_key("data") => (&obj["data"], "data"),
@@ -305,18 +324,20 @@ pub async fn patch(app: &App, mut ctx: Ctx, agent: String, id: String) -> Result
         target: id,
         input,
         rules: app.write_rules,
+        if_match,
     };
     let contact = app
         .store
         .patch_contact(patch, unix_now())
         .await
         .map_err(|err| with_paths(err, |_| prefix.to_owned()))?;
-    Ok(success(contact.to_json()))
+    Ok(with_etag(&contact))
 }
 
 pub async fn delete(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
-    let contact = app.store.delete_contact(agent, id).await?;
+    let if_match = if_match(ctx)?;
+    let contact = app.store.delete_contact(agent, id, if_match).await?;
     Ok(success(contact.to_json()))
 }
 

@@ -172,6 +172,8 @@ pub async fn update(app: &App, mut ctx: Ctx, id: String) -> Result<Reply, ApiErr
         target: id,
         input,
         rules: app.write_rules,
+        // Pabbly's API has no preconditions.
+        if_match: None,
     };
     let contact = app
         .store

@@ -16,6 +16,7 @@ pub mod key;
 pub mod label;
 pub mod pabbly;
 pub mod phone;
+pub mod precondition;
 pub mod query;
 pub mod search;
 

@@ -10,7 +10,7 @@ use hyper::Method;
 
 /// Request headers a browser client may send.
 const ALLOWED_HEADERS: &str =
-    "Authorization, Content-Type, Content-Encoding, If-None-Match, X-Request-Id, X-Contactd-Client";
+    "Authorization, Content-Type, Content-Encoding, If-Match, If-None-Match, X-Request-Id, X-Contactd-Client";
 /// Response headers a browser client may read besides the always-safe ones.
 const EXPOSED_HEADERS: &str =
     "ETag, Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset";

@@ -32,6 +32,8 @@ pub enum ApiError {
     NotFound,
     MethodNotAllowed(String),
     Conflict(&'static str, Vec<Issue>),
+    /// 412: the contact no longer matches the request's `If-Match`.
+    PreconditionFailed,
     PayloadTooLarge,
     /// 413 with a specific message.
     TooLarge(String),
@@ -160,6 +162,10 @@ impl ApiError {
                 message("Method not allowed"),
             ),
             Self::Conflict(msg, issues) => (StatusCode::CONFLICT, with_issues(msg, issues)),
+            Self::PreconditionFailed => (
+                StatusCode::PRECONDITION_FAILED,
+                message("The contact has changed: If-Match does not match its ETag."),
+            ),
             Self::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 message("Request body too large"),
@@ -227,6 +233,7 @@ impl From<StoreError> for ApiError {
                 "This is the last active admin key; create another admin key before revoking it.",
                 Vec::new(),
             ),
+            StoreError::PreconditionFailed => Self::PreconditionFailed,
             StoreError::AttributeExists => {
                 Self::Conflict("Custom attribute already exists", Vec::new())
             }

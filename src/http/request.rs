@@ -80,6 +80,18 @@ impl Headers {
         self.0.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Every value of header `name`, joined by commas (as one list, RFC 9110 §5.3);
+    /// `None` if it was not sent. Bytes that are not UTF-8 are replaced, never dropped.
+    pub fn joined(&self, name: &str) -> Option<String> {
+        let values: Vec<String> = self
+            .0
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    }
+
     /// The first value of header `name` as bytes, whatever they are.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
         self.0.get(name).map(|v| v.as_bytes())

@@ -28,6 +28,7 @@ use super::{
     PhoneWrite, RowFailure, StoreError, UpsertOutcome,
 };
 use crate::domain::label::fold;
+use crate::domain::precondition::{contact_etag, IfMatch};
 use crate::domain::{
     ids, Agent, AttrType, AttrValue, AttributeDef, Contact, ContactInput, Field, Issues, LabelKind,
     Resolved, Schema, UnknownPolicy, WriteRules,
@@ -743,6 +744,7 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     tables.agent(&req.agent)?;
     let current = find_contact(&tables.contacts, &tables.by_ext, &req.agent, &req.target)?
         .ok_or(StoreError::ContactNotFound)?;
+    expect_match(req.if_match.as_ref(), &current)?;
     let ext = match &req.input.external_id {
         Field::Set(new) => new.clone(),
         Field::Absent | Field::Clear => current.external_id.clone(),
@@ -813,12 +815,27 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     Ok(next)
 }
 
-/// `DELETE /contacts/{id}`: removes the contact and its index entries.
-pub fn delete(txn: &Txn, agent_id: &str, target: &str) -> Result<Contact, StoreError> {
+/// Fails unless `current` matches the write's `If-Match` (if it has one).
+fn expect_match(if_match: Option<&IfMatch>, current: &Contact) -> Result<(), StoreError> {
+    match if_match {
+        Some(cond) if !cond.matches(&contact_etag(current)) => Err(StoreError::PreconditionFailed),
+        _ => Ok(()),
+    }
+}
+
+/// `DELETE /contacts/{id}`: removes the contact and its index entries, if it matches
+/// `if_match`.
+pub fn delete(
+    txn: &Txn,
+    agent_id: &str,
+    target: &str,
+    if_match: Option<&IfMatch>,
+) -> Result<Contact, StoreError> {
     let mut tables = Tables::open(txn)?;
     let mut agent = tables.agent(agent_id)?;
     let current = find_contact(&tables.contacts, &tables.by_ext, agent_id, target)?
         .ok_or(StoreError::ContactNotFound)?;
+    expect_match(if_match, &current)?;
     tables.apply(agent_id, vec![(Some(current.clone()), None)])?;
     agent.contact_count = agent.contact_count.saturating_sub(1);
     tables.save_agent(&agent)?;

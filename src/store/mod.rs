@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use crate::domain::attribute::AttributeChange;
+use crate::domain::precondition::IfMatch;
 use crate::domain::query::Query;
 use crate::domain::{
     Agent, ApiKey, AttrType, AttributeDef, Contact, ContactInput, Issue, Issues, Label, LabelKind,
@@ -143,6 +144,8 @@ pub struct PatchRequest {
     pub target: String,
     pub input: ContactInput,
     pub rules: WriteRules,
+    /// The request's `If-Match`: checked against the contact as stored, in the write.
+    pub if_match: Option<IfMatch>,
 }
 
 /// A problem a write found with what it was given: `entry` is the contact's position
@@ -244,7 +247,13 @@ pub trait Store: Send + Sync + 'static {
         sink: &mut dyn FnMut(Vec<Contact>) -> bool,
     ) -> Result<(), StoreError>;
     fn patch_contact(&self, patch: PatchRequest, now: i64) -> StoreFuture<Contact>;
-    fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact>;
+    /// Deletes a contact, if it still matches `if_match` (`PreconditionFailed` if not).
+    fn delete_contact(
+        &self,
+        agent: String,
+        target: String,
+        if_match: Option<IfMatch>,
+    ) -> StoreFuture<Contact>;
     /// Defines an attribute, unless the agent has `max_per_agent` definitions already.
     fn create_attribute(
         &self,
@@ -310,6 +319,8 @@ pub enum StoreError {
     Incompatible(String),
     /// A backup file that cannot be restored: the file and why.
     InvalidBackup(String),
+    /// The contact no longer matches the write's `If-Match`.
+    PreconditionFailed,
     /// Damage to the file met by an operation: a record that fails its checksum or
     /// names another key, redb reporting corruption, or a panic reading a page.
     Corrupt(String),
@@ -349,6 +360,7 @@ impl std::fmt::Display for StoreError {
             ),
             Self::DataDir(msg) => write!(f, "{msg}"),
             Self::InvalidBackup(msg) => write!(f, "the backup {msg}"),
+            Self::PreconditionFailed => write!(f, "the contact does not match If-Match"),
             Self::Incompatible(msg) => write!(f, "incompatible data: {msg}"),
             Self::Corrupt(msg) => write!(f, "damaged data: {msg}"),
             Self::Damaged(msg) => write!(f, "the database is damaged and refuses writes: {msg}"),

@@ -38,6 +38,7 @@ use crate::domain::attribute::too_many_definitions;
 use crate::domain::attribute::AttributeChange;
 use crate::domain::label::fold;
 use crate::domain::phone::PhoneRules;
+use crate::domain::precondition::IfMatch;
 use crate::domain::query::Query;
 use crate::domain::search::label_count_field;
 use crate::domain::{
@@ -662,9 +663,14 @@ impl Store for RedbStore {
             .submit(move |txn| contacts::patch(txn, &patch, now))
     }
 
-    fn delete_contact(&self, agent: String, target: String) -> StoreFuture<Contact> {
+    fn delete_contact(
+        &self,
+        agent: String,
+        target: String,
+        if_match: Option<IfMatch>,
+    ) -> StoreFuture<Contact> {
         self.writer
-            .submit(move |txn| contacts::delete(txn, &agent, &target))
+            .submit(move |txn| contacts::delete(txn, &agent, &target, if_match.as_ref()))
     }
 
     fn create_attribute(
@@ -1106,6 +1112,7 @@ mod tests {
             target: "x".into(),
             input: input(serde_json::json!({"name": "Xavier"})),
             rules: WriteRules::default(),
+            if_match: None,
         };
         let patched = rt.block_on(store.patch_contact(patch, 2_000)).unwrap();
         assert_eq!((patched.created_at, patched.updated_at), (1_000, 2_000));
@@ -1536,7 +1543,7 @@ mod tests {
             .collect();
         let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         upsert_names(&rt, &store, "a", &rows);
-        rt.block_on(store.delete_contact("a".into(), "u3".into()))
+        rt.block_on(store.delete_contact("a".into(), "u3".into(), None))
             .unwrap();
         let count = |level: u64, block: u64| {
             let txn = store.db_for_tests().begin_read().unwrap();
@@ -1816,7 +1823,7 @@ mod tests {
             .unwrap();
             states.push(everything(&store));
         }
-        rt.block_on(store.delete_contact("a".into(), "u2".into()))
+        rt.block_on(store.delete_contact("a".into(), "u2".into(), None))
             .unwrap();
         states.push(everything(&store));
         let key = crate::auth::new_key_record(

@@ -1,7 +1,8 @@
-//! API.md "GET/PATCH/DELETE /contacts/{contactId}" and contact id resolution.
+//! API.md "GET/PATCH/DELETE /contacts/{contactId}", contact id resolution, and ETags
+//! with `If-Match`.
 
-use hyper::StatusCode;
-use serde_json::json;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -264,4 +265,92 @@ async fn contacts_keys_and_counters_survive_a_restart() {
         StatusCode::CONFLICT,
         "the email index survives too"
     );
+}
+
+#[tokio::test]
+async fn etags_move_with_every_change_and_a_stale_if_match_changes_nothing() {
+    let s = TestServer::start().await;
+    s.upsert(json!([{"external_id": "u1", "name": "Ada"}]))
+        .await;
+    let path = contact_path("u1");
+    let etag = |r: &crate::common::Reply| r.headers["etag"].to_str().unwrap().to_owned();
+    let first = s.get(&path).await;
+    let tag = etag(&first);
+    assert!(
+        tag.starts_with('"') && tag.ends_with('"') && !tag.starts_with("W/"),
+        "{tag}"
+    );
+    assert_eq!(
+        etag(&s.get(&path).await),
+        tag,
+        "stable while nothing changes"
+    );
+    let patch = |if_match: String, body: Value| patch_if(&s, &path, if_match, body);
+    // A matching If-Match (alone, in a list, or *) lets the write through; the answer
+    // carries the new ETag, which the next GET agrees with.
+    let (status, headers, _) = patch(format!("\"nope\", {tag}"), json!({"name": "Ada L."})).await;
+    assert_eq!(status, StatusCode::OK);
+    let moved = headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(moved, tag);
+    assert_eq!(etag(&s.get(&path).await), moved);
+    // The old tag is stale now: 412, and nothing changes.
+    let (status, _, body) = patch(tag.clone(), json!({"name": "Mallory"})).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("If-Match"),
+        "{body}"
+    );
+    assert_eq!(s.get(&path).await.body["data"]["name"], "Ada L.");
+    // A weak tag never matches (strong comparison); a malformed header is 400.
+    let (status, _, _) = patch(format!("W/{moved}"), json!({"name": "X"})).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, _, _) = patch("not-quoted".into(), json!({"name": "X"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = patch("*".into(), json!({"email": "ada@x.org"})).await;
+    assert_eq!(status, StatusCode::OK);
+    // DELETE: a stale tag is 412 and the contact stays; the current one deletes it.
+    let (status, _, _) = s
+        .send_bytes(
+            Method::DELETE,
+            &path,
+            &[("if-match", moved.as_str())],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let current = etag(&s.get(&path).await);
+    let (status, _, _) = s
+        .send_bytes(
+            Method::DELETE,
+            &path,
+            &[("if-match", current.as_str())],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // A missing contact is 404, whatever the precondition.
+    let (status, _, _) = s
+        .send_bytes(Method::DELETE, &path, &[("if-match", "*")], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// `PATCH path` with `If-Match: if_match` and `body`.
+async fn patch_if(
+    s: &TestServer,
+    path: &str,
+    if_match: String,
+    body: Value,
+) -> (StatusCode, hyper::HeaderMap, bytes::Bytes) {
+    s.send_bytes(
+        Method::PATCH,
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("if-match", &if_match),
+        ],
+        body.to_string().into_bytes(),
+    )
+    .await
 }

@@ -1,0 +1,88 @@
+//! Entity tags and `If-Match`: a contact's strong ETag, and whether a request's
+//! precondition holds for it (RFC 9110 §13.1.1, strong comparison).
+
+use sha2::{Digest, Sha256};
+
+use super::Contact;
+
+/// A contact's strong entity tag: the first 16 hex digits of the SHA-256 of its JSON
+/// form, quoted. Anything a client can see of the contact moves it (and every change
+/// moves `updated_at`).
+pub fn contact_etag(contact: &Contact) -> String {
+    let json = serde_json::to_vec(&contact.to_json()).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// An `If-Match` precondition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// `*`: any current representation.
+    Any,
+    /// Entity tags, as sent (quoted; weak ones kept, and never matching).
+    Tags(Vec<String>),
+}
+
+impl IfMatch {
+    /// Reads a header value: `*`, or a comma-separated list of entity tags (`"x"`,
+    /// `W/"x"`).
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        let value = value.trim();
+        if value == "*" {
+            return Ok(Self::Any);
+        }
+        let mut tags = Vec::new();
+        for tag in value.split(',').map(str::trim) {
+            let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+            let quoted = opaque.len() >= 2 && opaque.starts_with('"') && opaque.ends_with('"');
+            if !quoted || opaque[1..opaque.len() - 1].contains('"') {
+                return Err("must be * or a list of quoted entity tags such as \"3f2a…\"");
+            }
+            tags.push(tag.to_owned());
+        }
+        Ok(Self::Tags(tags))
+    }
+
+    /// Whether the precondition holds for a resource whose strong ETag is `etag`.
+    pub fn matches(&self, etag: &str) -> bool {
+        match self {
+            Self::Any => true,
+            // Strong comparison: a weak tag never matches.
+            Self::Tags(tags) => tags.iter().any(|t| t == etag),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_parses_and_compares_strongly() {
+        assert_eq!(IfMatch::parse(" * ").unwrap(), IfMatch::Any);
+        let cond = IfMatch::parse("\"a\", W/\"b\",\"c\"").unwrap();
+        assert!(cond.matches("\"a\"") && cond.matches("\"c\""));
+        assert!(!cond.matches("\"b\""), "weak tags never match");
+        assert!(!cond.matches("\"d\""));
+        assert!(IfMatch::Any.matches("\"anything\""));
+        for bad in ["", "a", "\"a", "\"a\"\"b\"", "\"a\",", "W/a"] {
+            assert!(IfMatch::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_etag_moves_with_what_a_client_sees() {
+        let mut contact = Contact {
+            id: 1,
+            external_id: "u1".into(),
+            ..Contact::default()
+        };
+        let before = contact_etag(&contact);
+        assert_eq!(before.len(), 18);
+        assert_eq!(contact_etag(&contact), before, "stable");
+        contact.name = Some("Ada".into());
+        assert_ne!(contact_etag(&contact), before);
+    }
+}
