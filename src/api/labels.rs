@@ -227,21 +227,7 @@ fn parse_selection(body: &Value) -> Result<Selection, ApiError> {
                     ("q", Value::String(q)) => params.push(("q".to_owned(), q.clone())),
                     ("filter", Value::Object(filters)) => {
                         for (field, v) in filters {
-                            let text = match v {
-                                Value::String(s) => s.clone(),
-                                Value::Number(_) | Value::Bool(_) => v.to_string(),
-                                other => {
-                                    issues.push(
-                                        format!("query.filter.{field}"),
-                                        format!(
-                                            "must be a string, number or boolean, got {}",
-                                            json_type(other)
-                                        ),
-                                    );
-                                    continue;
-                                }
-                            };
-                            params.push((format!("filter[{field}]"), text));
+                            filter_params(field, v, &mut params, &mut issues);
                         }
                     }
                     ("q", other) | ("filter", other) => issues.push(
@@ -264,6 +250,46 @@ fn parse_selection(body: &Value) -> Result<Selection, ApiError> {
             );
             fail(issues)
         }
+    }
+}
+
+/// One entry of a selection's `filter` as list parameters: `"plan": "pro"` is
+/// `filter[plan]=pro`; an operator is written `"ltv": {"gte": 100}` or `"ltv[gte]": 100`,
+/// both `filter[ltv][gte]=100`.
+fn filter_params(
+    field: &str,
+    value: &Value,
+    params: &mut Vec<(String, String)>,
+    issues: &mut Issues,
+) {
+    let scalar = |v: &Value, at: String, issues: &mut Issues| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        other => {
+            issues.push(
+                at,
+                format!(
+                    "must be a string, number or boolean, got {}",
+                    json_type(other)
+                ),
+            );
+            None
+        }
+    };
+    if let Value::Object(ops) = value {
+        for (op, v) in ops {
+            if let Some(text) = scalar(v, format!("query.filter.{field}.{op}"), issues) {
+                params.push((format!("filter[{field}][{op}]"), text));
+            }
+        }
+        return;
+    }
+    let name = match field.split_once('[') {
+        Some((field, op)) if op.ends_with(']') => format!("filter[{field}][{op}"),
+        _ => format!("filter[{field}]"),
+    };
+    if let Some(text) = scalar(value, format!("query.filter.{field}"), issues) {
+        params.push((name, text));
     }
 }
 

@@ -762,6 +762,41 @@ async fn list_membership_by_query() {
     assert_eq!(matching(&s, &[("filter[lists]", "Pro users")]).await, ["d"]);
     assert_eq!(defined(&s, LISTS).await, pairs(&[("Pro users", 1)]));
 
+    // Operators, written either way; the list query's parameter names the issue.
+    for filter in [
+        json!({"created_at": {"gte": 0}, "custom_attributes.plan": "pro"}),
+        json!({"created_at[gte]": 0, "custom_attributes.plan": "pro"}),
+    ] {
+        let r = s
+            .post(
+                &members_path("Pro users"),
+                json!({"query": {"filter": filter}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["data"], json!({"added": 2}), "a and c again");
+        let r = s
+            .call(
+                Method::DELETE,
+                &members_path("Pro users"),
+                Some(json!({"query": {"q": "sam"}})),
+            )
+            .await;
+        assert_eq!(r.body["data"], json!({"removed": 2}));
+    }
+    let r = s
+        .post(
+            &members_path("Pro users"),
+            json!({"query": {"filter": {"created_at": {"gte": "soon"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(
+        r.issue_fields(),
+        ["query.filter[created_at][gte]"],
+        "{}",
+        r.body
+    );
     let r = s
         .post(
             &members_path("Pro users"),
