@@ -46,6 +46,7 @@ const state = {
   total: null, // the last total the server counted for this query
   seq: 0,
   editing: null, // the contact being edited, or null when adding
+  editingEtag: null, // its ETag when it was opened: saves send it as If-Match
   readOnly: false, // the key can read only: no control that writes is shown
 };
 
@@ -92,7 +93,7 @@ async function api(method, path, body, headers = {}) {
   } catch {
     json = null;
   }
-  return { status: response.status, body: json };
+  return { status: response.status, body: json, etag: response.headers.get("ETag") };
 }
 
 function agentPath(suffix = "") {
@@ -355,7 +356,7 @@ function renderTable(contacts) {
   );
   $("contacts-body").replaceChildren(
     ...contacts.map((contact) => {
-      const row = el("tr", { onclick: () => openContact(contact) });
+      const row = el("tr", { onclick: () => openStored(contact) });
       const box = el("input", { type: "checkbox", "aria-label": `Select ${contact.external_id}`, value: contact.external_id });
       box.checked = state.selected.has(contact.external_id);
       box.addEventListener("change", () => {
@@ -373,7 +374,7 @@ function renderTable(contacts) {
           const open = el("button", { type: "button", class: "row-open", text: text || contact.id });
           open.addEventListener("click", (e) => {
             e.stopPropagation();
-            openContact(contact);
+            openStored(contact);
           });
           row.append(el("td", {}, open));
         } else {
@@ -498,8 +499,21 @@ function attributeInput(def, value) {
   return wrap;
 }
 
-function openContact(contact) {
+/** Opens a listed contact as it is now, with its ETag: saving it then changes nothing
+ * that someone else changed meanwhile (If-Match). */
+async function openStored(listed) {
+  const reply = await api("GET", agentPath(`/contacts/${encodeURIComponent(listed.id)}`));
+  if (reply.status !== 200) {
+    status(message(reply), true);
+    if (reply.status === 404) await loadContacts();
+    return;
+  }
+  openContact(reply.body.data, reply.etag);
+}
+
+function openContact(contact, etag = null) {
   state.editing = contact;
+  state.editingEtag = etag;
   const form = $("contact-form");
   clearErrors(form);
   const verb = state.readOnly ? "View" : "Edit";
@@ -579,10 +593,15 @@ async function saveContact(event) {
   clearErrors(form);
   const body = contactBody();
   const editing = state.editing;
+  const ifMatch = state.editingEtag ? { "If-Match": state.editingEtag } : {};
   const reply = editing
-    ? await api("PATCH", agentPath(`/contacts/${encodeURIComponent(editing.id)}`), { data: body })
+    ? await api("PATCH", agentPath(`/contacts/${encodeURIComponent(editing.id)}`), { data: body }, ifMatch)
     : // Adding never overwrites: an external id in use is reported on its field.
       await api("POST", agentPath("/contacts?on_duplicate=error"), { users: [body] });
+  if (reply.status === 412) {
+    showIssues(form, [], "Someone changed this contact after you opened it. Cancel and open it again to see the change; nothing was saved.");
+    return;
+  }
   if (reply.status !== 200) {
     showIssues(form, reply.body && reply.body.issues, message(reply));
     return;
@@ -598,7 +617,12 @@ async function deleteContact() {
   const contact = state.editing;
   if (!contact) return;
   if (!confirm(`Delete ${contact.name || contact.external_id}? This cannot be undone.`)) return;
-  const reply = await api("DELETE", agentPath(`/contacts/${encodeURIComponent(contact.id)}`));
+  const ifMatch = state.editingEtag ? { "If-Match": state.editingEtag } : {};
+  const reply = await api("DELETE", agentPath(`/contacts/${encodeURIComponent(contact.id)}`), undefined, ifMatch);
+  if (reply.status === 412) {
+    showIssues($("contact-form"), [], "Someone changed this contact after you opened it. Cancel and open it again before deleting it; nothing was deleted.");
+    return;
+  }
   if (reply.status !== 200) {
     showIssues($("contact-form"), [], message(reply));
     return;

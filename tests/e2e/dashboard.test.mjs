@@ -427,6 +427,24 @@ async function run() {
     assert.deepEqual(await columnTexts(page, "Opt-in"), ["—"]);
     assert.deepEqual(await columnTexts(page, "Blocked"), ["yes"]);
 
+    // A contact changed by someone else after the form opened is not overwritten: the
+    // save sends If-Match with the ETag it opened with, and the 412 is explained.
+    await page.click("#contacts-body tr button.row-open");
+    await page.waitForSelector("#contact-dialog[open]");
+    await call(server.base, "PATCH", "/api/v1/chatbots/default/contacts/e2e-ada", { name: "Ada, changed meanwhile" });
+    await page.fill("#f-name", "Ada from the form");
+    await page.click("#contact-save");
+    await page.waitForSelector('.field-error[data-for="_form"]:has-text("Someone changed this contact")');
+    const kept = await call(server.base, "GET", "/api/v1/chatbots/default/contacts/e2e-ada");
+    assert.equal(kept.data.name, "Ada, changed meanwhile", "the other change stands");
+    await page.click("#contact-cancel");
+    await page.click("#contacts-body tr button.row-open");
+    await page.waitForSelector("#contact-dialog[open]");
+    assert.equal(await page.inputValue("#f-name"), "Ada, changed meanwhile", "opened again: as it is now");
+    await page.fill("#f-name", "Ada Lovelace");
+    await page.click("#contact-save");
+    await page.waitForSelector("#status:has-text('Contact saved')");
+
     // Import a file with one bad row: preview, mapping, report, failed rows as CSV.
     await page.fill("#search", "");
     await page.click("#import-open");
