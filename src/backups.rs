@@ -1,7 +1,6 @@
 //! Backup files: writing one whole or not at all, and the server's scheduled backups
 //! (`backup.every_hours`, `backup.keep`, `backup.dir`).
 
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,18 +9,30 @@ use std::time::Duration;
 use crate::clock::unix_now_ms;
 use crate::domain::date::format_utc;
 use crate::store::backup::BackupSummary;
+use crate::store::data_dir::private_file;
 use crate::store::{Store, StoreError};
 
-/// Names of scheduled backups start so; sorted by name they are sorted by time.
+/// Names of backups start so; sorted by name they are sorted by time.
 const PREFIX: &str = "contactd-";
+/// Names of scheduled backups, the only files pruning deletes, start so.
+const SCHEDULED: &str = "contactd-scheduled-";
 const SUFFIX: &str = ".backup";
 
 /// `contactd-2026-12-07T14-00-00.250Z.backup` for Unix time `ms` (milliseconds): the
 /// milliseconds always shown, so that names sort as their times do.
 pub fn file_name(ms: i64) -> String {
+    format!("{PREFIX}{}{SUFFIX}", stamp(ms))
+}
+
+/// `contactd-scheduled-2026-12-07T14-00-00.250Z.backup`.
+fn scheduled_name(ms: i64) -> String {
+    format!("{SCHEDULED}{}{SUFFIX}", stamp(ms))
+}
+
+fn stamp(ms: i64) -> String {
     let second = format_utc(ms - ms.rem_euclid(1000));
     let stamp = second.trim_end_matches('Z').replace(':', "-");
-    format!("{PREFIX}{stamp}.{:03}Z{SUFFIX}", ms.rem_euclid(1000))
+    format!("{stamp}.{:03}Z", ms.rem_euclid(1000))
 }
 
 /// Where a file is written before it is whole.
@@ -36,7 +47,12 @@ pub fn partial_path(path: &Path) -> PathBuf {
 pub fn write_file(store: &dyn Store, path: &Path) -> Result<BackupSummary, StoreError> {
     let partial = partial_path(path);
     let written = (|| {
-        let file = File::create(&partial)?;
+        // A backup holds every contact and key digest: only its owner may read it.
+        let file = private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)?;
         let mut out = BufWriter::new(file);
         let summary = store.backup(&mut out)?;
         let file = out
@@ -53,9 +69,13 @@ pub fn write_file(store: &dyn Store, path: &Path) -> Result<BackupSummary, Store
 }
 
 /// Takes a backup into `dir` every `every`, keeping the newest `keep`; runs until the
-/// task is dropped. A failed backup is logged and tried again at the next time.
+/// task is dropped. The first one is due `every` after the newest scheduled backup
+/// already in `dir` (at once if that is past), so restarts do not put it off. A failed
+/// backup is logged and tried again at the next time.
 pub async fn schedule(store: Arc<dyn Store>, every: Duration, keep: usize, dir: PathBuf) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let since_last = newest_age(&dir).unwrap_or(Duration::ZERO);
+    let first = tokio::time::Instant::now() + every.saturating_sub(since_last);
+    let mut ticks = tokio::time::interval_at(first, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -84,22 +104,45 @@ fn take(
     keep: usize,
 ) -> Result<(PathBuf, BackupSummary), StoreError> {
     crate::store::data_dir::create_private_dir(dir)?;
-    let path = dir.join(file_name(unix_now_ms()));
+    let path = dir.join(scheduled_name(unix_now_ms()));
     let summary = write_file(store, &path)?;
     prune(dir, keep)?;
     Ok((path, summary))
 }
 
-/// Deletes all but the newest `keep` scheduled backups in `dir` (other files stay).
-fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
+/// The names of the scheduled backups in `dir`, oldest first.
+fn scheduled(dir: &Path) -> std::io::Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with(PREFIX) && name.ends_with(SUFFIX))
+        .filter(|name| name.starts_with(SCHEDULED) && name.ends_with(SUFFIX))
         .collect();
     names.sort();
+    Ok(names)
+}
+
+/// How long ago the newest scheduled backup in `dir` was written, if there is one.
+fn newest_age(dir: &Path) -> Option<Duration> {
+    let newest = scheduled(dir).ok()?.pop()?;
+    let written = std::fs::metadata(dir.join(newest)).ok()?.modified().ok()?;
+    written.elapsed().ok()
+}
+
+/// Deletes all but the newest `keep` scheduled backups in `dir`, and the partial files
+/// of scheduled backups a stopped process left; other files stay.
+fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let names = scheduled(dir)?;
     let extra = names.len().saturating_sub(keep);
     for name in &names[..extra] {
         std::fs::remove_file(dir.join(name))?;
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let partial = name.strip_suffix(".partial");
+        if partial.is_some_and(|n| n.starts_with(SCHEDULED) && n.ends_with(SUFFIX))
+            && !names.iter().any(|kept| name.starts_with(kept.as_str()))
+        {
+            std::fs::remove_file(entry.path())?;
+        }
     }
     Ok(())
 }
@@ -110,27 +153,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_sort_by_time_and_pruning_keeps_the_newest() {
+    fn names_sort_by_time_and_pruning_keeps_only_the_newest_scheduled_ones() {
         assert_eq!(file_name(0), "contactd-1970-01-01T00-00-00.000Z.backup");
         assert_eq!(
-            file_name(61_250),
-            "contactd-1970-01-01T00-01-01.250Z.backup"
+            scheduled_name(61_250),
+            "contactd-scheduled-1970-01-01T00-01-01.250Z.backup"
         );
         let dir = tempfile::tempdir().unwrap();
         for t in [3_000, 999, 2_500] {
-            std::fs::write(dir.path().join(file_name(t)), b"x").unwrap();
+            std::fs::write(dir.path().join(scheduled_name(t)), b"x").unwrap();
         }
-        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        // A download saved there, an operator's file and a partial file left by a
+        // stopped process.
+        let others = [file_name(1), "notes.txt".to_owned()];
+        for name in &others {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::write(
+            dir.path().join(format!("{}.partial", scheduled_name(5))),
+            b"x",
+        )
+        .unwrap();
         prune(dir.path(), 2).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(
-            left,
-            [file_name(2_500), file_name(3_000), "notes.txt".into()]
-        );
+        let mut want = vec![scheduled_name(2_500), scheduled_name(3_000)];
+        want.extend(others);
+        want.sort();
+        assert_eq!(left, want);
+        assert!(newest_age(dir.path()).unwrap() < Duration::from_secs(60));
     }
 }
 

@@ -131,7 +131,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "backup.every_hours",
         default: "0",
-        help: "hours between scheduled online backups into backup.dir (0: none)",
+        help: "hours between scheduled online backups into backup.dir (0: none; at most 87600)",
     },
     Setting {
         key: "backup.keep",
@@ -165,6 +165,9 @@ pub const SETTINGS: &[Setting] = &[
         help: "time one import request may take, instead of request_timeout_secs",
     },
 ];
+
+/// Largest `backup.every_hours`.
+const MAX_BACKUP_HOURS: u64 = 87_600;
 
 /// The environment variable that carries the first-run admin key (never in a file).
 pub const ADMIN_KEY_ENV: &str = "CONTACTD_ADMIN_KEY";
@@ -462,7 +465,13 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
     };
     let backup_every = match number("backup.every_hours", 0)? {
         0 => None,
-        hours => Some(Duration::from_secs(hours.saturating_mul(3600))),
+        hours if hours > MAX_BACKUP_HOURS => {
+            return Err(fail(
+                "backup.every_hours",
+                format!("must be at most {MAX_BACKUP_HOURS} (ten years)"),
+            ))
+        }
+        hours => Some(Duration::from_secs(hours * 3600)),
     };
     let backup_dir = match get("backup.dir").0.trim() {
         "" => PathBuf::from(data_dir).join("backups"),

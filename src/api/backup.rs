@@ -3,6 +3,7 @@
 //! for it while the server runs.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -12,9 +13,17 @@ use crate::http::{self, ApiError, Reply, StreamWriter};
 
 pub async fn download(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     require_admin(&ctx.key)?;
+    let slot = Arc::clone(&app.backup_slot)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::Unavailable(
+                "A backup is being written already; try again when it ends.".into(),
+            )
+        })?;
     let store = app.store();
     let (out, body) = http::stream(4);
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut sink = Sink(out);
         match store.backup(&mut sink) {
             Ok(summary) => {

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{success, App, Ctx};
 use crate::clock::unix_now;
 use crate::domain::issues::{join, json_type};
-use crate::domain::precondition::{contact_etag, IfMatch};
+use crate::domain::precondition::{json_etag, IfMatch};
 use crate::domain::query::Query;
 use crate::domain::search::ATTR_PREFIX;
 use crate::domain::{AttrType, Contact, ContactInput, Field, Issue, Issues, Source};
@@ -185,7 +185,9 @@ pub async fn get(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Repl
 
 /// The contact's answer, with its `ETag`.
 fn with_etag(contact: &Contact) -> Reply {
-    success(contact.to_json()).header("etag", contact_etag(contact))
+    let json = contact.to_json();
+    let etag = json_etag(&json);
+    success(json).header("etag", etag)
 }
 
 /// The request's `If-Match`, if it sent one (several headers count as one list).

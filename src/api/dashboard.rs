@@ -8,8 +8,7 @@
 
 use std::sync::OnceLock;
 
-use sha2::{Digest, Sha256};
-
+use crate::domain::precondition::short_hash;
 use crate::http::{ApiError, Headers, Reply};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -41,15 +40,6 @@ const ASSETS: [Asset; 3] = [
 ];
 
 const INDEX: &str = include_str!("../../web/index.html");
-
-/// The first 16 hex digits of the SHA-256 of `bytes`.
-fn short_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// `index.html` with versioned asset URLs, and each asset's version.
 struct Built {

@@ -61,6 +61,9 @@ pub struct App {
     /// only add threads, each with its own allocator cache holding memory.
     reads: Arc<Semaphore>,
     budgets: Budgets,
+    /// One online backup at a time: each holds a read snapshot (pinning the pages it
+    /// sees) and a blocking thread until its client has read it all.
+    backup_slot: Arc<Semaphore>,
 }
 
 /// The request budgets of keys and of client IPs' failed authentications.
@@ -115,6 +118,7 @@ impl App {
                 }),
                 clients: Buckets::new(),
             },
+            backup_slot: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -268,6 +272,7 @@ impl App {
     ) -> Result<ApiKey, ApiError> {
         let now = Instant::now();
         let budgets = &self.budgets;
+        let client = rate_limit::client_bucket(client);
         if budgets.failures.is_some() {
             if let Some(retry) = budgets.clients.exhausted(&client, now) {
                 crate::metrics::rate_limited("auth_failures");

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -75,6 +76,22 @@ impl Bucket {
     }
 }
 
+/// The address a client's failed authentications count against: an IPv4 address
+/// (also one mapped into IPv6), or an IPv6 address's /64 network, which one client
+/// usually holds whole.
+pub fn client_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// Token buckets by key (a key id, a client IP), at most [`MAX_BUCKETS`] of them.
 pub struct Buckets<K> {
     map: Mutex<HashMap<K, Bucket>>,
@@ -98,10 +115,11 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         let mut map = self.map.lock();
         if !map.contains_key(key) {
             make_room(&mut map, self.max, now);
+            map.insert(key.clone(), Bucket::full(budget, now));
         }
-        let bucket = map
-            .entry(key.clone())
-            .or_insert_with(|| Bucket::full(budget, now));
+        let Some(bucket) = map.get_mut(key) else {
+            unreachable!("the bucket was just inserted");
+        };
         // A key's budget never changes while the server runs (keys are not edited, the
         // configuration is read at start), so the bucket keeps the size it began with.
         bucket.tokens = bucket.tokens_at(now);
@@ -190,6 +208,20 @@ mod tests {
         );
         // Other keys have their own.
         assert_eq!(buckets.take(&"other", TEN_PER_10S, t0).remaining, 9);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_64_network() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_bucket(a), client_bucket(b));
+        assert_ne!(client_bucket(a), client_bucket(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            client_bucket(mapped),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -214,7 +214,12 @@ async fn run_backup(
     let mut body = download(target, &path, "backup").await?;
     let partial = crate::backups::partial_path(output);
     let result = async {
-        let file = File::create(&partial)
+        // A backup holds every contact and key digest: only its owner may read it.
+        let file = crate::store::data_dir::private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
             .map_err(|err| format!("cannot create {}: {err}", partial.display()))?;
         let mut out = std::io::BufWriter::new(file);
         copy_body(&mut body, &mut out).await?;

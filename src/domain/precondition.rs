@@ -1,18 +1,31 @@
 //! Entity tags and `If-Match`: a contact's strong ETag, and whether a request's
 //! precondition holds for it (RFC 9110 §13.1.1, strong comparison).
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::Contact;
 
-/// A contact's strong entity tag: the first 16 hex digits of the SHA-256 of its JSON
-/// form, quoted. Anything a client can see of the contact moves it (and every change
-/// moves `updated_at`).
+/// The first 16 hex digits of the SHA-256 of `bytes`: a content version.
+pub fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A contact's strong entity tag (see [`json_etag`]).
 pub fn contact_etag(contact: &Contact) -> String {
-    let json = serde_json::to_vec(&contact.to_json()).unwrap_or_default();
-    let digest = Sha256::digest(&json);
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    json_etag(&contact.to_json())
+}
+
+/// The strong entity tag of a contact's JSON form: its [`short_hash`], quoted.
+/// Anything a client can see of the contact moves it (and every change moves
+/// `updated_at`).
+pub fn json_etag(json: &Value) -> String {
+    let bytes = serde_json::to_vec(json).unwrap_or_default();
+    format!("\"{}\"", short_hash(&bytes))
 }
 
 /// An `If-Match` precondition.

@@ -31,7 +31,7 @@ use super::codec::{
 use super::data_dir;
 use super::file;
 use super::redb_store::{RedbStore, DB_FILE};
-use super::salvage::{begin, check_output, clear_dir, Batch};
+use super::salvage::{begin, Batch};
 use super::tables::{
     AGENTS, API_KEYS, CONTACTS, CUSTOM_ATTRIBUTES, LISTS, META, META_INITIALIZED,
     META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, SCHEMA_VERSION, TAGS,
@@ -379,37 +379,72 @@ pub fn verify(path: &Path) -> Result<BackupSummary, StoreError> {
     Ok(summary)
 }
 
-/// Restores the backup at `path` into `dir`, which must be missing or empty unless
-/// `force` (then what it holds is deleted first, unless a process has it open). The
-/// backup is checked whole before anything is written; a failure part-way leaves
-/// `dir` empty.
+/// Restores the backup at `path` into the data dir `dir`, which must be missing or
+/// hold no store (see [`store_files`]; other files, such as `backups/`, stay) unless
+/// `force`: then the store it holds is deleted first, unless a process has it open.
+/// The backup is checked whole before anything is written; a failure part-way deletes
+/// what the restore wrote.
 pub fn restore(path: &Path, dir: &Path, force: bool) -> Result<BackupSummary, StoreError> {
     let summary = verify(path)?;
-    let existed = match check_output(dir) {
-        Ok(existed) => existed,
-        Err(StoreError::DataDir(_)) if force => {
-            refuse_if_open(dir)?;
-            clear_dir(dir)?;
-            true
-        }
-        Err(StoreError::DataDir(_)) => {
+    let existed = dir.exists();
+    if existed {
+        let present = store_files(dir)?;
+        let backup = path.canonicalize().ok();
+        if present.iter().any(|f| f.canonicalize().ok() == backup) {
             return Err(StoreError::DataDir(format!(
-                "{} is not empty; restore writes into a new or empty directory (--force deletes what it holds first)",
-                dir.display()
-            )))
+                "{} is a file of the data dir it would replace",
+                path.display()
+            )));
         }
-        Err(err) => return Err(err),
-    };
+        if !present.is_empty() {
+            if !force {
+                return Err(StoreError::DataDir(format!(
+                    "{} holds a data store ({DB_FILE}); restore writes only where there is none (--force deletes it first)",
+                    dir.display()
+                )));
+            }
+            refuse_if_open(dir)?;
+            remove_files(&present)?;
+        }
+    }
     let written = write_dir(path, dir);
     if let Err(err) = written {
         let _ = if existed {
-            clear_dir(dir)
+            store_files(dir).and_then(|files| remove_files(&files))
         } else {
-            std::fs::remove_dir_all(dir)
+            std::fs::remove_dir_all(dir).map_err(StoreError::from)
         };
         return Err(err);
     }
     Ok(summary)
+}
+
+/// The files of `dir` that make up a store: the data file, the write-ahead log, the
+/// damage marker, the holder's pid file and import spools. Nothing else in a data dir
+/// (scheduled backups, an operator's notes) is the store's.
+fn store_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, StoreError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name == DB_FILE
+            || name == super::DAMAGE_MARKER
+            || name == data_dir::HOLDER_FILE
+            || (name.starts_with("wal-") && name.ends_with(".log"))
+            || (name.starts_with("import-") && name.ends_with(".tmp"));
+        if ours && entry.file_type()?.is_file() {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
+fn remove_files(files: &[std::path::PathBuf]) -> Result<(), StoreError> {
+    for file in files {
+        std::fs::remove_file(file)?;
+    }
+    Ok(())
 }
 
 /// A data dir another process holds is never cleared.
@@ -448,10 +483,28 @@ fn write_dir(path: &Path, dir: &Path) -> Result<(), StoreError> {
         Ok(())
     })?;
     let batch = batch.finish()?;
+    let damaged = |why: String| {
+        StoreError::InvalidBackup(format!("{}: it is damaged ({why})", path.display()))
+    };
     if let Some((_, line)) = batch.clashes.first() {
-        return Err(StoreError::InvalidBackup(format!(
-            "{}: it is damaged ({line})",
-            path.display()
+        return Err(damaged(line.clone()));
+    }
+    // Everything belongs to an agent the backup holds.
+    let owners = small.iter().filter_map(|record| match record {
+        Record::Key(ApiKey {
+            scope: crate::domain::Scope::Agent(agent),
+            ..
+        })
+        | Record::Attribute(agent, _)
+        | Record::Label(_, agent, _, _) => Some(agent),
+        _ => None,
+    });
+    if let Some(agent) = owners
+        .chain(batch.per_agent.keys())
+        .find(|agent| !agents.contains_key(*agent))
+    {
+        return Err(damaged(format!(
+            "records of agent '{agent}', which it does not hold"
         )));
     }
     let txn = begin(&out)?;
@@ -492,7 +545,10 @@ fn write_dir(path: &Path, dir: &Path) -> Result<(), StoreError> {
         let mut meta = txn.open_table(META)?;
         meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         meta.insert(META_INITIALIZED, 1)?;
-        meta.insert(META_NEXT_CONTACT_ID, next.max(batch.max_id + 1))?;
+        meta.insert(
+            META_NEXT_CONTACT_ID,
+            next.max(batch.max_id.saturating_add(1)),
+        )?;
     }
     txn.commit()?;
     drop(out);

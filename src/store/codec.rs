@@ -440,9 +440,17 @@ fn key_from(digest: &[u8], rec: KeyRecord) -> Result<ApiKey, StoreError> {
             Access::Write
         },
         expires_at: rec.expires_at,
-        rate_limit: rec
-            .rate_limit
-            .map(|(requests, per_secs)| RateLimit { requests, per_secs }),
+        rate_limit: match rec.rate_limit {
+            None => None,
+            Some((requests, per_secs)) if requests > 0 && per_secs > 0 => {
+                Some(RateLimit { requests, per_secs })
+            }
+            Some(_) => {
+                return Err(StoreError::Corrupt(
+                    "api key: a rate limit of zero requests or seconds".into(),
+                ))
+            }
+        },
         prefix: rec.prefix,
         digest,
         created_at: rec.created_at,

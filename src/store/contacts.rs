@@ -27,6 +27,7 @@ use super::{
     EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest, PhoneOutcome,
     PhoneWrite, RowFailure, StoreError, UpsertOutcome,
 };
+use crate::domain::attr::MAX_ATTRIBUTES;
 use crate::domain::label::fold;
 use crate::domain::precondition::{contact_etag, IfMatch};
 use crate::domain::{
@@ -299,6 +300,17 @@ fn merged_attributes(
     merged
 }
 
+/// A write whose attributes update only themselves may not leave a contact with more
+/// than [`MAX_ATTRIBUTES`] values, as no single write could.
+fn check_merged_count(merged: &BTreeMap<String, Value>, invalid: &mut Issues) {
+    if merged.values().filter(|v| !v.is_null()).count() > MAX_ATTRIBUTES {
+        invalid.push(
+            "custom_attributes",
+            format!("would leave the contact with more than {MAX_ATTRIBUTES} attributes"),
+        );
+    }
+}
+
 /// Writes the definitions a request made on the fly.
 fn save_created(txn: &Txn, agent_id: &str, schema: &Schema) -> Result<(), StoreError> {
     for def in schema.created() {
@@ -444,6 +456,9 @@ impl<'txn> Batch<'txn> {
         let attributes = entry.custom_attributes.as_ref().map(|raw| {
             let existing = current.map(|c| &c.custom_attributes);
             let merged = self.values_to_type(raw, existing, entry.merge_attributes);
+            if let Some(merged) = &merged {
+                check_merged_count(merged, &mut invalid);
+            }
             let raw = merged.as_ref().unwrap_or(raw);
             self.schema
                 .type_values(raw, existing, "custom_attributes", self.now, &mut invalid)
@@ -759,6 +774,9 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
             .input
             .merge_attributes
             .then(|| merged_attributes(&schema, Some(&current.custom_attributes), raw));
+        if let Some(merged) = &merged {
+            check_merged_count(merged, &mut invalid);
+        }
         schema.type_values(
             merged.as_ref().unwrap_or(raw),
             Some(&current.custom_attributes),

@@ -12,7 +12,7 @@ use super::StoreError;
 
 /// The file in which the process that opened the data dir for writing records its id,
 /// so that a second process refused the data dir can name the holder.
-const HOLDER_FILE: &str = "contactd.pid";
+pub(super) const HOLDER_FILE: &str = "contactd.pid";
 
 /// Records this process as the data dir's holder (it has just opened the database).
 pub fn record_holder(dir: &Path) -> io::Result<()> {

@@ -233,12 +233,12 @@ pub trait Store: Send + Sync + 'static {
         options: ImportOptions,
         now: i64,
     ) -> StoreFuture<ImportOutcome>;
-    /// Every contact `query` selects, in its order (without a query: all of them, in
-    /// creation order, the cheapest walk), from one read snapshot: handed to `sink`
-    /// `chunk` at a time until it returns false.
     /// Writes every record of one read snapshot to `out` as a backup file (see
     /// [`backup`]): it holds every write acknowledged before it began.
     fn backup(&self, out: &mut dyn std::io::Write) -> Result<backup::BackupSummary, StoreError>;
+    /// Every contact `query` selects, in its order (without a query: all of them, in
+    /// creation order, the cheapest walk), from one read snapshot: handed to `sink`
+    /// `chunk` at a time until it returns false.
     fn export_contacts(
         &self,
         agent: &str,

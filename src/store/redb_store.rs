@@ -969,6 +969,39 @@ mod tests {
         }
     }
 
+    /// A data dir of the previous release (schema 6) opens as schema 7 with its
+    /// contacts and keys as they were: the upgrade rewrites nothing.
+    #[test]
+    fn a_schema_6_data_dir_opens_as_schema_7_unchanged() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        super::tests_support::fill(&rt, &store, 3);
+        let before = store.contact("a", "c1").unwrap().unwrap();
+        store.shutdown();
+        drop(store);
+        let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_SCHEMA_VERSION, 6)
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.contact("a", "c1").unwrap().unwrap(), before);
+        let version = store
+            .db_for_tests()
+            .begin_read()
+            .unwrap()
+            .open_table(META)
+            .unwrap()
+            .get(META_SCHEMA_VERSION)
+            .unwrap()
+            .map(|v| v.value());
+        assert_eq!(version, Some(7));
+    }
+
     /// A data dir written before typed attributes (schema 1, version-1 contact
     /// records) opens, is upgraded to the current schema, and its contacts read back.
     #[test]

@@ -175,7 +175,7 @@ fn copy(
 
 /// The output must be a missing or empty directory: salvage never overwrites. Returns
 /// whether it exists.
-pub(super) fn check_output(output: &Path) -> Result<bool, StoreError> {
+fn check_output(output: &Path) -> Result<bool, StoreError> {
     match std::fs::read_dir(output) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(StoreError::Backend(format!(
@@ -192,7 +192,7 @@ pub(super) fn check_output(output: &Path) -> Result<bool, StoreError> {
     }
 }
 
-pub(super) fn clear_dir(dir: &Path) -> std::io::Result<()> {
+fn clear_dir(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {

@@ -76,7 +76,9 @@ pub const INDEX_VERSION: u64 = 9;
 /// them by external id (`contacts`) with a contact-number index (`contacts_by_id`);
 /// see `upgrade`. Version 6 adds phone identity (the number in E.164 in each record,
 /// indexed by the sort index's `phone` entries), tags and lists (`tags`, `lists`) and
-/// contact records of version 4, which carry them.
-pub const SCHEMA_VERSION: u64 = 6;
+/// contact records of version 4, which carry them. Version 7 writes API key records of
+/// version 3 (access, expiry, rate limit), which older builds cannot read; its upgrade
+/// from 6 changes nothing stored.
+pub const SCHEMA_VERSION: u64 = 7;
 /// The oldest layout this build can upgrade.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;

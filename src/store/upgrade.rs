@@ -59,7 +59,9 @@ pub fn run(db: &Database, from: u64, phone: &PhoneRules) -> Result<Collisions, S
     } else {
         Collisions::default()
     };
-    to_phone_identity(db, phone)?;
+    if from < 6 {
+        to_phone_identity(db, phone)?;
+    }
     Ok(collisions)
 }
 

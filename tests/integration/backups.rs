@@ -210,16 +210,28 @@ fn damaged_truncated_and_foreign_backups_are_refused_and_a_full_dir_needs_force(
         assert!(err.contains(says), "{name}: {err}");
         assert!(!target.exists(), "{name}: nothing is left behind");
     }
-    // A data dir with data in it is refused without --force, replaced with it.
-    let out = restore(&backup, &data, false);
+    // A directory that holds files but no store takes a restore as it is.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(fresh.join("backups")).unwrap();
+    std::fs::write(fresh.join("backups/notes.txt"), b"mine").unwrap();
+    let out = restore(&backup, &fresh, false);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(fresh.join("backups/notes.txt").exists());
+    // A data dir with a store in it is refused without --force, replaced with it; its
+    // other files (scheduled backups, the very file being restored) stay.
+    let kept = data.join("backups").join("kept.backup");
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    std::fs::copy(&backup, &kept).unwrap();
+    let out = restore(&kept, &data, false);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("--force"),
         "{}",
         text(&out.stderr)
     );
-    let out = restore(&backup, &data, true);
+    let out = restore(&kept, &data, true);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(kept.exists(), "--force deletes the store only");
     let proc = Proc::start(&data, None);
     let (status, body) = rt.block_on(http(
         &proc.addr,

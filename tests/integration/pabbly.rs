@@ -395,6 +395,25 @@ async fn put_replaces_adds_and_removes_tags_and_updates_attributes_by_name() {
         r.body["data"]["attributes"],
         json!([{"name": "plan", "value": "team"}])
     );
+    // Updates merge with what is stored: no contact ends with more than 100 values.
+    let many: Vec<Value> = (0..99)
+        .map(|i| json!({"name": format!("a{i}"), "value": i}))
+        .collect();
+    let r = s
+        .call(Method::PUT, &path, Some(json!({"attributes": many})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let one_more = json!({"attributes": [{"name": "extra", "value": 1}]});
+    let r = s.call(Method::PUT, &path, Some(one_more)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 100 attributes"),
+        "{}",
+        r.body
+    );
 }
 
 /// The name filter finds a substring anywhere in the name, across words and in long
