@@ -220,12 +220,12 @@ pub enum Command {
         #[arg(long, env = "CONTACTD_KEY", value_name = "KEY", hide_env_values = true)]
         key: Option<String>,
     },
-    /// Restore a backup file into the data dir, which must be missing or empty (server
+    /// Restore a backup file into the data dir, which must hold no store (server
     /// stopped); the backup is checked whole first
     Restore {
         /// The backup file
         file: PathBuf,
-        /// Delete what the data dir holds first (never while a process has it open)
+        /// Delete the data dir's store first (never while a process has it open)
         #[arg(long)]
         force: bool,
     },
