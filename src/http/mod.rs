@@ -19,6 +19,7 @@ pub use router::Route;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -42,9 +43,18 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// dropped before that (an error, a panic) ends the response abruptly — no terminating
 /// chunk — so the client sees a broken transfer, never a short but complete-looking one.
 pub fn stream(capacity: usize) -> (StreamWriter, Body) {
+    stream_with_stall(capacity, STALL_LIMIT)
+}
+
+/// How long a streamed body waits for a client that reads nothing before it gives up:
+/// the producer holds a read snapshot (pinning the pages it sees) and a thread.
+pub const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// [`stream`], giving up on a client that reads nothing for `stall`.
+pub fn stream_with_stall(capacity: usize, stall: Duration) -> (StreamWriter, Body) {
     let (tx, rx) = mpsc::channel(capacity);
     (
-        StreamWriter { tx },
+        StreamWriter { tx, stall },
         StreamBody {
             rx,
             finished: false,
@@ -61,18 +71,29 @@ enum Piece {
 /// The producing side of a [`stream`].
 pub struct StreamWriter {
     tx: mpsc::Sender<Piece>,
+    stall: Duration,
 }
 
 impl StreamWriter {
     /// Sends a chunk, waiting while the client reads slowly; `false` once the client
-    /// is gone.
+    /// is gone, or has read nothing for the stall limit. Called from a blocking thread
+    /// of the runtime (`spawn_blocking`).
     pub fn send_blocking(&self, bytes: Bytes) -> bool {
-        self.tx.blocking_send(Piece::Data(bytes)).is_ok()
+        self.send(Piece::Data(bytes))
     }
 
     /// Ends the body well-formed.
     pub fn finish_blocking(self) {
-        let _ = self.tx.blocking_send(Piece::End);
+        self.send(Piece::End);
+    }
+
+    fn send(&self, piece: Piece) -> bool {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .block_on(tokio::time::timeout(self.stall, self.tx.send(piece)))
+                .is_ok_and(|sent| sent.is_ok()),
+            Err(_) => self.tx.blocking_send(piece).is_ok(),
+        }
     }
 }
 
@@ -102,5 +123,30 @@ impl hyper::body::Body for StreamBody {
                 "the stream stopped before its end",
             ))),
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_gives_up_on_a_client_that_reads_nothing() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (out, body) = stream_with_stall(1, Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let sent = rt.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                // The first chunk fills the channel; nobody reads the second.
+                let first = out.send_blocking(Bytes::from_static(b"a"));
+                (first, out.send_blocking(Bytes::from_static(b"b")))
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(sent, (true, false));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(body);
     }
 }
