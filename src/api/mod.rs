@@ -10,6 +10,7 @@ mod custom_attributes;
 mod dashboard;
 mod export;
 mod health;
+mod idempotency;
 mod import;
 mod keys;
 mod labels;
@@ -64,6 +65,8 @@ pub struct App {
     /// One online backup at a time: each holds a read snapshot (pinning the pages it
     /// sees) and a blocking thread until its client has read it all.
     backup_slot: Arc<Semaphore>,
+    /// First answers of requests sent with an `Idempotency-Key`.
+    idempotency: idempotency::Answers,
 }
 
 /// The request budgets of keys and of client IPs' failed authentications.
@@ -119,6 +122,7 @@ impl App {
                 clients: Buckets::new(),
             },
             backup_slot: Arc::new(Semaphore::new(1)),
+            idempotency: idempotency::Answers::default(),
         }
     }
 
@@ -136,6 +140,7 @@ impl App {
         let Request {
             route,
             verb,
+            target,
             query,
             headers,
             body,
@@ -161,7 +166,25 @@ impl App {
             headers,
             body: Some(body),
         };
+        let idem = match verb {
+            Verb::Get => Ok(None),
+            _ => idempotency::key_of(&ctx.headers),
+        };
+        let answer = match idem {
+            Ok(None) => return self.handle(route, verb, ctx).await,
+            Ok(Some(idem)) => self.idempotent(idem, route, verb, &target, ctx).await,
+            Err(err) => Err(err),
+        };
         if pabbly {
+            answer.map_err(ApiError::in_pabbly_form)
+        } else {
+            answer
+        }
+    }
+
+    /// Runs the handler of `route` for `verb` (errors of the Pabbly dialect in its form).
+    async fn handle(&self, route: Route, verb: Verb, ctx: Ctx) -> Result<Reply, ApiError> {
+        if route.is_pabbly() {
             let answer = match (route, verb) {
                 (Route::PabblyContacts, Verb::Get) => pabbly::list(self, &ctx).await,
                 (Route::PabblyContacts, Verb::Post) => pabbly::create(self, ctx).await,

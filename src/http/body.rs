@@ -1,6 +1,5 @@
 //! Request bodies and query strings: content type, size limit, JSON parsing.
 
-use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
 use super::{ApiError, Headers, RequestBody};
@@ -31,11 +30,9 @@ pub async fn read_json(
         return Err(ApiError::PayloadTooLarge);
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let bytes = match Limited::new(body.into_inner(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::PayloadTooLarge)
-        }
+    let bytes = match body.read_all(limit).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err(ApiError::PayloadTooLarge),
         Err(err) => {
             tracing::debug!(error = %err, "request body read failed");
             return Err(ApiError::invalid_field("body", "could not be read"));

@@ -10,10 +10,10 @@ use hyper::Method;
 
 /// Request headers a browser client may send.
 const ALLOWED_HEADERS: &str =
-    "Authorization, Content-Type, Content-Encoding, If-Match, If-None-Match, X-Request-Id, X-Contactd-Client";
+    "Authorization, Content-Type, Content-Encoding, Idempotency-Key, If-Match, If-None-Match, X-Request-Id, X-Contactd-Client";
 /// Response headers a browser client may read besides the always-safe ones.
 const EXPOSED_HEADERS: &str =
-    "ETag, Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset";
+    "ETag, Idempotent-Replayed, Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset";
 /// How long a browser may keep a preflight's answer, in seconds.
 const MAX_AGE: &str = "600";
 

@@ -34,6 +34,8 @@ pub enum ApiError {
     Conflict(&'static str, Vec<Issue>),
     /// 412: the contact no longer matches the request's `If-Match`.
     PreconditionFailed,
+    /// 422: an `Idempotency-Key` sent again with another request.
+    IdempotencyKeyReused,
     PayloadTooLarge,
     /// 413 with a specific message.
     TooLarge(String),
@@ -162,6 +164,10 @@ impl ApiError {
                 message("Method not allowed"),
             ),
             Self::Conflict(msg, issues) => (StatusCode::CONFLICT, with_issues(msg, issues)),
+            Self::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                message("This Idempotency-Key was used for a different request."),
+            ),
             Self::PreconditionFailed => (
                 StatusCode::PRECONDITION_FAILED,
                 message("The contact has changed: If-Match does not match its ETag."),

@@ -12,7 +12,7 @@ pub mod server;
 mod service;
 
 pub use error::ApiError;
-pub use reply::Reply;
+pub use reply::{Reply, StoredReply};
 pub use request::{BodyError, Caller, Headers, Request, RequestBody, Verb};
 pub use router::Route;
 

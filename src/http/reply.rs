@@ -2,7 +2,9 @@
 //! body — without naming hyper's types. It becomes a response here and nowhere else.
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::HeaderMap;
 use hyper::StatusCode;
 use serde_json::Value;
 
@@ -13,6 +15,8 @@ pub struct Reply {
     status: u16,
     content_type: Option<&'static str>,
     headers: Vec<(&'static str, String)>,
+    /// Headers of a stored answer sent again (see [`StoredReply`]).
+    stored: Option<HeaderMap>,
     body: Body,
 }
 
@@ -34,6 +38,7 @@ impl Reply {
             status,
             content_type: Some(content_type),
             headers: Vec::new(),
+            stored: None,
             body: full(bytes),
         }
     }
@@ -45,6 +50,7 @@ impl Reply {
             status: 200,
             content_type: Some(content_type),
             headers: Vec::new(),
+            stored: None,
             body,
         }
     }
@@ -60,6 +66,7 @@ impl Reply {
             status,
             content_type: None,
             headers: Vec::new(),
+            stored: None,
             body: full(Bytes::new()),
         }
     }
@@ -76,6 +83,9 @@ impl Reply {
         *response.status_mut() =
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let headers = response.headers_mut();
+        if let Some(stored) = self.stored {
+            headers.extend(stored);
+        }
         if let Some(content_type) = self.content_type {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         }
@@ -90,6 +100,52 @@ impl Reply {
             }
         }
         response
+    }
+}
+
+/// A complete answer kept to be sent again: an idempotent request's first answer.
+#[derive(Debug, Clone)]
+pub struct StoredReply {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl StoredReply {
+    /// Reads `response` whole; `None` if its body fails (a stream that broke off).
+    pub async fn capture(response: Response) -> Option<Self> {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.ok()?.to_bytes();
+        Some(Self {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Bytes it holds, roughly: its body and headers.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>()
+    }
+
+    /// The answer again, as a reply.
+    pub fn reply(&self) -> Reply {
+        Reply {
+            status: self.status,
+            content_type: None,
+            headers: Vec::new(),
+            stored: Some(self.headers.clone()),
+            body: full(self.body.clone()),
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use hyper::HeaderMap;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
+use sha2::{Digest, Sha256};
+
 use super::Route;
 use crate::api::Standing;
 
@@ -27,6 +29,8 @@ pub enum Verb {
 pub struct Request {
     pub route: Route,
     pub verb: Verb,
+    /// The path and query string as sent.
+    pub target: String,
     pub query: Vec<(String, String)>,
     pub headers: Headers,
     pub body: RequestBody,
@@ -119,26 +123,74 @@ impl std::fmt::Display for BodyError {
     }
 }
 
-/// The request's body, read chunk by chunk as it arrives.
-pub struct RequestBody(Incoming);
+/// The request's body, read chunk by chunk as it arrives (or, once read whole, from
+/// memory), its bytes optionally hashed as they are read.
+pub struct RequestBody {
+    source: Source,
+    tee: Option<Arc<parking_lot::Mutex<Sha256>>>,
+}
+
+enum Source {
+    Stream(Incoming),
+    Buffered(Option<Bytes>),
+}
 
 impl RequestBody {
     pub(super) fn new(body: Incoming) -> Self {
-        Self(body)
+        Self {
+            source: Source::Stream(body),
+            tee: None,
+        }
+    }
+
+    /// A body already read whole.
+    pub fn buffered(bytes: Bytes) -> Self {
+        Self {
+            source: Source::Buffered(Some(bytes)),
+            tee: None,
+        }
+    }
+
+    /// Hashes every byte read from now on into the returned SHA-256.
+    pub fn tee(&mut self) -> Arc<parking_lot::Mutex<Sha256>> {
+        Arc::clone(
+            self.tee
+                .get_or_insert_with(|| Arc::new(parking_lot::Mutex::new(Sha256::new()))),
+        )
     }
 
     /// The next chunk of data; `None` at the end.
     pub async fn chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
-        loop {
-            match self.0.frame().await? {
-                Ok(frame) => match frame.into_data() {
-                    Ok(data) => return Some(Ok(data)),
-                    // Trailers carry no data.
-                    Err(_) => continue,
-                },
-                Err(err) => return Some(Err(BodyError(err.to_string()))),
-            }
+        let data = match &mut self.source {
+            Source::Buffered(bytes) => bytes.take()?,
+            Source::Stream(body) => loop {
+                match body.frame().await? {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => break data,
+                        // Trailers carry no data.
+                        Err(_) => continue,
+                    },
+                    Err(err) => return Some(Err(BodyError(err.to_string()))),
+                }
+            },
+        };
+        if let Some(tee) = &self.tee {
+            tee.lock().update(&data);
         }
+        Some(Ok(data))
+    }
+
+    /// The whole body, if it has at most `limit` bytes (`Ok(None)` if more).
+    pub async fn read_all(mut self, limit: usize) -> Result<Option<Bytes>, BodyError> {
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = self.chunk().await {
+            let chunk = chunk?;
+            if out.len() + chunk.len() > limit {
+                return Ok(None);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out.freeze()))
     }
 
     /// Reads and drops what a client still sends after its request was refused, for at
@@ -156,10 +208,6 @@ impl RequestBody {
             }
         };
         let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
-    }
-
-    pub(super) fn into_inner(self) -> Incoming {
-        self.0
     }
 }
 

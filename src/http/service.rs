@@ -181,9 +181,14 @@ fn parse(
         // `allowed()` lists only the methods above.
         _ => return Err(ApiError::NotFound),
     };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
     Ok(Request {
         route,
         verb,
+        target,
         query: query_pairs(parts.uri.query()),
         headers: Headers::new(parts.headers),
         body: RequestBody::new(body),

@@ -165,6 +165,19 @@ impl TestServer {
         key: &str,
         headers: &[(&str, &str)],
     ) -> Reply {
+        self.with_headers_and_body(method, path, key, headers, Vec::new())
+            .await
+    }
+
+    /// A request with `key`, the given headers and `body`.
+    pub async fn with_headers_and_body(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let mut req = Request::builder()
             .method(method)
             .uri(self.url(path))
@@ -174,7 +187,7 @@ impl TestServer {
         }
         let resp = self
             .client
-            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .request(req.body(Full::new(Bytes::from(body))).unwrap())
             .await
             .unwrap();
         let status = resp.status();

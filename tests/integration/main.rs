@@ -17,6 +17,7 @@ mod contacts;
 mod conventions;
 mod damage;
 mod hardening;
+mod idempotency;
 mod import_memory;
 mod keys;
 mod labels;
