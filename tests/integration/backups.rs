@@ -44,9 +44,13 @@ fn a_backup_under_write_load_restores_every_acknowledged_write_and_passes_check(
     // noted once the server acknowledged it.
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // Told once 300 writes are acknowledged.
+    let (loaded_tx, mut loaded) = tokio::sync::watch::channel(0usize);
+    let loaded_tx = Arc::new(loaded_tx);
     let writers: Vec<_> = (0..2)
         .map(|w| {
             let (addr, acked, stop) = (addr.clone(), Arc::clone(&acked), Arc::clone(&stop));
+            let loaded_tx = Arc::clone(&loaded_tx);
             rt.spawn(async move {
                 let mut batch = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -64,15 +68,18 @@ fn a_backup_under_write_load_restores_every_acknowledged_write_and_passes_check(
                     )
                     .await;
                     assert_eq!(status, StatusCode::OK);
-                    acked.lock().extend(ids);
+                    let count = {
+                        let mut acked = acked.lock();
+                        acked.extend(ids);
+                        acked.len()
+                    };
+                    loaded_tx.send_replace(count);
                     batch += 1;
                 }
             })
         })
         .collect();
-    while acked.lock().len() < 300 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    rt.block_on(loaded.wait_for(|count| *count >= 300)).unwrap();
     let before: BTreeSet<String> = acked.lock().clone();
     let backup = dir.path().join("snap.backup");
     let out = std::process::Command::new(crate::process::BIN)

@@ -178,21 +178,7 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(self.url(path))
-            .header("authorization", format!("Bearer {key}"));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let resp = self
-            .client
-            .request(req.body(Full::new(Bytes::from(body))).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let (status, headers, bytes) = self.send_bytes_as(key, method, path, headers, body).await;
         Reply {
             status,
             headers,
@@ -208,10 +194,23 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (StatusCode, HeaderMap, Bytes) {
+        self.send_bytes_as(ADMIN_KEY, method, path, headers, body)
+            .await
+    }
+
+    /// A request with `key` and the given headers; the answer's raw body.
+    async fn send_bytes_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut req = Request::builder()
             .method(method)
             .uri(self.url(path))
-            .header("authorization", format!("Bearer {ADMIN_KEY}"));
+            .header("authorization", format!("Bearer {key}"));
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
