@@ -144,6 +144,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "directory of scheduled backups; empty: backups/ in the data dir",
     },
     Setting {
+        key: "changes.retention_days",
+        default: "7",
+        help: "days each agent's change feed keeps a change (fractions allowed; at most 3650)",
+    },
+    Setting {
         key: "wal.checkpoint_mb",
         default: "64",
         help:
@@ -165,6 +170,9 @@ pub const SETTINGS: &[Setting] = &[
         help: "time one import request may take, instead of request_timeout_secs",
     },
 ];
+
+/// Longest `changes.retention_days`.
+const MAX_RETENTION_DAYS: f64 = 3650.0;
 
 /// Largest `backup.every_hours`.
 const MAX_BACKUP_HOURS: u64 = 87_600;
@@ -210,6 +218,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Time between scheduled backups (`None`: none).
     pub backup_every: Option<Duration>,
+    /// How long a change stays in its agent's change feed (`changes.retention_days`).
+    pub changes_retention: Duration,
     /// Scheduled backups kept.
     pub backup_keep: usize,
     /// Directory of scheduled backups.
@@ -477,6 +487,18 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
         "" => PathBuf::from(data_dir).join("backups"),
         dir => PathBuf::from(dir),
     };
+    let retention = get("changes.retention_days").0.trim();
+    let changes_retention = match retention.parse::<f64>() {
+        Ok(days) if days > 0.0 && days <= MAX_RETENTION_DAYS => {
+            Duration::from_secs_f64(days * 86_400.0).max(Duration::from_secs(1))
+        }
+        _ => {
+            return Err(fail(
+                "changes.retention_days",
+                format!("expected a number of days above 0 and at most {MAX_RETENTION_DAYS}, got \"{retention}\""),
+            ))
+        }
+    };
     let pabbly_agent = get("pabbly.agent").0.trim().to_owned();
     crate::domain::ids::check_agent_id(&pabbly_agent)
         .map_err(|msg| fail("pabbly.agent", msg.into()))?;
@@ -495,6 +517,7 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
         backup_keep: usize::try_from(number("backup.keep", 1)?)
             .map_err(|_| fail("backup.keep", "too large".into()))?,
         backup_dir,
+        changes_retention,
         data_dir: PathBuf::from(data_dir),
         cache_mb: number("cache_mb", 1)?,
         max_body_bytes: number("max_body_bytes", 1)?,
@@ -661,6 +684,11 @@ pub fn to_toml(config: &Config) -> String {
     out.push_str(&format!(
         "dir = {}\n",
         quote(&config.backup_dir.display().to_string())
+    ));
+    out.push_str("\n[changes]\n");
+    out.push_str(&format!(
+        "retention_days = {}\n",
+        config.changes_retention.as_secs_f64() / 86_400.0
     ));
     out.push_str("\n[wal]\n");
     out.push_str(&format!("checkpoint_mb = {}\n", config.checkpoint_mb));

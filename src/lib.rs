@@ -22,11 +22,13 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::bootstrap::FirstRun;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::store::{RedbStore, Store, StoreError};
 
@@ -92,7 +94,8 @@ pub async fn serve(
 }
 
 /// Starts what runs beside the requests until shutdown: metrics upkeep and gauges, the
-/// keyless metrics listener (`metrics.listen`), scheduled backups (`backup.*`).
+/// keyless metrics listener (`metrics.listen`), scheduled backups (`backup.*`), the
+/// change feed's retention (`changes.retention_days`).
 async fn background_tasks(
     config: &Config,
     store: &Arc<dyn Store>,
@@ -132,6 +135,10 @@ async fn background_tasks(
         println!("serving /metrics on {}", listener.local_addr()?);
         tasks.push(tokio::spawn(http::server::serve_metrics(listener)));
     }
+    tasks.push(tokio::spawn(prune_changes(
+        Arc::clone(store),
+        config.changes_retention,
+    )));
     if let Some(every) = config.backup_every {
         tasks.push(tokio::spawn(backups::schedule(
             Arc::clone(store),
@@ -141,6 +148,37 @@ async fn background_tasks(
         )));
     }
     Ok(tasks)
+}
+
+/// How often expired change feed entries are looked for: an entry is pruned at most
+/// this long (plus one prune's time) after it expires.
+const PRUNE_EVERY: Duration = Duration::from_secs(2);
+
+/// Removes change feed entries older than `retention`, every [`PRUNE_EVERY`].
+async fn prune_changes(store: Arc<dyn Store>, retention: Duration) {
+    let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    let mut ticks = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        ticks.tick().await;
+        loop {
+            let before = unix_now().saturating_sub(retention);
+            let owned = Arc::clone(&store);
+            // The check for expired entries is a read: off the async workers.
+            let removed =
+                match tokio::task::spawn_blocking(move || owned.prune_changes(before)).await {
+                    Ok(pruning) => pruning.await,
+                    Err(err) => Err(StoreError::Backend(format!("prune task failed: {err}"))),
+                };
+            match removed {
+                Ok(n) if n as usize == store::PRUNE_BATCH => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot prune the change feed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Contacts per agent (0 for the agents of `seen` that are gone), and the sizes of the

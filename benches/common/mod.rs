@@ -392,7 +392,7 @@ fn preload_ranges(total: u64, stream: u64) -> impl Iterator<Item = std::ops::Ran
 pub async fn delete_from_store(store: &Arc<RedbStore>, external_ids: Vec<String>) {
     let deletes: Vec<_> = external_ids
         .into_iter()
-        .map(|id| tokio::spawn(store.delete_contact(AGENT.to_owned(), id, None)))
+        .map(|id| tokio::spawn(store.delete_contact(AGENT.to_owned(), id, None, 1)))
         .collect();
     for delete in deletes {
         delete

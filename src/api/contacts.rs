@@ -31,7 +31,7 @@ pub struct Paging {
 
 /// An integer query value: `Some(Ok(n))`, `Some(Err(()))` for a negative one, `None` if
 /// it is not an integer at all. Huge values saturate.
-fn parse_integer(text: &str) -> Option<Result<u64, ()>> {
+pub(super) fn parse_integer(text: &str) -> Option<Result<u64, ()>> {
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
@@ -339,7 +339,10 @@ pub async fn patch(app: &App, mut ctx: Ctx, agent: String, id: String) -> Result
 pub async fn delete(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Reply, ApiError> {
     app.agent_in_scope(&ctx.key, &agent).await?;
     let if_match = if_match(ctx)?;
-    let contact = app.store.delete_contact(agent, id, if_match).await?;
+    let contact = app
+        .store
+        .delete_contact(agent, id, if_match, unix_now())
+        .await?;
     Ok(success(contact.to_json()))
 }
 

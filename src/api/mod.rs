@@ -5,6 +5,7 @@
 mod agents;
 mod backup;
 mod cache;
+mod changes;
 mod contacts;
 mod custom_attributes;
 mod dashboard;
@@ -18,6 +19,7 @@ mod openapi;
 mod pabbly;
 mod rate_limit;
 
+pub use changes::MAX_WAIT as MAX_CHANGES_WAIT;
 pub use import::remove_stale_spools;
 pub use rate_limit::Standing;
 
@@ -243,6 +245,7 @@ impl App {
             (Route::ListMembers(agent, name), Verb::Delete) => {
                 labels::members(self, ctx, agent, name, false).await
             }
+            (Route::Changes(agent), Verb::Get) => changes::list(self, &ctx, agent).await,
             // The router's `allowed()` lists exactly the pairs above.
             _ => Err(ApiError::NotFound),
         }

@@ -111,6 +111,9 @@ pub struct SettingFlags {
     /// Directory of scheduled backups [config: backup.dir]
     #[arg(long, global = true, value_name = "DIR")]
     pub backup_dir: Option<String>,
+    /// Days the change feed keeps a change [config: changes.retention_days]
+    #[arg(long, global = true, value_name = "DAYS")]
+    pub changes_retention_days: Option<String>,
     /// MiB of write-ahead log that makes a checkpoint due [config: wal.checkpoint_mb]
     #[arg(long, global = true, value_name = "MIB")]
     pub wal_checkpoint_mb: Option<String>,
@@ -161,6 +164,7 @@ impl SettingFlags {
             ("backup.every_hours", &self.backup_every_hours),
             ("backup.keep", &self.backup_keep),
             ("backup.dir", &self.backup_dir),
+            ("changes.retention_days", &self.changes_retention_days),
             ("wal.checkpoint_mb", &self.wal_checkpoint_mb),
             ("wal.checkpoint_secs", &self.wal_checkpoint_secs),
             ("import.max_bytes", &self.import_max_bytes),

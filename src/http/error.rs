@@ -36,6 +36,12 @@ pub enum ApiError {
     PreconditionFailed,
     /// 422: an `Idempotency-Key` sent again with another request.
     IdempotencyKeyReused,
+    /// 410: the change feed no longer holds the changes asked for; `oldest` is the
+    /// first sequence number it still holds.
+    ChangesGone {
+        message: &'static str,
+        oldest: u64,
+    },
     PayloadTooLarge,
     /// 413 with a specific message.
     TooLarge(String),
@@ -167,6 +173,10 @@ impl ApiError {
             Self::IdempotencyKeyReused => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 message("This Idempotency-Key was used for a different request."),
+            ),
+            Self::ChangesGone { message, oldest } => (
+                StatusCode::GONE,
+                json!({ "message": message, "oldest": oldest }),
             ),
             Self::PreconditionFailed => (
                 StatusCode::PRECONDITION_FAILED,

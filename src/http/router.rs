@@ -28,6 +28,8 @@ pub enum Route {
     Label(String, LabelKind, String),
     /// `/lists/{name}/contacts`: who is in a list.
     ListMembers(String, String),
+    /// An agent's change feed.
+    Changes(String),
     Keys,
     Key(String),
     /// The key the request was made with.
@@ -59,7 +61,8 @@ impl Route {
             | Self::Me
             | Self::OpenApi
             | Self::Backup
-            | Self::Metrics => GET,
+            | Self::Metrics
+            | Self::Changes(_) => GET,
             Self::Agents
             | Self::Contacts(_)
             | Self::Keys
@@ -97,6 +100,7 @@ impl Route {
             Self::Label(_, LabelKind::Tag, _) => "/api/v1/chatbots/{chatbotId}/tags/{name}",
             Self::Label(_, LabelKind::List, _) => "/api/v1/chatbots/{chatbotId}/lists/{name}",
             Self::ListMembers(..) => "/api/v1/chatbots/{chatbotId}/lists/{name}/contacts",
+            Self::Changes(_) => "/api/v1/chatbots/{chatbotId}/changes",
             Self::Keys => "/api/v1/keys",
             Self::Key(_) => "/api/v1/keys/{keyId}",
             Self::Me => "/api/v1/me",
@@ -131,6 +135,7 @@ impl Route {
             Self::Label(a(), LabelKind::Tag, x()),
             Self::Label(a(), LabelKind::List, x()),
             Self::ListMembers(a(), x()),
+            Self::Changes(a()),
             Self::Keys,
             Self::Key(x()),
             Self::Me,
@@ -158,6 +163,7 @@ impl Route {
                 | Self::Labels(..)
                 | Self::Label(..)
                 | Self::ListMembers(..)
+                | Self::Changes(_)
                 | Self::Keys
                 | Self::Key(_)
                 | Self::Me
@@ -220,6 +226,7 @@ pub fn route(path: &str) -> Option<Route> {
         ["api", "v1", "chatbots", id, "lists", name, "contacts"] => {
             Route::ListMembers(param(id)?, param(name)?)
         }
+        ["api", "v1", "chatbots", id, "changes"] => Route::Changes(param(id)?),
         ["api", "v1", "contacts"] => Route::PabblyContacts,
         ["api", "v1", "contacts", "lists"] => Route::PabblyLists,
         ["api", "v1", "contacts", id] => Route::PabblyContact(param(id)?),

@@ -140,6 +140,8 @@ fn preflight_methods(req: &hyper::Request<Incoming>, route: Option<&Route>) -> O
 async fn run(app: Arc<App>, request: Request, timeout: Duration) -> Result<Reply, ApiError> {
     let timeout = match request.route {
         Route::Import(_) => app.import_timeout(),
+        // A long poll waits for changes before its work begins.
+        Route::Changes(_) => timeout + crate::api::MAX_CHANGES_WAIT,
         _ => timeout,
     };
     let task = tokio::spawn(async move { app.dispatch(request).await });

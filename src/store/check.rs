@@ -86,14 +86,14 @@ pub struct TableSpace {
 }
 
 impl CheckReport {
-    fn problem(&mut self, text: String) {
+    pub(super) fn problem(&mut self, text: String) {
         self.problem_count += 1;
         if self.problems.len() < MAX_LISTED {
             self.problems.push(text);
         }
     }
 
-    fn damage(&mut self, text: String) {
+    pub(super) fn damage(&mut self, text: String) {
         self.damage_count += 1;
         self.problem(format!("damaged: {text}"));
     }
@@ -379,6 +379,7 @@ pub fn run(
 
     let agents = read_agents(txn, report)?;
     check_small_tables(txn, report)?;
+    super::changes::check(txn, report)?;
     let agent_ids: Vec<String> = agents.iter().map(|(id, _)| id.clone()).collect();
     let ceiling = txn
         .open_table(META)?

@@ -8,6 +8,7 @@
 use bincode::config::{self, Configuration};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use super::changes::ChangeRecord;
 use super::seal::{seal_for, unseal_for};
 use super::StoreError;
 use crate::domain::{Access, Agent, ApiKey, AttrType, AttributeDef, Contact, RateLimit, Scope};
@@ -32,6 +33,8 @@ const ATTRIBUTE_V2: u8 = 2;
 const KEY_V2: u8 = 2;
 /// Sealed, with access, expiry and rate limit. Written now.
 const KEY_V3: u8 = 3;
+/// Change feed entries, sealed. Written now.
+const CHANGE_V1: u8 = 1;
 
 fn cfg() -> Configuration {
     config::standard()
@@ -125,6 +128,21 @@ pub fn decode_contact(agent: &str, bytes: &[u8]) -> Result<Contact, StoreError> 
         }
         _ => decode("contact", CONTACT_V4, bytes, key),
     }
+}
+
+/// A change feed entry of `agent`, sealed with its key.
+pub fn encode_change(agent: &str, seq: u64, change: &ChangeRecord) -> Vec<u8> {
+    encode(CHANGE_V1, change, &[agent.as_bytes(), &seq.to_le_bytes()])
+}
+
+/// Decodes the change feed entry stored under `(agent, seq)`.
+pub fn decode_change(agent: &str, seq: u64, bytes: &[u8]) -> Result<ChangeRecord, StoreError> {
+    decode(
+        "change",
+        CHANGE_V1,
+        bytes,
+        &[agent.as_bytes(), &seq.to_le_bytes()],
+    )
 }
 
 /// Decodes the contact record stored under `(agent, n)`: a record that names another

@@ -10,6 +10,7 @@ use serde_json::Value;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::blocks;
+use super::changes;
 use super::codec::{
     decode_agent, decode_attribute, decode_contact, decode_stored_contact, encode_agent,
     encode_contact,
@@ -135,10 +136,10 @@ impl<'txn> Tables<'txn> {
         Ok(self.emails.get((agent, key))?.map(|v| v.value().to_owned()))
     }
 
-    /// Writes the difference between `before` and `after` for each touched contact.
-    /// Email index removals go first, so an address freed by one contact can be taken
-    /// by another in the same request.
-    fn apply(&mut self, agent: &str, changes: Pairs) -> Result<(), StoreError> {
+    /// Writes the difference between `before` and `after` for each touched contact,
+    /// and its change feed entries, stamped `at`. Email index removals go first, so an
+    /// address freed by one contact can be taken by another in the same request.
+    fn apply(&mut self, agent: &str, changes: Pairs, at: i64) -> Result<(), StoreError> {
         // Field counts now; the index entries when the transaction finishes.
         let changes = Arc::new(changes);
         self.txn
@@ -153,13 +154,7 @@ impl<'txn> Tables<'txn> {
             }
         }
         blocks.write(self.txn, agent)?;
-        let mut logged = Vec::with_capacity(changes.len());
         for (before, after) in changes.iter() {
-            if after.is_none() {
-                if let Some(old) = before {
-                    logged.push((Some((old.external_id.clone(), old.id)), None));
-                }
-            }
             let Some(old) = before else { continue };
             let new_key = after.as_ref().and_then(Contact::email_key);
             let renamed = after
@@ -177,16 +172,17 @@ impl<'txn> Tables<'txn> {
                 self.contacts.remove((agent, old.id))?;
             }
         }
+        // The record written for each change, in the order of `changes`.
+        let mut records: Vec<Option<Vec<u8>>> = Vec::with_capacity(changes.len());
         for (before, after) in changes.iter() {
-            let Some(new) = after else { continue };
-            if before.as_ref() == Some(new) {
+            let Some(new) = after.as_ref().filter(|new| before.as_ref() != Some(new)) else {
+                records.push(None);
                 continue;
-            }
+            };
             let ext = new.external_id.as_str();
             let record = encode_contact(agent, new);
             self.contacts.insert((agent, new.id), record.as_slice())?;
-            let was = before.as_ref().map(|b| (b.external_id.clone(), b.id));
-            logged.push((was, Some(record)));
+            records.push(Some(record));
             let same_ext = before
                 .as_ref()
                 .is_some_and(|b| b.external_id == new.external_id);
@@ -200,11 +196,39 @@ impl<'txn> Tables<'txn> {
                 self.by_ext.insert((agent, ext), new.id)?;
             }
         }
-        if !logged.is_empty() {
-            self.txn.record(Op::Contacts {
-                agent: agent.to_owned(),
-                changes: logged,
+        let written = changes
+            .iter()
+            .zip(&records)
+            .filter(|((before, after), record)| {
+                record.is_some() || after.is_none() && before.is_some()
+            })
+            .map(|((before, after), record)| changes::Written {
+                before: before.as_ref(),
+                after: after.as_ref(),
+                record: record.as_deref(),
             });
+        changes::append(self.txn, agent, at, written)?;
+        if self.txn.recording() {
+            let logged: Vec<ContactChange> = changes
+                .iter()
+                .zip(records)
+                .filter(|((before, after), record)| {
+                    record.is_some() || after.is_none() && before.is_some()
+                })
+                .map(|((before, _), record)| {
+                    (
+                        before.as_ref().map(|b| (b.external_id.clone(), b.id)),
+                        record,
+                    )
+                })
+                .collect();
+            if !logged.is_empty() {
+                self.txn.record(Op::ContactsAt {
+                    agent: agent.to_owned(),
+                    at,
+                    changes: logged,
+                });
+            }
         }
         Ok(())
     }
@@ -221,8 +245,15 @@ impl<'txn> Tables<'txn> {
 }
 
 /// Applies logged contact changes again (see `redo`): each contact as it was before is
-/// read back, and the change written as it was live.
-pub fn redo(txn: &Txn, agent: &str, changes: Vec<ContactChange>) -> Result<(), StoreError> {
+/// read back, and the change written as it was live, at `at` (`None`: a log written
+/// before the change feed, whose changes are stamped with the latest time their
+/// records hold).
+pub fn redo(
+    txn: &Txn,
+    agent: &str,
+    at: Option<i64>,
+    changes: Vec<ContactChange>,
+) -> Result<(), StoreError> {
     let mut tables = Tables::open(txn)?;
     let mut pairs = Vec::with_capacity(changes.len());
     for (was, record) in changes {
@@ -243,7 +274,16 @@ pub fn redo(txn: &Txn, agent: &str, changes: Vec<ContactChange>) -> Result<(), S
         };
         pairs.push((before, after));
     }
-    tables.apply(agent, pairs)
+    let at = at.unwrap_or_else(|| {
+        pairs
+            .iter()
+            .flat_map(|(before, after)| [before, after])
+            .flatten()
+            .map(|c| c.updated_at)
+            .max()
+            .unwrap_or_default()
+    });
+    tables.apply(agent, pairs, at)
 }
 
 fn next_contact_id(txn: &WriteTransaction) -> Result<u64, StoreError> {
@@ -566,7 +606,8 @@ impl<'txn> Batch<'txn> {
             .iter()
             .filter(|(b, a)| b.is_none() && a.is_some())
             .count() as u64;
-        self.tables.apply(&agent_id, changes)?;
+        let now = self.now;
+        self.tables.apply(&agent_id, changes, now)?;
         if created > 0 {
             self.agent.contact_count += created;
             let agent = self.agent.clone();
@@ -825,7 +866,7 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     if !conflicts.is_empty() {
         return Err(StoreError::Conflict(EntryIssue::at(0, conflicts).collect()));
     }
-    tables.apply(&req.agent, vec![(Some(current), Some(next.clone()))])?;
+    tables.apply(&req.agent, vec![(Some(current), Some(next.clone()))], now)?;
     drop(tables);
     tags.save(txn, &req.agent)?;
     lists.save(txn, &req.agent)?;
@@ -848,13 +889,14 @@ pub fn delete(
     agent_id: &str,
     target: &str,
     if_match: Option<&IfMatch>,
+    now: i64,
 ) -> Result<Contact, StoreError> {
     let mut tables = Tables::open(txn)?;
     let mut agent = tables.agent(agent_id)?;
     let current = find_contact(&tables.contacts, &tables.by_ext, agent_id, target)?
         .ok_or(StoreError::ContactNotFound)?;
     expect_match(if_match, &current)?;
-    tables.apply(agent_id, vec![(Some(current.clone()), None)])?;
+    tables.apply(agent_id, vec![(Some(current.clone()), None)], now)?;
     agent.contact_count = agent.contact_count.saturating_sub(1);
     tables.save_agent(&agent)?;
     Ok(current)
@@ -996,7 +1038,7 @@ pub fn relabel(
     }
     let changed = pairs.len() as u64;
     if changed > 0 {
-        tables.apply(agent, pairs)?;
+        tables.apply(agent, pairs, now)?;
     }
     Ok(changed)
 }

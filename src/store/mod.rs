@@ -4,6 +4,7 @@
 
 pub mod backup;
 mod blocks;
+mod changes;
 mod check;
 mod codec;
 mod compact;
@@ -35,6 +36,7 @@ use crate::domain::{
     WriteRules,
 };
 
+pub use changes::ChangePage;
 pub use check::{run_offline as check_offline, CheckReport, Space, TableSpace};
 pub use codec::{decode_contact, decode_legacy_contact, encode_contact};
 pub use compact::{run as compact, Compacted};
@@ -47,6 +49,9 @@ pub use salvage::{run as salvage, SalvageReport};
 
 /// A write that resolves after its transaction committed (or failed).
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// Most change feed entries one prune removes (see [`Store::prune_changes`]).
+pub const PRUNE_BATCH: usize = 50_000;
 
 /// What a create/upsert does with an `external_id` that already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -247,13 +252,23 @@ pub trait Store: Send + Sync + 'static {
         sink: &mut dyn FnMut(Vec<Contact>) -> bool,
     ) -> Result<(), StoreError>;
     fn patch_contact(&self, patch: PatchRequest, now: i64) -> StoreFuture<Contact>;
-    /// Deletes a contact, if it still matches `if_match` (`PreconditionFailed` if not).
+    /// Deletes a contact, if it still matches `if_match` (`PreconditionFailed` if not);
+    /// `now` stamps its change feed entry.
     fn delete_contact(
         &self,
         agent: String,
         target: String,
         if_match: Option<IfMatch>,
+        now: i64,
     ) -> StoreFuture<Contact>;
+    /// Up to `limit` entries of an agent's change feed numbered above `after`.
+    fn changes(&self, agent: &str, after: u64, limit: usize) -> Result<ChangePage, StoreError>;
+    /// Changes (to a new value) each time writes that appended to a change feed are
+    /// durable: what readers waiting for the next change watch.
+    fn change_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Removes change feed entries committed before `before` (Unix seconds), at most
+    /// [`PRUNE_BATCH`] in one transaction; resolves to how many it removed.
+    fn prune_changes(&self, before: i64) -> StoreFuture<u64>;
     /// Defines an attribute, unless the agent has `max_per_agent` definitions already.
     fn create_attribute(
         &self,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::blocks;
+use super::changes::{self, ChangePage};
 use super::check::{self, CheckReport};
 use super::codec::{
     decode_agent, decode_attribute, decode_key, decode_stored_contact, encode_agent,
@@ -23,9 +24,9 @@ use super::index::{
 use super::labels;
 use super::redo::Op;
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, CUSTOM_ATTRIBUTES,
-    FIELD_COUNTS, LISTS, META, META_INITIALIZED, META_SCHEMA_VERSION, META_WAL_CHECKPOINT,
-    OLDEST_SCHEMA_VERSION, SCHEMA_VERSION, TAGS,
+    AGENTS, API_KEYS, CHANGES, CHANGE_SEQS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID,
+    CUSTOM_ATTRIBUTES, FIELD_COUNTS, LISTS, META, META_INITIALIZED, META_SCHEMA_VERSION,
+    META_WAL_CHECKPOINT, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION, TAGS,
 };
 use super::upgrade;
 use super::wal::{self, Log};
@@ -33,6 +34,7 @@ use super::writer::{Txn, WalSetup, Writer};
 use super::{
     ContactPage, EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
     PhoneOutcome, PhoneWrite, Relabel, Store, StoreError, StoreFuture, Targets, UpsertOutcome,
+    PRUNE_BATCH,
 };
 use crate::domain::attribute::too_many_definitions;
 use crate::domain::attribute::AttributeChange;
@@ -331,6 +333,8 @@ fn prepare(db: &Database, damage: &Damage, phone: &PhoneRules) -> Result<(), Sto
         txn.open_table(AGENTS)?;
         txn.open_table(API_KEYS)?;
         txn.open_table(CUSTOM_ATTRIBUTES)?;
+        txn.open_table(CHANGES)?;
+        txn.open_table(CHANGE_SEQS)?;
         // Created even when empty: readers open them.
         txn.open_table(INDEX_JOURNAL)?;
         txn.open_table(blocks::CONTACT_BLOCKS)?;
@@ -668,9 +672,30 @@ impl Store for RedbStore {
         agent: String,
         target: String,
         if_match: Option<IfMatch>,
+        now: i64,
     ) -> StoreFuture<Contact> {
         self.writer
-            .submit(move |txn| contacts::delete(txn, &agent, &target, if_match.as_ref()))
+            .submit(move |txn| contacts::delete(txn, &agent, &target, if_match.as_ref(), now))
+    }
+
+    fn changes(&self, agent: &str, after: u64, limit: usize) -> Result<ChangePage, StoreError> {
+        self.guard(|| changes::page(&self.db.begin_read()?, agent, after, limit))
+    }
+
+    fn change_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.feed_signal()
+    }
+
+    fn prune_changes(&self, before: i64) -> StoreFuture<u64> {
+        // Most checks find nothing expired: they read, and leave the writer alone.
+        let due = self.guard(|| changes::expired_in(&self.db.begin_read()?, before, 1));
+        match due {
+            Ok(due) if due.is_empty() => Box::pin(async { Ok(0) }),
+            Err(err) => Box::pin(async move { Err(err) }),
+            Ok(_) => self
+                .writer
+                .submit(move |txn| changes::prune_expired(txn, before, PRUNE_BATCH)),
+        }
     }
 
     fn create_attribute(
@@ -884,6 +909,7 @@ pub(super) fn set_meta(txn: &Txn, name: &str, value: u64) -> Result<(), StoreErr
 pub(super) fn remove_agent(txn: &Txn, id: &str) -> Result<(), StoreError> {
     txn.open_table(AGENTS)?.remove(id)?;
     contacts::delete_all(txn, id)?;
+    changes::remove_agent(txn, id)?;
     let scope = Scope::Agent(id.to_owned());
     txn.open_table(API_KEYS)?
         .retain(|digest, bytes| decode_key(digest, bytes).map_or(true, |k| k.scope != scope))?;
@@ -969,37 +995,47 @@ mod tests {
         }
     }
 
-    /// A data dir of the previous release (schema 6) opens as schema 7 with its
-    /// contacts and keys as they were: the upgrade rewrites nothing.
+    /// Data dirs of the previous releases (schemas 6 and 7, without the change feed's
+    /// tables) open as the current schema with their contacts and keys as they were:
+    /// the upgrade rewrites nothing, and the feed starts with the next write.
     #[test]
-    fn a_schema_6_data_dir_opens_as_schema_7_unchanged() {
+    fn schema_6_and_7_data_dirs_open_unchanged_and_get_a_change_feed() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        super::tests_support::fill(&rt, &store, 3);
-        let before = store.contact("a", "c1").unwrap().unwrap();
-        store.shutdown();
-        drop(store);
-        let db = Database::create(dir.path().join(DB_FILE)).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert(META_SCHEMA_VERSION, 6)
-            .unwrap();
-        txn.commit().unwrap();
-        drop(db);
-        let store = RedbStore::open(dir.path()).unwrap();
-        assert_eq!(store.contact("a", "c1").unwrap().unwrap(), before);
-        let version = store
-            .db_for_tests()
-            .begin_read()
-            .unwrap()
-            .open_table(META)
-            .unwrap()
-            .get(META_SCHEMA_VERSION)
-            .unwrap()
-            .map(|v| v.value());
-        assert_eq!(version, Some(7));
+        for old in [6, 7] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = RedbStore::open(dir.path()).unwrap();
+            super::tests_support::fill(&rt, &store, 3);
+            let before = store.contact("a", "c1").unwrap().unwrap();
+            store.shutdown();
+            drop(store);
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_SCHEMA_VERSION, old)
+                .unwrap();
+            txn.delete_table(CHANGES).unwrap();
+            txn.delete_table(CHANGE_SEQS).unwrap();
+            txn.commit().unwrap();
+            drop(db);
+            let store = RedbStore::open(dir.path()).unwrap();
+            assert_eq!(store.contact("a", "c1").unwrap().unwrap(), before);
+            let version = store
+                .db_for_tests()
+                .begin_read()
+                .unwrap()
+                .open_table(META)
+                .unwrap()
+                .get(META_SCHEMA_VERSION)
+                .unwrap()
+                .map(|v| v.value());
+            assert_eq!(version, Some(SCHEMA_VERSION));
+            assert!(store.changes("a", 0, 10).unwrap().changes.is_empty());
+            rt.block_on(store.delete_contact("a".into(), "c1".into(), None, 5))
+                .unwrap();
+            let feed = store.changes("a", 0, 10).unwrap();
+            assert_eq!((feed.changes.len(), feed.last), (1, 1), "from schema {old}");
+        }
     }
 
     /// A data dir written before typed attributes (schema 1, version-1 contact
@@ -1576,7 +1612,7 @@ mod tests {
             .collect();
         let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         upsert_names(&rt, &store, "a", &rows);
-        rt.block_on(store.delete_contact("a".into(), "u3".into(), None))
+        rt.block_on(store.delete_contact("a".into(), "u3".into(), None, 1_700_000_100))
             .unwrap();
         let count = |level: u64, block: u64| {
             let txn = store.db_for_tests().begin_read().unwrap();
@@ -1809,7 +1845,8 @@ mod tests {
         for agent in store.agents().unwrap() {
             let page = store.list_contacts(&agent.id, 0, 1000).unwrap();
             let defs = store.attributes(&agent.id).unwrap();
-            out.push_str(&format!("{agent:?}\n{page:?}\n{defs:?}\n"));
+            let feed = store.changes(&agent.id, 0, 1000).unwrap();
+            out.push_str(&format!("{agent:?}\n{page:?}\n{defs:?}\n{feed:?}\n"));
         }
         out.push_str(&format!("{:?}", store.keys().unwrap()));
         out
@@ -1856,7 +1893,7 @@ mod tests {
             .unwrap();
             states.push(everything(&store));
         }
-        rt.block_on(store.delete_contact("a".into(), "u2".into(), None))
+        rt.block_on(store.delete_contact("a".into(), "u2".into(), None, 1_700_000_100))
             .unwrap();
         states.push(everything(&store));
         let key = crate::auth::new_key_record(

@@ -21,7 +21,8 @@ pub type ContactChange = (Option<(String, u64)>, Option<Vec<u8>>);
 /// variant order is part of the log's format: append, never reorder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    /// Contacts of an agent created, changed or deleted.
+    /// Contacts of an agent created, changed or deleted, as builds before the change
+    /// feed logged them: replayed with each change's time taken from its records.
     Contacts {
         agent: String,
         changes: Vec<ContactChange>,
@@ -47,12 +48,24 @@ pub enum Op {
         folded: String,
         name: Option<String>,
     },
+    /// Contacts of an agent created, changed or deleted at `at` (Unix seconds).
+    ContactsAt {
+        agent: String,
+        at: i64,
+        changes: Vec<ContactChange>,
+    },
+    /// An agent's change feed entries up to `through` removed (retention).
+    PruneChanges { agent: String, through: u64 },
 }
 
 /// Applies `op` in `txn`, as the live write that recorded it did.
 pub fn apply(txn: &Txn, op: Op) -> Result<(), StoreError> {
     match op {
-        Op::Contacts { agent, changes } => super::contacts::redo(txn, &agent, changes),
+        Op::Contacts { agent, changes } => super::contacts::redo(txn, &agent, None, changes),
+        Op::ContactsAt { agent, at, changes } => {
+            super::contacts::redo(txn, &agent, Some(at), changes)
+        }
+        Op::PruneChanges { agent, through } => super::changes::prune(txn, &agent, through),
         Op::PutAgent { id, record } => super::redb_store::put_agent_record(txn, &id, &record),
         Op::RemoveAgent { id } => super::redb_store::remove_agent(txn, &id),
         Op::PutKey { digest, record } => super::redb_store::put_key_record(txn, &digest, &record),

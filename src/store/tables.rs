@@ -40,6 +40,13 @@ pub const CUSTOM_ATTRIBUTES: TableDefinition<(&str, &str), &[u8]> =
 /// `(agent_id, field)` → how many contacts have a value there. Below the agent's
 /// count, a sort by that field ends with a tail of contacts without a value.
 pub const FIELD_COUNTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("field_counts");
+/// `(agent_id, sequence number)` → versioned change record: the agent's change feed
+/// (see `changes`), numbered from 1 in commit order. Entries older than the retention
+/// are removed from the front of each agent's range.
+pub const CHANGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("changes");
+/// agent_id → the last sequence number its feed gave out: kept when the entries are
+/// pruned, so numbers are never given out twice.
+pub const CHANGE_SEQS: TableDefinition<&str, u64> = TableDefinition::new("change_seqs");
 /// Named counters and flags.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -78,7 +85,9 @@ pub const INDEX_VERSION: u64 = 9;
 /// indexed by the sort index's `phone` entries), tags and lists (`tags`, `lists`) and
 /// contact records of version 4, which carry them. Version 7 writes API key records of
 /// version 3 (access, expiry, rate limit), which older builds cannot read; its upgrade
-/// from 6 changes nothing stored.
-pub const SCHEMA_VERSION: u64 = 7;
+/// from 6 changes nothing stored. Version 8 adds the change feed (`changes`,
+/// `change_seqs`), which older builds would not write to; its upgrade from 7 creates
+/// the tables.
+pub const SCHEMA_VERSION: u64 = 8;
 /// The oldest layout this build can upgrade.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redb::{Database, Durability, WriteTransaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::damage::{unpanic, Damage};
 use super::index::{Finished, IndexTxn, IndexView, Indexer, TxnIndex};
@@ -44,6 +44,9 @@ pub struct Txn {
     replaying: Cell<bool>,
     /// A job asked for this group to be a checkpoint.
     checkpoint: Cell<bool>,
+    /// A job appended to a change feed: readers waiting for changes are woken once
+    /// the group is durable.
+    fed: Cell<bool>,
 }
 
 impl Deref for Txn {
@@ -78,6 +81,16 @@ impl Txn {
         }
     }
 
+    /// Whether writes are being recorded for the log (not a replay of it).
+    pub fn recording(&self) -> bool {
+        !self.replaying.get()
+    }
+
+    /// Notes that the group appended to a change feed.
+    pub fn fed(&self) {
+        self.fed.set(true);
+    }
+
     /// Applies a record of the write-ahead log again (at open): its ops run through the
     /// same primitives, which record nothing meanwhile.
     pub fn replay(&self, ops: Vec<Op>) -> Result<(), StoreError> {
@@ -107,6 +120,8 @@ type Job = Box<dyn FnOnce(Result<&Txn, &StoreError>) -> (Option<StoreError>, Com
 pub struct Writer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Counts the durable groups that appended to a change feed.
+    fed: Arc<watch::Sender<u64>>,
 }
 
 /// The write-ahead log as the writer uses it.
@@ -131,6 +146,8 @@ impl Writer {
         wal: WalSetup,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let fed = Arc::new(watch::Sender::new(0));
+        let signal = Arc::clone(&fed);
         let thread = std::thread::Builder::new()
             .name("contactd-writer".into())
             .spawn(move || {
@@ -138,13 +155,20 @@ impl Writer {
                     db: &db,
                     indexer: &indexer,
                     damage: &damage,
+                    fed: &signal,
                 };
                 write_groups(&parts, rx, wal);
             })?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            fed,
         })
+    }
+
+    /// Changes each time a group that appended to a change feed is durable.
+    pub fn feed_signal(&self) -> watch::Receiver<u64> {
+        self.fed.subscribe()
     }
 
     /// Queues `work` to run inside a write transaction; resolves after the commit.
@@ -218,6 +242,7 @@ struct Parts<'a> {
     db: &'a Arc<Database>,
     indexer: &'a Arc<Indexer>,
     damage: &'a Damage,
+    fed: &'a Arc<watch::Sender<u64>>,
 }
 
 impl Parts<'_> {
@@ -230,6 +255,7 @@ impl Parts<'_> {
             redo: RefCell::new(Vec::new()),
             replaying: Cell::new(false),
             checkpoint: Cell::new(false),
+            fed: Cell::new(false),
         })
     }
 }
@@ -323,6 +349,7 @@ fn write_groups(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, wal: WalSetup) {
         };
         parts.indexer.publish(&finished);
         let ops = std::mem::take(&mut *txn.redo.borrow_mut());
+        let fed = txn.fed.get().then(|| Arc::clone(parts.fed));
         let (outcome, durable) = if poisoned {
             if let Err(err) = unpanic("an abort", || Ok(txn.txn.abort()?)) {
                 tracing::error!(error = %err, "abort failed");
@@ -351,16 +378,26 @@ fn write_groups(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, wal: WalSetup) {
                     for complete in completions {
                         complete(synced.clone());
                     }
+                    announce(fed.as_ref(), &synced);
                 }),
             ),
             None => {
                 for complete in completions {
                     complete(outcome.clone());
                 }
+                announce(fed.as_ref(), &outcome);
             }
         }
     }
     shutdown(parts, &mut log);
+}
+
+/// Wakes the readers waiting for changes once a group that appended to a change feed
+/// (`fed`) is durable.
+fn announce(fed: Option<&Arc<watch::Sender<u64>>>, outcome: &Result<(), StoreError>) {
+    if let (Some(fed), Ok(())) = (fed, outcome) {
+        fed.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// Commits a group: a checkpoint (durable, recording its sequence number, then the log

@@ -11,6 +11,7 @@ mod auth;
 mod backups;
 mod binary;
 mod bulk;
+mod changes;
 mod common;
 mod compat;
 mod contacts;

@@ -208,7 +208,7 @@ proptest! {
                 store.upsert_contacts("a".into(), entries, OnDuplicate::Update, UnknownPolicy::Define.into(), 1_700_000_000).await.unwrap();
             }
             for d in &deletions {
-                let _ = store.delete_contact("a".into(), format!("e{d}"), None).await;
+                let _ = store.delete_contact("a".into(), format!("e{d}"), None, 1).await;
             }
             let mut listed = Vec::new();
             let mut offset = 0u64;
@@ -466,7 +466,7 @@ proptest! {
             let Some(pos) = page.next else { break };
             start = Start::After(pos);
             if let Some(victim) = deletions.get(round).and_then(|d| all.get(*d)) {
-                if rt.block_on(store.delete_contact("a".into(), victim.external_id.clone(), None)).is_ok() {
+                if rt.block_on(store.delete_contact("a".into(), victim.external_id.clone(), None, 1)).is_ok() {
                     deleted.push(victim.id);
                 }
             }
