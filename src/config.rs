@@ -149,6 +149,26 @@ pub const SETTINGS: &[Setting] = &[
         help: "days each agent's change feed keeps a change (fractions allowed; at most 3650)",
     },
     Setting {
+        key: "webhooks.batch_max",
+        default: "100",
+        help: "most events in one webhook delivery (1 to 10000)",
+    },
+    Setting {
+        key: "webhooks.max_age_hours",
+        default: "72",
+        help: "hours a delivery may keep failing before its endpoint is deactivated (fractions allowed)",
+    },
+    Setting {
+        key: "webhooks.allow_private",
+        default: "false",
+        help: "whether endpoints may be loopback, private or link-local addresses",
+    },
+    Setting {
+        key: "webhooks.ca_file",
+        default: "",
+        help: "PEM file of CA certificates https endpoints may also chain to (a private CA)",
+    },
+    Setting {
         key: "wal.checkpoint_mb",
         default: "64",
         help:
@@ -220,6 +240,14 @@ pub struct Config {
     pub backup_every: Option<Duration>,
     /// How long a change stays in its agent's change feed (`changes.retention_days`).
     pub changes_retention: Duration,
+    /// Most events in one webhook delivery (`webhooks.batch_max`).
+    pub webhook_batch_max: usize,
+    /// How long a delivery may fail before its endpoint is deactivated.
+    pub webhook_max_age: Duration,
+    /// Whether endpoints may be private addresses (`webhooks.allow_private`).
+    pub webhook_allow_private: bool,
+    /// Extra CA certificates for https endpoints (`webhooks.ca_file`).
+    pub webhook_ca_file: Option<PathBuf>,
     /// Scheduled backups kept.
     pub backup_keep: usize,
     /// Directory of scheduled backups.
@@ -499,6 +527,35 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
             ))
         }
     };
+    let batch_max = number("webhooks.batch_max", 1)?;
+    if batch_max > 10_000 {
+        return Err(fail("webhooks.batch_max", "must be at most 10000".into()));
+    }
+    let max_age = get("webhooks.max_age_hours").0.trim();
+    let webhook_max_age = match max_age.parse::<f64>() {
+        Ok(hours) if hours > 0.0 && hours <= 87_600.0 => Duration::from_secs_f64(hours * 3600.0),
+        _ => {
+            return Err(fail(
+                "webhooks.max_age_hours",
+                format!("expected a number of hours above 0 and at most 87600, got \"{max_age}\""),
+            ))
+        }
+    };
+    let allow = get("webhooks.allow_private").0.trim();
+    let webhook_allow_private = match allow {
+        "true" => true,
+        "false" => false,
+        other => {
+            return Err(fail(
+                "webhooks.allow_private",
+                format!("expected true or false, got \"{other}\""),
+            ))
+        }
+    };
+    let webhook_ca_file = match get("webhooks.ca_file").0.trim() {
+        "" => None,
+        path => Some(PathBuf::from(path)),
+    };
     let pabbly_agent = get("pabbly.agent").0.trim().to_owned();
     crate::domain::ids::check_agent_id(&pabbly_agent)
         .map_err(|msg| fail("pabbly.agent", msg.into()))?;
@@ -518,6 +575,10 @@ pub fn resolve(layers: &Layers) -> Result<Config, ConfigError> {
             .map_err(|_| fail("backup.keep", "too large".into()))?,
         backup_dir,
         changes_retention,
+        webhook_batch_max: batch_max as usize,
+        webhook_max_age,
+        webhook_allow_private,
+        webhook_ca_file,
         data_dir: PathBuf::from(data_dir),
         cache_mb: number("cache_mb", 1)?,
         max_body_bytes: number("max_body_bytes", 1)?,
@@ -689,6 +750,26 @@ pub fn to_toml(config: &Config) -> String {
     out.push_str(&format!(
         "retention_days = {}\n",
         config.changes_retention.as_secs_f64() / 86_400.0
+    ));
+    out.push_str("\n[webhooks]\n");
+    out.push_str(&format!("batch_max = {}\n", config.webhook_batch_max));
+    out.push_str(&format!(
+        "max_age_hours = {}\n",
+        config.webhook_max_age.as_secs_f64() / 3600.0
+    ));
+    out.push_str(&format!(
+        "allow_private = {}\n",
+        config.webhook_allow_private
+    ));
+    out.push_str(&format!(
+        "ca_file = {}\n",
+        quote(
+            &config
+                .webhook_ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )
     ));
     out.push_str("\n[wal]\n");
     out.push_str(&format!("checkpoint_mb = {}\n", config.checkpoint_mb));

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod store;
+pub mod webhooks;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -77,13 +78,25 @@ pub async fn serve(
             FirstRun::AlreadyDone => {}
         }
     }
-    let background =
-        background_tasks(&config, &(Arc::clone(&store) as Arc<dyn Store>), metrics_on).await?;
+    let sender = Arc::new(
+        webhooks::send::Sender::new(
+            config.webhook_ca_file.as_deref(),
+            config.webhook_allow_private,
+        )
+        .map_err(|err| StoreError::Backend(format!("webhooks.ca_file: {err}")))?,
+    );
+    let background = background_tasks(
+        &config,
+        &(Arc::clone(&store) as Arc<dyn Store>),
+        &sender,
+        metrics_on,
+    )
+    .await?;
     let addr = listener.local_addr()?;
     println!("listening on {addr}");
     // Tests and scripts wait for this line; make sure it is not stuck in a buffer.
     std::io::stdout().flush()?;
-    let app = Arc::new(api::App::new(Arc::clone(&store) as _, &config));
+    let app = Arc::new(api::App::new(Arc::clone(&store) as _, &config, sender));
     http::server::run(listener, app, http::server::Limits::from(&config), shutdown).await;
     for task in background {
         task.abort();
@@ -95,13 +108,22 @@ pub async fn serve(
 
 /// Starts what runs beside the requests until shutdown: metrics upkeep and gauges, the
 /// keyless metrics listener (`metrics.listen`), scheduled backups (`backup.*`), the
-/// change feed's retention (`changes.retention_days`).
+/// change feed's retention (`changes.retention_days`), webhook deliveries.
 async fn background_tasks(
     config: &Config,
     store: &Arc<dyn Store>,
+    sender: &Arc<webhooks::send::Sender>,
     metrics_on: bool,
 ) -> Result<Vec<JoinHandle<()>>, StoreError> {
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(webhooks::run(
+        Arc::clone(store),
+        Arc::clone(sender),
+        webhooks::Settings {
+            batch_max: config.webhook_batch_max,
+            max_age: config.webhook_max_age,
+        },
+    )));
     if metrics_on {
         // The first reading is taken before the server answers, so that every family
         // is there for the first scrape; then one every `metrics::REFRESH_EVERY`.

@@ -18,6 +18,7 @@ mod labels;
 mod openapi;
 mod pabbly;
 mod rate_limit;
+mod webhooks;
 
 pub use changes::MAX_WAIT as MAX_CHANGES_WAIT;
 pub use import::remove_stale_spools;
@@ -69,6 +70,10 @@ pub struct App {
     backup_slot: Arc<Semaphore>,
     /// First answers of requests sent with an `Idempotency-Key`.
     idempotency: idempotency::Answers,
+    /// Whether webhook endpoints may be private addresses (`webhooks.allow_private`).
+    webhook_allow_private: bool,
+    /// Sends a delivery again when asked to.
+    webhook_sender: Arc<crate::webhooks::send::Sender>,
 }
 
 /// The request budgets of keys and of client IPs' failed authentications.
@@ -93,7 +98,11 @@ pub struct Ctx {
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: &Config,
+        webhook_sender: Arc<crate::webhooks::send::Sender>,
+    ) -> Self {
         Self {
             store,
             max_body_bytes: config.max_body_bytes,
@@ -125,6 +134,8 @@ impl App {
             },
             backup_slot: Arc::new(Semaphore::new(1)),
             idempotency: idempotency::Answers::default(),
+            webhook_allow_private: config.webhook_allow_private,
+            webhook_sender,
         }
     }
 
@@ -246,6 +257,16 @@ impl App {
                 labels::members(self, ctx, agent, name, false).await
             }
             (Route::Changes(agent), Verb::Get) => changes::list(self, &ctx, agent).await,
+            (Route::Webhooks, Verb::Get) => webhooks::list(self, &ctx).await,
+            (Route::Webhooks, Verb::Post) => webhooks::create(self, ctx).await,
+            (Route::Webhook(id), Verb::Get) => webhooks::get(self, &ctx, id).await,
+            (Route::Webhook(id), Verb::Put) => webhooks::update(self, ctx, id).await,
+            (Route::Webhook(id), Verb::Delete) => webhooks::delete(self, &ctx, id).await,
+            (Route::WebhookSecret(id), Verb::Post) => webhooks::rotate_secret(self, &ctx, id).await,
+            (Route::WebhookDeliveries(id), Verb::Get) => webhooks::deliveries(self, &ctx, id).await,
+            (Route::WebhookRetry(id, delivery), Verb::Post) => {
+                webhooks::retry(self, &ctx, id, delivery).await
+            }
             // The router's `allowed()` lists exactly the pairs above.
             _ => Err(ApiError::NotFound),
         }

@@ -114,6 +114,18 @@ pub struct SettingFlags {
     /// Days the change feed keeps a change [config: changes.retention_days]
     #[arg(long, global = true, value_name = "DAYS")]
     pub changes_retention_days: Option<String>,
+    /// Most events in one webhook delivery [config: webhooks.batch_max]
+    #[arg(long, global = true, value_name = "N")]
+    pub webhooks_batch_max: Option<String>,
+    /// Hours a delivery may fail before its endpoint is deactivated [config: webhooks.max_age_hours]
+    #[arg(long, global = true, value_name = "HOURS")]
+    pub webhooks_max_age_hours: Option<String>,
+    /// Whether webhook endpoints may be private addresses [config: webhooks.allow_private]
+    #[arg(long, global = true, value_name = "BOOL")]
+    pub webhooks_allow_private: Option<String>,
+    /// PEM file of extra CAs for https endpoints [config: webhooks.ca_file]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub webhooks_ca_file: Option<String>,
     /// MiB of write-ahead log that makes a checkpoint due [config: wal.checkpoint_mb]
     #[arg(long, global = true, value_name = "MIB")]
     pub wal_checkpoint_mb: Option<String>,
@@ -165,6 +177,10 @@ impl SettingFlags {
             ("backup.keep", &self.backup_keep),
             ("backup.dir", &self.backup_dir),
             ("changes.retention_days", &self.changes_retention_days),
+            ("webhooks.batch_max", &self.webhooks_batch_max),
+            ("webhooks.max_age_hours", &self.webhooks_max_age_hours),
+            ("webhooks.allow_private", &self.webhooks_allow_private),
+            ("webhooks.ca_file", &self.webhooks_ca_file),
             ("wal.checkpoint_mb", &self.wal_checkpoint_mb),
             ("wal.checkpoint_secs", &self.wal_checkpoint_secs),
             ("import.max_bytes", &self.import_max_bytes),

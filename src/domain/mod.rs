@@ -20,6 +20,7 @@ pub mod phone;
 pub mod precondition;
 pub mod query;
 pub mod search;
+pub mod webhook;
 
 pub use agent::{Agent, AgentInput};
 pub use attr::AttrValue;

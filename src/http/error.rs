@@ -239,6 +239,7 @@ impl From<StoreError> for ApiError {
             | StoreError::ContactNotFound
             | StoreError::KeyNotFound
             | StoreError::AttributeNotFound
+            | StoreError::WebhookNotFound
             | StoreError::LabelNotFound(_) => Self::NotFound,
             StoreError::LabelExists(LabelKind::Tag) => Self::Conflict("Tag already exists", Vec::new()),
             StoreError::LabelExists(LabelKind::List) => {

@@ -30,6 +30,15 @@ pub enum Route {
     ListMembers(String, String),
     /// An agent's change feed.
     Changes(String),
+    /// Webhook endpoints.
+    Webhooks,
+    Webhook(String),
+    /// `/webhooks/{id}/rotate-secret`.
+    WebhookSecret(String),
+    /// `/webhooks/{id}/deliveries`.
+    WebhookDeliveries(String),
+    /// `/webhooks/{id}/deliveries/{deliveryId}/retry`.
+    WebhookRetry(String, String),
     Keys,
     Key(String),
     /// The key the request was made with.
@@ -62,7 +71,8 @@ impl Route {
             | Self::OpenApi
             | Self::Backup
             | Self::Metrics
-            | Self::Changes(_) => GET,
+            | Self::Changes(_)
+            | Self::WebhookDeliveries(_) => GET,
             Self::Agents
             | Self::Contacts(_)
             | Self::Keys
@@ -75,6 +85,9 @@ impl Route {
             Self::Label(..) => &[Method::PUT, Method::DELETE],
             Self::ListMembers(..) => &[Method::POST, Method::DELETE],
             Self::Key(_) => &[Method::DELETE],
+            Self::Webhooks => &[Method::GET, Method::HEAD, Method::POST],
+            Self::Webhook(_) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+            Self::WebhookSecret(_) | Self::WebhookRetry(..) => &[Method::POST],
             Self::PabblyContacts => &[Method::GET, Method::HEAD, Method::POST],
             Self::PabblyLists => GET,
             Self::PabblyContact(_) => &[Method::GET, Method::HEAD, Method::PUT],
@@ -101,6 +114,11 @@ impl Route {
             Self::Label(_, LabelKind::List, _) => "/api/v1/chatbots/{chatbotId}/lists/{name}",
             Self::ListMembers(..) => "/api/v1/chatbots/{chatbotId}/lists/{name}/contacts",
             Self::Changes(_) => "/api/v1/chatbots/{chatbotId}/changes",
+            Self::Webhooks => "/api/v1/webhooks",
+            Self::Webhook(_) => "/api/v1/webhooks/{webhookId}",
+            Self::WebhookSecret(_) => "/api/v1/webhooks/{webhookId}/rotate-secret",
+            Self::WebhookDeliveries(_) => "/api/v1/webhooks/{webhookId}/deliveries",
+            Self::WebhookRetry(..) => "/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/retry",
             Self::Keys => "/api/v1/keys",
             Self::Key(_) => "/api/v1/keys/{keyId}",
             Self::Me => "/api/v1/me",
@@ -136,6 +154,11 @@ impl Route {
             Self::Label(a(), LabelKind::List, x()),
             Self::ListMembers(a(), x()),
             Self::Changes(a()),
+            Self::Webhooks,
+            Self::Webhook(x()),
+            Self::WebhookSecret(x()),
+            Self::WebhookDeliveries(x()),
+            Self::WebhookRetry(x(), x()),
             Self::Keys,
             Self::Key(x()),
             Self::Me,
@@ -164,6 +187,11 @@ impl Route {
                 | Self::Label(..)
                 | Self::ListMembers(..)
                 | Self::Changes(_)
+                | Self::Webhooks
+                | Self::Webhook(_)
+                | Self::WebhookSecret(_)
+                | Self::WebhookDeliveries(_)
+                | Self::WebhookRetry(..)
                 | Self::Keys
                 | Self::Key(_)
                 | Self::Me
@@ -234,6 +262,13 @@ pub fn route(path: &str) -> Option<Route> {
         ["api", "v1", "me"] => Route::Me,
         ["api", "v1", "openapi.json"] => Route::OpenApi,
         ["api", "v1", "backup"] => Route::Backup,
+        ["api", "v1", "webhooks"] => Route::Webhooks,
+        ["api", "v1", "webhooks", id] => Route::Webhook(param(id)?),
+        ["api", "v1", "webhooks", id, "rotate-secret"] => Route::WebhookSecret(param(id)?),
+        ["api", "v1", "webhooks", id, "deliveries"] => Route::WebhookDeliveries(param(id)?),
+        ["api", "v1", "webhooks", id, "deliveries", d, "retry"] => {
+            Route::WebhookRetry(param(id)?, param(d)?)
+        }
         ["api", "v1", "keys"] => Route::Keys,
         ["api", "v1", "keys", id] => Route::Key(param(id)?),
         _ => return None,

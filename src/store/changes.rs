@@ -14,6 +14,7 @@ use super::codec::{decode_change, encode_change};
 use super::damage::unpanic;
 use super::redo::Op;
 use super::tables::{CHANGES, CHANGE_SEQS};
+use super::webhooks::{contact_data, Outbox};
 use super::writer::Txn;
 use super::StoreError;
 use crate::domain::change::changed_fields;
@@ -78,39 +79,49 @@ pub fn append<'a>(
     at: i64,
     written: impl IntoIterator<Item = Written<'a>>,
 ) -> Result<(), StoreError> {
+    let mut outbox = Outbox::open(txn, agent, at)?;
     let mut seqs = txn.open_table(CHANGE_SEQS)?;
     let mut last = seqs.get(agent)?.map_or(0, |v| v.value());
     let first = last;
     let mut changes = txn.open_table(CHANGES)?;
     for change in written {
-        let record = match (change.before, change.after) {
-            (None, Some(after)) => ChangeRecord {
-                kind: CREATED,
-                at,
-                external_id: after.external_id.clone(),
-                changed: Vec::new(),
-                contact: change.record.map(<[u8]>::to_vec),
-            },
+        let (record, event) = match (change.before, change.after) {
+            (None, Some(after)) => (
+                ChangeRecord {
+                    kind: CREATED,
+                    at,
+                    external_id: after.external_id.clone(),
+                    changed: Vec::new(),
+                    contact: change.record.map(<[u8]>::to_vec),
+                },
+                after,
+            ),
             (Some(before), Some(after)) => {
                 let changed = changed_fields(before, after);
                 if changed.is_empty() {
                     continue;
                 }
-                ChangeRecord {
-                    kind: UPDATED,
-                    at,
-                    external_id: after.external_id.clone(),
-                    changed,
-                    contact: change.record.map(<[u8]>::to_vec),
-                }
+                (
+                    ChangeRecord {
+                        kind: UPDATED,
+                        at,
+                        external_id: after.external_id.clone(),
+                        changed,
+                        contact: change.record.map(<[u8]>::to_vec),
+                    },
+                    after,
+                )
             }
-            (Some(before), None) => ChangeRecord {
-                kind: DELETED,
-                at,
-                external_id: before.external_id.clone(),
-                changed: Vec::new(),
-                contact: None,
-            },
+            (Some(before), None) => (
+                ChangeRecord {
+                    kind: DELETED,
+                    at,
+                    external_id: before.external_id.clone(),
+                    changed: Vec::new(),
+                    contact: None,
+                },
+                before,
+            ),
             (None, None) => continue,
         };
         last += 1;
@@ -118,6 +129,18 @@ pub fn append<'a>(
             (agent, last),
             encode_change(agent, last, &record).as_slice(),
         )?;
+        let seq = last;
+        match record.kind {
+            CREATED => outbox.push("contact.created", || {
+                contact_data(event.to_json(), seq, None)
+            })?,
+            UPDATED => outbox.push("contact.updated", || {
+                contact_data(event.to_json(), seq, Some(&record.changed))
+            })?,
+            _ => outbox.push("contact.deleted", || {
+                contact_data(event.to_json(), seq, None)
+            })?,
+        }
     }
     if last != first {
         seqs.insert(agent, last)?;

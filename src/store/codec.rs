@@ -10,7 +10,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::changes::ChangeRecord;
 use super::seal::{seal_for, unseal_for};
+use super::webhooks::OutboxEvent;
 use super::StoreError;
+use crate::domain::webhook::{Delivery, Webhook};
 use crate::domain::{Access, Agent, ApiKey, AttrType, AttributeDef, Contact, RateLimit, Scope};
 
 /// Contacts before typed attributes: no `Date` value variant. Legacy.
@@ -35,6 +37,10 @@ const KEY_V2: u8 = 2;
 const KEY_V3: u8 = 3;
 /// Change feed entries, sealed. Written now.
 const CHANGE_V1: u8 = 1;
+/// Webhook endpoints, queued events and deliveries, sealed. Written now.
+const WEBHOOK_V1: u8 = 1;
+const EVENT_V1: u8 = 1;
+const DELIVERY_V1: u8 = 1;
 
 fn cfg() -> Configuration {
     config::standard()
@@ -142,6 +148,54 @@ pub fn decode_change(agent: &str, seq: u64, bytes: &[u8]) -> Result<ChangeRecord
         CHANGE_V1,
         bytes,
         &[agent.as_bytes(), &seq.to_le_bytes()],
+    )
+}
+
+/// A webhook endpoint, sealed with its id.
+pub fn encode_webhook(hook: &Webhook) -> Vec<u8> {
+    encode(WEBHOOK_V1, hook, &[hook.id.as_bytes()])
+}
+
+pub fn decode_webhook(id: &str, bytes: &[u8]) -> Result<Webhook, StoreError> {
+    let hook: Webhook = decode("webhook", WEBHOOK_V1, bytes, &[id.as_bytes()])?;
+    if hook.id != id {
+        return Err(StoreError::Corrupt(format!(
+            "webhook {id}: the record names {}",
+            hook.id
+        )));
+    }
+    Ok(hook)
+}
+
+/// An event queued for webhook `webhook` as number `n`.
+pub fn encode_event(webhook: &str, n: u64, event: &OutboxEvent) -> Vec<u8> {
+    encode(EVENT_V1, event, &[webhook.as_bytes(), &n.to_le_bytes()])
+}
+
+pub fn decode_event(webhook: &str, n: u64, bytes: &[u8]) -> Result<OutboxEvent, StoreError> {
+    decode(
+        "webhook event",
+        EVENT_V1,
+        bytes,
+        &[webhook.as_bytes(), &n.to_le_bytes()],
+    )
+}
+
+/// Delivery `number` of webhook `webhook`.
+pub fn encode_delivery(webhook: &str, delivery: &Delivery) -> Vec<u8> {
+    encode(
+        DELIVERY_V1,
+        delivery,
+        &[webhook.as_bytes(), &delivery.id.to_le_bytes()],
+    )
+}
+
+pub fn decode_delivery(webhook: &str, number: u64, bytes: &[u8]) -> Result<Delivery, StoreError> {
+    decode(
+        "webhook delivery",
+        DELIVERY_V1,
+        bytes,
+        &[webhook.as_bytes(), &number.to_le_bytes()],
     )
 }
 

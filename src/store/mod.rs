@@ -22,6 +22,7 @@ mod seal;
 mod tables;
 mod upgrade;
 mod wal;
+mod webhooks;
 mod writer;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use std::pin::Pin;
 use crate::domain::attribute::AttributeChange;
 use crate::domain::precondition::IfMatch;
 use crate::domain::query::Query;
+use crate::domain::webhook::{Delivery, Webhook};
 use crate::domain::{
     Agent, ApiKey, AttrType, AttributeDef, Contact, ContactInput, Issue, Issues, Label, LabelKind,
     WriteRules,
@@ -46,9 +48,13 @@ pub use file::DEFAULT_CACHE;
 pub use index::{IndexLimits, QueryLimits, QueryPage, Start};
 pub use redb_store::{RedbStore, StoreOptions, DB_FILE};
 pub use salvage::{run as salvage, SalvageReport};
+pub use webhooks::{OutboxEvent, KEPT_DELIVERIES};
 
 /// A write that resolves after its transaction committed (or failed).
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// How `Store::update_webhook` changes an endpoint.
+pub type WebhookChange = Box<dyn FnOnce(Webhook) -> Result<Webhook, StoreError> + Send>;
 
 /// Most change feed entries one prune removes (see [`Store::prune_changes`]).
 pub const PRUNE_BATCH: usize = 50_000;
@@ -269,6 +275,31 @@ pub trait Store: Send + Sync + 'static {
     /// Removes change feed entries committed before `before` (Unix seconds), at most
     /// [`PRUNE_BATCH`] in one transaction; resolves to how many it removed.
     fn prune_changes(&self, before: i64) -> StoreFuture<u64>;
+    /// Every webhook endpoint, by id.
+    fn webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
+    fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError>;
+    /// Adds an endpoint (`AgentNotFound` when it is scoped to a missing agent).
+    fn create_webhook(&self, hook: Webhook) -> StoreFuture<Webhook>;
+    /// Changes an endpoint by `change`, inside the write; one made inactive drops the
+    /// events queued for it.
+    fn update_webhook(&self, id: String, change: WebhookChange) -> StoreFuture<Webhook>;
+    /// Removes an endpoint with its queue and deliveries.
+    fn delete_webhook(&self, id: String) -> StoreFuture<Webhook>;
+    /// Up to `limit` events queued for an endpoint after queue number `after`, oldest
+    /// first.
+    fn queued_events(
+        &self,
+        webhook: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxEvent)>, StoreError>;
+    /// How many events are queued for an endpoint.
+    fn queue_len(&self, webhook: &str) -> Result<u64, StoreError>;
+    /// An endpoint's last deliveries, newest first.
+    fn deliveries(&self, webhook: &str, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// Writes a delivery of an existing endpoint (`id` 0: a new one, numbered next); a
+    /// succeeded one takes its events out of the queue.
+    fn save_delivery(&self, webhook: String, delivery: Delivery) -> StoreFuture<Delivery>;
     /// Defines an attribute, unless the agent has `max_per_agent` definitions already.
     fn create_attribute(
         &self,
@@ -318,6 +349,7 @@ pub enum StoreError {
     LastAdminKey,
     AttributeNotFound,
     AttributeExists,
+    WebhookNotFound,
     LabelNotFound(LabelKind),
     LabelExists(LabelKind),
     /// Values that do not fit the stored schema (wrong type, archived, unknown key);
@@ -360,6 +392,7 @@ impl std::fmt::Display for StoreError {
             ),
             Self::AttributeNotFound => write!(f, "custom attribute not found"),
             Self::AttributeExists => write!(f, "custom attribute already exists"),
+            Self::WebhookNotFound => write!(f, "webhook not found"),
             Self::LabelNotFound(kind) => write!(f, "{} not found", kind.noun()),
             Self::LabelExists(kind) => write!(f, "{} already exists", kind.noun()),
             Self::Invalid(issues) => write!(f, "invalid: {} issue(s)", issues.len()),

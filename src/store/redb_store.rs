@@ -10,8 +10,8 @@ use super::blocks;
 use super::changes::{self, ChangePage};
 use super::check::{self, CheckReport};
 use super::codec::{
-    decode_agent, decode_attribute, decode_key, decode_stored_contact, encode_agent,
-    encode_attribute, encode_key,
+    decode_agent, decode_attribute, decode_key, decode_stored_contact, decode_webhook,
+    encode_agent, encode_attribute, encode_delivery, encode_key, encode_webhook,
 };
 use super::contacts::{self, find_contact};
 use super::damage::{unpanic, Damage, DamageReport};
@@ -26,15 +26,17 @@ use super::redo::Op;
 use super::tables::{
     AGENTS, API_KEYS, CHANGES, CHANGE_SEQS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID,
     CUSTOM_ATTRIBUTES, FIELD_COUNTS, LISTS, META, META_INITIALIZED, META_SCHEMA_VERSION,
-    META_WAL_CHECKPOINT, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION, TAGS,
+    META_WAL_CHECKPOINT, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION, TAGS, WEBHOOKS, WEBHOOK_DELIVERIES,
+    WEBHOOK_OUTBOX, WEBHOOK_QUEUES,
 };
 use super::upgrade;
 use super::wal::{self, Log};
+use super::webhooks;
 use super::writer::{Txn, WalSetup, Writer};
 use super::{
-    ContactPage, EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, PatchRequest,
-    PhoneOutcome, PhoneWrite, Relabel, Store, StoreError, StoreFuture, Targets, UpsertOutcome,
-    PRUNE_BATCH,
+    ContactPage, EntryIssue, ImportOptions, ImportOutcome, ImportRow, OnDuplicate, OutboxEvent,
+    PatchRequest, PhoneOutcome, PhoneWrite, Relabel, Store, StoreError, StoreFuture, Targets,
+    UpsertOutcome, WebhookChange, PRUNE_BATCH,
 };
 use crate::domain::attribute::too_many_definitions;
 use crate::domain::attribute::AttributeChange;
@@ -43,9 +45,11 @@ use crate::domain::phone::PhoneRules;
 use crate::domain::precondition::IfMatch;
 use crate::domain::query::Query;
 use crate::domain::search::label_count_field;
+use crate::domain::webhook::{Delivery, Webhook};
 use crate::domain::{
     Agent, ApiKey, AttributeDef, Contact, ContactInput, Issue, Label, LabelKind, Scope, WriteRules,
 };
+use serde_json::json;
 
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "contactd.redb";
@@ -335,6 +339,10 @@ fn prepare(db: &Database, damage: &Damage, phone: &PhoneRules) -> Result<(), Sto
         txn.open_table(CUSTOM_ATTRIBUTES)?;
         txn.open_table(CHANGES)?;
         txn.open_table(CHANGE_SEQS)?;
+        txn.open_table(WEBHOOKS)?;
+        txn.open_table(WEBHOOK_OUTBOX)?;
+        txn.open_table(WEBHOOK_QUEUES)?;
+        txn.open_table(WEBHOOK_DELIVERIES)?;
         // Created even when empty: readers open them.
         txn.open_table(INDEX_JOURNAL)?;
         txn.open_table(blocks::CONTACT_BLOCKS)?;
@@ -682,6 +690,82 @@ impl Store for RedbStore {
         self.guard(|| changes::page(&self.db.begin_read()?, agent, after, limit))
     }
 
+    fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.guard(|| webhooks::all(&self.db.begin_read()?.open_table(WEBHOOKS)?))
+    }
+
+    fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(WEBHOOKS)?;
+            let found = table.get(id)?;
+            found.map(|b| decode_webhook(id, b.value())).transpose()
+        })
+    }
+
+    fn create_webhook(&self, hook: Webhook) -> StoreFuture<Webhook> {
+        self.writer.submit(move |txn| {
+            if let Some(agent) = &hook.chatbot_id {
+                if txn.open_table(AGENTS)?.get(agent.as_str())?.is_none() {
+                    return Err(StoreError::AgentNotFound);
+                }
+            }
+            webhooks::put(txn, &hook.id, &encode_webhook(&hook))?;
+            Ok(hook)
+        })
+    }
+
+    fn update_webhook(&self, id: String, change: WebhookChange) -> StoreFuture<Webhook> {
+        self.writer.submit(move |txn| {
+            let changed = change(webhooks::stored(txn, &id)?)?;
+            webhooks::put(txn, &id, &encode_webhook(&changed))?;
+            Ok(changed)
+        })
+    }
+
+    fn delete_webhook(&self, id: String) -> StoreFuture<Webhook> {
+        self.writer.submit(move |txn| {
+            let hook = webhooks::stored(txn, &id)?;
+            webhooks::remove(txn, &id)?;
+            Ok(hook)
+        })
+    }
+
+    fn queued_events(
+        &self,
+        webhook: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxEvent)>, StoreError> {
+        self.guard(|| webhooks::queued(&self.db.begin_read()?, webhook, after, limit))
+    }
+
+    fn queue_len(&self, webhook: &str) -> Result<u64, StoreError> {
+        self.guard(|| webhooks::queue_len(&self.db.begin_read()?, webhook))
+    }
+
+    fn deliveries(&self, webhook: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            webhooks::deliveries(&txn.open_table(WEBHOOK_DELIVERIES)?, webhook, limit)
+        })
+    }
+
+    fn save_delivery(&self, webhook: String, mut delivery: Delivery) -> StoreFuture<Delivery> {
+        self.writer.submit(move |txn| {
+            if txn.open_table(WEBHOOKS)?.get(webhook.as_str())?.is_none() {
+                return Err(StoreError::WebhookNotFound);
+            }
+            if delivery.id == 0 {
+                delivery.id =
+                    webhooks::next_delivery_number(&txn.open_table(WEBHOOK_DELIVERIES)?, &webhook)?;
+            }
+            let record = encode_delivery(&webhook, &delivery);
+            webhooks::put_delivery(txn, &webhook, delivery.id, &record)?;
+            Ok(delivery)
+        })
+    }
+
     fn change_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.writer.feed_signal()
     }
@@ -859,8 +943,18 @@ pub(super) fn put_attribute_record(
     name: &str,
     record: &[u8],
 ) -> Result<(), StoreError> {
-    txn.open_table(CUSTOM_ATTRIBUTES)?
-        .insert((agent, name), record)?;
+    let existed = txn
+        .open_table(CUSTOM_ATTRIBUTES)?
+        .insert((agent, name), record)?
+        .is_some();
+    let def = decode_attribute(agent, name, record)?;
+    let kind = if existed {
+        "attribute.updated"
+    } else {
+        "attribute.created"
+    };
+    webhooks::Outbox::open(txn, agent, txn.now())?
+        .push(kind, || json!({ "attribute": def.to_json() }))?;
     txn.record(Op::PutAttribute {
         agent: agent.to_owned(),
         name: name.to_owned(),
@@ -907,7 +1001,19 @@ pub(super) fn set_meta(txn: &Txn, name: &str, value: u64) -> Result<(), StoreErr
 /// Removes an agent with its contacts, index entries, definitions and agent-scoped
 /// keys.
 pub(super) fn remove_agent(txn: &Txn, id: &str) -> Result<(), StoreError> {
-    txn.open_table(AGENTS)?.remove(id)?;
+    let removed = txn
+        .open_table(AGENTS)?
+        .remove(id)?
+        .map(|bytes| decode_agent(id, bytes.value()))
+        .transpose()?;
+    if let Some(agent) = removed {
+        // Only unscoped endpoints hear of it: the agent's own go with it.
+        webhooks::remove_agent(txn, id)?;
+        let at = txn.now();
+        webhooks::Outbox::open(txn, id, at)?.push("agent.deleted", || {
+            json!({ "chatbot_id": id, "name": agent.name, "contact_count": agent.contact_count })
+        })?;
+    }
     contacts::delete_all(txn, id)?;
     changes::remove_agent(txn, id)?;
     let scope = Scope::Agent(id.to_owned());
@@ -1848,6 +1954,10 @@ mod tests {
             let feed = store.changes(&agent.id, 0, 1000).unwrap();
             out.push_str(&format!("{agent:?}\n{page:?}\n{defs:?}\n{feed:?}\n"));
         }
+        for hook in store.webhooks().unwrap() {
+            let queued = store.queued_events(&hook.id, 0, 1000).unwrap();
+            out.push_str(&format!("{hook:?}\n{queued:?}\n"));
+        }
         out.push_str(&format!("{:?}", store.keys().unwrap()));
         out
     }
@@ -1873,6 +1983,19 @@ mod tests {
             .with_index_limits(quiet);
         // One record per write; the state after each.
         let mut states = vec![everything(&store)];
+        let hook = crate::domain::webhook::Webhook {
+            id: "wh_1".into(),
+            url: "https://example.com/h".into(),
+            events: vec!["*".into()],
+            chatbot_id: None,
+            active: true,
+            disabled_reason: None,
+            secrets: vec![],
+            created_at: 1,
+            updated_at: 1,
+        };
+        rt.block_on(store.create_webhook(hook)).unwrap();
+        states.push(everything(&store));
         create_agent(&rt, &store, "a");
         states.push(everything(&store));
         let mut issues = crate::domain::Issues::new();

@@ -56,6 +56,16 @@ pub enum Op {
     },
     /// An agent's change feed entries up to `through` removed (retention).
     PruneChanges { agent: String, through: u64 },
+    /// A webhook endpoint written (`record`) or removed (`None`).
+    PutWebhook { id: String, record: Option<Vec<u8>> },
+    /// The time of the group whose record this is (see `Txn::now`); logged first.
+    At(i64),
+    /// A webhook delivery written.
+    PutDelivery {
+        webhook: String,
+        number: u64,
+        record: Vec<u8>,
+    },
 }
 
 /// Applies `op` in `txn`, as the live write that recorded it did.
@@ -66,6 +76,19 @@ pub fn apply(txn: &Txn, op: Op) -> Result<(), StoreError> {
             super::contacts::redo(txn, &agent, Some(at), changes)
         }
         Op::PruneChanges { agent, through } => super::changes::prune(txn, &agent, through),
+        Op::PutWebhook { id, record } => match record {
+            Some(record) => super::webhooks::put(txn, &id, &record),
+            None => super::webhooks::remove(txn, &id),
+        },
+        Op::At(now) => {
+            txn.set_now(now);
+            Ok(())
+        }
+        Op::PutDelivery {
+            webhook,
+            number,
+            record,
+        } => super::webhooks::put_delivery(txn, &webhook, number, &record),
         Op::PutAgent { id, record } => super::redb_store::put_agent_record(txn, &id, &record),
         Op::RemoveAgent { id } => super::redb_store::remove_agent(txn, &id),
         Op::PutKey { digest, record } => super::redb_store::put_key_record(txn, &digest, &record),

@@ -47,6 +47,18 @@ pub const CHANGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("c
 /// agent_id → the last sequence number its feed gave out: kept when the entries are
 /// pruned, so numbers are never given out twice.
 pub const CHANGE_SEQS: TableDefinition<&str, u64> = TableDefinition::new("change_seqs");
+/// Webhook id → versioned endpoint record (see `webhooks`).
+pub const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
+/// `(webhook id, queue number)` → versioned event record: the endpoint's outbox,
+/// written in the same transaction as the change, removed once delivered.
+pub const WEBHOOK_OUTBOX: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("webhook_outbox");
+/// Webhook id → the last queue number given out.
+pub const WEBHOOK_QUEUES: TableDefinition<&str, u64> = TableDefinition::new("webhook_queues");
+/// `(webhook id, delivery number)` → versioned delivery record (the last
+/// `webhooks::KEPT_DELIVERIES` of each endpoint).
+pub const WEBHOOK_DELIVERIES: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("webhook_deliveries");
 /// Named counters and flags.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -57,6 +69,8 @@ pub const META_INDEX_VERSION: &str = "index_version";
 /// The sequence number of the last checkpoint: the file holds every change the
 /// write-ahead log recorded up to it (see `wal`).
 pub const META_WAL_CHECKPOINT: &str = "wal_checkpoint";
+/// The number of the last webhook event (event ids are `evt_<16 hex digits>`).
+pub const META_LAST_EVENT: &str = "last_event";
 
 /// The layout of the sort and word indexes (and which words and keys they hold); a data
 /// dir with another one, or none, has them rebuilt from the contact records at open.
@@ -86,8 +100,9 @@ pub const INDEX_VERSION: u64 = 9;
 /// contact records of version 4, which carry them. Version 7 writes API key records of
 /// version 3 (access, expiry, rate limit), which older builds cannot read; its upgrade
 /// from 6 changes nothing stored. Version 8 adds the change feed (`changes`,
-/// `change_seqs`), which older builds would not write to; its upgrade from 7 creates
-/// the tables.
+/// `change_seqs`) and webhooks (`webhooks`, `webhook_outbox`, `webhook_queues`,
+/// `webhook_deliveries`), which older builds would not write to; its upgrade from 7
+/// creates the tables.
 pub const SCHEMA_VERSION: u64 = 8;
 /// The oldest layout this build can upgrade.
 pub const OLDEST_SCHEMA_VERSION: u64 = 1;

@@ -47,6 +47,10 @@ pub struct Txn {
     /// A job appended to a change feed: readers waiting for changes are woken once
     /// the group is durable.
     fed: Cell<bool>,
+    /// The group's time (Unix seconds), for what is stamped without a time of its own
+    /// (webhook events of attribute and agent changes): read once when the group
+    /// begins, logged first in its record, and taken from there on replay.
+    now: Cell<i64>,
 }
 
 impl Deref for Txn {
@@ -77,8 +81,22 @@ impl Txn {
     /// primitive calls this once it has written.
     pub fn record(&self, op: Op) {
         if !self.replaying.get() {
-            self.redo.borrow_mut().push(op);
+            let mut redo = self.redo.borrow_mut();
+            if redo.is_empty() {
+                redo.push(Op::At(self.now.get()));
+            }
+            redo.push(op);
         }
+    }
+
+    /// The group's time (see `Txn::now`'s field).
+    pub fn now(&self) -> i64 {
+        self.now.get()
+    }
+
+    /// Sets the group's time: replaying a record that logged it.
+    pub fn set_now(&self, now: i64) {
+        self.now.set(now);
     }
 
     /// Whether writes are being recorded for the log (not a replay of it).
@@ -256,6 +274,7 @@ impl Parts<'_> {
             replaying: Cell::new(false),
             checkpoint: Cell::new(false),
             fed: Cell::new(false),
+            now: Cell::new(crate::clock::unix_now()),
         })
     }
 }

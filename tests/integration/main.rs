@@ -30,3 +30,4 @@ mod process;
 mod properties;
 mod search;
 mod upsert;
+mod webhooks;

@@ -1,0 +1,224 @@
+//! Webhook deliveries: the store queues events in the commits that make them (see
+//! `store::webhooks`); this sends them. One task per active endpoint with events
+//! queued: it sends the oldest (up to `webhooks.batch_max`) as one signed delivery and
+//! sends nothing later until that delivery succeeded, so an endpoint gets its events
+//! in order. A failed attempt is tried again after [`backoff`] (from 1 s, doubling, at
+//! most an hour, with jitter); a delivery failing for `webhooks.max_age_hours`
+//! deactivates its endpoint, with the reason. A delivery is recorded after each
+//! attempt; a crash between sending and recording sends it again (at least once).
+
+pub mod send;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use self::send::Sender;
+use crate::clock::unix_now;
+use crate::domain::webhook::{backoff, signature, Attempt, Delivery, DeliveryStatus, Webhook};
+use crate::store::{Store, StoreError};
+
+/// How deliveries are made (`webhooks.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Most events in one delivery.
+    pub batch_max: usize,
+    /// How long a delivery may keep failing before its endpoint is deactivated.
+    pub max_age: Duration,
+}
+
+/// How often a waiting retry checks whether it was retried by hand or its endpoint
+/// changed, and how often endpoints are looked at without a write waking them.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs until dropped: starts a task for each active endpoint whose events wait,
+/// whenever a write queues events or every [`LOOK_EVERY`].
+pub async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, settings: Settings) {
+    let mut signal = store.change_signal();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut running: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+    loop {
+        signal.borrow_and_update();
+        running.retain(|_, task| !task.is_finished());
+        while tasks.try_join_next().is_some() {}
+        match store.webhooks() {
+            Ok(hooks) => {
+                for hook in hooks.into_iter().filter(|h| h.active) {
+                    if running.contains_key(&hook.id) {
+                        continue;
+                    }
+                    let task = tasks.spawn(deliver(
+                        Arc::clone(&store),
+                        Arc::clone(&sender),
+                        settings.clone(),
+                        hook.id.clone(),
+                    ));
+                    running.insert(hook.id, task);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot read the webhooks"),
+        }
+        tokio::select! {
+            _ = signal.changed() => {}
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+        }
+    }
+}
+
+/// Delivers an endpoint's queued events until none is left, or it is inactive or gone.
+async fn deliver(store: Arc<dyn Store>, sender: Arc<Sender>, settings: Settings, id: String) {
+    if let Err(err) = deliver_all(store.as_ref(), &sender, &settings, &id).await {
+        match err {
+            StoreError::WebhookNotFound => {}
+            err => tracing::warn!(webhook = %id, error = %err, "webhook deliveries stopped"),
+        }
+    }
+}
+
+async fn deliver_all(
+    store: &dyn Store,
+    sender: &Sender,
+    settings: &Settings,
+    id: &str,
+) -> Result<(), StoreError> {
+    loop {
+        let Some(hook) = store.webhook(id)?.filter(|h| h.active) else {
+            return Ok(());
+        };
+        let pending = store
+            .deliveries(id, 1)?
+            .into_iter()
+            .next()
+            .filter(|d| d.status == DeliveryStatus::Pending);
+        let mut delivery = match pending {
+            Some(delivery) => delivery,
+            None => match next_batch(store, id, settings.batch_max)? {
+                Some(delivery) => delivery,
+                None => return Ok(()),
+            },
+        };
+        if let Some(due) = delivery.next_attempt {
+            let wait = due - unix_now();
+            if wait > 0 {
+                tokio::time::sleep(LOOK_EVERY.min(Duration::from_secs(wait.unsigned_abs()))).await;
+                continue;
+            }
+        }
+        let failed = attempt(sender, &hook, &mut delivery).await;
+        if !failed {
+            store.save_delivery(id.to_owned(), delivery).await?;
+            continue;
+        }
+        let now = unix_now();
+        let failing_for = Duration::from_secs((now - delivery.created_at).max(0).unsigned_abs());
+        if failing_for >= settings.max_age {
+            let reason = format!(
+                "deliveries failed for {} hours (webhooks.max_age_hours); last: {}",
+                settings.max_age.as_secs() / 3600,
+                last_failure(&delivery)
+            );
+            delivery.status = DeliveryStatus::Failed;
+            delivery.next_attempt = None;
+            store.save_delivery(id.to_owned(), delivery).await?;
+            store
+                .update_webhook(
+                    id.to_owned(),
+                    Box::new(move |mut hook: Webhook| {
+                        hook.active = false;
+                        hook.disabled_reason = Some(reason);
+                        hook.updated_at = now;
+                        Ok(hook)
+                    }),
+                )
+                .await?;
+            return Ok(());
+        }
+        let failures = delivery.attempts.len() as u32;
+        let wait = backoff(failures, rand::random::<f64>());
+        delivery.next_attempt = Some(now + wait.as_secs().max(1) as i64);
+        store.save_delivery(id.to_owned(), delivery).await?;
+        // The first retries come sooner than a second's resolution allows; the wait
+        // is slept here, then the loop reads the delivery again (a retry by hand, a
+        // deactivation or a deletion may have happened meanwhile).
+        tokio::time::sleep(wait.min(LOOK_EVERY)).await;
+    }
+}
+
+/// A new delivery of the oldest queued events, or `None` when none is queued.
+fn next_batch(
+    store: &dyn Store,
+    id: &str,
+    batch_max: usize,
+) -> Result<Option<Delivery>, StoreError> {
+    let events = store.queued_events(id, 0, batch_max)?;
+    let (Some((first, _)), Some((last, _))) = (events.first(), events.last()) else {
+        return Ok(None);
+    };
+    let (first, last) = (*first, *last);
+    let event_ids = events.iter().map(|(_, e)| e.id.clone()).collect();
+    let body: Vec<Value> = events.iter().map(|(_, e)| e.to_json()).collect();
+    Ok(Some(Delivery {
+        id: 0,
+        event_ids,
+        first,
+        last,
+        body: json!({ "events": body }).to_string(),
+        status: DeliveryStatus::Pending,
+        attempts: Vec::new(),
+        next_attempt: None,
+        created_at: unix_now(),
+    }))
+}
+
+/// Sends `delivery` once, signed with the endpoint's secrets, and records the attempt;
+/// on a 2xx it is `Succeeded`. Returns whether the attempt failed.
+pub async fn attempt(sender: &Sender, hook: &Webhook, delivery: &mut Delivery) -> bool {
+    let now = unix_now();
+    let body = Bytes::from(delivery.body.clone());
+    let headers = [
+        (
+            "contactd-signature",
+            signature(&hook.signing_secrets(now), now, &body),
+        ),
+        ("contactd-event-ids", delivery.event_ids.join(",")),
+    ];
+    let record = match sender.post(&hook.url, &headers, body).await {
+        Ok(answer) => Attempt {
+            at: now,
+            response_code: Some(answer.status),
+            response_body: answer.body,
+            error: (!(200..300).contains(&answer.status)).then(|| {
+                if (300..400).contains(&answer.status) {
+                    "redirects are not followed".to_owned()
+                } else {
+                    format!("answered {}", answer.status)
+                }
+            }),
+        },
+        Err(err) => Attempt {
+            at: now,
+            response_code: None,
+            response_body: String::new(),
+            error: Some(err),
+        },
+    };
+    let failed = record.error.is_some();
+    delivery.attempts.push(record);
+    if !failed {
+        delivery.status = DeliveryStatus::Succeeded;
+        delivery.next_attempt = None;
+    }
+    failed
+}
+
+fn last_failure(delivery: &Delivery) -> String {
+    delivery
+        .attempts
+        .last()
+        .and_then(|a| a.error.clone())
+        .unwrap_or_default()
+}
