@@ -48,6 +48,9 @@ const state = {
   editing: null, // the contact being edited, or null when adding
   editingEtag: null, // its ETag when it was opened: saves send it as If-Match
   readOnly: false, // the key can read only: no control that writes is shown
+  admin: false, // an admin key: it may make endpoints that take every agent's events
+  webhooks: [], // the endpoints shown: this agent's and every agent's
+  deliveriesOf: null, // the endpoint whose deliveries are shown
 };
 
 // ---------------------------------------------------------------- helpers
@@ -71,13 +74,20 @@ function status(text, isError = false) {
   node.classList.toggle("error", isError);
 }
 
+const VIEWS = [
+  ["view-contacts", "tab-contacts"],
+  ["view-attributes", "tab-attributes"],
+  ["view-webhooks", "tab-webhooks"],
+];
+
 function show(view) {
-  for (const id of ["view-signin", "view-contacts", "view-attributes"]) $(id).hidden = id !== view;
+  $("view-signin").hidden = view !== "view-signin";
+  for (const [id, tab] of VIEWS) {
+    $(id).hidden = id !== view;
+    if (id === view) $(tab).setAttribute("aria-current", "page");
+    else $(tab).removeAttribute("aria-current");
+  }
   $("nav").hidden = view === "view-signin";
-  $("tab-contacts").toggleAttribute("aria-current", view === "view-contacts");
-  $("tab-attributes").toggleAttribute("aria-current", view === "view-attributes");
-  if (view === "view-contacts") $("tab-contacts").setAttribute("aria-current", "page");
-  if (view === "view-attributes") $("tab-attributes").setAttribute("aria-current", "page");
 }
 
 async function api(method, path, body, headers = {}) {
@@ -154,6 +164,7 @@ async function signIn(key) {
   sessionStorage.setItem(KEY, key);
   const me = await api("GET", "/api/v1/me");
   setReadOnly(me.status === 200 && me.body.data.access === "read");
+  state.admin = me.status === 200 && me.body.data.scope === "admin";
   state.agents = reply.body.data;
   if (state.agents.length === 0) return "This key can see no agent.";
   const saved = sessionStorage.getItem(AGENT);
@@ -858,6 +869,130 @@ async function defineAttribute(event) {
   await loadAttributes();
 }
 
+// ---------------------------------------------------------------- webhooks
+
+function when(seconds) {
+  return seconds == null ? "—" : new Date(seconds * 1000).toLocaleString();
+}
+
+async function loadWebhooks() {
+  const reply = await api("GET", "/api/v1/webhooks");
+  if (reply.status !== 200) return status(message(reply), true);
+  // This agent's endpoints and those taking every agent's events.
+  state.webhooks = reply.body.data.filter((h) => h.chatbot_id === null || h.chatbot_id === state.agent);
+  renderWebhooks();
+}
+
+function renderWebhooks() {
+  $("webhooks-empty").hidden = state.webhooks.length > 0;
+  $("webhooks-body").replaceChildren(
+    ...state.webhooks.map((h) =>
+      el(
+        "tr",
+        {},
+        el("td", { text: h.url, title: h.url }),
+        el("td", { text: h.events.join(", ") }),
+        el("td", { text: h.chatbot_id === null ? "every agent" : h.chatbot_id }),
+        el("td", { text: h.active ? "active" : `inactive${h.disabled_reason ? `: ${h.disabled_reason}` : ""}`, title: h.disabled_reason || "" }),
+        el(
+          "td",
+          {},
+          el("button", { type: "button", text: "Deliveries", "aria-label": `Deliveries of ${h.url}`, onclick: () => showDeliveries(h) }),
+          " ",
+          el("button", {
+            type: "button",
+            class: "danger writes",
+            text: "Delete",
+            "aria-label": `Delete ${h.url}`,
+            onclick: () => deleteWebhook(h),
+          }),
+        ),
+      ),
+    ),
+  );
+}
+
+async function addWebhook(event) {
+  event.preventDefault();
+  const form = $("webhook-form");
+  clearErrors(form);
+  $("webhook-secret").hidden = true;
+  const events = [...form.querySelectorAll("[data-event]:checked")].map((box) => box.dataset.event);
+  const body = { url: $("wh-url").value.trim(), events };
+  if (!$("wh-all-agents").checked) body.chatbot_id = state.agent;
+  else body.chatbot_id = null;
+  const reply = await api("POST", "/api/v1/webhooks", body);
+  if (reply.status !== 200) {
+    showIssues(form, reply.body && reply.body.issues, message(reply));
+    return;
+  }
+  form.reset();
+  $("webhook-secret-value").textContent = reply.body.data.secret;
+  $("webhook-secret").hidden = false;
+  status(`Endpoint ${reply.body.data.url} added.`);
+  await loadWebhooks();
+}
+
+async function deleteWebhook(hook) {
+  if (!confirm(`Delete the endpoint ${hook.url}? Its queued events and deliveries go with it.`)) return;
+  const reply = await api("DELETE", `/api/v1/webhooks/${encodeURIComponent(hook.id)}`);
+  if (reply.status !== 200) return status(message(reply), true);
+  status(`Endpoint ${hook.url} deleted.`);
+  if (state.deliveriesOf === hook.id) $("deliveries").hidden = true;
+  await loadWebhooks();
+}
+
+function attemptText(delivery) {
+  const last = delivery.attempts[delivery.attempts.length - 1];
+  if (!last) return "—";
+  const answer = last.response_code == null ? "no answer" : `answered ${last.response_code}`;
+  return `${when(last.at)}: ${answer}${last.error ? ` (${last.error})` : ""}`;
+}
+
+async function showDeliveries(hook) {
+  state.deliveriesOf = hook.id;
+  const reply = await api("GET", `/api/v1/webhooks/${encodeURIComponent(hook.id)}/deliveries`);
+  if (reply.status !== 200) return status(message(reply), true);
+  $("deliveries-title").textContent = `Deliveries to ${hook.url}`;
+  $("deliveries").hidden = false;
+  const deliveries = reply.body.data;
+  $("deliveries-empty").hidden = deliveries.length > 0;
+  $("deliveries-body").replaceChildren(
+    ...deliveries.map((d) =>
+      el(
+        "tr",
+        {},
+        el("td", { text: d.id }),
+        el("td", { text: when(d.created_at) }),
+        el("td", { text: String(d.event_ids.length), title: d.event_ids.join(", ") }),
+        el("td", { text: d.status }),
+        el("td", { text: attemptText(d), title: (d.attempts[d.attempts.length - 1] || {}).response_body || "" }),
+        el("td", { text: when(d.next_attempt) }),
+        el(
+          "td",
+          {},
+          el("button", {
+            type: "button",
+            class: "writes",
+            text: "Retry",
+            "aria-label": `Retry delivery ${d.id}`,
+            onclick: () => retryDelivery(hook, d),
+          }),
+        ),
+      ),
+    ),
+  );
+}
+
+async function retryDelivery(hook, delivery) {
+  status(`Sending delivery ${delivery.id} again…`);
+  const path = `/api/v1/webhooks/${encodeURIComponent(hook.id)}/deliveries/${encodeURIComponent(delivery.id)}/retry`;
+  const reply = await api("POST", path);
+  if (reply.status !== 200) return status(message(reply), true);
+  status(`Delivery ${delivery.id} sent again: ${attemptText(reply.body.data)}.`);
+  await showDeliveries(hook);
+}
+
 // ---------------------------------------------------------------- import and export
 
 const importState = { file: null, format: null, report: null };
@@ -1122,6 +1257,15 @@ function wire() {
     show("view-attributes");
     loadAttributes();
   });
+  $("tab-webhooks").addEventListener("click", () => {
+    show("view-webhooks");
+    $("webhook-secret").hidden = true;
+    $("deliveries").hidden = true;
+    // An agent key's endpoints are always its agent's.
+    $("wh-every-agent").hidden = !state.admin;
+    loadWebhooks();
+  });
+  $("webhook-form").addEventListener("submit", addWebhook);
   $("search").addEventListener(
     "input",
     debounce((e) => {

@@ -415,6 +415,11 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// [`Server::start`] with the configuration changed by `tweak`.
+    pub fn start_with(tweak: impl FnOnce(&mut contactd::config::Config)) -> Self {
         let dir = data_dir();
         // The key only has to be valid; it need not be reproducible.
         let admin_key = format!(
@@ -436,6 +441,7 @@ impl Server {
         // Spare connections (the HTTP bench's delete streams) sit idle through a whole
         // measurement; the header-read timeout doubles as the keep-alive idle timeout.
         config.header_read_timeout = Duration::from_secs(600);
+        tweak(&mut config);
         let runtime = runtime("contactd-server");
         let listener = runtime
             .block_on(TcpListener::bind(config.listen))
@@ -559,6 +565,29 @@ impl Conn {
     pub async fn create_agent(&mut self, id: &str) -> Result<(), Failure> {
         let body = Bytes::from(json!({"id": id, "name": id}).to_string());
         self.send(Method::POST, "/api/v1/chatbots", body)
+            .await
+            .map(drop)
+    }
+
+    /// `POST path` with a JSON body; the answer's JSON.
+    pub async fn post_json(&mut self, path: &str, body: &Value) -> Result<Value, Failure> {
+        let answer = self
+            .send(Method::POST, path, Bytes::from(body.to_string()))
+            .await?;
+        serde_json::from_slice(&answer)
+            .map_err(|err| Failure::Transport(format!("the answer is not JSON: {err}")))
+    }
+
+    /// `DELETE path`.
+    pub async fn delete_path(&mut self, path: &str) -> Result<(), Failure> {
+        self.send(Method::DELETE, path, Bytes::new())
+            .await
+            .map(drop)
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put_json(&mut self, path: &str, body: &Value) -> Result<(), Failure> {
+        self.send(Method::PUT, path, Bytes::from(body.to_string()))
             .await
             .map(drop)
     }

@@ -133,20 +133,21 @@ pub fn append<'a>(
         match record.kind {
             CREATED => outbox.push("contact.created", || {
                 contact_data(event.to_json(), seq, None)
-            })?,
+            }),
             UPDATED => outbox.push("contact.updated", || {
                 contact_data(event.to_json(), seq, Some(&record.changed))
-            })?,
+            }),
             _ => outbox.push("contact.deleted", || {
                 contact_data(event.to_json(), seq, None)
-            })?,
+            }),
         }
     }
     if last != first {
         seqs.insert(agent, last)?;
         txn.fed();
     }
-    Ok(())
+    drop((changes, seqs));
+    outbox.finish()
 }
 
 /// A page of an agent's feed.

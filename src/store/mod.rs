@@ -297,7 +297,7 @@ pub trait Store: Send + Sync + 'static {
     fn queue_len(&self, webhook: &str) -> Result<u64, StoreError>;
     /// An endpoint's last deliveries, newest first.
     fn deliveries(&self, webhook: &str, limit: usize) -> Result<Vec<Delivery>, StoreError>;
-    /// Writes a delivery of an existing endpoint (`id` 0: a new one, numbered next); a
+    /// Writes delivery `id` of an existing endpoint (the caller numbers them from 1); a
     /// succeeded one takes its events out of the queue.
     fn save_delivery(&self, webhook: String, delivery: Delivery) -> StoreFuture<Delivery>;
     /// Defines an attribute, unless the agent has `max_per_agent` definitions already.

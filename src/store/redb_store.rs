@@ -751,14 +751,10 @@ impl Store for RedbStore {
         })
     }
 
-    fn save_delivery(&self, webhook: String, mut delivery: Delivery) -> StoreFuture<Delivery> {
+    fn save_delivery(&self, webhook: String, delivery: Delivery) -> StoreFuture<Delivery> {
         self.writer.submit(move |txn| {
             if txn.open_table(WEBHOOKS)?.get(webhook.as_str())?.is_none() {
                 return Err(StoreError::WebhookNotFound);
-            }
-            if delivery.id == 0 {
-                delivery.id =
-                    webhooks::next_delivery_number(&txn.open_table(WEBHOOK_DELIVERIES)?, &webhook)?;
             }
             let record = encode_delivery(&webhook, &delivery);
             webhooks::put_delivery(txn, &webhook, delivery.id, &record)?;
@@ -953,8 +949,9 @@ pub(super) fn put_attribute_record(
     } else {
         "attribute.created"
     };
-    webhooks::Outbox::open(txn, agent, txn.now())?
-        .push(kind, || json!({ "attribute": def.to_json() }))?;
+    let mut outbox = webhooks::Outbox::open(txn, agent, txn.now())?;
+    outbox.push(kind, || json!({ "attribute": def.to_json() }));
+    outbox.finish()?;
     txn.record(Op::PutAttribute {
         agent: agent.to_owned(),
         name: name.to_owned(),
@@ -1010,9 +1007,11 @@ pub(super) fn remove_agent(txn: &Txn, id: &str) -> Result<(), StoreError> {
         // Only unscoped endpoints hear of it: the agent's own go with it.
         webhooks::remove_agent(txn, id)?;
         let at = txn.now();
-        webhooks::Outbox::open(txn, id, at)?.push("agent.deleted", || {
+        let mut outbox = webhooks::Outbox::open(txn, id, at)?;
+        outbox.push("agent.deleted", || {
             json!({ "chatbot_id": id, "name": agent.name, "contact_count": agent.contact_count })
-        })?;
+        });
+        outbox.finish()?;
     }
     contacts::delete_all(txn, id)?;
     changes::remove_agent(txn, id)?;

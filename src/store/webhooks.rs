@@ -11,7 +11,7 @@
 
 use std::ops::Bound;
 
-use redb::{ReadTransaction, ReadableTable, Table};
+use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -64,13 +64,14 @@ pub fn all(
     Ok(out)
 }
 
-/// The events of one write transaction's changes to one agent, queued for the active
-/// endpoints that take them.
+/// The events of one write's changes to one agent, queued for the active endpoints
+/// that take them: collected by [`Outbox::push`], written by [`Outbox::finish`].
 pub struct Outbox<'txn> {
     hooks: Vec<Webhook>,
     agent: String,
     at: i64,
     txn: &'txn Txn,
+    events: Vec<(&'static str, String)>,
 }
 
 impl<'txn> Outbox<'txn> {
@@ -85,39 +86,58 @@ impl<'txn> Outbox<'txn> {
             agent: agent.to_owned(),
             at,
             txn,
+            events: Vec::new(),
         })
     }
 
     /// Whether any endpoint takes events of `kind`.
-    pub fn wants(&self, kind: &str) -> bool {
+    fn wants(&self, kind: &str) -> bool {
         self.hooks.iter().any(|h| h.takes(&self.agent, kind))
     }
 
-    /// Queues an event of `kind` whose `data` is built only if an endpoint takes it.
-    pub fn push(&mut self, kind: &str, data: impl FnOnce() -> Value) -> Result<(), StoreError> {
-        if !self.wants(kind) {
+    /// Adds an event of `kind` whose `data` is built only if an endpoint takes it.
+    pub fn push(&mut self, kind: &'static str, data: impl FnOnce() -> Value) {
+        if self.wants(kind) {
+            self.events.push((kind, data().to_string()));
+        }
+    }
+
+    /// Queues the events pushed, in order: each gets the next event id, and an entry
+    /// in the outbox of every endpoint that takes it.
+    pub fn finish(self) -> Result<(), StoreError> {
+        if self.events.is_empty() {
             return Ok(());
         }
-        let data = data().to_string();
         let mut meta = self.txn.open_table(META)?;
-        let n = meta.get(META_LAST_EVENT)?.map_or(0, |v| v.value()) + 1;
-        meta.insert(META_LAST_EVENT, n)?;
-        let event = OutboxEvent {
-            id: format!("evt_{n:016x}"),
-            kind: kind.to_owned(),
-            created_at: self.at,
-            chatbot_id: self.agent.clone(),
-            data,
-        };
+        let mut last_event = meta.get(META_LAST_EVENT)?.map_or(0, |v| v.value());
         let mut queues = self.txn.open_table(WEBHOOK_QUEUES)?;
         let mut outbox = self.txn.open_table(WEBHOOK_OUTBOX)?;
-        for hook in self.hooks.iter().filter(|h| h.takes(&self.agent, kind)) {
-            let next = queues.get(hook.id.as_str())?.map_or(0, |v| v.value()) + 1;
-            queues.insert(hook.id.as_str(), next)?;
-            outbox.insert(
-                (hook.id.as_str(), next),
-                encode_event(&hook.id, next, &event).as_slice(),
-            )?;
+        let mut next: Vec<u64> = Vec::with_capacity(self.hooks.len());
+        for hook in &self.hooks {
+            next.push(queues.get(hook.id.as_str())?.map_or(0, |v| v.value()));
+        }
+        for (kind, data) in self.events {
+            last_event += 1;
+            let event = OutboxEvent {
+                id: format!("evt_{last_event:016x}"),
+                kind: kind.to_owned(),
+                created_at: self.at,
+                chatbot_id: self.agent.clone(),
+                data,
+            };
+            for (hook, n) in self.hooks.iter().zip(next.iter_mut()) {
+                if hook.takes(&self.agent, kind) {
+                    *n += 1;
+                    outbox.insert(
+                        (hook.id.as_str(), *n),
+                        encode_event(&hook.id, *n, &event).as_slice(),
+                    )?;
+                }
+            }
+        }
+        meta.insert(META_LAST_EVENT, last_event)?;
+        for (hook, n) in self.hooks.iter().zip(next) {
+            queues.insert(hook.id.as_str(), n)?;
         }
         self.txn.fed();
         Ok(())
@@ -279,17 +299,4 @@ pub fn deliveries(
         out.push(decode_delivery(webhook, key.value().1, value.value())?);
     }
     Ok(out)
-}
-
-/// The number the next delivery of an endpoint gets.
-pub fn next_delivery_number(
-    table: &Table<'_, (&'static str, u64), &'static [u8]>,
-    webhook: &str,
-) -> Result<u64, StoreError> {
-    Ok(
-        match table.range((webhook, 0)..=(webhook, u64::MAX))?.next_back() {
-            Some(row) => row?.0.value().1 + 1,
-            None => 1,
-        },
-    )
 }

@@ -4,8 +4,9 @@
 //! sends nothing later until that delivery succeeded, so an endpoint gets its events
 //! in order. A failed attempt is tried again after [`backoff`] (from 1 s, doubling, at
 //! most an hour, with jitter); a delivery failing for `webhooks.max_age_hours`
-//! deactivates its endpoint, with the reason. A delivery is recorded after each
-//! attempt; a crash between sending and recording sends it again (at least once).
+//! deactivates its endpoint, with the reason. A failed attempt is recorded before the
+//! retry; a succeeded delivery is recorded (taking its events out of the queue) while
+//! the next one is sent. A crash before the record sends it again (at least once).
 
 pub mod send;
 
@@ -34,6 +35,10 @@ pub struct Settings {
 /// How often a waiting retry checks whether it was retried by hand or its endpoint
 /// changed, and how often endpoints are looked at without a write waking them.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Deliveries whose records may be in flight at once: sending goes on while the
+/// succeeded ones are recorded.
+const SAVING: usize = 8;
 
 /// Runs until dropped: starts a task for each active endpoint whose events wait,
 /// whenever a write queues events or every [`LOOK_EVERY`].
@@ -85,76 +90,132 @@ async fn deliver_all(
     settings: &Settings,
     id: &str,
 ) -> Result<(), StoreError> {
-    loop {
+    let newest = store.deliveries(id, 1)?.into_iter().next();
+    let mut next_id = newest.as_ref().map_or(1, |d| d.id + 1);
+    // A delivery left pending (failing) by an earlier task or process goes first.
+    let mut current = newest.filter(|d| d.status == DeliveryStatus::Pending);
+    // Queue numbers up to here were sent; their records may still be on the way.
+    let mut sent_through = 0;
+    let mut saving: JoinSet<Result<Delivery, StoreError>> = JoinSet::new();
+    let result = loop {
         let Some(hook) = store.webhook(id)?.filter(|h| h.active) else {
-            return Ok(());
+            break Ok(());
         };
-        let pending = store
-            .deliveries(id, 1)?
-            .into_iter()
-            .next()
-            .filter(|d| d.status == DeliveryStatus::Pending);
-        let mut delivery = match pending {
-            Some(delivery) => delivery,
-            None => match next_batch(store, id, settings.batch_max)? {
-                Some(delivery) => delivery,
-                None => return Ok(()),
+        let mut delivery = match current.take() {
+            // A failing delivery: retried by hand meanwhile, perhaps.
+            Some(failing) => {
+                let kept = usize::try_from(crate::store::KEPT_DELIVERIES).unwrap_or(usize::MAX);
+                let stored = store
+                    .deliveries(id, kept)?
+                    .into_iter()
+                    .find(|d| d.id == failing.id);
+                match stored {
+                    Some(stored) if stored.status != DeliveryStatus::Pending => {
+                        sent_through = stored.last;
+                        continue;
+                    }
+                    Some(stored) => stored,
+                    None => failing,
+                }
+            }
+            None => match next_batch(store, id, sent_through, settings.batch_max)? {
+                Some(mut delivery) => {
+                    delivery.id = next_id;
+                    next_id += 1;
+                    delivery
+                }
+                None => break Ok(()),
             },
         };
         if let Some(due) = delivery.next_attempt {
             let wait = due - unix_now();
             if wait > 0 {
                 tokio::time::sleep(LOOK_EVERY.min(Duration::from_secs(wait.unsigned_abs()))).await;
+                current = Some(delivery);
                 continue;
             }
         }
-        let failed = attempt(sender, &hook, &mut delivery).await;
-        if !failed {
-            store.save_delivery(id.to_owned(), delivery).await?;
+        if !attempt(sender, &hook, &mut delivery).await {
+            sent_through = delivery.last;
+            saving.spawn(store.save_delivery(id.to_owned(), delivery));
+            while saving.len() >= SAVING {
+                if let Some(saved) = saving.join_next().await {
+                    joined(saved)?;
+                }
+            }
             continue;
         }
         let now = unix_now();
         let failing_for = Duration::from_secs((now - delivery.created_at).max(0).unsigned_abs());
         if failing_for >= settings.max_age {
-            let reason = format!(
-                "deliveries failed for {} hours (webhooks.max_age_hours); last: {}",
-                settings.max_age.as_secs() / 3600,
-                last_failure(&delivery)
-            );
-            delivery.status = DeliveryStatus::Failed;
-            delivery.next_attempt = None;
-            store.save_delivery(id.to_owned(), delivery).await?;
-            store
-                .update_webhook(
-                    id.to_owned(),
-                    Box::new(move |mut hook: Webhook| {
-                        hook.active = false;
-                        hook.disabled_reason = Some(reason);
-                        hook.updated_at = now;
-                        Ok(hook)
-                    }),
-                )
-                .await?;
-            return Ok(());
+            give_up(store, id, delivery, settings.max_age, now).await?;
+            break Ok(());
         }
         let failures = delivery.attempts.len() as u32;
         let wait = backoff(failures, rand::random::<f64>());
         delivery.next_attempt = Some(now + wait.as_secs().max(1) as i64);
-        store.save_delivery(id.to_owned(), delivery).await?;
+        current = Some(store.save_delivery(id.to_owned(), delivery).await?);
         // The first retries come sooner than a second's resolution allows; the wait
         // is slept here, then the loop reads the delivery again (a retry by hand, a
         // deactivation or a deletion may have happened meanwhile).
         tokio::time::sleep(wait.min(LOOK_EVERY)).await;
+    };
+    // Every record is written before the task ends: the next one starts from them.
+    while let Some(saved) = saving.join_next().await {
+        joined(saved)?;
+    }
+    result
+}
+
+fn joined(
+    saved: Result<Result<Delivery, StoreError>, tokio::task::JoinError>,
+) -> Result<(), StoreError> {
+    match saved {
+        Ok(saved) => saved.map(drop),
+        Err(err) => Err(StoreError::Backend(format!(
+            "recording a delivery failed: {err}"
+        ))),
     }
 }
 
-/// A new delivery of the oldest queued events, or `None` when none is queued.
+/// Marks `delivery` failed and deactivates the endpoint, saying why.
+async fn give_up(
+    store: &dyn Store,
+    id: &str,
+    mut delivery: Delivery,
+    max_age: Duration,
+    now: i64,
+) -> Result<(), StoreError> {
+    let reason = format!(
+        "deliveries failed for {} hours (webhooks.max_age_hours); last: {}",
+        max_age.as_secs_f64() / 3600.0,
+        last_failure(&delivery)
+    );
+    delivery.status = DeliveryStatus::Failed;
+    delivery.next_attempt = None;
+    store.save_delivery(id.to_owned(), delivery).await?;
+    store
+        .update_webhook(
+            id.to_owned(),
+            Box::new(move |mut hook: Webhook| {
+                hook.active = false;
+                hook.disabled_reason = Some(reason);
+                hook.updated_at = now;
+                Ok(hook)
+            }),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A new delivery of the oldest events queued after `after`, or `None` when none is.
 fn next_batch(
     store: &dyn Store,
     id: &str,
+    after: u64,
     batch_max: usize,
 ) -> Result<Option<Delivery>, StoreError> {
-    let events = store.queued_events(id, 0, batch_max)?;
+    let events = store.queued_events(id, after, batch_max)?;
     let (Some((first, _)), Some((last, _))) = (events.first(), events.last()) else {
         return Ok(None);
     };

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,7 +34,8 @@ const FLAGS = [
 
 function startServer() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "contactd-e2e-"));
-  const child = spawn(BIN, ["--listen", "127.0.0.1:0", "--data-dir", dir], {
+  // Webhooks go to a receiver on 127.0.0.1 here.
+  const child = spawn(BIN, ["--listen", "127.0.0.1:0", "--data-dir", dir, "--webhooks-allow-private", "true"], {
     env: { ...process.env, CONTACTD_ADMIN_KEY: KEY, CONTACTD_LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -153,6 +155,32 @@ async function rowCount(page, n) {
 async function idsWhere(base, query) {
   const json = await call(base, "GET", `/api/v1/chatbots/default/contacts?per_page=100&${query}`);
   return json.data.map((c) => c.external_id).sort();
+}
+
+/** A webhook receiver on 127.0.0.1:0 answering `statuses` in turn (then 200); `next()`
+ * resolves with the next request's body. */
+function startReceiver(statuses) {
+  const waiting = [];
+  const received = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk) => (body += chunk));
+    req.on("end", () => {
+      res.statusCode = statuses.length ? statuses.shift() : 200;
+      res.end("receiver says hi");
+      if (waiting.length) waiting.shift()(body);
+      else received.push(body);
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () =>
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}/hook`,
+        next: () => (received.length ? Promise.resolve(received.shift()) : new Promise((r) => waiting.push(r))),
+        close: () => server.close(),
+      }),
+    ),
+  );
 }
 
 async function run() {
@@ -517,6 +545,37 @@ async function run() {
     await page.reload();
     await page.waitForSelector("#contacts-body tr");
 
+    // Webhooks: a refused URL is reported on its field; an endpoint is added with its
+    // secret shown once; a failed delivery is listed with its attempt and sent again.
+    const receiver = await startReceiver([500]);
+    await page.click("#tab-webhooks");
+    await page.waitForSelector("#view-webhooks:not([hidden])");
+    await page.waitForSelector("#webhooks-empty:not([hidden])");
+    await page.fill("#wh-url", "ftp://example.com/hook");
+    await page.click("#webhook-form button[type=submit]");
+    await page.waitForSelector('#webhook-form .field-error[data-for="url"]:not(:empty)');
+    await page.fill("#wh-url", receiver.url);
+    await page.click("#webhook-form button[type=submit]");
+    await page.waitForSelector("#webhook-secret:not([hidden])");
+    assert.match(await page.textContent("#webhook-secret-value"), /^whsec_[0-9a-f]{64}$/);
+    await page.waitForSelector(`#webhooks-body tr:has-text('${receiver.url}')`);
+    assert.match(await page.textContent("#webhooks-body tr"), /contact\.created, contact\.updated, contact\.deleted/);
+    await call(server.base, "POST", "/api/v1/chatbots/default/contacts", { users: [{ external_id: "hooked", name: "Hook" }] });
+    // The first attempt is answered 500; the retry comes once that attempt is recorded.
+    const sent = JSON.parse(await receiver.next());
+    assert.equal(sent.events[0].data.contact.external_id, "hooked");
+    await receiver.next();
+    await page.click(`button[aria-label='Deliveries of ${receiver.url}']`);
+    await page.waitForSelector("#deliveries-body tr:has-text('answered')");
+    await shot(page, "webhooks");
+    await page.click("button[aria-label='Retry delivery 1']");
+    await receiver.next();
+    await page.waitForSelector("#status:has-text('Delivery 1 sent again')");
+    assert.match(await page.textContent("#deliveries-body tr"), /succeeded/);
+    receiver.close();
+    await page.click("#tab-contacts");
+    await page.waitForSelector("#contacts-body tr");
+
     // Delete with confirmation.
     await page.fill("#search", "ada lovelace");
     await page.waitForFunction(() => document.querySelectorAll("#contacts-body tr").length === 1);
@@ -568,6 +627,10 @@ async function run() {
     await page.click("#tab-attributes");
     await page.waitForSelector("#view-attributes:not([hidden])");
     assert.equal(await page.isVisible("#attribute-form"), false);
+    await page.click("#tab-webhooks");
+    await page.waitForSelector("#webhooks-body tr");
+    assert.equal(await page.isVisible("#webhook-form"), false, "a read key adds no endpoint");
+    assert.equal(await page.isVisible("#webhooks-body button.danger"), false);
     await page.click("#sign-out");
     await page.waitForSelector("#view-signin:not([hidden])");
     assert.equal(await page.isVisible("#read-only-badge"), false, "the next key starts with every control");
