@@ -248,12 +248,13 @@ pub fn restore(config: &Config, file: &Path, force: bool) -> ExitCode {
 /// `<done> N agents, N keys, ... (N bytes): <where>`.
 pub(crate) fn print_backup(done: &str, s: &store::backup::BackupSummary, place: &Path) {
     println!(
-        "{done} {} agents, {} keys, {} custom attributes, {} tags and lists, {} contacts ({} bytes): {}",
+        "{done} {} agents, {} keys, {} custom attributes, {} tags and lists, {} contacts, {} webhooks ({} bytes): {}",
         s.agents,
         s.keys,
         s.attributes,
         s.labels,
         s.contacts,
+        s.webhooks,
         s.bytes,
         place.display()
     );

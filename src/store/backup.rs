@@ -10,9 +10,12 @@
 //! - the 16-byte magic `contactd backup\n`, the format version (u32, little endian) and
 //!   the store's schema version (u64);
 //! - records, each a kind byte and its fields, each field a length (u32) and its bytes:
-//!   the next contact number, agents, keys, custom attributes, tags, lists, contacts —
-//!   the values exactly as the store keeps them, sealed, so each is checked again when
-//!   it is restored;
+//!   the next contact number, agents, keys, custom attributes, tags, lists, contacts,
+//!   webhook endpoints, the last webhook event number and each agent's last change
+//!   feed number (so that event ids and feed numbers are not given out again after a
+//!   restore) — the values exactly as the store keeps them, sealed, so each is checked
+//!   again when it is restored. The change feed's entries and the webhooks' queues and
+//!   deliveries are not in a backup;
 //! - the end: kind `0xFF`, the number of records (u64), and the SHA-256 of every byte
 //!   before it. A file that ends early, or whose bytes changed, is refused.
 
@@ -25,18 +28,19 @@ use redb::{ReadTransaction, ReadableTable};
 use sha2::{Digest, Sha256};
 
 use super::codec::{
-    decode_agent, decode_attribute, decode_contact, decode_key, encode_agent, encode_attribute,
-    encode_key,
+    decode_agent, decode_attribute, decode_contact, decode_key, decode_webhook, encode_agent,
+    encode_attribute, encode_key, encode_webhook,
 };
 use super::data_dir;
 use super::file;
 use super::redb_store::{RedbStore, DB_FILE};
 use super::salvage::{begin, Batch};
 use super::tables::{
-    AGENTS, API_KEYS, CONTACTS, CUSTOM_ATTRIBUTES, LISTS, META, META_INITIALIZED,
-    META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, SCHEMA_VERSION, TAGS,
+    AGENTS, API_KEYS, CHANGE_SEQS, CONTACTS, CUSTOM_ATTRIBUTES, LISTS, META, META_INITIALIZED,
+    META_LAST_EVENT, META_NEXT_CONTACT_ID, META_SCHEMA_VERSION, SCHEMA_VERSION, TAGS, WEBHOOKS,
 };
 use super::StoreError;
+use crate::domain::webhook::Webhook;
 use crate::domain::{Agent, ApiKey, AttributeDef, LabelKind};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -49,6 +53,9 @@ const ATTRIBUTE: u8 = 4;
 const TAG: u8 = 5;
 const LIST: u8 = 6;
 const CONTACT: u8 = 7;
+const WEBHOOK: u8 = 8;
+const LAST_EVENT: u8 = 9;
+const CHANGE_SEQ: u8 = 10;
 const END: u8 = 0xFF;
 
 /// The largest field a backup may hold: above any record the store writes.
@@ -64,6 +71,7 @@ pub struct BackupSummary {
     pub attributes: u64,
     pub labels: u64,
     pub contacts: u64,
+    pub webhooks: u64,
     pub bytes: u64,
 }
 
@@ -113,6 +121,20 @@ pub fn write(txn: &ReadTransaction, out: &mut dyn Write) -> Result<BackupSummary
         let (agent, _) = key.value();
         w.record(CONTACT, &[agent.as_bytes(), value.value()])?;
         summary.contacts += 1;
+    }
+    for row in txn.open_table(WEBHOOKS)?.iter()? {
+        let (id, value) = row?;
+        w.record(WEBHOOK, &[id.value().as_bytes(), value.value()])?;
+        summary.webhooks += 1;
+    }
+    let last_event = meta.get(META_LAST_EVENT)?.map_or(0, |v| v.value());
+    w.record(LAST_EVENT, &[&last_event.to_le_bytes()])?;
+    for row in txn.open_table(CHANGE_SEQS)?.iter()? {
+        let (agent, seq) = row?;
+        w.record(
+            CHANGE_SEQ,
+            &[agent.value().as_bytes(), &seq.value().to_le_bytes()],
+        )?;
     }
     summary.bytes = w.finish()?;
     Ok(summary)
@@ -195,6 +217,10 @@ enum Record {
     Attribute(String, AttributeDef),
     Label(LabelKind, String, String, String),
     Contact(String, crate::domain::Contact),
+    Webhook(Webhook),
+    LastEvent(u64),
+    /// An agent's last change feed number.
+    ChangeSeq(String, u64),
 }
 
 /// Why a backup file cannot be used.
@@ -237,6 +263,15 @@ impl<R: Read> Reader<R> {
         self.bytes(len as usize).map_err(read_failed)
     }
 
+    /// A field holding a u64.
+    fn number(&mut self) -> Result<u64, String> {
+        let bytes: [u8; 8] = self
+            .field()?
+            .try_into()
+            .map_err(|_| "it is damaged (a number of the wrong size)")?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
     fn text(&mut self) -> Result<String, String> {
         String::from_utf8(self.field()?)
             .map_err(|_| "it is damaged (a name that is not UTF-8)".into())
@@ -247,13 +282,13 @@ impl<R: Read> Reader<R> {
         let kind = self.bytes(1).map_err(read_failed)?[0];
         let damaged = |err: StoreError| format!("it is damaged ({err})");
         let record = match kind {
-            NEXT_CONTACT => {
-                let b = self.field()?;
-                let bytes: [u8; 8] = b
-                    .try_into()
-                    .map_err(|_| "it is damaged (a contact number of the wrong size)")?;
-                Record::NextContact(u64::from_le_bytes(bytes))
+            NEXT_CONTACT => Record::NextContact(self.number()?),
+            WEBHOOK => {
+                let id = self.text()?;
+                Record::Webhook(decode_webhook(&id, &self.field()?).map_err(damaged)?)
             }
+            LAST_EVENT => Record::LastEvent(self.number()?),
+            CHANGE_SEQ => Record::ChangeSeq(self.text()?, self.number()?),
             AGENT => {
                 let id = self.text()?;
                 Record::Agent(decode_agent(&id, &self.field()?).map_err(damaged)?)
@@ -371,7 +406,8 @@ pub fn verify(path: &Path) -> Result<BackupSummary, StoreError> {
             Record::Attribute(..) => summary.attributes += 1,
             Record::Label(..) => summary.labels += 1,
             Record::Contact(..) => summary.contacts += 1,
-            Record::NextContact(_) => {}
+            Record::Webhook(_) => summary.webhooks += 1,
+            Record::NextContact(_) | Record::LastEvent(_) | Record::ChangeSeq(..) => {}
         }
         Ok(())
     })?;
@@ -496,7 +532,9 @@ fn write_dir(path: &Path, dir: &Path) -> Result<(), StoreError> {
             ..
         })
         | Record::Attribute(agent, _)
+        | Record::ChangeSeq(agent, _)
         | Record::Label(_, agent, _, _) => Some(agent),
+        Record::Webhook(hook) => hook.chatbot_id.as_ref(),
         _ => None,
     });
     if let Some(agent) = owners
@@ -513,8 +551,20 @@ fn write_dir(path: &Path, dir: &Path) -> Result<(), StoreError> {
         let mut attributes = txn.open_table(CUSTOM_ATTRIBUTES)?;
         let mut tags = txn.open_table(TAGS)?;
         let mut lists = txn.open_table(LISTS)?;
+        let mut webhooks = txn.open_table(WEBHOOKS)?;
+        let mut seqs = txn.open_table(CHANGE_SEQS)?;
+        let mut meta = txn.open_table(META)?;
         for record in &small {
             match record {
+                Record::Webhook(hook) => {
+                    webhooks.insert(hook.id.as_str(), encode_webhook(hook).as_slice())?;
+                }
+                Record::LastEvent(n) => {
+                    meta.insert(META_LAST_EVENT, *n)?;
+                }
+                Record::ChangeSeq(agent, seq) => {
+                    seqs.insert(agent.as_str(), *seq)?;
+                }
                 Record::Key(key) => {
                     keys.insert(key.digest.as_slice(), encode_key(key).as_slice())?;
                 }
@@ -542,7 +592,6 @@ fn write_dir(path: &Path, dir: &Path) -> Result<(), StoreError> {
             };
             table.insert(agent.id.as_str(), encode_agent(&agent).as_slice())?;
         }
-        let mut meta = txn.open_table(META)?;
         meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         meta.insert(META_INITIALIZED, 1)?;
         meta.insert(
@@ -555,4 +604,67 @@ fn write_dir(path: &Path, dir: &Path) -> Result<(), StoreError> {
     // Opening the new dir builds its indexes and field counts from the contacts.
     RedbStore::open(dir)?.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::redb_store::tests_support::fill;
+    use crate::store::Store;
+
+    /// Endpoints, the last event id and the feed numbers come back with a restore, so
+    /// nothing given out before is given out again.
+    #[test]
+    fn webhooks_event_ids_and_feed_numbers_survive_a_restore() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("old")).unwrap();
+        fill(&rt, &store, 3);
+        let hook = Webhook {
+            id: "wh_0123456789abcdef01234567".into(),
+            url: "https://example.com/h".into(),
+            events: vec!["contact.*".into()],
+            chatbot_id: Some("a".into()),
+            active: true,
+            disabled_reason: None,
+            secrets: vec![],
+            created_at: 1,
+            updated_at: 1,
+        };
+        rt.block_on(store.create_webhook(hook.clone())).unwrap();
+        rt.block_on(store.delete_contact("a".into(), "c0".into(), None, 7))
+            .unwrap();
+        let queued = store.queued_events(&hook.id, 0, 10).unwrap();
+        assert_eq!(queued.len(), 1);
+        let mut bytes = Vec::new();
+        let summary = store.backup(&mut bytes).unwrap();
+        assert_eq!(summary.webhooks, 1);
+        store.shutdown();
+        let file = dir.path().join("b.backup");
+        std::fs::write(&file, &bytes).unwrap();
+        let restored_dir = dir.path().join("new");
+        assert_eq!(restore(&file, &restored_dir, false).unwrap().webhooks, 1);
+        let restored = RedbStore::open(&restored_dir).unwrap();
+        assert_eq!(restored.webhooks().unwrap(), vec![hook.clone()]);
+        // The feed holds nothing, and goes on from the number it had reached.
+        let feed = restored.changes("a", 4, 10).unwrap();
+        assert_eq!((feed.changes.len(), feed.oldest, feed.last), (0, 5, 4));
+        rt.block_on(restored.delete_contact("a".into(), "c1".into(), None, 8))
+            .unwrap();
+        assert_eq!(restored.changes("a", 4, 10).unwrap().changes[0].seq, 5);
+        // The next event's id follows the last one's.
+        let next = restored.queued_events(&hook.id, 0, 10).unwrap();
+        assert_eq!(next.len(), 1);
+        assert!(
+            next[0].1.id > queued[0].1.id,
+            "{} after {}",
+            next[0].1.id,
+            queued[0].1.id
+        );
+        assert_eq!(restored.check().unwrap().problem_count, 0);
+    }
 }

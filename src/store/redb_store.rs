@@ -1694,6 +1694,34 @@ mod tests {
         assert_eq!(store.check().unwrap().problem_count, 0);
     }
 
+    /// A write future made but never run holds a way into the writer's queue (an
+    /// aborted task not yet dropped, on a single-threaded runtime): shutting down must
+    /// not wait for it to go.
+    #[test]
+    fn shutdown_returns_while_an_unrun_write_is_held_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let held = store.create_agent(Agent {
+            id: "held".into(),
+            name: "held".into(),
+            created_at: 0,
+            contact_count: 0,
+        });
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let stopping = Arc::clone(&store);
+        std::thread::spawn(move || {
+            stopping.shutdown();
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "shutdown waited for a write future nobody runs"
+        );
+        // Sent after the stop, it fails instead of waiting forever.
+        let rt = runtime();
+        assert_eq!(rt.block_on(held), Err(StoreError::Closed));
+    }
+
     #[test]
     fn a_second_open_of_the_same_dir_says_already_open() {
         let dir = tempfile::tempdir().unwrap();

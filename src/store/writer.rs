@@ -17,6 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -136,7 +137,11 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Job = Box<dyn FnOnce(Result<&Txn, &StoreError>) -> (Option<StoreError>, Completion) + Send>;
 
 pub struct Writer {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Jobs, and `None` to stop (see [`Writer::shutdown`]).
+    tx: Mutex<Option<mpsc::Sender<Option<Job>>>>,
+    /// Set by `shutdown`: the thread stops once the queue is empty, whoever still holds
+    /// a sender (a task that was aborted but not yet dropped holds one).
+    stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Counts the durable groups that appended to a change feed.
     fed: Arc<watch::Sender<u64>>,
@@ -164,6 +169,8 @@ impl Writer {
         wal: WalSetup,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stopping);
         let fed = Arc::new(watch::Sender::new(0));
         let signal = Arc::clone(&fed);
         let thread = std::thread::Builder::new()
@@ -175,10 +182,11 @@ impl Writer {
                     damage: &damage,
                     fed: &signal,
                 };
-                write_groups(&parts, rx, wal);
+                write_groups(&parts, rx, &stop, wal);
             })?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
+            stopping,
             thread: Mutex::new(Some(thread)),
             fed,
         })
@@ -200,7 +208,10 @@ impl Writer {
         let (job, reply_rx) = job(work);
         Box::pin(async move {
             let sender = sender.ok_or(StoreError::Closed)?;
-            sender.send(job).await.map_err(|_| StoreError::Closed)?;
+            sender
+                .send(Some(job))
+                .await
+                .map_err(|_| StoreError::Closed)?;
             reply_rx.await.map_err(|_| StoreError::Closed)?
         })
     }
@@ -214,13 +225,21 @@ impl Writer {
     {
         let sender = self.tx.lock().clone().ok_or(StoreError::Closed)?;
         let (job, reply_rx) = job(work);
-        sender.blocking_send(job).map_err(|_| StoreError::Closed)?;
+        sender
+            .blocking_send(Some(job))
+            .map_err(|_| StoreError::Closed)?;
         reply_rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// Stops taking jobs, lets the queued ones finish, and waits for the thread.
+    /// Stops taking jobs, lets the queued ones finish, and waits for the thread. It does
+    /// not wait for every sender to go: on a single-threaded runtime, tasks aborted just
+    /// before are dropped only after this returns, and they may hold one.
     pub fn shutdown(&self) {
-        self.tx.lock().take();
+        if let Some(tx) = self.tx.lock().take() {
+            self.stopping.store(true, Ordering::SeqCst);
+            // A full queue is drained first; the flag stops the thread after it.
+            let _ = tx.try_send(None);
+        }
         if let Some(thread) = self.thread.lock().take() {
             if thread.join().is_err() {
                 tracing::error!("the writer thread panicked");
@@ -303,20 +322,34 @@ impl LogState {
     }
 }
 
-fn write_groups(parts: &Parts<'_>, mut rx: mpsc::Receiver<Job>, wal: WalSetup) {
+fn write_groups(
+    parts: &Parts<'_>,
+    mut rx: mpsc::Receiver<Option<Job>>,
+    stopping: &AtomicBool,
+    wal: WalSetup,
+) {
     let mut log = LogState {
         bytes: u64::from(wal.pending),
         wal,
         since: Instant::now(),
     };
-    while let Some(first) = rx.blocking_recv() {
+    let mut stop = false;
+    while !stop {
+        let Some(Some(first)) = rx.blocking_recv() else {
+            break;
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(Some(job)) => group.push(job),
+                Ok(None) => {
+                    stop = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
+        stop |= stopping.load(Ordering::SeqCst) && rx.is_empty();
         crate::metrics::write_group(group.len(), rx.len());
         // Nothing is written over damage.
         if let Err(err) = parts.damage.writable() {

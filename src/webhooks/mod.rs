@@ -76,7 +76,7 @@ pub async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, settings: Settings)
 
 /// Delivers an endpoint's queued events until none is left, or it is inactive or gone.
 async fn deliver(store: Arc<dyn Store>, sender: Arc<Sender>, settings: Settings, id: String) {
-    if let Err(err) = deliver_all(store.as_ref(), &sender, &settings, &id).await {
+    if let Err(err) = deliver_all(&store, &sender, &settings, &id).await {
         match err {
             StoreError::WebhookNotFound => {}
             err => tracing::warn!(webhook = %id, error = %err, "webhook deliveries stopped"),
@@ -85,7 +85,7 @@ async fn deliver(store: Arc<dyn Store>, sender: Arc<Sender>, settings: Settings,
 }
 
 async fn deliver_all(
-    store: &dyn Store,
+    store: &Arc<dyn Store>,
     sender: &Sender,
     settings: &Settings,
     id: &str,
@@ -118,7 +118,7 @@ async fn deliver_all(
                     None => failing,
                 }
             }
-            None => match next_batch(store, id, sent_through, settings.batch_max)? {
+            None => match next_batch(store, id, sent_through, settings.batch_max).await? {
                 Some(mut delivery) => {
                     delivery.id = next_id;
                     next_id += 1;
@@ -148,7 +148,7 @@ async fn deliver_all(
         let now = unix_now();
         let failing_for = Duration::from_secs((now - delivery.created_at).max(0).unsigned_abs());
         if failing_for >= settings.max_age {
-            give_up(store, id, delivery, settings.max_age, now).await?;
+            give_up(store.as_ref(), id, delivery, settings.max_age, now).await?;
             break Ok(());
         }
         let failures = delivery.attempts.len() as u32;
@@ -209,13 +209,18 @@ async fn give_up(
 }
 
 /// A new delivery of the oldest events queued after `after`, or `None` when none is.
-fn next_batch(
-    store: &dyn Store,
+/// The events are read on the blocking pool: a batch may be thousands of them.
+async fn next_batch(
+    store: &Arc<dyn Store>,
     id: &str,
     after: u64,
     batch_max: usize,
 ) -> Result<Option<Delivery>, StoreError> {
-    let events = store.queued_events(id, after, batch_max)?;
+    let (owned, webhook) = (Arc::clone(store), id.to_owned());
+    let events =
+        tokio::task::spawn_blocking(move || owned.queued_events(&webhook, after, batch_max))
+            .await
+            .map_err(|err| StoreError::Backend(format!("reading the queue failed: {err}")))??;
     let (Some((first, _)), Some((last, _))) = (events.first(), events.last()) else {
         return Ok(None);
     };
