@@ -199,9 +199,7 @@ impl<'txn> Tables<'txn> {
         let written = changes
             .iter()
             .zip(&records)
-            .filter(|((before, after), record)| {
-                record.is_some() || after.is_none() && before.is_some()
-            })
+            .filter(|((before, after), record)| wrote(before, after, record))
             .map(|((before, after), record)| changes::Written {
                 before: before.as_ref(),
                 after: after.as_ref(),
@@ -212,9 +210,7 @@ impl<'txn> Tables<'txn> {
             let logged: Vec<ContactChange> = changes
                 .iter()
                 .zip(records)
-                .filter(|((before, after), record)| {
-                    record.is_some() || after.is_none() && before.is_some()
-                })
+                .filter(|((before, after), record)| wrote(before, after, record))
                 .map(|((before, _), record)| {
                     (
                         before.as_ref().map(|b| (b.external_id.clone(), b.id)),
@@ -242,6 +238,11 @@ impl<'txn> Tables<'txn> {
         });
         Ok(())
     }
+}
+
+/// Whether a change wrote anything: a record, or a delete.
+fn wrote(before: &Option<Contact>, after: &Option<Contact>, record: &Option<Vec<u8>>) -> bool {
+    record.is_some() || after.is_none() && before.is_some()
 }
 
 /// Applies logged contact changes again (see `redo`): each contact as it was before is
