@@ -125,10 +125,9 @@ pub fn append<'a>(
             (None, None) => continue,
         };
         last += 1;
-        changes.insert(
-            (agent, last),
-            encode_change(agent, last, &record).as_slice(),
-        )?;
+        let bytes = encode_change(agent, last, &record);
+        changes.insert((agent, last), bytes.as_slice())?;
+        txn.derived_written(bytes.len() as u64);
         let seq = last;
         match record.kind {
             CREATED => outbox.push("contact.created", || {

@@ -128,10 +128,9 @@ impl<'txn> Outbox<'txn> {
             for (hook, n) in self.hooks.iter().zip(next.iter_mut()) {
                 if hook.takes(&self.agent, kind) {
                     *n += 1;
-                    outbox.insert(
-                        (hook.id.as_str(), *n),
-                        encode_event(&hook.id, *n, &event).as_slice(),
-                    )?;
+                    let bytes = encode_event(&hook.id, *n, &event);
+                    outbox.insert((hook.id.as_str(), *n), bytes.as_slice())?;
+                    self.txn.derived_written(bytes.len() as u64);
                 }
             }
         }

@@ -52,6 +52,10 @@ pub struct Txn {
     /// (webhook events of attribute and agent changes): read once when the group
     /// begins, logged first in its record, and taken from there on replay.
     now: Cell<i64>,
+    /// Bytes the group wrote that the log does not hold (change feed entries, queued
+    /// webhook events): they sit in memory until a checkpoint like the logged ones, so
+    /// they count towards `wal.checkpoint_mb` too.
+    derived: Cell<u64>,
 }
 
 impl Deref for Txn {
@@ -103,6 +107,11 @@ impl Txn {
     /// Whether writes are being recorded for the log (not a replay of it).
     pub fn recording(&self) -> bool {
         !self.replaying.get()
+    }
+
+    /// Notes `bytes` written that follow from the logged changes (see `derived`).
+    pub fn derived_written(&self, bytes: u64) {
+        self.derived.set(self.derived.get() + bytes);
     }
 
     /// Notes that the group appended to a change feed.
@@ -294,6 +303,7 @@ impl Parts<'_> {
             checkpoint: Cell::new(false),
             fed: Cell::new(false),
             now: Cell::new(crate::clock::unix_now()),
+            derived: Cell::new(0),
         })
     }
 }
@@ -458,8 +468,10 @@ fn announce(fed: Option<&Arc<watch::Sender<u64>>>, outcome: &Result<(), StoreErr
 fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, Option<Vec<u8>>) {
     let record = (!ops.is_empty()).then(|| wal::encode(log.wal.next_lsn, ops));
     let record_len = record.as_ref().map_or(0, |r| r.len() as u64);
+    // What this group leaves in memory until the next checkpoint.
+    let pending = record_len + txn.derived.get();
     let started = Instant::now();
-    if log.due(&txn, record_len) {
+    if log.due(&txn, pending) {
         let lsn = log.take_lsn();
         let committed = unpanic("a checkpoint", || {
             txn.open_table(META)?.insert(META_WAL_CHECKPOINT, lsn)?;
@@ -489,7 +501,7 @@ fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, 
     match record {
         Some(record) if committed.is_ok() => {
             log.take_lsn();
-            log.bytes += record_len;
+            log.bytes += pending;
             (committed, Some(record))
         }
         _ => (committed, None),
