@@ -157,6 +157,8 @@ async fn background_tasks(
         println!("serving /metrics on {}", listener.local_addr()?);
         tasks.push(tokio::spawn(http::server::serve_metrics(listener)));
     }
+    // What expired while the server was stopped is gone before the first request.
+    prune_expired(store, config.changes_retention).await;
     tasks.push(tokio::spawn(prune_changes(
         Arc::clone(store),
         config.changes_retention,
@@ -178,26 +180,30 @@ const PRUNE_EVERY: Duration = Duration::from_secs(2);
 
 /// Removes change feed entries older than `retention`, every [`PRUNE_EVERY`].
 async fn prune_changes(store: Arc<dyn Store>, retention: Duration) {
-    let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
     let mut ticks = tokio::time::interval(PRUNE_EVERY);
     loop {
         ticks.tick().await;
-        loop {
-            let before = unix_now().saturating_sub(retention);
-            let owned = Arc::clone(&store);
-            // The check for expired entries is a read: off the async workers.
-            let removed =
-                match tokio::task::spawn_blocking(move || owned.prune_changes(before)).await {
-                    Ok(pruning) => pruning.await,
-                    Err(err) => Err(StoreError::Backend(format!("prune task failed: {err}"))),
-                };
-            match removed {
-                Ok(n) if n as usize == store::PRUNE_BATCH => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot prune the change feed");
-                    break;
-                }
+        prune_expired(&store, retention).await;
+    }
+}
+
+/// Removes every change feed entry older than `retention`, a batch at a time.
+async fn prune_expired(store: &Arc<dyn Store>, retention: Duration) {
+    let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    loop {
+        let before = unix_now().saturating_sub(retention);
+        let owned = Arc::clone(store);
+        // The check for expired entries is a read: off the async workers.
+        let removed = match tokio::task::spawn_blocking(move || owned.prune_changes(before)).await {
+            Ok(pruning) => pruning.await,
+            Err(err) => Err(StoreError::Backend(format!("prune task failed: {err}"))),
+        };
+        match removed {
+            Ok(n) if n as usize == store::PRUNE_BATCH => continue,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot prune the change feed");
+                return;
             }
         }
     }

@@ -211,13 +211,38 @@ async fn agents_have_their_own_numbers_and_keys_see_only_their_agent() {
     assert_eq!(r.body["oldest"], 1);
 }
 
+/// A change committed 30 days ago, on a server keeping a day of changes: it is pruned
+/// (here, before the restarted server answers anything).
 #[tokio::test]
 async fn pruned_changes_are_410_with_the_oldest_number_held() {
-    let s = TestServer::start_with(|c| c.changes_retention = Duration::from_secs(1)).await;
-    s.upsert(json!([{"external_id": "old"}])).await;
-    // Expired after one second (whole seconds: up to two), pruned at the next check
-    // (every two seconds).
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s = TestServer::start().await;
+    let mut config = crate::common::base_config(&s.dir);
+    config.changes_retention = Duration::from_secs(86_400);
+    let dir = s.stop().await;
+    {
+        let store = contactd::store::RedbStore::open(dir.path()).unwrap();
+        let mut issues = contactd::domain::Issues::new();
+        let old =
+            contactd::domain::ContactInput::parse(&json!({"external_id": "old"}), "", &mut issues)
+                .unwrap();
+        let month_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 30 * 86_400;
+        contactd::store::Store::upsert_contacts(
+            &store,
+            "default".into(),
+            vec![old],
+            contactd::store::OnDuplicate::Update,
+            contactd::domain::WriteRules::default(),
+            month_ago,
+        )
+        .await
+        .unwrap();
+        store.shutdown();
+    }
+    let s = TestServer::start_in(dir, config).await;
     s.upsert(json!([{"external_id": "new"}])).await;
     let r = feed(&s, "after=0").await;
     assert_eq!(r.status, StatusCode::GONE, "{}", r.body);
