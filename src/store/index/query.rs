@@ -39,7 +39,6 @@
 
 use std::borrow::Cow;
 use std::cell::{Cell, OnceCell};
-use std::collections::HashSet;
 use std::ops::Bound;
 
 use redb::{AccessGuard, ReadOnlyTable, ReadTransaction};
@@ -570,11 +569,14 @@ const WALK_PER_LOAD: usize = 32;
 /// cursor before it reads the index instead: a miss costs a few milliseconds at most.
 const CURSOR_LOADS_PER_ROW: usize = 4;
 
+/// Contact numbers a walk keeps: probed once per index entry it reads.
+type IdSet = foldhash::HashSet<u64>;
+
 /// What a walk in sort order may skip without loading the contact, and how many
 /// entries it may read before it is cut off.
 struct Walk {
     /// Only these contact numbers can match; `None`: any.
-    keep: Option<HashSet<u64>>,
+    keep: Option<IdSet>,
     /// Entries it may still read.
     left: Cell<usize>,
     /// Whether it stopped for want of entries left (its page may be short).
@@ -587,11 +589,11 @@ impl Walk {
     }
 
     /// A walk that loads only `keep`'s contacts and reads at most `entries`.
-    fn within(keep: HashSet<u64>, entries: usize) -> Self {
+    fn within(keep: IdSet, entries: usize) -> Self {
         Self::bounded(Some(keep), entries)
     }
 
-    fn bounded(keep: Option<HashSet<u64>>, entries: usize) -> Self {
+    fn bounded(keep: Option<IdSet>, entries: usize) -> Self {
         Self {
             keep,
             left: Cell::new(entries),
