@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{success, App, Ctx};
+use super::{success, success_serialized, App, Ctx};
 use crate::clock::unix_now;
 use crate::domain::issues::{join, json_type};
-use crate::domain::precondition::{json_etag, IfMatch};
+use crate::domain::precondition::{serialized_etag, IfMatch};
 use crate::domain::query::Query;
 use crate::domain::search::ATTR_PREFIX;
 use crate::domain::{AttrType, Contact, ContactInput, Field, Issue, Issues, Source};
@@ -185,9 +185,9 @@ pub async fn get(app: &App, ctx: &Ctx, agent: String, id: String) -> Result<Repl
 
 /// The contact's answer, with its `ETag`.
 fn with_etag(contact: &Contact) -> Reply {
-    let json = contact.to_json();
-    let etag = json_etag(&json);
-    success(json).header("etag", etag)
+    let json = serde_json::to_vec(&contact.to_json()).unwrap_or_default();
+    let etag = serialized_etag(&json);
+    success_serialized(&json).header("etag", etag)
 }
 
 /// The request's `If-Match`, if it sent one (several headers count as one list).

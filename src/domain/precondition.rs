@@ -8,11 +8,14 @@ use super::Contact;
 
 /// The first 16 hex digits of the SHA-256 of `bytes`: a content version.
 pub fn short_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(16);
+    for b in digest.iter().take(8) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// A contact's strong entity tag (see [`json_etag`]).
@@ -24,8 +27,12 @@ pub fn contact_etag(contact: &Contact) -> String {
 /// Anything a client can see of the contact moves it (and every change moves
 /// `updated_at`).
 pub fn json_etag(json: &Value) -> String {
-    let bytes = serde_json::to_vec(json).unwrap_or_default();
-    format!("\"{}\"", short_hash(&bytes))
+    serialized_etag(&serde_json::to_vec(json).unwrap_or_default())
+}
+
+/// [`json_etag`] of a JSON form already serialized (as `serde_json::to_vec` writes it).
+pub fn serialized_etag(json: &[u8]) -> String {
+    format!("\"{}\"", short_hash(json))
 }
 
 /// An `If-Match` precondition.
@@ -71,6 +78,12 @@ impl IfMatch {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    #[test]
+    fn the_short_hash_is_the_digests_first_eight_bytes_in_hex() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(short_hash(b"abc"), "ba7816bf8f01cfea");
+        assert_eq!(serialized_etag(b"abc"), "\"ba7816bf8f01cfea\"");
+    }
 
     #[test]
     fn if_match_parses_and_compares_strongly() {

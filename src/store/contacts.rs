@@ -29,6 +29,7 @@ use super::{
     PhoneWrite, RowFailure, StoreError, UpsertOutcome,
 };
 use crate::domain::attr::MAX_ATTRIBUTES;
+use crate::domain::contact::email_key;
 use crate::domain::label::fold;
 use crate::domain::precondition::{contact_etag, IfMatch};
 use crate::domain::{
@@ -172,8 +173,13 @@ impl<'txn> Tables<'txn> {
                 self.contacts.remove((agent, old.id))?;
             }
         }
-        // The record written for each change, in the order of `changes`.
+        // The record written for each change, in the order of `changes`; the index
+        // entries to add, inserted after in key order (a stable sort: for a key added
+        // twice, the later change's entry wins, as when inserted in order), so
+        // neighbouring inserts share the B-tree pages they descend through.
         let mut records: Vec<Option<Vec<u8>>> = Vec::with_capacity(changes.len());
+        let mut new_emails: Vec<(String, &str)> = Vec::new();
+        let mut new_exts: Vec<(&str, u64)> = Vec::new();
         for (before, after) in changes.iter() {
             let Some(new) = after.as_ref().filter(|new| before.as_ref() != Some(new)) else {
                 records.push(None);
@@ -189,12 +195,20 @@ impl<'txn> Tables<'txn> {
             if let Some(key) = new.email_key() {
                 let old_key = before.as_ref().and_then(Contact::email_key);
                 if !same_ext || old_key.as_deref() != Some(key.as_str()) {
-                    self.emails.insert((agent, key.as_str()), ext)?;
+                    new_emails.push((key, ext));
                 }
             }
             if !same_ext {
-                self.by_ext.insert((agent, ext), new.id)?;
+                new_exts.push((ext, new.id));
             }
+        }
+        new_emails.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, ext) in &new_emails {
+            self.emails.insert((agent, key.as_str()), *ext)?;
+        }
+        new_exts.sort_by(|a, b| a.0.cmp(b.0));
+        for (ext, id) in new_exts {
+            self.by_ext.insert((agent, ext), id)?;
         }
         let written = changes
             .iter()
@@ -378,6 +392,8 @@ struct Batch<'txn> {
     next_id: u64,
     order: Vec<String>,
     state: HashMap<String, (Option<Contact>, Option<Contact>)>,
+    /// Contacts read ahead by [`Batch::read_ahead`], as stored, by external id.
+    read: HashMap<String, Option<Contact>>,
     email_owner: HashMap<String, Option<String>>,
     on_duplicate: OnDuplicate,
     rules: WriteRules,
@@ -432,12 +448,53 @@ impl<'txn> Batch<'txn> {
             next_id: first_id,
             order: Vec::new(),
             state: HashMap::new(),
+            read: HashMap::new(),
             email_owner: HashMap::new(),
             on_duplicate,
             rules,
             now,
             import: None,
         })
+    }
+
+    /// Reads what planning `entries` will look up, before any is planned: the contacts
+    /// of their external ids and the owners of their email addresses, each in key
+    /// order, so that neighbouring lookups share the B-tree pages they descend through
+    /// rather than each landing on a random one.
+    fn read_ahead<'e>(
+        &mut self,
+        entries: impl Iterator<Item = &'e ContactInput> + Clone,
+    ) -> Result<(), StoreError> {
+        let mut exts: Vec<&str> = entries
+            .clone()
+            .filter_map(|e| match &e.external_id {
+                Field::Set(ext) => Some(ext.as_str()),
+                Field::Absent | Field::Clear => None,
+            })
+            .collect();
+        exts.sort_unstable();
+        exts.dedup();
+        for ext in exts {
+            if !self.state.contains_key(ext) && !self.read.contains_key(ext) {
+                let stored = self.tables.load(&self.agent_id, ext)?;
+                self.read.insert(ext.to_owned(), stored);
+            }
+        }
+        let mut keys: Vec<String> = entries
+            .filter_map(|e| match &e.email {
+                Field::Set(email) => Some(email_key(email)),
+                Field::Absent | Field::Clear => None,
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            if !self.email_owner.contains_key(&key) {
+                let owner = self.tables.email_owner(&self.agent_id, &key)?;
+                self.email_owner.insert(key, owner);
+            }
+        }
+        Ok(())
     }
 
     /// Plans one entry against the state left by the entries before it; issues name
@@ -453,7 +510,10 @@ impl<'txn> Batch<'txn> {
         let (stored, current) = match self.state.remove(&ext) {
             Some(pair) => pair,
             None => {
-                let stored = self.tables.load(&self.agent_id, &ext)?;
+                let stored = match self.read.remove(&ext) {
+                    Some(stored) => stored,
+                    None => self.tables.load(&self.agent_id, &ext)?,
+                };
                 self.order.push(ext.clone());
                 (stored.clone(), stored)
             }
@@ -634,6 +694,7 @@ pub fn upsert(
     now: i64,
 ) -> Result<UpsertOutcome, StoreError> {
     let mut batch = Batch::open(txn, agent_id, on_duplicate, rules, now)?;
+    batch.read_ahead(entries.iter())?;
     let mut invalid = Vec::new();
     let mut conflicts = Vec::new();
     let mut outcome = UpsertOutcome {

@@ -314,6 +314,9 @@ pub struct Merged<'a> {
     /// root is the next key, and among cursors at that key the newest source's; a step
     /// costs O(log sources) key comparisons rather than one per source.
     heap: Vec<usize>,
+    /// Bytes every key within the bounds starts with (the bounds' common prefix),
+    /// which comparisons between them skip.
+    common: usize,
     descending: bool,
     lower: Vec<u8>,
     upper: Vec<u8>,
@@ -344,9 +347,11 @@ impl<'a> Merged<'a> {
         for src in sources {
             cursors.push(Cursor::seek(*src, &lower, &upper, descending)?);
         }
+        let common = lower.iter().zip(&upper).take_while(|(a, b)| a == b).count();
         let mut merged = Self {
             cursors,
             heap: Vec::with_capacity(sources.len()),
+            common,
             descending,
             lower,
             upper,
@@ -376,7 +381,12 @@ impl<'a> Merged<'a> {
     /// Whether cursor `a` comes before cursor `b`: its key first in the range's
     /// direction, or the same key from a newer source. Both are at an entry.
     fn before(&self, a: usize, b: usize) -> bool {
-        let key = |i: usize| self.cursors[i].peek().map_or(&[][..], |(key, _)| key);
+        let key = |i: usize| {
+            self.cursors[i]
+                .peek()
+                .and_then(|(key, _)| key.get(self.common..))
+                .unwrap_or_default()
+        };
         let order = key(a).cmp(key(b));
         let order = if self.descending {
             order.reverse()
