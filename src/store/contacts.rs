@@ -15,6 +15,7 @@ use super::codec::{
     decode_agent, decode_attribute, decode_contact, decode_stored_contact, encode_agent,
     encode_contact,
 };
+use super::deferred::or_stored;
 use super::index::{self, IndexView, Pairs};
 use super::labels::{self, Labels};
 use super::redb_store::{put_attribute, set_meta};
@@ -40,13 +41,13 @@ use crate::domain::{
 /// Finds a contact by external id, falling back to `contact_<n>` and a Pabbly `_id`.
 pub fn find_contact(
     contacts: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    by_ext: &impl ReadableTable<(&'static str, &'static str), u64>,
+    ext_number: impl Fn(&str) -> Result<Option<u64>, StoreError>,
     agent: &str,
     target: &str,
 ) -> Result<Option<Contact>, StoreError> {
     let ext = ids::lookup_id(target);
-    if let Some(contact) = contact_by_ext(contacts, by_ext, agent, &ext)? {
-        return Ok(Some(contact));
+    if let Some(n) = ext_number(&ext)? {
+        return indexed_as(contacts, agent, &ext, n).map(Some);
     }
     if let Some(n) = ids::parse_contact_id(target) {
         return contact_by_number(contacts, agent, n);
@@ -59,17 +60,16 @@ pub fn find_contact(
     }
 }
 
-/// Finds the contact with external id `ext` through the external-id index.
+/// The contact the external-id index names for `ext` (`number`), if it names one.
 pub fn contact_by_ext(
     contacts: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    by_ext: &impl ReadableTable<(&'static str, &'static str), u64>,
+    number: Option<u64>,
     agent: &str,
     ext: &str,
 ) -> Result<Option<Contact>, StoreError> {
-    match by_ext.get((agent, ext))? {
-        Some(n) => indexed_as(contacts, agent, ext, n.value()).map(Some),
-        None => Ok(None),
-    }
+    number
+        .map(|n| indexed_as(contacts, agent, ext, n))
+        .transpose()
 }
 
 /// Contact number `n`, which the external-id index names for `ext`: a missing contact,
@@ -129,17 +129,38 @@ impl<'txn> Tables<'txn> {
         decode_agent(id, bytes.value())
     }
 
-    fn load(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
-        contact_by_ext(&self.contacts, &self.by_ext, agent, ext)
+    /// The contact number of `ext`, as the writes so far left it.
+    fn ext_number(&self, agent: &str, ext: &str) -> Result<Option<u64>, StoreError> {
+        or_stored(self.txn.deferred_ext(agent, ext), || {
+            Ok(self.by_ext.get((agent, ext))?.map(|v| v.value()))
+        })
     }
 
+    fn load(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
+        contact_by_ext(&self.contacts, self.ext_number(agent, ext)?, agent, ext)
+    }
+
+    /// Who holds email `key`, as the writes so far left it.
     fn email_owner(&self, agent: &str, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.emails.get((agent, key))?.map(|v| v.value().to_owned()))
+        or_stored(self.txn.deferred_email(agent, key), || {
+            Ok(self.emails.get((agent, key))?.map(|v| v.value().to_owned()))
+        })
+    }
+
+    /// The contact `target` names (see [`find_contact`]), as the writes so far left it.
+    fn find(&self, agent: &str, target: &str) -> Result<Option<Contact>, StoreError> {
+        find_contact(
+            &self.contacts,
+            |ext| self.ext_number(agent, ext),
+            agent,
+            target,
+        )
     }
 
     /// Writes the difference between `before` and `after` for each touched contact,
     /// and its change feed entries, stamped `at`. Email index removals go first, so an
-    /// address freed by one contact can be taken by another in the same request.
+    /// address freed by one contact can be taken by another in the same request. The
+    /// external-id and email entries are deferred to the next checkpoint (`deferred`).
     fn apply(&mut self, agent: &str, changes: Pairs, at: i64) -> Result<(), StoreError> {
         // Field counts now; the index entries when the transaction finishes.
         let changes = Arc::new(changes);
@@ -163,23 +184,18 @@ impl<'txn> Tables<'txn> {
                 .is_none_or(|a| a.external_id != old.external_id);
             if let Some(key) = old.email_key() {
                 if renamed || new_key.as_deref() != Some(key.as_str()) {
-                    self.emails.remove((agent, key.as_str()))?;
+                    self.txn.set_email(agent, &key, None);
                 }
             }
             if renamed {
-                self.by_ext.remove((agent, old.external_id.as_str()))?;
+                self.txn.set_ext(agent, &old.external_id, None);
             }
             if after.is_none() {
                 self.contacts.remove((agent, old.id))?;
             }
         }
-        // The record written for each change, in the order of `changes`; the index
-        // entries to add, inserted after in key order (a stable sort: for a key added
-        // twice, the later change's entry wins, as when inserted in order), so
-        // neighbouring inserts share the B-tree pages they descend through.
+        // The record written for each change, in the order of `changes`.
         let mut records: Vec<Option<Vec<u8>>> = Vec::with_capacity(changes.len());
-        let mut new_emails: Vec<(String, &str)> = Vec::new();
-        let mut new_exts: Vec<(&str, u64)> = Vec::new();
         for (before, after) in changes.iter() {
             let Some(new) = after.as_ref().filter(|new| before.as_ref() != Some(new)) else {
                 records.push(None);
@@ -195,20 +211,12 @@ impl<'txn> Tables<'txn> {
             if let Some(key) = new.email_key() {
                 let old_key = before.as_ref().and_then(Contact::email_key);
                 if !same_ext || old_key.as_deref() != Some(key.as_str()) {
-                    new_emails.push((key, ext));
+                    self.txn.set_email(agent, &key, Some(ext));
                 }
             }
             if !same_ext {
-                new_exts.push((ext, new.id));
+                self.txn.set_ext(agent, ext, Some(new.id));
             }
-        }
-        new_emails.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, ext) in &new_emails {
-            self.emails.insert((agent, key.as_str()), *ext)?;
-        }
-        new_exts.sort_by(|a, b| a.0.cmp(b.0));
-        for (ext, id) in new_exts {
-            self.by_ext.insert((agent, ext), id)?;
         }
         let written = changes
             .iter()
@@ -860,7 +868,8 @@ pub fn patch(txn: &Txn, req: &PatchRequest, now: i64) -> Result<Contact, StoreEr
     let mut schema = load_schema(txn, &req.agent, req.rules)?;
     let mut tables = Tables::open(txn)?;
     tables.agent(&req.agent)?;
-    let current = find_contact(&tables.contacts, &tables.by_ext, &req.agent, &req.target)?
+    let current = tables
+        .find(&req.agent, &req.target)?
         .ok_or(StoreError::ContactNotFound)?;
     expect_match(req.if_match.as_ref(), &current)?;
     let ext = match &req.input.external_id {
@@ -955,7 +964,8 @@ pub fn delete(
 ) -> Result<Contact, StoreError> {
     let mut tables = Tables::open(txn)?;
     let mut agent = tables.agent(agent_id)?;
-    let current = find_contact(&tables.contacts, &tables.by_ext, agent_id, target)?
+    let current = tables
+        .find(agent_id, target)?
         .ok_or(StoreError::ContactNotFound)?;
     expect_match(if_match, &current)?;
     tables.apply(agent_id, vec![(Some(current.clone()), None)], now)?;
@@ -974,6 +984,7 @@ pub fn delete_all(txn: &Txn, agent_id: &str) -> Result<(), StoreError> {
     for key in agent_rows(&emails, agent_id)? {
         emails.remove((agent_id, key.as_str()))?;
     }
+    txn.remove_agent_keys(agent_id);
     labels::delete_all(txn, agent_id)?;
     let mut contacts = txn.open_table(CONTACTS)?;
     contacts.retain_in((agent_id, 0)..=(agent_id, u64::MAX), |_, _| false)?;

@@ -11,6 +11,7 @@ mod compact;
 mod contacts;
 mod damage;
 pub mod data_dir;
+mod deferred;
 mod file;
 mod index;
 mod labels;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::blocks;
 use super::changes::{self, ChangePage};
@@ -16,10 +16,12 @@ use super::codec::{
 use super::contacts::{self, find_contact};
 use super::damage::{unpanic, Damage, DamageReport};
 use super::data_dir;
+use super::deferred::or_stored;
+use super::deferred::{self, Deferred, KeysView};
 use super::file;
 use super::index::{
-    self, IndexLimits, Indexer, Kick, Merger, QueryLimits, QueryPage, Slot, Start, Unlogged,
-    INDEX_JOURNAL,
+    self, IndexLimits, Indexer, Kick, Merger, QueryLimits, QueryPage, ReadView, Slot, Start,
+    Unlogged, INDEX_JOURNAL,
 };
 use super::labels;
 use super::redo::Op;
@@ -58,6 +60,8 @@ pub struct RedbStore {
     db: Arc<Database>,
     damage: Arc<Damage>,
     unlogged: Arc<Unlogged>,
+    /// External-id and email entries written since the last checkpoint.
+    deferred: Arc<Deferred>,
     indexer: Arc<Indexer>,
     writer: Arc<Writer>,
     merger: Merger,
@@ -147,11 +151,13 @@ impl RedbStore {
                 "the write-ahead log holds writes after the last checkpoint, which a damaged data dir does not apply; they stay in its wal-*.log files"
             );
         }
+        let deferred = Arc::new(Deferred::open(&db.begin_read()?)?);
         let indexer = Arc::new(Indexer::start(Arc::clone(&unlogged), kick.clone())?);
         let writer = Arc::new(Writer::start(
             Arc::clone(&db),
             Arc::clone(&indexer),
             Arc::clone(&damage),
+            Arc::clone(&deferred),
             WalSetup {
                 log: Arc::new(Log::start(data_dir, log.next_lsn)?),
                 next_lsn: log.next_lsn,
@@ -185,6 +191,7 @@ impl RedbStore {
             db,
             damage,
             unlogged,
+            deferred,
             indexer,
             writer,
             merger,
@@ -209,6 +216,27 @@ impl RedbStore {
         self
     }
 
+    /// A read snapshot with the index blocks and the deferred external-id and email
+    /// entries it needs (see `deferred`).
+    fn begin_read(&self) -> Result<ReadView, StoreError> {
+        loop {
+            let (txn, held) = self.unlogged.begin_read(&self.db)?;
+            if let Some(keys) = self.deferred.view(&txn)? {
+                return Ok(ReadView { txn, held, keys });
+            }
+        }
+    }
+
+    /// A read snapshot with the deferred external-id and email entries it needs.
+    fn begin_read_keys(&self) -> Result<(ReadTransaction, KeysView), StoreError> {
+        loop {
+            let txn = self.db.begin_read()?;
+            if let Some(keys) = self.deferred.view(&txn)? {
+                return Ok((txn, keys));
+            }
+        }
+    }
+
     /// Runs a read: a panic becomes `Corrupt`, and damage is recorded (see `damage`).
     fn guard<T>(&self, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.damage.read(unpanic("a read", read))
@@ -227,11 +255,25 @@ impl RedbStore {
 
     /// Verifies every record and that every index agrees with the contact records, on
     /// the open store (`contactd check` does the same on a stopped one).
+    /// It asks for a checkpoint first: only right after one do the external-id and
+    /// email B-trees hold every entry (see `deferred`). Blocks; not for async code.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        let (txn, held) = self.unlogged.begin_read(&self.db)?;
-        let mut report = CheckReport::default();
-        check::run(&txn, &held, &|_| {}, &mut report)?;
-        Ok(report)
+        const ATTEMPTS: usize = 10;
+        for _ in 0..ATTEMPTS {
+            self.writer.submit_blocking(|txn| {
+                txn.want_checkpoint();
+                Ok(())
+            })?;
+            let view = self.begin_read()?;
+            if view.keys.settled() {
+                let mut report = CheckReport::default();
+                check::run(&view.txn, &view.held, &|_| {}, &mut report)?;
+                return Ok(report);
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "writes kept coming between {ATTEMPTS} checkpoints and the check's snapshot"
+        )))
     }
 
     /// Stops the index merger (a merge in flight resumes at the next open), finishes
@@ -352,6 +394,11 @@ fn prepare(db: &Database, damage: &Damage, phone: &PhoneRules) -> Result<(), Sto
     txn.set_quick_repair(true);
     create_tables(&txn)?;
     let indexed = unpanic("indexing at open", || {
+        if deferred::prepare(&txn)? {
+            tracing::info!(
+                "rebuilt the external-id and email indexes, which the file was closed without"
+            );
+        }
         if blocks::ensure(&txn)? {
             tracing::info!("counted the contacts per block of contact numbers");
         }
@@ -489,10 +536,15 @@ impl Store for RedbStore {
 
     fn contact(&self, agent: &str, target: &str) -> Result<Option<Contact>, StoreError> {
         self.guard(|| {
-            let txn = self.db.begin_read()?;
+            let (txn, keys) = self.begin_read_keys()?;
             let contacts = txn.open_table(CONTACTS)?;
             let by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
-            find_contact(&contacts, &by_ext, agent, target)
+            let number = |ext: &str| {
+                or_stored(keys.ext(agent, ext), || {
+                    Ok(by_ext.get((agent, ext))?.map(|v| v.value()))
+                })
+            };
+            find_contact(&contacts, number, agent, target)
         })
     }
 
@@ -517,10 +569,7 @@ impl Store for RedbStore {
         start: &Start,
         limit: usize,
     ) -> Result<QueryPage, StoreError> {
-        self.guard(|| {
-            let (txn, held) = self.unlogged.begin_read(&self.db)?;
-            index::execute(&txn, &held, agent, query, start, limit, self.limits)
-        })
+        self.guard(|| index::execute(&self.begin_read()?, agent, query, start, limit, self.limits))
     }
 
     fn damage(&self) -> Option<DamageReport> {
@@ -651,13 +700,13 @@ impl Store for RedbStore {
         sink: &mut dyn FnMut(Vec<Contact>) -> bool,
     ) -> Result<(), StoreError> {
         self.guard(|| {
-            let (txn, held) = self.unlogged.begin_read(&self.db)?;
+            let view = self.begin_read()?;
             let Some(query) = query else {
-                return export_all(&txn, agent, chunk, sink);
+                return export_all(&view.txn, agent, chunk, sink);
             };
             let mut start = Start::Offset(0);
             loop {
-                let page = index::execute(&txn, &held, agent, query, &start, chunk, self.limits)?;
+                let page = index::execute(&view, agent, query, &start, chunk, self.limits)?;
                 let next = page.next;
                 if !page.contacts.is_empty() && !sink(page.contacts) {
                     return Ok(());
@@ -1772,6 +1821,69 @@ mod tests {
             "{:?}",
             report.problems
         );
+    }
+
+    /// A file closed without its last checkpoint holds the records of its last write
+    /// groups (closing makes them durable) but not their external-id and email entries,
+    /// which waited for that checkpoint: opening it rebuilds both indexes from the
+    /// records.
+    #[test]
+    fn entries_a_close_left_out_of_the_indexes_are_rebuilt_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = RedbStore::open(dir.path()).unwrap();
+        create_agent(&rt, &store, "a");
+        upsert_names(&rt, &store, "a", &[("u1", "Ada"), ("u2", "Alan")]);
+        let mut issues = crate::domain::Issues::new();
+        let body = serde_json::json!({"external_id": "u3", "email": "Grace@Example.com"});
+        let entry = ContactInput::parse(&body, "", &mut issues).unwrap();
+        let write = store.upsert_contacts(
+            "a".into(),
+            vec![entry],
+            OnDuplicate::Update,
+            WriteRules::default(),
+            1_700_000_000,
+        );
+        rt.block_on(write).unwrap();
+        store.shutdown();
+        drop(store);
+        {
+            let db = file::open(&dir.path().join(DB_FILE), file::DEFAULT_CACHE).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID).unwrap();
+                by_ext.remove(("a", "u2")).unwrap();
+                by_ext.remove(("a", "u3")).unwrap();
+                let mut by_email = txn.open_table(CONTACTS_BY_EMAIL).unwrap();
+                by_email
+                    .remove(("a", "grace@example.com"))
+                    .unwrap()
+                    .unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                let flushed = meta
+                    .get(deferred::META_KEYS_FLUSHED)
+                    .unwrap()
+                    .unwrap()
+                    .value();
+                meta.insert(deferred::META_KEYS_SEQ, flushed + 1).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        for ext in ["u1", "u2", "u3"] {
+            assert!(store.contact("a", ext).unwrap().is_some(), "{ext}");
+        }
+        let by_email = Query::parse(
+            &[("filter[email]".to_owned(), "grace@example.com".to_owned())],
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        let page = store
+            .query_contacts("a", &by_email, &Start::Offset(0), 10)
+            .unwrap();
+        assert_eq!(page.contacts.len(), 1);
+        assert_eq!(store.check().unwrap().problem_count, 0);
     }
 
     /// `check` names an external-id index entry that is missing, one that names another

@@ -27,6 +27,7 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::damage::{unpanic, Damage};
+use super::deferred::{Deferred, GroupKeys, META_KEYS_SEQ};
 use super::index::{Finished, IndexTxn, IndexView, Indexer, TxnIndex};
 use super::redo::{self, Op};
 use super::tables::{META, META_WAL_CHECKPOINT};
@@ -39,6 +40,12 @@ pub struct Txn {
     /// For snapshots of what earlier groups committed (see [`Txn::committed`]).
     db: Arc<Database>,
     index: TxnIndex,
+    /// External-id and email entries, inserted into their B-trees at checkpoints.
+    deferred: Arc<Deferred>,
+    /// The number this group's entries take there (see `deferred`).
+    keys_seq: u64,
+    /// The entries this group's jobs changed so far.
+    keys: RefCell<GroupKeys>,
     /// The changes to the data the group's jobs made, for the write-ahead log.
     redo: RefCell<Vec<Op>>,
     /// Set while replaying the log: the changes are in it already.
@@ -80,6 +87,38 @@ impl Txn {
     /// [`IndexTxn::pending`]).
     pub fn committed_index(&self) -> Result<IndexView, StoreError> {
         self.index.committed_index(&self.db)
+    }
+
+    /// The contact number of external id `ext` as the groups so far left it, when it
+    /// changed since the last checkpoint (`Some(None)`: removed); `None`: as the
+    /// `contacts_by_external_id` B-tree holds it.
+    pub fn deferred_ext(&self, agent: &str, ext: &str) -> Option<Option<u64>> {
+        let own = self.keys.borrow().ext(agent, ext);
+        own.or_else(|| self.deferred.latest_ext(agent, ext))
+    }
+
+    /// Who holds email `key`, like [`Txn::deferred_ext`].
+    pub fn deferred_email(&self, agent: &str, key: &str) -> Option<Option<String>> {
+        let own = self.keys.borrow().email(agent, key);
+        own.or_else(|| self.deferred.latest_email(agent, key))
+    }
+
+    /// Sets (`None`: removes) the external-id entry of `ext`; it reaches the B-tree at
+    /// a checkpoint.
+    pub fn set_ext(&self, agent: &str, ext: &str, number: Option<u64>) {
+        self.keys.borrow_mut().set_ext(agent, ext, number);
+    }
+
+    /// Sets (`None`: removes) the email entry of `key`, like [`Txn::set_ext`].
+    pub fn set_email(&self, agent: &str, key: &str, holder: Option<&str>) {
+        self.keys.borrow_mut().set_email(agent, key, holder);
+    }
+
+    /// Removes every entry of `agent` that waits for a checkpoint (its entries in the
+    /// B-trees are the caller's to remove).
+    pub fn remove_agent_keys(&self, agent: &str) {
+        let live = self.deferred.live_keys(agent);
+        self.keys.borrow_mut().remove_agent(agent, live);
     }
 
     /// Records a change to the data for the write-ahead log (see `redo`): every write
@@ -175,6 +214,7 @@ impl Writer {
         db: Arc<Database>,
         indexer: Arc<Indexer>,
         damage: Arc<Damage>,
+        deferred: Arc<Deferred>,
         wal: WalSetup,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -189,6 +229,7 @@ impl Writer {
                     db: &db,
                     indexer: &indexer,
                     damage: &damage,
+                    deferred: &deferred,
                     fed: &signal,
                 };
                 write_groups(&parts, rx, &stop, wal);
@@ -288,6 +329,7 @@ struct Parts<'a> {
     db: &'a Arc<Database>,
     indexer: &'a Arc<Indexer>,
     damage: &'a Damage,
+    deferred: &'a Arc<Deferred>,
     fed: &'a Arc<watch::Sender<u64>>,
 }
 
@@ -298,6 +340,9 @@ impl Parts<'_> {
             txn: self.db.begin_write()?,
             db: Arc::clone(self.db),
             index: self.indexer.begin(),
+            keys_seq: self.deferred.next_seq(),
+            deferred: Arc::clone(self.deferred),
+            keys: RefCell::default(),
             redo: RefCell::new(Vec::new()),
             replaying: Cell::new(false),
             checkpoint: Cell::new(false),
@@ -471,9 +516,18 @@ fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, 
     // What this group leaves in memory until the next checkpoint.
     let pending = record_len + txn.derived.get();
     let started = Instant::now();
+    // The group's external-id and email entries join the deferred ones before the
+    // commit: a snapshot that holds the group must find them.
+    let (deferred, keys_seq) = (Arc::clone(&txn.deferred), txn.keys_seq);
+    let keys = txn.keys.take();
+    let keys_changed = !keys.is_empty();
+    if keys_changed {
+        deferred.seal(keys_seq, keys);
+    }
     if log.due(&txn, pending) {
         let lsn = log.take_lsn();
         let committed = unpanic("a checkpoint", || {
+            deferred.flush(&txn, keys_seq)?;
             txn.open_table(META)?.insert(META_WAL_CHECKPOINT, lsn)?;
             let mut inner = txn.txn;
             inner.set_durability(Durability::Immediate)?;
@@ -483,6 +537,11 @@ fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, 
             inner.commit()?;
             Ok(())
         });
+        match &committed {
+            Ok(()) => deferred.checkpointed(keys_seq),
+            Err(_) if keys_changed => deferred.aborted(keys_seq),
+            Err(_) => {}
+        }
         if committed.is_ok() {
             crate::metrics::checkpoint(started.elapsed());
             log.wal.log.rotate(lsn);
@@ -492,11 +551,19 @@ fn commit(txn: Txn, ops: &[Op], log: &mut LogState) -> (Result<(), StoreError>, 
         return (committed, None);
     }
     let committed = unpanic("a commit", || {
+        if keys_changed {
+            txn.open_table(META)?.insert(META_KEYS_SEQ, keys_seq)?;
+        }
         let mut inner = txn.txn;
         inner.set_durability(Durability::None)?;
         inner.commit()?;
         Ok(())
     });
+    match &committed {
+        Ok(()) if keys_changed => deferred.committed(keys_seq),
+        Err(_) if keys_changed => deferred.aborted(keys_seq),
+        _ => {}
+    }
     crate::metrics::commit(started.elapsed());
     match record {
         Some(record) if committed.is_ok() => {

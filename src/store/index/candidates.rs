@@ -60,8 +60,7 @@ pub(super) fn candidates(
         let text = |key: &[u8]| String::from_utf8_lossy(key).into_owned();
         let found = match (field, &filter.op) {
             ("email", Op::Eq(key)) => {
-                let ext = snap.by_email.get((agent, text(key).as_str()))?;
-                let ext = ext.map(|e| e.value().to_owned());
+                let ext = snap.email_holder(agent, &text(key))?;
                 let found = match ext {
                     Some(ext) => Some(expect_email(snap.indexed(agent, &ext)?, &text(key))?),
                     None => None,

@@ -36,5 +36,5 @@ pub use lsm::unlogged::{Held, Slot, Unlogged, INDEX_JOURNAL};
 pub use lsm::{Index, IndexLimits, IndexView, RUN_PREFIX};
 pub use merger::{Kick, Merger};
 pub use names::{holds as name_dictionary_holds, name_words};
-pub use query::{execute, QueryLimits, QueryPage, Start};
+pub use query::{execute, QueryLimits, QueryPage, ReadView, Start};
 pub use txn::{Finished, IndexTxn, Indexer, TxnIndex};

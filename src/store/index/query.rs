@@ -54,6 +54,7 @@ use crate::domain::Contact;
 use crate::store::blocks::{self, CONTACT_BLOCKS};
 use crate::store::codec::{decode_agent, decode_stored_contact, expect_email};
 use crate::store::contacts::{contact_by_ext, contact_by_number, indexed_as};
+use crate::store::deferred::{or_stored, KeysView, Merged};
 use crate::store::tables::{
     AGENTS, CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, FIELD_COUNTS, NAME_INFIXES,
 };
@@ -112,6 +113,14 @@ pub struct QueryPage {
     pub next: Option<Position>,
 }
 
+/// A read snapshot with what else its queries read: the index blocks it holds and the
+/// external-id and email entries it sees that its B-trees do not hold yet.
+pub struct ReadView {
+    pub txn: ReadTransaction,
+    pub held: Held,
+    pub keys: KeysView,
+}
+
 /// The tables a query reads, from one snapshot. The sort and word indexes are opened
 /// only by the queries that read them (opening them reads the index log and every run's
 /// directory).
@@ -122,13 +131,20 @@ pub(super) struct Snapshot<'t> {
     pub(super) by_email: ReadOnlyTable<(&'static str, &'static str), &'static str>,
     index: OnceCell<IndexView>,
     held: &'t Held,
+    /// The external-id and email entries the B-trees do not hold yet.
+    keys: &'t KeysView,
 }
 
 impl<'t> Snapshot<'t> {
-    fn open(txn: &'t ReadTransaction, held: &'t Held) -> Result<Self, StoreError> {
+    fn open(
+        txn: &'t ReadTransaction,
+        held: &'t Held,
+        keys: &'t KeysView,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
             held,
+            keys,
             contacts: txn.open_table(CONTACTS)?,
             by_ext: txn.open_table(CONTACTS_BY_EXTERNAL_ID)?,
             by_email: txn.open_table(CONTACTS_BY_EMAIL)?,
@@ -146,7 +162,24 @@ impl<'t> Snapshot<'t> {
     }
 
     pub(super) fn by_ext(&self, agent: &str, ext: &str) -> Result<Option<Contact>, StoreError> {
-        contact_by_ext(&self.contacts, &self.by_ext, agent, ext)
+        let number = or_stored(self.keys.ext(agent, ext), || {
+            Ok(self.by_ext.get((agent, ext))?.map(|v| v.value()))
+        })?;
+        contact_by_ext(&self.contacts, number, agent, ext)
+    }
+
+    /// The external id of the contact that holds email `key`.
+    pub(super) fn email_holder(
+        &self,
+        agent: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        or_stored(self.keys.email(agent, key), || {
+            Ok(self
+                .by_email
+                .get((agent, key))?
+                .map(|v| v.value().to_owned()))
+        })
     }
 
     /// The name-word dictionary (see `names`).
@@ -174,14 +207,14 @@ impl<'t> Snapshot<'t> {
 /// Runs `query` for `agent`: at most `limit` contacts from `start`, on the snapshot
 /// `txn` and the unlogged blocks `held` taken with it.
 pub fn execute(
-    txn: &ReadTransaction,
-    held: &Held,
+    view: &ReadView,
     agent: &str,
     query: &Query,
     start: &Start,
     limit: usize,
     limits: QueryLimits,
 ) -> Result<QueryPage, StoreError> {
+    let txn = &view.txn;
     let agent_total = match txn.open_table(AGENTS)?.get(agent)? {
         Some(bytes) => decode_agent(agent, bytes.value())?.contact_count,
         None => return Err(StoreError::AgentNotFound),
@@ -191,7 +224,7 @@ pub fn execute(
         .get((agent, query.sort_field.as_str()))?
         .map_or(0, |v| v.value());
     let has_tail = with_value < agent_total;
-    let snap = Snapshot::open(txn, held)?;
+    let snap = Snapshot::open(txn, &view.held, &view.keys)?;
     let (offset, after) = match start {
         Start::Offset(n) => (usize::try_from(*n).unwrap_or(usize::MAX), None),
         Start::After(pos) => (0, Some(pos)),
@@ -661,20 +694,24 @@ fn ordered<'a>(
             }
             "external_id" => {
                 let key = after_value.map(|(k, _)| String::from_utf8_lossy(&k).into_owned());
-                let rows = str_range(&snap.by_ext, agent, key.as_deref(), desc, |ext, n| {
-                    indexed_as(&snap.contacts, agent, ext, n.value())
-                })?;
+                let rows = str_range(&snap.by_ext, agent, key.as_deref(), desc, |v| v.value())?;
+                let rows =
+                    Merged::new(rows, snap.keys, agent, key.as_deref(), desc).map(move |row| {
+                        row.and_then(|(ext, n)| indexed_as(&snap.contacts, agent, &ext, n))
+                    });
                 Box::new(rows.take_while(|_| walk.step()))
             }
             "email" => {
                 let key = after_value.map(|(k, _)| String::from_utf8_lossy(&k).into_owned());
-                let rows = str_range(
-                    &snap.by_email,
-                    agent,
-                    key.as_deref(),
-                    desc,
-                    move |email, ext| expect_email(snap.indexed(agent, ext.value())?, email),
-                )?;
+                let rows = str_range(&snap.by_email, agent, key.as_deref(), desc, |v| {
+                    v.value().to_owned()
+                })?;
+                let rows =
+                    Merged::new(rows, snap.keys, agent, key.as_deref(), desc).map(move |row| {
+                        row.and_then(|(email, ext)| {
+                            expect_email(snap.indexed(agent, &ext)?, &email)
+                        })
+                    });
                 Box::new(rows.take_while(|_| walk.step()))
             }
             _ => {
@@ -716,13 +753,15 @@ fn ordered<'a>(
 
 /// Rows of an `(agent, text)` table in key order (reversed when `descending`), after
 /// the text `after`, each turned into a value by `value`.
+/// The rows of `agent` in a `(agent, text)` table strictly beyond `after`, in key order
+/// (descending: from the highest), as (text, `value` of the row's value).
 fn str_range<'a, V, T>(
     table: &'a ReadOnlyTable<(&'static str, &'static str), V>,
     agent: &str,
     after: Option<&str>,
     descending: bool,
-    value: impl Fn(&str, AccessGuard<'_, V>) -> Result<T, StoreError> + 'a,
-) -> Result<Results<'a, T>, StoreError>
+    value: impl Fn(AccessGuard<'_, V>) -> T + 'a,
+) -> Result<Results<'a, (String, T)>, StoreError>
 where
     V: redb::Value + 'static,
     T: 'a,
@@ -739,7 +778,7 @@ where
     let range = table.range::<(&str, &str)>(bounds)?;
     let rows = range.map(move |row| {
         let (k, v) = row?;
-        value(k.value().1, v)
+        Ok((k.value().1.to_owned(), value(v)))
     });
     Ok(if descending {
         Box::new(rows.rev())
