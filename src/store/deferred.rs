@@ -339,9 +339,38 @@ impl Deferred {
         })
     }
 
+    /// A read snapshot (`begin`, whose transaction `txn` gives) with its view.
+    pub fn begin<T>(
+        self: &Arc<Self>,
+        begin: impl Fn() -> Result<T, StoreError>,
+        txn: impl Fn(&T) -> &ReadTransaction,
+    ) -> Result<(T, KeysView), StoreError> {
+        loop {
+            {
+                let state = self.state.read();
+                if state.agents.is_empty() {
+                    // Nothing waits for a checkpoint, and no group's entries can join
+                    // while this lock is held: the snapshot's B-trees hold them all.
+                    let read = begin()?;
+                    let view = KeysView {
+                        deferred: Arc::clone(self),
+                        flushed: state.flushed,
+                        seq: state.flushed,
+                        pinned: false,
+                    };
+                    return Ok((read, view));
+                }
+            }
+            let read = begin()?;
+            if let Some(view) = self.view(txn(&read))? {
+                return Ok((read, view));
+            }
+        }
+    }
+
     /// A view for a reader of `txn`, or `None` when versions its snapshot needs were
     /// dropped meanwhile: then begin again (a newer snapshot needs none of them).
-    pub fn view(self: &Arc<Self>, txn: &ReadTransaction) -> Result<Option<KeysView>, StoreError> {
+    fn view(self: &Arc<Self>, txn: &ReadTransaction) -> Result<Option<KeysView>, StoreError> {
         let (seq, flushed) = (meta(txn, META_KEYS_SEQ)?, meta(txn, META_KEYS_FLUSHED)?);
         let state = self.state.read();
         if flushed < state.dropped {
@@ -353,6 +382,7 @@ impl Deferred {
             deferred: Arc::clone(self),
             flushed,
             seq,
+            pinned: true,
         }))
     }
 
@@ -525,11 +555,15 @@ pub struct KeysView {
     deferred: Arc<Deferred>,
     flushed: u64,
     seq: u64,
+    /// Whether it holds a pin on `flushed` (see [`Deferred::checkpointed`]).
+    pinned: bool,
 }
 
 impl Drop for KeysView {
     fn drop(&mut self) {
-        self.deferred.unpin(self.flushed);
+        if self.pinned {
+            self.deferred.unpin(self.flushed);
+        }
     }
 }
 
@@ -916,12 +950,9 @@ mod tests {
                         }
                     }
                     Step::Read => {
-                        let (txn, view) = loop {
-                            let txn = db.begin_read().unwrap();
-                            if let Some(view) = deferred.view(&txn).unwrap() {
-                                break (txn, view);
-                            }
-                        };
+                        let (txn, view) = deferred
+                            .begin(|| Ok(db.begin_read()?), |txn| txn)
+                            .unwrap();
                         readers.push((txn, view, committed.clone()));
                     }
                     Step::Finish => {
@@ -957,8 +988,7 @@ mod tests {
             txn.commit().unwrap();
             deferred.checkpointed(seq);
             prop_assert_eq!(deferred.len(), 0);
-            let txn = db.begin_read().unwrap();
-            let view = deferred.view(&txn).unwrap().unwrap();
+            let (txn, view) = deferred.begin(|| Ok(db.begin_read()?), |txn| txn).unwrap();
             prop_assert!(view.settled());
             expect_sees(&txn, &view, &committed)?;
         }

@@ -219,22 +219,14 @@ impl RedbStore {
     /// A read snapshot with the index blocks and the deferred external-id and email
     /// entries it needs (see `deferred`).
     fn begin_read(&self) -> Result<ReadView, StoreError> {
-        loop {
-            let (txn, held) = self.unlogged.begin_read(&self.db)?;
-            if let Some(keys) = self.deferred.view(&txn)? {
-                return Ok(ReadView { txn, held, keys });
-            }
-        }
+        let begin = || self.unlogged.begin_read(&self.db);
+        let ((txn, held), keys) = self.deferred.begin(begin, |(txn, _)| txn)?;
+        Ok(ReadView { txn, held, keys })
     }
 
     /// A read snapshot with the deferred external-id and email entries it needs.
     fn begin_read_keys(&self) -> Result<(ReadTransaction, KeysView), StoreError> {
-        loop {
-            let txn = self.db.begin_read()?;
-            if let Some(keys) = self.deferred.view(&txn)? {
-                return Ok((txn, keys));
-            }
-        }
+        self.deferred.begin(|| Ok(self.db.begin_read()?), |txn| txn)
     }
 
     /// Runs a read: a panic becomes `Corrupt`, and damage is recorded (see `damage`).
