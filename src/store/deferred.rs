@@ -36,13 +36,56 @@ pub const META_KEYS_FLUSHED: &str = "keys_flushed";
 
 type Map<V> = foldhash::HashMap<String, V>;
 
-/// Versions of one entry, oldest first: the group's number and the value it left.
-type Versions<V> = Vec<(u64, Option<V>)>;
+/// A key of one index, shared by its versions and the runs that hold it.
+type Key = Arc<str>;
+
+/// One version of an entry: the group's number and the value it left.
+type Version<V> = (u64, Option<V>);
+
+/// Versions of one entry, oldest first. Most entries have one, kept inline.
+enum Versions<V> {
+    One([Version<V>; 1]),
+    Many(Vec<Version<V>>),
+}
+
+impl<V> Versions<V> {
+    fn as_slice(&self) -> &[Version<V>] {
+        match self {
+            Self::One(one) => one,
+            Self::Many(all) => all,
+        }
+    }
+
+    fn push(&mut self, version: Version<V>) {
+        match self {
+            Self::Many(all) => all.push(version),
+            Self::One(_) => {
+                let mut all = match std::mem::replace(self, Self::Many(Vec::new())) {
+                    Self::One([first]) => vec![first],
+                    Self::Many(all) => all,
+                };
+                all.push(version);
+                *self = Self::Many(all);
+            }
+        }
+    }
+
+    /// Keeps the versions `keep` accepts; false when none is left.
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) -> bool {
+        match self {
+            Self::One([(seq, _)]) => keep(*seq),
+            Self::Many(all) => {
+                all.retain(|(seq, _)| keep(*seq));
+                !all.is_empty()
+            }
+        }
+    }
+}
 
 /// One index's entries since the last checkpoint: the versions of each key for
 /// lookups, and the keys each group changed, sorted, for reading in key order.
 pub struct Entries<V> {
-    versions: Map<Versions<V>>,
+    versions: foldhash::HashMap<Key, Versions<V>>,
     /// One run per group, oldest first.
     runs: Vec<Run>,
 }
@@ -50,13 +93,13 @@ pub struct Entries<V> {
 /// The keys one group changed, in order, each once.
 struct Run {
     seq: u64,
-    keys: Vec<String>,
+    keys: Vec<Key>,
 }
 
 impl<V> Default for Entries<V> {
     fn default() -> Self {
         Self {
-            versions: Map::default(),
+            versions: foldhash::HashMap::default(),
             runs: Vec::new(),
         }
     }
@@ -65,13 +108,24 @@ impl<V> Default for Entries<V> {
 impl<V: Clone> Entries<V> {
     /// Adds group `seq`'s values.
     fn add(&mut self, seq: u64, values: Map<Option<V>>) {
-        let mut keys: Vec<String> = Vec::with_capacity(values.len());
+        let mut keys: Vec<Key> = Vec::with_capacity(values.len());
         for (key, value) in values {
-            self.versions
-                .entry(key.clone())
-                .or_default()
-                .push((seq, value));
-            keys.push(key);
+            let version = (seq, value);
+            match self.versions.get_key_value(key.as_str()) {
+                Some((shared, _)) => {
+                    let shared = Arc::clone(shared);
+                    if let Some(versions) = self.versions.get_mut(&shared) {
+                        versions.push(version);
+                    }
+                    keys.push(shared);
+                }
+                None => {
+                    let key: Key = key.into();
+                    self.versions
+                        .insert(Arc::clone(&key), Versions::One([version]));
+                    keys.push(key);
+                }
+            }
         }
         keys.sort_unstable();
         self.runs.push(Run { seq, keys });
@@ -80,19 +134,13 @@ impl<V: Clone> Entries<V> {
     /// Drops group `seq`'s versions and run.
     fn remove(&mut self, seq: u64) {
         self.runs.retain(|run| run.seq != seq);
-        self.versions.retain(|_, v| {
-            v.retain(|(s, _)| *s != seq);
-            !v.is_empty()
-        });
+        self.versions.retain(|_, v| v.retain(|s| s != seq));
     }
 
     /// Drops what groups up to `floor` added.
     fn drop_through(&mut self, floor: u64) {
         self.runs.retain(|run| run.seq > floor);
-        self.versions.retain(|_, v| {
-            v.retain(|(s, _)| *s > floor);
-            !v.is_empty()
-        });
+        self.versions.retain(|_, v| v.retain(|s| s > floor));
     }
 
     fn is_empty(&self) -> bool {
@@ -114,7 +162,7 @@ impl<V: Clone> Entries<V> {
         above: u64,
         upto: u64,
     ) -> Chunk<V> {
-        let runs: Vec<&[String]> = self
+        let runs: Vec<&[Key]> = self
             .runs
             .iter()
             .filter(|run| run.seq > above && run.seq <= upto)
@@ -132,13 +180,13 @@ impl<V: Clone> Entries<V> {
             // Each run's position: how many of its keys are still to read.
             let mut ends: Vec<usize> = runs
                 .iter()
-                .map(|keys| after.map_or(keys.len(), |a| keys.partition_point(|k| k.as_str() < a)))
+                .map(|keys| after.map_or(keys.len(), |a| keys.partition_point(|k| k.as_ref() < a)))
                 .collect();
             let mut heap: BinaryHeap<(&str, usize)> = BinaryHeap::new();
             for (i, keys) in runs.iter().enumerate() {
                 if ends[i] > 0 {
                     ends[i] -= 1;
-                    heap.push((keys[ends[i]].as_str(), i));
+                    heap.push((keys[ends[i]].as_ref(), i));
                 }
             }
             while let Some((key, i)) = heap.pop() {
@@ -147,18 +195,18 @@ impl<V: Clone> Entries<V> {
                 }
                 if ends[i] > 0 {
                     ends[i] -= 1;
-                    heap.push((runs[i][ends[i]].as_str(), i));
+                    heap.push((runs[i][ends[i]].as_ref(), i));
                 }
             }
         } else {
             let mut starts: Vec<usize> = runs
                 .iter()
-                .map(|keys| after.map_or(0, |a| keys.partition_point(|k| k.as_str() <= a)))
+                .map(|keys| after.map_or(0, |a| keys.partition_point(|k| k.as_ref() <= a)))
                 .collect();
             let mut heap: BinaryHeap<Reverse<(&str, usize)>> = BinaryHeap::new();
             for (i, keys) in runs.iter().enumerate() {
                 if let Some(key) = keys.get(starts[i]) {
-                    heap.push(Reverse((key.as_str(), i)));
+                    heap.push(Reverse((key.as_ref(), i)));
                 }
             }
             while let Some(Reverse((key, i))) = heap.pop() {
@@ -167,7 +215,7 @@ impl<V: Clone> Entries<V> {
                 }
                 starts[i] += 1;
                 if let Some(key) = runs[i].get(starts[i]) {
-                    heap.push(Reverse((key.as_str(), i)));
+                    heap.push(Reverse((key.as_ref(), i)));
                 }
             }
         }
@@ -180,8 +228,8 @@ impl<V: Clone> Entries<V> {
             .versions
             .iter()
             .filter_map(|(key, versions)| {
-                let (seq, value) = versions.last()?;
-                (*seq > flushed).then_some((key.as_str(), value.as_ref()))
+                let (seq, value) = versions.as_slice().last()?;
+                (*seq > flushed).then_some((&**key, value.as_ref()))
             })
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -308,6 +356,7 @@ impl GroupKeys {
 /// `None` when no version is (the B-tree answers).
 fn visible<V: Clone>(versions: &Versions<V>, above: u64, upto: u64) -> Option<Option<V>> {
     versions
+        .as_slice()
         .iter()
         .rev()
         .find(|(seq, _)| *seq > above && *seq <= upto)
@@ -524,8 +573,13 @@ impl Deferred {
             .agents
             .values()
             .map(|k| {
-                k.ext.versions.values().map(Vec::len).sum::<usize>()
-                    + k.email.versions.values().map(Vec::len).sum::<usize>()
+                let count = |v: &Versions<_>| v.as_slice().len();
+                k.ext.versions.values().map(count).sum::<usize>()
+                    + k.email
+                        .versions
+                        .values()
+                        .map(|v| v.as_slice().len())
+                        .sum::<usize>()
             })
             .sum()
     }
@@ -542,11 +596,11 @@ impl Deferred {
 }
 
 /// The keys whose newest version above `flushed` sets an entry.
-fn live<V>(versions: &Map<Versions<V>>, flushed: u64) -> Vec<String> {
+fn live<V>(versions: &foldhash::HashMap<Key, Versions<V>>, flushed: u64) -> Vec<String> {
     versions
         .iter()
-        .filter(|(_, v)| matches!(v.last(), Some((seq, Some(_))) if *seq > flushed))
-        .map(|(k, _)| k.clone())
+        .filter(|(_, v)| matches!(v.as_slice().last(), Some((seq, Some(_))) if *seq > flushed))
+        .map(|(k, _)| k.to_string())
         .collect()
 }
 
