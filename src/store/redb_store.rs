@@ -16,8 +16,7 @@ use super::codec::{
 use super::contacts::{self, find_contact};
 use super::damage::{unpanic, Damage, DamageReport};
 use super::data_dir;
-use super::deferred::or_stored;
-use super::deferred::{self, Deferred, KeysView};
+use super::deferred::{self, or_stored, Deferred, KeysView};
 use super::file;
 use super::index::{
     self, IndexLimits, Indexer, Kick, Merger, QueryLimits, QueryPage, ReadView, Slot, Start,

@@ -13,7 +13,9 @@
 //!
 //! The writer knows nothing of the indexes beyond their seam (`index`): each group's
 //! [`Txn`] carries a `TxnIndex`, which jobs tell what they changed, and the writer
-//! has it finish before the commit and tells the `Indexer` how the commit went.
+//! has it finish before the commit and tells the `Indexer` how the commit went. Likewise
+//! for the external-id and email entries (`deferred`): a group's join the shared ones
+//! just before its commit, and a checkpoint inserts them all into their B-trees.
 
 use std::cell::{Cell, RefCell};
 use std::ops::Deref;
