@@ -204,8 +204,8 @@ impl<'t> Snapshot<'t> {
     }
 }
 
-/// Runs `query` for `agent`: at most `limit` contacts from `start`, on the snapshot
-/// `txn` and the unlogged blocks `held` taken with it.
+/// Runs `query` for `agent`: at most `limit` contacts from `start`, on the snapshot of
+/// `view` and what was taken with it.
 pub fn execute(
     view: &ReadView,
     agent: &str,
