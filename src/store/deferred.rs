@@ -131,16 +131,10 @@ impl<V: Clone> Entries<V> {
         self.runs.push(Run { seq, keys });
     }
 
-    /// Drops group `seq`'s versions and run.
-    fn remove(&mut self, seq: u64) {
-        self.runs.retain(|run| run.seq != seq);
-        self.versions.retain(|_, v| v.retain(|s| s != seq));
-    }
-
-    /// Drops what groups up to `floor` added.
-    fn drop_through(&mut self, floor: u64) {
-        self.runs.retain(|run| run.seq > floor);
-        self.versions.retain(|_, v| v.retain(|s| s > floor));
+    /// Keeps the versions and runs of the groups `keep` accepts.
+    fn retain_groups(&mut self, keep: impl Fn(u64) -> bool) {
+        self.runs.retain(|run| keep(run.seq));
+        self.versions.retain(|_, v| v.retain(&keep));
     }
 
     fn is_empty(&self) -> bool {
@@ -284,6 +278,18 @@ struct State {
     dropped: u64,
     /// The number of the last committed group that changed entries.
     last: u64,
+}
+
+impl State {
+    /// Keeps the versions of the groups `keep` accepts, and the agents left with any.
+    fn retain_groups(&mut self, keep: impl Fn(u64) -> bool) {
+        for keys in self.agents.values_mut() {
+            keys.ext.retain_groups(&keep);
+            keys.email.retain_groups(&keep);
+        }
+        self.agents
+            .retain(|_, k| !k.ext.is_empty() || !k.email.is_empty());
+    }
 }
 
 /// The entries since the last checkpoint, shared by the writer and the readers.
@@ -490,14 +496,7 @@ impl Deferred {
 
     /// Group `seq` was sealed but did not commit: its entries go.
     pub fn aborted(&self, seq: u64) {
-        let mut state = self.state.write();
-        for keys in state.agents.values_mut() {
-            keys.ext.remove(seq);
-            keys.email.remove(seq);
-        }
-        state
-            .agents
-            .retain(|_, k| !k.ext.is_empty() || !k.email.is_empty());
+        self.state.write().retain_groups(|s| s != seq);
     }
 
     /// Group `seq` committed.
@@ -556,13 +555,7 @@ impl Deferred {
             return;
         }
         state.dropped = floor;
-        for keys in state.agents.values_mut() {
-            keys.ext.drop_through(floor);
-            keys.email.drop_through(floor);
-        }
-        state
-            .agents
-            .retain(|_, k| !k.ext.is_empty() || !k.email.is_empty());
+        state.retain_groups(|s| s > floor);
     }
 
     /// How many versions are held.
