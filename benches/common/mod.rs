@@ -16,6 +16,8 @@
 //! - `CONTACTD_BENCH_SECS`: length of each load phase in seconds (default 10).
 //! - `CONTACTD_BENCH_DIR`: where the temporary data directories go (default: the
 //!   system temp dir). Point it at a real disk if that is a tmpfs, or fsync is free.
+//! - `CONTACTD_BENCH_KEEP=1`: keep the server's data directory at the end and print its
+//!   path (to inspect it, e.g. with `contactd check`).
 //!
 //! When a bench binary runs as a test (`cargo test --benches`, no `--bench` argument),
 //! the defaults shrink to 1000 contacts and 1-second phases so it stays a smoke test.
@@ -485,6 +487,10 @@ impl Drop for Server {
                 Err(err) => eprintln!("the server task failed: {err}"),
             }
             runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+        if std::env::var_os("CONTACTD_BENCH_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept the data dir {}", self.dir.path().display());
         }
     }
 }
