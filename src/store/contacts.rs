@@ -132,6 +132,9 @@ impl<'txn> Tables<'txn> {
     /// The contact number of `ext`, as the writes so far left it.
     fn ext_number(&self, agent: &str, ext: &str) -> Result<Option<u64>, StoreError> {
         or_stored(self.txn.deferred_ext(agent, ext), || {
+            if !self.txn.may_store_ext(agent, ext) {
+                return Ok(None);
+            }
             Ok(self.by_ext.get((agent, ext))?.map(|v| v.value()))
         })
     }
@@ -143,6 +146,9 @@ impl<'txn> Tables<'txn> {
     /// Who holds email `key`, as the writes so far left it.
     fn email_owner(&self, agent: &str, key: &str) -> Result<Option<String>, StoreError> {
         or_stored(self.txn.deferred_email(agent, key), || {
+            if !self.txn.may_store_email(agent, key) {
+                return Ok(None);
+            }
             Ok(self.emails.get((agent, key))?.map(|v| v.value().to_owned()))
         })
     }

@@ -20,12 +20,17 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    WriteTransaction,
+};
 
 use super::codec::decode_stored_contact;
+use super::keyfilter::KeyFilter;
 use super::tables::{CONTACTS, CONTACTS_BY_EMAIL, CONTACTS_BY_EXTERNAL_ID, META};
 use super::StoreError;
 
@@ -293,11 +298,14 @@ impl State {
 }
 
 /// The entries since the last checkpoint, shared by the writer and the readers.
-#[derive(Default)]
 pub struct Deferred {
     state: RwLock<State>,
     /// How many readers hold a view per `flushed` number of their snapshot.
     pins: Mutex<BTreeMap<u64, usize>>,
+    /// The keys each B-tree may hold, so that the writer skips the lookup of a key it
+    /// surely does not (a new contact's).
+    stored_ext: KeyFilter,
+    stored_email: KeyFilter,
 }
 
 /// The entries one write group changed so far; they join [`Deferred`] just before the
@@ -391,7 +399,36 @@ impl Deferred {
                 ..State::default()
             }),
             pins: Mutex::default(),
+            stored_ext: KeyFilter::new(txn.open_table(CONTACTS_BY_EXTERNAL_ID)?.len()?),
+            stored_email: KeyFilter::new(txn.open_table(CONTACTS_BY_EMAIL)?.len()?),
         })
+    }
+
+    /// Inserts the keys of the B-trees of `txn`, a snapshot taken after this was
+    /// opened, into their filters; from then on the writer skips the lookups the
+    /// filters rule out. Returns `false` when `stop` was set before the end.
+    pub fn fill_filters(
+        &self,
+        txn: &ReadTransaction,
+        stop: &AtomicBool,
+    ) -> Result<bool, StoreError> {
+        let by_ext = txn.open_table(CONTACTS_BY_EXTERNAL_ID)?;
+        if !fill(&by_ext, &self.stored_ext, stop)? {
+            return Ok(false);
+        }
+        let by_email = txn.open_table(CONTACTS_BY_EMAIL)?;
+        fill(&by_email, &self.stored_email, stop)
+    }
+
+    /// For the writer: whether the `contacts_by_external_id` B-tree may hold `ext`
+    /// (`false`: surely not, no need to look).
+    pub fn may_store_ext(&self, agent: &str, ext: &str) -> bool {
+        self.stored_ext.may_hold(agent, ext)
+    }
+
+    /// For the writer: whether the `contacts_by_email` B-tree may hold `key`.
+    pub fn may_store_email(&self, agent: &str, key: &str) -> bool {
+        self.stored_email.may_hold(agent, key)
     }
 
     /// A read snapshot (`begin`, whose transaction `txn` gives) with its view.
@@ -520,14 +557,20 @@ impl Deferred {
             let agent = agent.as_str();
             for (ext, number) in keys.ext.newest(state.flushed) {
                 match number {
-                    Some(n) => by_ext.insert((agent, ext), *n)?,
+                    Some(n) => {
+                        self.stored_ext.insert(agent, ext);
+                        by_ext.insert((agent, ext), *n)?
+                    }
                     None => by_ext.remove((agent, ext))?,
                 };
                 written += 1;
             }
             for (key, holder) in keys.email.newest(state.flushed) {
                 match holder {
-                    Some(ext) => by_email.insert((agent, key), ext.as_str())?,
+                    Some(ext) => {
+                        self.stored_email.insert(agent, key);
+                        by_email.insert((agent, key), ext.as_str())?
+                    }
                     None => by_email.remove((agent, key))?,
                 };
                 written += 1;
@@ -586,6 +629,73 @@ impl Deferred {
             }
         }
     }
+}
+
+/// The thread that fills the key filters at open (see [`Deferred::fill_filters`]).
+pub struct Filler {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Filler {
+    /// Starts filling `deferred`'s filters from a snapshot of `db` taken now.
+    pub fn start(db: &Database, deferred: Arc<Deferred>) -> Result<Self, StoreError> {
+        let txn = db.begin_read()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("contactd-keyfilter".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                match deferred.fill_filters(&txn, &stopped) {
+                    Ok(true) => tracing::debug!(
+                        ms = started.elapsed().as_millis(),
+                        "filled the external-id and email key filters"
+                    ),
+                    Ok(false) => {}
+                    // The writer keeps looking every key up.
+                    Err(err) => tracing::warn!("cannot fill the key filters: {err}"),
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Stops filling and waits for the thread, which holds a read snapshot.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join();
+    }
+
+    /// Waits for the thread to end.
+    pub fn join(&self) {
+        if let Some(thread) = self.thread.lock().take() {
+            if thread.join().is_err() {
+                tracing::error!("the key filter thread panicked");
+            }
+        }
+    }
+}
+
+/// Inserts every key of `table` into `filter` and marks it filled; `false` when `stop`
+/// was set first.
+fn fill<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(&'static str, &'static str), V>,
+    filter: &KeyFilter,
+    stop: &AtomicBool,
+) -> Result<bool, StoreError> {
+    for (i, row) in table.iter()?.enumerate() {
+        if i % 4096 == 0 && stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let (key, _) = row?;
+        let (agent, key) = key.value();
+        filter.insert(agent, key);
+    }
+    filter.filled();
+    Ok(true)
 }
 
 /// The keys whose newest version above `flushed` sets an entry.

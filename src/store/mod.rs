@@ -14,6 +14,7 @@ pub mod data_dir;
 mod deferred;
 mod file;
 mod index;
+mod keyfilter;
 mod labels;
 mod redb_store;
 mod redo;

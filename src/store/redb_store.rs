@@ -16,7 +16,7 @@ use super::codec::{
 use super::contacts::{self, find_contact};
 use super::damage::{unpanic, Damage, DamageReport};
 use super::data_dir;
-use super::deferred::{self, or_stored, Deferred, KeysView};
+use super::deferred::{self, or_stored, Deferred, Filler, KeysView};
 use super::file;
 use super::index::{
     self, IndexLimits, Indexer, Kick, Merger, QueryLimits, QueryPage, ReadView, Slot, Start,
@@ -61,6 +61,8 @@ pub struct RedbStore {
     unlogged: Arc<Unlogged>,
     /// External-id and email entries written since the last checkpoint.
     deferred: Arc<Deferred>,
+    /// Fills `deferred`'s key filters after the open.
+    filler: Filler,
     indexer: Arc<Indexer>,
     writer: Arc<Writer>,
     merger: Merger,
@@ -186,11 +188,13 @@ impl RedbStore {
             kick,
             Arc::clone(&damage),
         )?;
+        let filler = Filler::start(&db, Arc::clone(&deferred))?;
         Ok(Self {
             db,
             damage,
             unlogged,
             deferred,
+            filler,
             indexer,
             writer,
             merger,
@@ -267,10 +271,11 @@ impl RedbStore {
         )))
     }
 
-    /// Stops the index merger (a merge in flight resumes at the next open), finishes
-    /// queued writes and stops the writer (see `Writer::shutdown`). The file closes
-    /// when the store is dropped.
+    /// Stops filling the key filters and the index merger (a merge in flight resumes at
+    /// the next open), finishes queued writes and stops the writer (see
+    /// `Writer::shutdown`). The file closes when the store is dropped.
     pub fn shutdown(&self) {
+        self.filler.shutdown();
         self.merger.shutdown();
         self.writer.shutdown();
         if let Some(dir) = self.path.parent() {
@@ -1085,24 +1090,51 @@ pub(crate) mod tests_support {
             create_agent(rt, store, "a");
         }
         let start = store.agent("a").unwrap().unwrap().contact_count as usize;
-        let mut issues = crate::domain::Issues::new();
         for chunk in (start..start + n).collect::<Vec<_>>().chunks(1000) {
-            let entries = chunk
-                .iter()
-                .map(|i| {
-                    let body = serde_json::json!({"external_id": format!("c{i}"), "name": format!("Person {i}"), "email": format!("p{i}@x.co")});
-                    ContactInput::parse(&body, "", &mut issues).unwrap()
-                })
-                .collect();
-            rt.block_on(store.upsert_contacts(
-                "a".into(),
-                entries,
-                OnDuplicate::Update,
-                WriteRules::default(),
-                1_700_000_000,
-            ))
+            write(
+                rt,
+                store,
+                chunk,
+                |i| format!("Person {i}"),
+                |i| format!("p{i}@x.co"),
+            )
             .unwrap();
         }
+    }
+
+    /// Writes contacts `ids` of agent `a` (external id `c{i}`, as [`fill`] names
+    /// them) in one request, with `name(i)` and `email(i)`.
+    pub fn write(
+        rt: &tokio::runtime::Runtime,
+        store: &RedbStore,
+        ids: &[usize],
+        name: impl Fn(usize) -> String,
+        email: impl Fn(usize) -> String,
+    ) -> Result<UpsertOutcome, StoreError> {
+        let mut issues = crate::domain::Issues::new();
+        let entries = ids
+            .iter()
+            .map(|&i| {
+                let body = serde_json::json!({"external_id": format!("c{i}"), "name": name(i), "email": email(i)});
+                ContactInput::parse(&body, "", &mut issues).unwrap()
+            })
+            .collect();
+        upsert(rt, store, entries)
+    }
+
+    /// Upserts `entries` into agent `a`, updating on a duplicate.
+    pub fn upsert(
+        rt: &tokio::runtime::Runtime,
+        store: &RedbStore,
+        entries: Vec<ContactInput>,
+    ) -> Result<UpsertOutcome, StoreError> {
+        rt.block_on(store.upsert_contacts(
+            "a".into(),
+            entries,
+            OnDuplicate::Update,
+            WriteRules::default(),
+            1_700_000_000,
+        ))
     }
 }
 
@@ -1877,6 +1909,47 @@ mod tests {
         assert_eq!(store.check().unwrap().problem_count, 0);
     }
 
+    /// Once filled after an open, the writer's key filters rule out keys never stored
+    /// and let every stored one through: stored external ids are updated, not created
+    /// again, and a stored email conflicts, whether the key was in the file at the open
+    /// or a checkpoint inserted it since.
+    #[test]
+    fn the_key_filters_let_every_stored_key_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = RedbStore::open(dir.path()).unwrap();
+        super::tests_support::fill(&rt, &store, 3000);
+        store.shutdown();
+        drop(store);
+        let store = RedbStore::open(dir.path()).unwrap();
+        store.filler.join();
+        let passed = (0..1000)
+            .filter(|i| store.deferred.may_store_ext("a", &format!("new{i}")))
+            .count();
+        assert!(passed < 20, "{passed} of 1000 new external ids passed");
+        for i in 0..3000 {
+            assert!(store.deferred.may_store_ext("a", &format!("c{i}")));
+            assert!(store.deferred.may_store_email("a", &format!("p{i}@x.co")));
+        }
+        let rewrite = |ids: std::ops::Range<usize>, email: &dyn Fn(usize) -> String| {
+            let ids: Vec<usize> = ids.collect();
+            super::tests_support::write(&rt, &store, &ids, |_| "Again".into(), email)
+        };
+        let again = rewrite(0..1000, &|i| format!("p{i}@x.co")).unwrap();
+        assert_eq!((again.created, again.updated), (0, 1000));
+        // Contacts created after the open, inserted into the B-trees by a checkpoint.
+        super::tests_support::fill(&rt, &store, 1000);
+        assert_eq!(store.check().unwrap().problem_count, 0);
+        assert!(store.deferred.may_store_ext("a", "c3500"));
+        let again = rewrite(3000..4000, &|i| format!("p{i}@x.co")).unwrap();
+        assert_eq!((again.created, again.updated), (0, 1000));
+        for taken in [5, 3005] {
+            let clash = rewrite(10..11, &|_| format!("p{taken}@x.co"));
+            assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+        }
+        assert_eq!(store.agent("a").unwrap().unwrap().contact_count, 4000);
+    }
+
     /// `check` names an external-id index entry that is missing, one that names another
     /// contact, and a record stored under another contact's number.
     #[test]
@@ -1934,14 +2007,7 @@ mod tests {
                 input
             })
             .collect();
-        rt.block_on(store.upsert_contacts(
-            "a".into(),
-            entries,
-            OnDuplicate::Update,
-            WriteRules::default(),
-            1_700_000_000,
-        ))
-        .unwrap();
+        super::tests_support::upsert(&rt, &store, entries).unwrap();
         assert_eq!(store.check().unwrap().problem_count, 0);
         store.shutdown();
         drop(store);

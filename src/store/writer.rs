@@ -105,6 +105,18 @@ impl Txn {
         own.or_else(|| self.deferred.latest_email(agent, key))
     }
 
+    /// Whether the `contacts_by_external_id` B-tree may hold `ext` (`false`: surely
+    /// not, so the lookup can be skipped).
+    pub fn may_store_ext(&self, agent: &str, ext: &str) -> bool {
+        self.deferred.may_store_ext(agent, ext)
+    }
+
+    /// Whether the `contacts_by_email` B-tree may hold `key`, like
+    /// [`Txn::may_store_ext`].
+    pub fn may_store_email(&self, agent: &str, key: &str) -> bool {
+        self.deferred.may_store_email(agent, key)
+    }
+
     /// Sets (`None`: removes) the external-id entry of `ext`; it reaches the B-tree at
     /// a checkpoint.
     pub fn set_ext(&self, agent: &str, ext: &str, number: Option<u64>) {
