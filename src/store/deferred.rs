@@ -517,8 +517,18 @@ impl Deferred {
         )
     }
 
-    /// Just before group `seq` commits: its entries join, numbered `seq`.
+    /// Just before group `seq` commits: its entries join, numbered `seq`, and the keys
+    /// it sets join the key filters (before any checkpoint can insert them into the
+    /// B-trees).
     pub fn seal(&self, seq: u64, group: GroupKeys) {
+        for (agent, changed) in &group.agents {
+            for (ext, _) in changed.ext.iter().filter(|(_, n)| n.is_some()) {
+                self.stored_ext.insert(agent, ext);
+            }
+            for (key, _) in changed.email.iter().filter(|(_, h)| h.is_some()) {
+                self.stored_email.insert(agent, key);
+            }
+        }
         let mut state = self.state.write();
         for (agent, changed) in group.agents {
             let keys = state.agents.entry(agent).or_default();
@@ -557,20 +567,14 @@ impl Deferred {
             let agent = agent.as_str();
             for (ext, number) in keys.ext.newest(state.flushed) {
                 match number {
-                    Some(n) => {
-                        self.stored_ext.insert(agent, ext);
-                        by_ext.insert((agent, ext), *n)?
-                    }
+                    Some(n) => by_ext.insert((agent, ext), *n)?,
                     None => by_ext.remove((agent, ext))?,
                 };
                 written += 1;
             }
             for (key, holder) in keys.email.newest(state.flushed) {
                 match holder {
-                    Some(ext) => {
-                        self.stored_email.insert(agent, key);
-                        by_email.insert((agent, key), ext.as_str())?
-                    }
+                    Some(ext) => by_email.insert((agent, key), ext.as_str())?,
                     None => by_email.remove((agent, key))?,
                 };
                 written += 1;

@@ -6,10 +6,11 @@
 //! contacts. The filter answers "surely not stored" for all but about one key in a
 //! thousand, from one 32-byte block.
 //!
-//! **What it holds.** Every key inserted into its B-tree since the process opened the
-//! store (the checkpoint inserts them, see `deferred`), plus every key the B-tree held
-//! in one snapshot taken after the filter was made ([`KeyFilter::filled`]). Together these
-//! are every key the B-tree can hold from then on. Keys are never taken out: a removed
+//! **What it holds.** Every key a write group set since the process opened the store
+//! (inserted when the group's entries join the deferred ones, before a checkpoint can
+//! insert them into the B-tree, see `deferred`), plus every key the B-tree held in one
+//! snapshot taken after the filter was made ([`KeyFilter::filled`]). Together these are
+//! every key the B-tree can hold from then on. Keys are never taken out: a removed
 //! key stays a (harmless) false positive until the next open. Until the snapshot's keys
 //! are in, [`KeyFilter::may_hold`] answers `true` for every key.
 //!
