@@ -35,7 +35,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "cache_mb",
-        default: "128",
+        default: "112",
         help: "most MiB of database pages kept in memory (read from disk when evicted)",
     },
     Setting {

@@ -25,9 +25,12 @@ pub const PAGE: u64 = 4096;
 
 /// The page cache when none is given (the `cache_mb` default). Pages it does not hold
 /// are read from the operating system's page cache, which holds the file's hot pages
-/// anyway: at a million contacts, 128 MiB writes and reads as fast as 2 GiB did, and
-/// keeps the server's peak RSS under 400 MiB (docs/performance.md).
-pub const DEFAULT_CACHE: usize = 128 << 20;
+/// anyway: at a million contacts, 128 MiB wrote and read as fast as 2 GiB did. Each
+/// cached 4 KiB page is one allocation of jemalloc's 5 KiB size class, so the cache
+/// takes about 1.25 times its size; 112 MiB keeps the comparison bench's peak RSS at
+/// 1M (server and load generators) near 450 MiB, where 128 MiB reached 488–509 MiB
+/// (docs/performance.md).
+pub const DEFAULT_CACHE: usize = 112 << 20;
 
 /// Opens (or creates) the database at `path` over [`PageWrites`] of the file, keeping
 /// at most `cache_bytes` of its pages in memory.
