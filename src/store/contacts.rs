@@ -494,11 +494,25 @@ impl<'txn> Batch<'txn> {
                 self.read.insert(ext.to_owned(), stored);
             }
         }
+        // Owners of the addresses entries set, except an address the entry's contact
+        // already has: planning asks for the owner only when the address changes (and
+        // looks it up then if an earlier entry changed it meanwhile).
         let mut keys: Vec<String> = entries
             .filter_map(|e| match &e.email {
-                Field::Set(email) => Some(email_key(email)),
+                Field::Set(email) => Some((e, email_key(email))),
                 Field::Absent | Field::Clear => None,
             })
+            .filter(|(e, key)| {
+                let Field::Set(ext) = &e.external_id else {
+                    return true;
+                };
+                let current = match self.state.get(ext.as_str()) {
+                    Some((_, current)) => current.as_ref(),
+                    None => self.read.get(ext.as_str()).and_then(Option::as_ref),
+                };
+                current.and_then(Contact::email_key).as_ref() != Some(key)
+            })
+            .map(|(_, key)| key)
             .collect();
         keys.sort_unstable();
         keys.dedup();

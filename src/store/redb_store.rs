@@ -1909,6 +1909,40 @@ mod tests {
         assert_eq!(store.check().unwrap().problem_count, 0);
     }
 
+    /// Within one request, a contact that keeps its address (whose owner is not looked
+    /// up ahead) still holds it against a later entry, and gives it up to a later
+    /// entry once an earlier one moved it away.
+    #[test]
+    fn an_address_kept_by_its_contact_is_still_held_within_a_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = RedbStore::open(dir.path()).unwrap();
+        super::tests_support::fill(&rt, &store, 2);
+        let entries = |bodies: &[serde_json::Value]| {
+            let mut issues = crate::domain::Issues::new();
+            bodies
+                .iter()
+                .map(|b| ContactInput::parse(b, "", &mut issues).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let kept_then_claimed = entries(&[
+            serde_json::json!({"external_id": "c0", "email": "p0@x.co", "name": "Kept"}),
+            serde_json::json!({"external_id": "new", "email": "P0@x.co"}),
+        ]);
+        let clash = super::tests_support::upsert(&rt, &store, kept_then_claimed);
+        assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+        let moved_then_taken = entries(&[
+            serde_json::json!({"external_id": "c1", "email": "p1@x.co"}),
+            serde_json::json!({"external_id": "c0", "email": "elsewhere@x.co"}),
+            serde_json::json!({"external_id": "c1", "email": "p0@x.co"}),
+        ]);
+        let done = super::tests_support::upsert(&rt, &store, moved_then_taken).unwrap();
+        assert_eq!((done.created, done.updated), (0, 3));
+        let holder = store.contact("a", "c1").unwrap().unwrap();
+        assert_eq!(holder.email.as_deref(), Some("p0@x.co"));
+        assert_eq!(store.check().unwrap().problem_count, 0);
+    }
+
     /// Once filled after an open, the writer's key filters rule out keys never stored
     /// and let every stored one through: stored external ids are updated, not created
     /// again, and a stored email conflicts, whether the key was in the file at the open
